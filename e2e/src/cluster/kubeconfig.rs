@@ -1,0 +1,56 @@
+//! Kubeconfig files for the local cluster's users and components.
+
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::json;
+
+use super::pki::Pki;
+use crate::{IoContext, Result};
+
+/// Writes a kubeconfig for `server` that authenticates with the client
+/// certificate `<identity>.crt` of `pki`. Certificates are embedded, so the
+/// file can be copied elsewhere.
+pub fn write(path: &Path, cluster: &str, server: &str, pki: &Pki, identity: &str) -> Result<()> {
+    let read = |p: std::path::PathBuf| -> Result<String> {
+        let bytes = std::fs::read(&p).context(|| format!("reading {}", p.display()))?;
+        Ok(STANDARD.encode(bytes))
+    };
+    let user = format!("{cluster}-{identity}");
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster, "cluster": {
+            "server": server,
+            "certificate-authority-data": read(pki.ca_cert())?,
+        }}],
+        "users": [{"name": user, "user": {
+            "client-certificate-data": read(pki.cert(identity))?,
+            "client-key-data": read(pki.key(identity))?,
+        }}],
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user}}],
+        "current-context": cluster,
+    });
+    let yaml = serde_yaml::to_string(&config)?;
+    std::fs::write(path, yaml).context(|| format!("writing {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .context(|| format!("restricting {}", path.display()))
+}
+
+/// A kube client for `server` as `identity`, trusting the cluster CA.
+pub async fn client(server: &str, pki: &Pki, identity: &str) -> Result<kube::Client> {
+    let dir = pki.dir().join("clients");
+    std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
+    let file = dir.join(format!(
+        "{identity}-{}.kubeconfig",
+        server.replace([':', '/'], "_")
+    ));
+    write(&file, "probe", server, pki, identity)?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(&file)?;
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    config.connect_timeout = Some(std::time::Duration::from_secs(2));
+    config.read_timeout = Some(std::time::Duration::from_secs(10));
+    Ok(kube::Client::try_from(config)?)
+}

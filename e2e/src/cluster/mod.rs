@@ -1,0 +1,387 @@
+//! A local Kubernetes cluster made of the real upstream components, run as
+//! plain processes: etcd, kube-apiserver (aggregation layer configured),
+//! kube-controller-manager, kube-scheduler, and KWOK simulating nodes.
+
+mod kubeconfig;
+mod nodes;
+pub mod pki;
+mod ports;
+mod process;
+mod readiness;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub use ports::{Ports, RESERVED as RESERVED_PORTS};
+use process::Component;
+
+use crate::home::ArktosHome;
+use crate::upstream::Upstream;
+use crate::{IoContext, Result};
+use pki::Pki;
+
+/// The service range of the local cluster. Its addresses exist only inside
+/// the API server's allocator: nothing routes to them.
+pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+/// Pod addresses KWOK hands to simulated pods; likewise never routed.
+pub const KWOK_POD_CIDR: &str = "10.0.0.0/16";
+
+/// What cluster to run.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// Names the state folder `<home>/clusters/<name>`.
+    pub name: String,
+    pub home: ArktosHome,
+    pub ports: Ports,
+    /// Simulated (KWOK) nodes.
+    pub nodes: u32,
+    /// Delete the state folder when the cluster stops (test clusters).
+    pub ephemeral: bool,
+    /// How long to wait for each component to become ready.
+    pub ready_timeout: Duration,
+}
+
+impl ClusterSpec {
+    pub fn new(name: impl Into<String>, home: ArktosHome, ports: Ports) -> Self {
+        Self {
+            name: name.into(),
+            home,
+            ports,
+            nodes: 3,
+            ephemeral: false,
+            ready_timeout: Duration::from_secs(120),
+        }
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.home.cluster_dir(&self.name)
+    }
+
+    /// The admin kubeconfig, at a fixed path per cluster name.
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.dir().join("kubeconfig")
+    }
+}
+
+/// A running local cluster. Dropping it stops every process it started.
+#[derive(Debug)]
+pub struct LocalCluster {
+    spec: ClusterSpec,
+    pki: Pki,
+    upstream: Upstream,
+    components: Vec<Component>,
+}
+
+impl LocalCluster {
+    /// Starts every component in order and returns once the cluster serves,
+    /// its nodes are Ready and the `default` namespace can take pods.
+    pub async fn start(spec: ClusterSpec) -> Result<Self> {
+        let started = Instant::now();
+        spec.ports.check_free()?;
+        let upstream = Upstream::ensure(&spec.home)?;
+        let dir = spec.dir();
+        for sub in ["logs", "etcd", "kubeconfigs"] {
+            let path = dir.join(sub);
+            std::fs::create_dir_all(&path).context(|| format!("creating {}", path.display()))?;
+        }
+        let pki = Pki::new(dir.join("pki"));
+        pki.ensure_control_plane(&[])?;
+        let mut cluster = Self {
+            spec,
+            pki,
+            upstream,
+            components: Vec::new(),
+        };
+        cluster.write_kubeconfigs()?;
+        let total = 6;
+        let step = |n: u32, what: &str| {
+            eprintln!(
+                "[{n}/{total}] {what} ({:.1}s)",
+                started.elapsed().as_secs_f32()
+            )
+        };
+
+        cluster.start_etcd()?;
+        readiness::etcd(&mut cluster).await?;
+        step(1, "etcd ready");
+
+        cluster.start_apiserver()?;
+        readiness::apiserver(&mut cluster).await?;
+        step(2, "kube-apiserver ready");
+
+        cluster.start_controller_manager()?;
+        cluster.start_scheduler()?;
+        readiness::controller_manager_and_scheduler(&mut cluster).await?;
+        step(3, "kube-controller-manager and kube-scheduler healthy");
+
+        cluster.start_kwok()?;
+        nodes::register(&cluster.admin_client().await?, cluster.spec.nodes).await?;
+        step(4, &format!("{} simulated nodes registered", cluster.spec.nodes));
+
+        readiness::nodes(&mut cluster).await?;
+        step(5, "nodes Ready");
+
+        readiness::default_service_account(&mut cluster).await?;
+        step(6, "default namespace ready for pods");
+        Ok(cluster)
+    }
+
+    pub fn spec(&self) -> &ClusterSpec {
+        &self.spec
+    }
+
+    pub fn pki(&self) -> &Pki {
+        &self.pki
+    }
+
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.spec.kubeconfig_path()
+    }
+
+    pub fn apiserver_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.spec.ports.apiserver())
+    }
+
+    /// A client with cluster-admin rights.
+    pub async fn admin_client(&self) -> Result<kube::Client> {
+        kubeconfig::client(&self.apiserver_url(), &self.pki, "admin").await
+    }
+
+    /// Process ids of the running components, by name.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.components
+            .iter()
+            .map(|c| (c.name.clone(), c.pid()))
+            .collect()
+    }
+
+    /// Fails if any component has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        for component in &mut self.components {
+            if let Some(status) = component.exited() {
+                return Err(crate::Error::ComponentExited {
+                    component: component.name.clone(),
+                    status: status.to_string(),
+                    log: component.log.display().to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every component, the last started first.
+    pub fn stop(&mut self) {
+        while let Some(mut component) = self.components.pop() {
+            component.stop(Duration::from_secs(15));
+        }
+        if self.spec.ephemeral {
+            let _ = std::fs::remove_dir_all(self.spec.dir());
+        }
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.spec.dir().join("logs").join(format!("{name}.log"))
+    }
+
+    fn component_kubeconfig(&self, identity: &str) -> PathBuf {
+        self.spec
+            .dir()
+            .join("kubeconfigs")
+            .join(format!("{identity}.kubeconfig"))
+    }
+
+    fn write_kubeconfigs(&self) -> Result<()> {
+        let server = self.apiserver_url();
+        kubeconfig::write(
+            &self.kubeconfig_path(),
+            &format!("arktos-{}", self.spec.name),
+            &server,
+            &self.pki,
+            "admin",
+        )?;
+        for identity in ["kube-controller-manager", "kube-scheduler", "kwok"] {
+            kubeconfig::write(
+                &self.component_kubeconfig(identity),
+                "local",
+                &server,
+                &self.pki,
+                identity,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self, name: &str, args: Vec<String>) -> Result<()> {
+        let mut command = Command::new(self.upstream.command(name));
+        command.args(args).current_dir(self.spec.dir());
+        let component = Component::spawn(name, command, &self.log(name))?;
+        self.components.push(component);
+        Ok(())
+    }
+
+    fn start_etcd(&mut self) -> Result<()> {
+        let ports = self.spec.ports;
+        let client = format!("http://127.0.0.1:{}", ports.etcd_client());
+        let peer = format!("http://127.0.0.1:{}", ports.etcd_peer());
+        let args = vec![
+            "--name=local".into(),
+            format!("--data-dir={}", path(&self.spec.dir().join("etcd"))),
+            format!("--listen-client-urls={client}"),
+            format!("--advertise-client-urls={client}"),
+            format!("--listen-peer-urls={peer}"),
+            format!("--initial-advertise-peer-urls={peer}"),
+            format!("--initial-cluster=local={peer}"),
+            // A throw-away local cluster: durability across host crashes is
+            // not worth the fsync latency on small disks.
+            "--unsafe-no-fsync=true".into(),
+            "--quota-backend-bytes=8589934592".into(),
+            "--log-level=warn".into(),
+        ];
+        self.spawn("etcd", args)
+    }
+
+    fn start_apiserver(&mut self) -> Result<()> {
+        let pki = &self.pki;
+        let ports = self.spec.ports;
+        let sa_key = path(&pki.service_account_key());
+        let sa_pub = path(&pki.service_account_public_key());
+        let args = vec![
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            // Endpoints may not point at loopback, and this API server
+            // listens only there: the `kubernetes` Service gets no
+            // endpoints (nothing in this cluster routes to it).
+            "--endpoint-reconciler-type=none".into(),
+            format!("--secure-port={}", ports.apiserver()),
+            format!("--etcd-servers=http://127.0.0.1:{}", ports.etcd_client()),
+            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            format!("--tls-cert-file={}", path(&pki.cert("kube-apiserver"))),
+            format!("--tls-private-key-file={}", path(&pki.key("kube-apiserver"))),
+            format!("--client-ca-file={}", path(&pki.ca_cert())),
+            format!("--service-account-key-file={sa_pub}"),
+            format!("--service-account-signing-key-file={sa_key}"),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            "--authorization-mode=Node,RBAC".into(),
+            "--allow-privileged=true".into(),
+            // The aggregation layer: the front-proxy CA vouches for the
+            // identity headers the aggregator sends to extension servers.
+            format!(
+                "--requestheader-client-ca-file={}",
+                path(&pki.front_proxy_ca_cert())
+            ),
+            format!("--requestheader-allowed-names={}", pki::FRONT_PROXY_CLIENT_CN),
+            "--requestheader-username-headers=X-Remote-User".into(),
+            "--requestheader-group-headers=X-Remote-Group".into(),
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+            format!(
+                "--proxy-client-cert-file={}",
+                path(&pki.cert(pki::FRONT_PROXY_CLIENT_CN))
+            ),
+            format!(
+                "--proxy-client-key-file={}",
+                path(&pki.key(pki::FRONT_PROXY_CLIENT_CN))
+            ),
+            // Extension servers run on the host's loopback and are reached
+            // through ExternalName Services, not endpoints.
+            "--enable-aggregator-routing=false".into(),
+            format!(
+                "--kubelet-client-certificate={}",
+                path(&pki.cert("kube-apiserver-kubelet-client"))
+            ),
+            format!(
+                "--kubelet-client-key={}",
+                path(&pki.key("kube-apiserver-kubelet-client"))
+            ),
+            "--feature-gates=ShardedListAndWatch=true".into(),
+            "--profiling=false".into(),
+            "--v=1".into(),
+        ];
+        self.spawn("kube-apiserver", args)
+    }
+
+    fn start_controller_manager(&mut self) -> Result<()> {
+        let name = "kube-controller-manager";
+        let kubeconfig = path(&self.component_kubeconfig(name));
+        let pki = &self.pki;
+        let args = vec![
+            format!("--kubeconfig={kubeconfig}"),
+            format!("--authentication-kubeconfig={kubeconfig}"),
+            format!("--authorization-kubeconfig={kubeconfig}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={}", self.spec.ports.controller_manager()),
+            format!("--tls-cert-file={}", path(&pki.cert(name))),
+            format!("--tls-private-key-file={}", path(&pki.key(name))),
+            format!("--client-ca-file={}", path(&pki.ca_cert())),
+            format!("--root-ca-file={}", path(&pki.ca_cert())),
+            format!(
+                "--service-account-private-key-file={}",
+                path(&pki.service_account_key())
+            ),
+            format!("--cluster-signing-cert-file={}", path(&pki.ca_cert())),
+            format!("--cluster-signing-key-file={}", path(&pki.ca_key())),
+            "--use-service-account-credentials=true".into(),
+            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            "--leader-elect=false".into(),
+            "--kube-api-qps=100".into(),
+            "--kube-api-burst=200".into(),
+            "--profiling=false".into(),
+        ];
+        self.spawn(name, args)
+    }
+
+    fn start_scheduler(&mut self) -> Result<()> {
+        let name = "kube-scheduler";
+        let kubeconfig = path(&self.component_kubeconfig(name));
+        let pki = &self.pki;
+        let args = vec![
+            format!("--kubeconfig={kubeconfig}"),
+            format!("--authentication-kubeconfig={kubeconfig}"),
+            format!("--authorization-kubeconfig={kubeconfig}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={}", self.spec.ports.scheduler()),
+            format!("--tls-cert-file={}", path(&pki.cert(name))),
+            format!("--tls-private-key-file={}", path(&pki.key(name))),
+            format!("--client-ca-file={}", path(&pki.ca_cert())),
+            "--leader-elect=false".into(),
+            "--profiling=false".into(),
+        ];
+        self.spawn(name, args)
+    }
+
+    fn start_kwok(&mut self) -> Result<()> {
+        let stages = self.spec.dir().join("kwok-stages.yaml");
+        let out = Command::new(self.upstream.command("kwok-stages"))
+            .output()
+            .context(|| "printing KWOK's default stages".into())?;
+        std::fs::write(&stages, out.stdout).context(|| format!("writing {}", stages.display()))?;
+        let pki = &self.pki;
+        let args = vec![
+            format!("--kubeconfig={}", path(&self.component_kubeconfig("kwok"))),
+            format!("--config={}", path(&stages)),
+            "--manage-all-nodes=false".into(),
+            format!("--manage-nodes-with-annotation-selector={}", nodes::KWOK_SELECTOR),
+            "--node-ip=127.0.0.1".into(),
+            "--node-name=kwok-controller".into(),
+            format!("--cidr={KWOK_POD_CIDR}"),
+            format!("--server-address=127.0.0.1:{}", self.spec.ports.kwok()),
+            format!("--tls-cert-file={}", path(&pki.cert("kwok"))),
+            format!("--tls-private-key-file={}", path(&pki.key("kwok"))),
+        ];
+        self.spawn("kwok", args)
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}

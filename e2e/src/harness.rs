@@ -1,0 +1,111 @@
+//! What the e2e tests share: one cluster per test process, started through
+//! the same launcher as `arktos-local up` (or an existing one named by
+//! `ARKTOS_E2E_KUBECONFIG`), and a namespace per test.
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+
+use crate::cluster::{ClusterSpec, LocalCluster, Ports};
+use crate::home::ArktosHome;
+use crate::{Error, Result};
+
+/// Names a kubeconfig of a running cluster to test against instead of
+/// starting one.
+pub const EXISTING_CLUSTER_ENV: &str = "ARKTOS_E2E_KUBECONFIG";
+
+/// The cluster the tests of one process share.
+pub struct TestCluster {
+    /// `None` when testing a cluster someone else runs.
+    owned: Option<LocalCluster>,
+    kubeconfig: PathBuf,
+}
+
+impl TestCluster {
+    /// Uses the cluster named by `ARKTOS_E2E_KUBECONFIG`, or starts a fresh
+    /// ephemeral one on free ports.
+    pub async fn start() -> Result<Self> {
+        if let Some(path) = std::env::var_os(EXISTING_CLUSTER_ENV) {
+            eprintln!("e2e: using the cluster of {}", PathBuf::from(&path).display());
+            return Ok(Self {
+                owned: None,
+                kubeconfig: path.into(),
+            });
+        }
+        let mut spec = ClusterSpec::new(
+            format!("e2e-{}", std::process::id()),
+            ArktosHome::from_env(),
+            Ports::find_free()?,
+        );
+        spec.ephemeral = true;
+        eprintln!(
+            "e2e: starting cluster {} (apiserver on port {})",
+            spec.name,
+            spec.ports.apiserver()
+        );
+        let cluster = LocalCluster::start(spec).await?;
+        Ok(Self {
+            kubeconfig: cluster.kubeconfig_path(),
+            owned: Some(cluster),
+        })
+    }
+
+    pub fn kubeconfig(&self) -> &PathBuf {
+        &self.kubeconfig
+    }
+
+    /// The local cluster, when this process started it.
+    pub fn local(&self) -> Option<&LocalCluster> {
+        self.owned.as_ref()
+    }
+
+    pub async fn client(&self) -> Result<kube::Client> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// A fresh namespace for one test, named after it.
+    pub async fn namespace(&self, test: &str) -> Result<TestNamespace> {
+        let client = self.client().await?;
+        let suffix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let mut name = format!("e2e-{}-{suffix:x}", test.replace('_', "-"));
+        name.truncate(63);
+        let name = name.trim_end_matches('-').to_string();
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(name.clone());
+        ns.metadata.labels = Some([("arktos.io/e2e".to_string(), test.to_string())].into());
+        namespaces.create(&PostParams::default(), &ns).await?;
+        Ok(TestNamespace { client, name })
+    }
+
+    /// Stops the cluster if this process started it.
+    pub fn stop(&mut self) {
+        if let Some(mut cluster) = self.owned.take() {
+            cluster.stop();
+        }
+    }
+}
+
+/// A namespace owned by one test; `delete` it at the end.
+pub struct TestNamespace {
+    pub client: kube::Client,
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub async fn delete(self) -> Result<()> {
+        let namespaces: Api<Namespace> = Api::all(self.client);
+        namespaces
+            .delete(&self.name, &DeleteParams::background())
+            .await
+            .map(|_| ())
+            .map_err(Error::from)
+    }
+}
