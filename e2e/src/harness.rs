@@ -28,7 +28,10 @@ impl TestCluster {
     /// ephemeral one on free ports.
     pub async fn start() -> Result<Self> {
         if let Some(path) = std::env::var_os(EXISTING_CLUSTER_ENV) {
-            eprintln!("e2e: using the cluster of {}", PathBuf::from(&path).display());
+            eprintln!(
+                "e2e: using the cluster of {}",
+                PathBuf::from(&path).display()
+            );
             return Ok(Self {
                 owned: None,
                 kubeconfig: path.into(),

@@ -91,8 +91,8 @@ struct LauncherState {
 }
 
 pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
     use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
     // Connection errors while waiting for a component to come up are
     // expected; kube's client builder logs each at ERROR.
     let filter = EnvFilter::try_from_env("ARKTOS_LOG")
@@ -154,7 +154,10 @@ fn up(home: &ArktosHome, args: UpArgs) -> anyhow::Result<()> {
     let spec = spec(home, &args.cluster);
     let dir = spec.dir();
     if let Some(state) = running(&dir) {
-        eprintln!("cluster {:?} is already running (launcher pid {})", spec.name, state.pid);
+        eprintln!(
+            "cluster {:?} is already running (launcher pid {})",
+            spec.name, state.pid
+        );
         print_next_steps(home, &spec.name, &state);
         return Ok(());
     }
@@ -249,7 +252,11 @@ fn run_foreground(home: &ArktosHome, args: ClusterArgs) -> anyhow::Result<()> {
     let spec = spec(home, &args);
     let dir = spec.dir();
     if let Some(state) = running(&dir) {
-        bail!("cluster {:?} is already running (launcher pid {})", spec.name, state.pid);
+        bail!(
+            "cluster {:?} is already running (launcher pid {})",
+            spec.name,
+            state.pid
+        );
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -330,7 +337,10 @@ fn status(home: &ArktosHome, name: &str) -> anyhow::Result<()> {
     };
     println!("cluster {name:?}: running (launcher pid {})", state.pid);
     println!("  kubeconfig: {}", state.kubeconfig.display());
-    println!("  kube-apiserver: https://127.0.0.1:{}", state.ports.apiserver());
+    println!(
+        "  kube-apiserver: https://127.0.0.1:{}",
+        state.ports.apiserver()
+    );
     for (component, pid) in &state.components {
         let mark = if alive(*pid) { "running" } else { "EXITED" };
         println!("  {component:<24} pid {pid:<8} {mark}");

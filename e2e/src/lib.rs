@@ -34,7 +34,9 @@ pub enum Error {
     Kubeconfig(#[from] kube::config::KubeconfigError),
     #[error("{0}")]
     Yaml(#[from] serde_yaml::Error),
-    #[error("port {port} ({what}) is already in use: is another cluster running? choose --port-base")]
+    #[error(
+        "port {port} ({what}) is already in use: is another cluster running? choose --port-base"
+    )]
     PortInUse { port: u16, what: &'static str },
     #[error("{component} exited before the cluster was ready ({status}); see {log}")]
     ComponentExited {

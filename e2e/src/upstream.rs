@@ -78,21 +78,25 @@ impl Upstream {
     }
 
     fn build(&self, module: &Path) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).context(|| format!("creating {}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir)
+            .context(|| format!("creating {}", self.dir.display()))?;
         let partial = self.dir.join(format!("{BINARY}.partial"));
         let version = &self.kubernetes_version;
         let (major, minor) = major_minor(version);
-        let ldflags = ["k8s.io/component-base/version", "k8s.io/client-go/pkg/version"]
-            .iter()
-            .flat_map(|pkg| {
-                [
-                    format!("-X {pkg}.gitVersion={version}"),
-                    format!("-X {pkg}.gitMajor={major}"),
-                    format!("-X {pkg}.gitMinor={minor}"),
-                ]
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
+        let ldflags = [
+            "k8s.io/component-base/version",
+            "k8s.io/client-go/pkg/version",
+        ]
+        .iter()
+        .flat_map(|pkg| {
+            [
+                format!("-X {pkg}.gitVersion={version}"),
+                format!("-X {pkg}.gitMajor={major}"),
+                format!("-X {pkg}.gitMinor={minor}"),
+            ]
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
         eprintln!(
             "building upstream Kubernetes {version} components into {} (about 12 minutes on 2 cores when cold)",
             self.dir.display()

@@ -117,7 +117,10 @@ impl LocalCluster {
 
         cluster.start_kwok()?;
         nodes::register(&cluster.admin_client().await?, cluster.spec.nodes).await?;
-        step(4, &format!("{} simulated nodes registered", cluster.spec.nodes));
+        step(
+            4,
+            &format!("{} simulated nodes registered", cluster.spec.nodes),
+        );
 
         readiness::nodes(&mut cluster).await?;
         step(5, "nodes Ready");
@@ -261,7 +264,10 @@ impl LocalCluster {
             format!("--etcd-servers=http://127.0.0.1:{}", ports.etcd_client()),
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),
             format!("--tls-cert-file={}", path(&pki.cert("kube-apiserver"))),
-            format!("--tls-private-key-file={}", path(&pki.key("kube-apiserver"))),
+            format!(
+                "--tls-private-key-file={}",
+                path(&pki.key("kube-apiserver"))
+            ),
             format!("--client-ca-file={}", path(&pki.ca_cert())),
             format!("--service-account-key-file={sa_pub}"),
             format!("--service-account-signing-key-file={sa_key}"),
@@ -274,7 +280,10 @@ impl LocalCluster {
                 "--requestheader-client-ca-file={}",
                 path(&pki.front_proxy_ca_cert())
             ),
-            format!("--requestheader-allowed-names={}", pki::FRONT_PROXY_CLIENT_CN),
+            format!(
+                "--requestheader-allowed-names={}",
+                pki::FRONT_PROXY_CLIENT_CN
+            ),
             "--requestheader-username-headers=X-Remote-User".into(),
             "--requestheader-group-headers=X-Remote-Group".into(),
             "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
@@ -364,7 +373,10 @@ impl LocalCluster {
             format!("--kubeconfig={}", path(&self.component_kubeconfig("kwok"))),
             format!("--config={}", path(&stages)),
             "--manage-all-nodes=false".into(),
-            format!("--manage-nodes-with-annotation-selector={}", nodes::KWOK_SELECTOR),
+            format!(
+                "--manage-nodes-with-annotation-selector={}",
+                nodes::KWOK_SELECTOR
+            ),
             "--node-ip=127.0.0.1".into(),
             "--node-name=kwok-controller".into(),
             format!("--cidr={KWOK_POD_CIDR}"),

@@ -37,7 +37,9 @@ pub async fn register(client: &kube::Client, count: u32) -> Result<()> {
     }
     for name in wanted {
         if nodes.get_opt(&name).await?.is_none() {
-            nodes.create(&PostParams::default(), &simulated_node(&name)).await?;
+            nodes
+                .create(&PostParams::default(), &simulated_node(&name))
+                .await?;
         }
     }
     Ok(())

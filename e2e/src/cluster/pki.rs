@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 
 use crate::{IoContext, Result};
@@ -88,7 +88,8 @@ impl Pki {
     /// Creates the CAs, the service-account key and the control plane's
     /// certificates unless they exist already.
     pub fn ensure_control_plane(&self, apiserver_dns: &[&str]) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).context(|| format!("creating {}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir)
+            .context(|| format!("creating {}", self.dir.display()))?;
         self.ensure_ca(CLUSTER_CA, "arktos-local-ca")?;
         self.ensure_ca(FRONT_PROXY_CA, "arktos-local-front-proxy-ca")?;
         if !self.service_account_public_key().exists() {
@@ -180,9 +181,9 @@ impl Pki {
                 .map(|name| name.to_string())
                 .collect::<Vec<_>>(),
         )?;
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+        params.subject_alt_names.push(rcgen::SanType::IpAddress(
+            std::net::Ipv4Addr::LOCALHOST.into(),
+        ));
         params.distinguished_name = DistinguishedName::new();
         params
             .distinguished_name

@@ -39,7 +39,10 @@ impl Ports {
     }
     /// The n-th port left for Arktos components (0-based).
     pub fn component(&self, n: u16) -> u16 {
-        assert!(6 + n < RESERVED, "port offset {n} outside the reserved range");
+        assert!(
+            6 + n < RESERVED,
+            "port offset {n} outside the reserved range"
+        );
         self.base + 6 + n
     }
 
@@ -72,7 +75,8 @@ impl Ports {
         (0..slots)
             .map(|i| Self::new(20000 + ((first + i) % slots) * RESERVED))
             .find(|ports| {
-                (0..RESERVED).all(|offset| TcpListener::bind(("127.0.0.1", ports.base + offset)).is_ok())
+                (0..RESERVED)
+                    .all(|offset| TcpListener::bind(("127.0.0.1", ports.base + offset)).is_ok())
             })
             .ok_or_else(|| Error::Other("no free range of ports between 20000 and 30000".into()))
     }

@@ -67,7 +67,10 @@ pub async fn apiserver(cluster: &mut LocalCluster) -> Result<()> {
 
 pub async fn controller_manager_and_scheduler(cluster: &mut LocalCluster) -> Result<()> {
     for (what, port) in [
-        ("kube-controller-manager /healthz", cluster.spec.ports.controller_manager()),
+        (
+            "kube-controller-manager /healthz",
+            cluster.spec.ports.controller_manager(),
+        ),
         ("kube-scheduler /healthz", cluster.spec.ports.scheduler()),
     ] {
         let client =
@@ -78,7 +81,9 @@ pub async fn controller_manager_and_scheduler(cluster: &mut LocalCluster) -> Res
 }
 
 async fn answers_ok(client: kube::Client, path: &str) -> bool {
-    let request = http::Request::get(path).body(Vec::new()).expect("a valid request");
+    let request = http::Request::get(path)
+        .body(Vec::new())
+        .expect("a valid request");
     client
         .request_text(request)
         .await
@@ -114,11 +119,15 @@ fn node_ready(node: &Node) -> bool {
 /// Pods cannot be created in a namespace before its `default` service
 /// account exists; tests start right after the launcher returns.
 pub async fn default_service_account(cluster: &mut LocalCluster) -> Result<()> {
-    let accounts: Api<ServiceAccount> =
-        Api::namespaced(cluster.admin_client().await?, "default");
+    let accounts: Api<ServiceAccount> = Api::namespaced(cluster.admin_client().await?, "default");
     wait_for(cluster, "the default service account", || {
         let accounts = accounts.clone();
-        async move { accounts.get_opt("default").await.is_ok_and(|sa| sa.is_some()) }
+        async move {
+            accounts
+                .get_opt("default")
+                .await
+                .is_ok_and(|sa| sa.is_some())
+        }
     })
     .await
 }

@@ -1,0 +1,265 @@
+//! The one mapping between a tenant's view and the cluster's storage.
+//!
+//! Tenant `acme`, namespace `web` is stored as namespace `acme--web`. Tenant
+//! names are DNS labels of at most 20 characters without `--`, so the first
+//! `--` of a storage name always ends the tenant part. Names that do not fit
+//! are rejected, never truncated or hashed. The `system` tenant maps to the
+//! cluster's own namespaces unchanged.
+
+use std::fmt;
+
+/// Longest tenant name.
+pub const MAX_TENANT_NAME: usize = 20;
+/// Longest namespace name Kubernetes accepts (a DNS label).
+pub const MAX_NAMESPACE_NAME: usize = 63;
+/// Between the tenant and its namespace in a storage name.
+pub const SEPARATOR: &str = "--";
+/// The tenant whose namespaces are the cluster's own.
+pub const SYSTEM_TENANT: &str = "system";
+
+/// Why a name cannot be used; the message names the rule and the limit.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error(
+        "tenant name {0:?} must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit"
+    )]
+    TenantNotDnsLabel(String),
+    #[error("tenant name {name:?} is {len} characters long; at most {MAX_TENANT_NAME} are allowed")]
+    TenantTooLong { name: String, len: usize },
+    #[error("tenant name {0:?} must not contain {SEPARATOR:?}")]
+    TenantHasSeparator(String),
+    #[error(
+        "namespace name {0:?} must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit"
+    )]
+    NamespaceNotDnsLabel(String),
+    #[error(
+        "namespace name {name:?} is {len} characters long; in tenant {tenant:?} at most {max} are allowed"
+    )]
+    NamespaceTooLong {
+        tenant: String,
+        name: String,
+        len: usize,
+        max: usize,
+    },
+}
+
+/// A valid tenant name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TenantName(String);
+
+impl TenantName {
+    pub fn new(name: &str) -> Result<Self, NameError> {
+        if !is_dns_label(name) {
+            return Err(NameError::TenantNotDnsLabel(name.to_string()));
+        }
+        if name.len() > MAX_TENANT_NAME {
+            return Err(NameError::TenantTooLong {
+                name: name.to_string(),
+                len: name.len(),
+            });
+        }
+        if name.contains(SEPARATOR) {
+            return Err(NameError::TenantHasSeparator(name.to_string()));
+        }
+        Ok(Self(name.to_string()))
+    }
+
+    pub fn system() -> Self {
+        Self(SYSTEM_TENANT.to_string())
+    }
+
+    pub fn is_system(&self) -> bool {
+        self.0 == SYSTEM_TENANT
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The longest namespace name this tenant can use.
+    pub fn max_namespace_len(&self) -> usize {
+        if self.is_system() {
+            MAX_NAMESPACE_NAME
+        } else {
+            MAX_NAMESPACE_NAME - self.0.len() - SEPARATOR.len()
+        }
+    }
+
+    /// The storage name of the tenant's namespace `namespace`.
+    pub fn storage_namespace(&self, namespace: &str) -> Result<StorageNamespace, NameError> {
+        if !is_dns_label(namespace) {
+            return Err(NameError::NamespaceNotDnsLabel(namespace.to_string()));
+        }
+        let max = self.max_namespace_len();
+        if namespace.len() > max {
+            return Err(NameError::NamespaceTooLong {
+                tenant: self.0.clone(),
+                name: namespace.to_string(),
+                len: namespace.len(),
+                max,
+            });
+        }
+        if self.is_system() {
+            return Ok(StorageNamespace(namespace.to_string()));
+        }
+        Ok(StorageNamespace(format!(
+            "{}{SEPARATOR}{namespace}",
+            self.0
+        )))
+    }
+
+    /// The tenant's own name for a storage namespace, or `None` when the
+    /// storage namespace belongs to another tenant (or, for `system`, to any
+    /// tenant at all).
+    pub fn tenant_namespace<'a>(&self, storage: &'a str) -> Option<&'a str> {
+        match split_storage_namespace(storage) {
+            Some((tenant, namespace)) if tenant == self.0 => Some(namespace),
+            Some(_) => None,
+            None if self.is_system() => Some(storage),
+            None => None,
+        }
+    }
+}
+
+impl fmt::Display for TenantName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A namespace name as stored in the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StorageNamespace(String);
+
+impl StorageNamespace {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StorageNamespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Splits `acme--web` into `("acme", "web")`; `None` for a namespace of the
+/// system tenant (no separator, or a prefix that is no valid tenant name).
+pub fn split_storage_namespace(storage: &str) -> Option<(&str, &str)> {
+    let (tenant, namespace) = storage.split_once(SEPARATOR)?;
+    let valid = TenantName::new(tenant).is_ok() && !namespace.is_empty();
+    valid.then_some((tenant, namespace))
+}
+
+/// RFC 1123 label: 1-63 of `[a-z0-9-]`, alphanumeric at both ends.
+pub fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_NAMESPACE_NAME
+        && bytes.iter().all(|b| alnum(b) || *b == b'-')
+        && bytes.first().is_some_and(alnum)
+        && bytes.last().is_some_and(alnum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(name: &str) -> TenantName {
+        TenantName::new(name).unwrap()
+    }
+
+    #[test]
+    fn maps_a_tenant_namespace_both_ways() {
+        let acme = tenant("acme");
+        let stored = acme.storage_namespace("web").unwrap();
+        assert_eq!(stored.as_str(), "acme--web");
+        assert_eq!(acme.tenant_namespace(stored.as_str()), Some("web"));
+        assert_eq!(split_storage_namespace("acme--web"), Some(("acme", "web")));
+    }
+
+    #[test]
+    fn a_namespace_may_itself_contain_the_separator() {
+        let acme = tenant("acme");
+        let stored = acme.storage_namespace("a--b").unwrap();
+        assert_eq!(stored.as_str(), "acme--a--b");
+        assert_eq!(acme.tenant_namespace(stored.as_str()), Some("a--b"));
+    }
+
+    #[test]
+    fn a_tenant_never_maps_another_tenants_namespace() {
+        let acme = tenant("acme");
+        assert_eq!(acme.tenant_namespace("globex--web"), None);
+        assert_eq!(acme.tenant_namespace("kube-system"), None);
+        assert_eq!(acme.tenant_namespace("acme"), None);
+        assert_eq!(acme.tenant_namespace("acme-web"), None);
+    }
+
+    #[test]
+    fn system_sees_only_the_clusters_own_namespaces() {
+        let system = TenantName::system();
+        assert_eq!(
+            system.storage_namespace("kube-system").unwrap().as_str(),
+            "kube-system"
+        );
+        assert_eq!(system.tenant_namespace("kube-system"), Some("kube-system"));
+        assert_eq!(system.tenant_namespace("acme--web"), None);
+    }
+
+    #[test]
+    fn tenant_names_follow_the_rules() {
+        assert!(TenantName::new("a").is_ok());
+        assert!(TenantName::new(&"a".repeat(20)).is_ok());
+        assert_eq!(
+            TenantName::new(&"a".repeat(21)),
+            Err(NameError::TenantTooLong {
+                name: "a".repeat(21),
+                len: 21
+            })
+        );
+        assert!(matches!(
+            TenantName::new("a--b"),
+            Err(NameError::TenantHasSeparator(_))
+        ));
+        for bad in ["", "Acme", "-acme", "acme-", "ac_me", "ac.me"] {
+            assert!(
+                matches!(TenantName::new(bad), Err(NameError::TenantNotDnsLabel(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_namespace_too_long_for_its_tenant_is_rejected_not_truncated() {
+        let t = tenant(&"t".repeat(20));
+        let max = 63 - 20 - 2;
+        assert_eq!(t.max_namespace_len(), max);
+        let fits = "n".repeat(max);
+        assert_eq!(t.storage_namespace(&fits).unwrap().as_str().len(), 63);
+        let err = t.storage_namespace(&"n".repeat(max + 1)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "namespace name {:?} is {} characters long; in tenant {:?} at most {max} are allowed",
+                "n".repeat(max + 1),
+                max + 1,
+                "t".repeat(20)
+            )
+        );
+    }
+
+    #[test]
+    fn bad_namespace_names_are_rejected() {
+        let acme = tenant("acme");
+        for bad in ["", "Web", "web.", "-web", "w_b"] {
+            assert!(
+                matches!(
+                    acme.storage_namespace(bad),
+                    Err(NameError::NamespaceNotDnsLabel(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! End-to-end tests against a real local cluster.
+//!
+//! One cluster per test process, started through the same launcher as
+//! `hack/up` (or the one named by `ARKTOS_E2E_KUBECONFIG`), shared by the
+//! tests, each in a namespace of its own. `main` owns the cluster so that it
+//! is stopped after the last test, whatever the tests did.
+
+mod foundation;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arktos_e2e::harness::TestCluster;
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// What every test gets.
+pub struct Ctx {
+    pub runtime: tokio::runtime::Runtime,
+    pub cluster: TestCluster,
+}
+
+/// Every test ends within this, whatever it waits for.
+const TEST_TIMEOUT: Duration = Duration::from_secs(180);
+
+pub fn trial<F, Fut>(ctx: &Arc<Ctx>, name: &'static str, test: F) -> Trial
+where
+    F: FnOnce(Arc<Ctx>) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let ctx = ctx.clone();
+    Trial::test(name, move || {
+        let outcome = ctx
+            .runtime
+            .block_on(async { tokio::time::timeout(TEST_TIMEOUT, test(ctx.clone())).await });
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(Failed::from(format!("{err:#}"))),
+            Err(_) => Err(Failed::from(format!(
+                "timed out after {}s",
+                TEST_TIMEOUT.as_secs()
+            ))),
+        }
+    })
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    if args.list {
+        // Listing needs no cluster.
+        let names = foundation::NAMES
+            .iter()
+            .map(|name| Trial::test(*name, || Ok(())));
+        libtest_mimic::run(&args, names.collect()).exit();
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ARKTOS_LOG")
+                .unwrap_or_else(|_| "warn,kube_client::client::builder=off".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let cluster = match runtime.block_on(TestCluster::start()) {
+        Ok(cluster) => cluster,
+        Err(err) => {
+            eprintln!("e2e: could not start the local cluster: {err}");
+            std::process::exit(1);
+        }
+    };
+    let ctx = Arc::new(Ctx { runtime, cluster });
+    let trials = foundation::trials(&ctx);
+    let conclusion = libtest_mimic::run(&args, trials);
+    if let Ok(mut ctx) = Arc::try_unwrap(ctx) {
+        ctx.cluster.stop();
+    }
+    conclusion.exit();
+}

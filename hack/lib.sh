@@ -1,0 +1,59 @@
+# Shared by the hack/ entry points: installs what is missing, idempotently,
+# and keeps every build cache outside the clone so warm runs are fast.
+# shellcheck shell=bash
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export ARKTOS_HOME=${ARKTOS_HOME:-$HOME/.cache/arktos}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ARKTOS_HOME/target}
+# Go fetches a newer toolchain through the module proxy when go.mod asks
+# for one the installed Go is older than.
+export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
+export GOFLAGS=${GOFLAGS:--mod=readonly}
+
+# Build and runtime needs of the workspace: protoc for the CRI protos,
+# libvirt headers for the virt crate.
+DEBIAN_PACKAGES=(protobuf-compiler libvirt-dev pkg-config gcc libc6-dev git ca-certificates)
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+ensure_debian_packages() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_toolchains() {
+  # Go 1.21+ fetches the exact toolchain go.mod asks for by itself.
+  command -v go >/dev/null 2>&1 \
+    || die "no Go toolchain: install Go 1.21 or newer (https://go.dev/dl), then run this again"
+  command -v cargo >/dev/null 2>&1 \
+    || die "no Rust toolchain: install one with rustup (https://rustup.rs), then run this again"
+}
+
+ensure_all() {
+  ensure_debian_packages "${DEBIAN_PACKAGES[@]}"
+  ensure_toolchains
+  mkdir -p "$ARKTOS_HOME"
+  cd "$ROOT"
+}
+
+# Builds the launcher and every binary of the workspace.
+build_workspace() {
+  say "building the workspace (cargo; target dir $CARGO_TARGET_DIR)"
+  cargo build --workspace --bins --locked
+}
+
+launcher() {
+  "$CARGO_TARGET_DIR/debug/arktos-local" "$@"
+}
