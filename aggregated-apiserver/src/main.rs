@@ -1,20 +1,21 @@
-//! arktos-apiserver: aggregated API server for tenancy.arktos.io (Tenant objects, and tenant-prefixed routes that serve an isolated Kubernetes API per tenant).
+//! arktos-apiserver: wires the command line to `arktos_apiserver::run`.
 #![forbid(unsafe_code)]
 
 use clap::Parser;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "arktos-apiserver",
-    version,
-    about = "aggregated API server for tenancy.arktos.io (Tenant objects, and tenant-prefixed routes that serve an isolated Kubernetes API per tenant)."
-)]
-struct Cli {}
-
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    // Only --help and --version exist so far; say so rather than pretend.
-    anyhow::bail!(
-        "arktos-apiserver does nothing yet beyond --help; its features arrive with issues #3 and #4"
-    )
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = arktos_apiserver::Config::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("ARKTOS_LOG").unwrap_or_else(|_| "info".into());
+    if config.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    arktos_apiserver::run(config).await
 }

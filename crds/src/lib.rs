@@ -1,7 +1,12 @@
 //! Types that cross a process boundary in Arktos, and the rules every binary
-//! shares about them: the tenant name mapping lives here and nowhere else.
+//! shares about them: the tenant name mapping, Tenant validation and the
+//! Kubernetes `Status` errors live here and nowhere else.
 #![forbid(unsafe_code)]
 
 pub mod naming;
+pub mod quantity;
+pub mod status;
+pub mod tenant;
 
 pub use naming::{NameError, StorageNamespace, TenantName};
+pub use tenant::{Tenant, TenantSpec, TenantStatus};

@@ -1,0 +1,39 @@
+//! Command line of arktos-apiserver.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "arktos-apiserver",
+    version,
+    about = "Aggregated API server for tenancy.arktos.io: Tenant objects (and, next, tenant routes)",
+    long_about = "Serves tenancy.arktos.io/v1alpha1 behind kube-apiserver's aggregation layer. \
+Clients authenticate with the front-proxy certificate (identity headers), a client certificate \
+of the cluster CA, or a bearer token (TokenReview); every request is authorized with a \
+SubjectAccessReview. Tenants are stored in the internal TenantRecord resource of the cluster."
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0", env = "ARKTOS_BIND_ADDRESS")]
+    pub bind_address: IpAddr,
+    /// HTTPS port for the aggregated API, health and metrics.
+    #[arg(long, default_value_t = 6443, env = "ARKTOS_SECURE_PORT")]
+    pub secure_port: u16,
+    /// Serving certificate (PEM); it must name the Service the APIService
+    /// points at (`<service>.<namespace>.svc`).
+    #[arg(long)]
+    pub tls_cert_file: PathBuf,
+    /// Key of the serving certificate (PEM).
+    #[arg(long)]
+    pub tls_private_key_file: PathBuf,
+    /// Kubeconfig for reaching kube-apiserver; in a pod, leave it unset to
+    /// use the service account.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+}

@@ -1,0 +1,169 @@
+//! arktos-apiserver: the aggregated API server of `tenancy.arktos.io`.
+//!
+//! `serve` terminates TLS and judges client certificates; `routes` runs
+//! authentication (`authn`), authorization (`authz`) and dispatch; `tenants`
+//! implements the Tenant resource over its `storage`, translating between
+//! the two with `rename`; `discovery`, `openapi` and `metrics` answer the
+//! rest.
+#![forbid(unsafe_code)]
+
+pub mod authn;
+pub mod authz;
+mod cache;
+pub mod config;
+pub mod discovery;
+pub mod metrics;
+pub mod openapi;
+pub mod rename;
+pub mod request;
+pub mod respond;
+pub mod routes;
+pub mod serve;
+pub mod storage;
+pub mod tenants;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arktos_crds::naming::SYSTEM_TENANT;
+use arktos_crds::tenant::{Tenant, TenantSpec};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+
+pub use config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where kube-apiserver publishes how extension servers authenticate.
+const AUTH_CONFIGMAP: (&str, &str) = ("kube-system", "extension-apiserver-authentication");
+
+pub async fn client(config: &Config) -> Result<kube::Client> {
+    let mut kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| Error::Config(e.to_string()))?,
+    };
+    // Watches are passed through and may stay open for a long time.
+    kube_config.read_timeout = None;
+    Ok(kube::Client::try_from(kube_config)?)
+}
+
+/// Reads the front-proxy and client CAs and the identity header names.
+async fn authentication_settings(
+    client: &kube::Client,
+) -> Result<(serve::TrustAnchors, authn::RequestHeaderNames)> {
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), AUTH_CONFIGMAP.0);
+    let map = maps.get(AUTH_CONFIGMAP.1).await?;
+    let data = map.data.unwrap_or_default();
+    let list = |key: &str| -> Vec<String> {
+        data.get(key)
+            .and_then(|v| serde_json::from_str::<Vec<String>>(v).ok())
+            .unwrap_or_default()
+    };
+    let mut names = authn::RequestHeaderNames::default();
+    for (key, field) in [
+        ("requestheader-username-headers", &mut names.username),
+        ("requestheader-uid-headers", &mut names.uid),
+        ("requestheader-group-headers", &mut names.group),
+        (
+            "requestheader-extra-headers-prefix",
+            &mut names.extra_prefix,
+        ),
+    ] {
+        let configured = list(key);
+        if !configured.is_empty() {
+            *field = configured;
+        }
+    }
+    let anchors = serve::TrustAnchors::new(
+        data.get("requestheader-client-ca-file").map(String::as_str),
+        data.get("client-ca-file").map(String::as_str),
+        list("requestheader-allowed-names"),
+    )?;
+    Ok((anchors, names))
+}
+
+/// Keeps `ready` true while the storage answers, and makes sure the
+/// `system` tenant exists.
+async fn watch_readiness(state: Arc<routes::State>) {
+    loop {
+        let storage = state.tenants.storage();
+        let ready = match storage.get(SYSTEM_TENANT).await {
+            Ok(Some(_)) => true,
+            Ok(None) => create_system_tenant(storage).await,
+            Err(_) => false,
+        };
+        if ready != state.ready.swap(ready, Ordering::Relaxed) {
+            tracing::info!(ready, "readiness changed");
+        }
+        tokio::time::sleep(Duration::from_secs(if ready { 10 } else { 1 })).await;
+    }
+}
+
+async fn create_system_tenant(storage: &storage::Storage) -> bool {
+    let system = Tenant::new(SYSTEM_TENANT, TenantSpec::default());
+    let call = storage::Call {
+        body: serde_json::to_value(&system).ok(),
+        ..Default::default()
+    };
+    match storage.call(http::Method::POST, call).await {
+        Ok(answer) if answer.is_success() || answer.code == http::StatusCode::CONFLICT => {
+            tracing::info!("created the system tenant");
+            true
+        }
+        Ok(answer) => {
+            tracing::warn!(code = %answer.code, body = %answer.body, "cannot create the system tenant");
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let client = client(&config).await?;
+    let (anchors, header_names) = authentication_settings(&client).await?;
+    tracing::info!(?anchors, "loaded the authentication settings");
+    let tls = serve::tls_config(
+        &config.tls_cert_file,
+        &config.tls_private_key_file,
+        &anchors,
+    )?;
+    let authz = Arc::new(authz::Authorizer::new(client.clone()));
+    let state = Arc::new(routes::State {
+        authn: authn::Authenticator::new(header_names, Some(client.clone())),
+        authz: authz.clone(),
+        tenants: tenants::TenantApi::new(storage::Storage::new(client.clone()), authz),
+        openapi: openapi::OpenApi::new(client.clone()),
+        metrics: metrics::Metrics::new(),
+        ready: AtomicBool::new(false),
+    });
+    tokio::spawn(watch_readiness(state.clone()));
+    let address = std::net::SocketAddr::new(config.bind_address, config.secure_port);
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    tracing::info!(%address, "serving tenancy.arktos.io");
+    let server = serve::serve(listener, tls, Arc::new(anchors), routes::filter(state));
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = server => {}
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+        _ = terminate.recv() => tracing::info!("terminated; stopping"),
+    }
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! Prometheus metrics. Labels are bounded (verb, resource kind, code
+//! class): nothing per tenant or per user.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub verb: String,
+    pub resource: String,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    pub verb: String,
+    pub resource: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<LatencyLabels, Histogram>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("arktos_apiserver");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by verb, resource and HTTP code",
+            requests.clone(),
+        );
+        let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer (to the first byte for watches), by verb and resource",
+            latency.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            requests,
+            latency,
+        })
+    }
+
+    pub fn observe(&self, verb: &str, resource: &str, code: u16, took: Duration) {
+        let (verb, resource) = (verb.to_string(), resource.to_string());
+        self.requests
+            .get_or_create(&RequestLabels {
+                verb: verb.clone(),
+                resource: resource.clone(),
+                code,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&LatencyLabels { verb, resource })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,427 @@
+//! Every request enters here: health (always allowed), then who is asking
+//! (authn), what they ask (the path), whether they may (SubjectAccessReview),
+//! and the handler. Anything unknown or unauthorised fails closed with a
+//! `Status`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use arktos_crds::status;
+use arktos_crds::tenant::{GROUP, PLURAL, VERSION};
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use http::{HeaderMap, Method, StatusCode};
+use warp::Filter;
+use warp::reply::Response;
+
+use crate::authn::{Authenticator, Identity, UserInfo};
+use crate::authz::{Attributes, Authorizer};
+use crate::discovery;
+use crate::metrics::Metrics;
+use crate::openapi::{self, OpenApi};
+use crate::request::{ApiRequest, MAX_BODY_BYTES};
+use crate::respond;
+use crate::serve::{ApiFilter, PeerCertificate};
+use crate::tenants::{Target, TenantApi};
+
+pub struct State {
+    pub authn: Authenticator,
+    pub authz: Arc<Authorizer>,
+    pub tenants: TenantApi,
+    pub openapi: OpenApi,
+    pub metrics: Arc<Metrics>,
+    pub ready: AtomicBool,
+}
+
+/// The whole API as one warp filter.
+pub fn filter(state: Arc<State>) -> ApiFilter {
+    warp::any()
+        .and(warp::ext::optional::<PeerCertificate>())
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(
+            move |peer: Option<PeerCertificate>,
+                  method: Method,
+                  path: warp::path::FullPath,
+                  query: String,
+                  headers: HeaderMap,
+                  body| {
+                let state = state.clone();
+                async move {
+                    let body = match read_body(body).await {
+                        Ok(body) => body,
+                        Err(response) => return response,
+                    };
+                    let request = ApiRequest {
+                        method,
+                        path: path.as_str().to_string(),
+                        query,
+                        headers,
+                        body,
+                        peer: peer.unwrap_or(PeerCertificate::None),
+                    };
+                    handle(&state, request).await
+                }
+            },
+        )
+        .boxed()
+}
+
+async fn read_body<S, B>(body: S) -> Result<Bytes, Response>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut body = std::pin::pin!(body);
+    let mut collected = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk
+            .map_err(|e| respond::status(status::bad_request(&format!("reading the body: {e}"))))?;
+        if collected.len() as u64 + chunk.remaining() as u64 > MAX_BODY_BYTES {
+            return Err(respond::status(status::request_entity_too_large(
+                MAX_BODY_BYTES as usize,
+            )));
+        }
+        collected.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    Ok(collected.freeze())
+}
+
+/// What a path asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Health,
+    Ready,
+    Metrics,
+    Discovery,
+    OpenApi,
+    Tenants(Target),
+    NotFound,
+}
+
+fn route(path: &str, watch_prefix: &mut bool) -> Route {
+    if path.contains("/../")
+        || path.ends_with("/..")
+        || path.contains("//")
+        || path.to_ascii_lowercase().contains("%2f")
+    {
+        return Route::NotFound;
+    }
+    let path = path.trim_end_matches('/');
+    match path {
+        "/healthz" | "/livez" | "/healthz/ping" | "/livez/ping" => return Route::Health,
+        "/readyz" => return Route::Ready,
+        "/metrics" => return Route::Metrics,
+        "" | "/apis" => return Route::Discovery,
+        "/openapi/v2" | "/openapi/v3" => return Route::OpenApi,
+        _ => {}
+    }
+    let group = format!("/apis/{GROUP}");
+    let version = format!("{group}/{VERSION}");
+    if path == group || path == version {
+        return Route::Discovery;
+    }
+    if path == format!("/openapi/v3/apis/{GROUP}/{VERSION}") {
+        return Route::OpenApi;
+    }
+    let Some(rest) = path.strip_prefix(&format!("{version}/")) else {
+        return Route::NotFound;
+    };
+    let rest = match rest.strip_prefix("watch/") {
+        Some(rest) => {
+            *watch_prefix = true;
+            rest
+        }
+        None => rest,
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    match segments.as_slice() {
+        [resource] if *resource == PLURAL => Route::Tenants(Target::Collection),
+        [resource, name] if *resource == PLURAL && valid_name(name) => {
+            Route::Tenants(Target::Object {
+                name: name.to_string(),
+                status: false,
+            })
+        }
+        [resource, name, "status"] if *resource == PLURAL && valid_name(name) && !*watch_prefix => {
+            Route::Tenants(Target::Object {
+                name: name.to_string(),
+                status: true,
+            })
+        }
+        _ => Route::NotFound,
+    }
+}
+
+/// Object names we pass on: DNS subdomain characters only, so nothing in a
+/// name can change the meaning of the storage URL.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+fn verb(method: &Method, target: &Target, watch: bool) -> &'static str {
+    match (method, target) {
+        (&Method::GET, _) if watch => "watch",
+        (&Method::GET, Target::Collection) => "list",
+        (&Method::GET, Target::Object { .. }) => "get",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, Target::Collection) => "deletecollection",
+        (&Method::DELETE, Target::Object { .. }) => "delete",
+        _ => "unknown",
+    }
+}
+
+pub async fn handle(state: &State, mut request: ApiRequest) -> Response {
+    let started = Instant::now();
+    let mut watch_prefix = false;
+    let route = route(&request.path, &mut watch_prefix);
+    if watch_prefix && !request.is_watch() {
+        request.query = if request.query.is_empty() {
+            "watch=true".into()
+        } else {
+            format!("{}&watch=true", request.query)
+        };
+    }
+    let (verb, resource, response) = match route {
+        Route::Health => ("get", "healthz", respond::text(StatusCode::OK, "ok")),
+        Route::Ready => {
+            let response = if state.ready.load(Ordering::Relaxed) {
+                respond::text(StatusCode::OK, "ok")
+            } else {
+                respond::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the tenant storage is not reachable yet",
+                )
+            };
+            ("get", "readyz", response)
+        }
+        other => {
+            let response = match state
+                .authn
+                .authenticate(&request.peer, &request.headers)
+                .await
+            {
+                Ok(identity) => authorized(state, &request, identity, other).await,
+                Err(denied) => respond::status(denied),
+            };
+            let (verb, resource) = labels(&request);
+            (verb, resource, response)
+        }
+    };
+    let code = response.status().as_u16();
+    state
+        .metrics
+        .observe(verb, resource, code, started.elapsed());
+    tracing::info!(
+        method = %request.method,
+        path = %request.path,
+        code,
+        took_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    response
+}
+
+fn labels(request: &ApiRequest) -> (&'static str, &'static str) {
+    let mut watch_prefix = false;
+    match route(&request.path, &mut watch_prefix) {
+        Route::Tenants(target) => (
+            verb(&request.method, &target, watch_prefix || request.is_watch()),
+            "tenants",
+        ),
+        Route::Discovery => ("get", "discovery"),
+        Route::OpenApi => ("get", "openapi"),
+        Route::Metrics => ("get", "metrics"),
+        _ => ("get", "other"),
+    }
+}
+
+async fn authorized(
+    state: &State,
+    request: &ApiRequest,
+    identity: Identity,
+    route: Route,
+) -> Response {
+    // Impersonation is kube-apiserver's job; a client that asks us for it
+    // directly is refused rather than ignored.
+    if request
+        .headers
+        .keys()
+        .any(|k| k.as_str().starts_with("impersonate-"))
+    {
+        return respond::status(status::forbidden_path(
+            &user_name(&identity),
+            "impersonate",
+            &request.path,
+        ));
+    }
+    match route {
+        Route::Discovery | Route::OpenApi | Route::Metrics => {
+            if let Identity::User(user) = &identity {
+                let attributes = Attributes::NonResource {
+                    verb: "get".into(),
+                    path: request.path.clone(),
+                };
+                if let Err(denied) = state.authz.authorize(user, &attributes).await {
+                    return respond::status(denied);
+                }
+            } else if route == Route::Metrics {
+                return respond::status(status::forbidden_path(
+                    "system:kube-aggregator",
+                    "get",
+                    "/metrics",
+                ));
+            }
+            match route {
+                Route::Discovery => discovery_document(request),
+                Route::OpenApi => openapi_document(state, request).await,
+                _ => respond::raw(
+                    StatusCode::OK,
+                    state.metrics.render(),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                ),
+            }
+        }
+        Route::Tenants(target) => {
+            let Identity::User(user) = identity else {
+                return respond::status(status::unauthorized(
+                    "Unauthorized: the request carries no user",
+                ));
+            };
+            let verb = verb(&request.method, &target, request.is_watch());
+            let (name, subresource) = match &target {
+                Target::Collection => ("", ""),
+                Target::Object { name, status } => {
+                    (name.as_str(), if *status { "status" } else { "" })
+                }
+            };
+            let attributes = Attributes::resource(verb, GROUP, PLURAL, subresource, name);
+            if let Err(denied) = state.authz.authorize(&user, &attributes).await {
+                return respond::status(denied);
+            }
+            state.tenants.handle(&user, request, target).await
+        }
+        _ => respond::status(status::path_not_found(&request.path)),
+    }
+}
+
+fn user_name(identity: &Identity) -> String {
+    match identity {
+        Identity::User(UserInfo { name, .. }) => name.clone(),
+        Identity::Aggregator => "system:kube-aggregator".into(),
+    }
+}
+
+fn discovery_document(request: &ApiRequest) -> Response {
+    let path = request.path.trim_end_matches('/');
+    if path.is_empty() || path == "/apis" {
+        if discovery::wants_aggregated(&request.accept()) {
+            return respond::json_with_type(
+                StatusCode::OK,
+                &discovery::aggregated_group_list(),
+                discovery::AGGREGATED,
+            );
+        }
+        return respond::json(StatusCode::OK, &discovery::api_group_list());
+    }
+    if path == format!("/apis/{GROUP}") {
+        return respond::json(StatusCode::OK, &discovery::api_group());
+    }
+    respond::json(StatusCode::OK, &discovery::api_resource_list())
+}
+
+async fn openapi_document(state: &State, request: &ApiRequest) -> Response {
+    let documents = match state.openapi.documents().await {
+        Ok(documents) => documents,
+        Err(unavailable) => return respond::status(unavailable),
+    };
+    match request.path.trim_end_matches('/') {
+        "/openapi/v2" => respond::json(StatusCode::OK, documents.v2.as_ref()),
+        "/openapi/v3" => respond::json(StatusCode::OK, &openapi::v3_index(&documents.v3_hash)),
+        _ => respond::json(StatusCode::OK, documents.v3.as_ref()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(path: &str) -> (Route, bool) {
+        let mut watch = false;
+        (route(path, &mut watch), watch)
+    }
+
+    #[test]
+    fn paths_map_to_routes() {
+        assert_eq!(
+            target("/apis/tenancy.arktos.io/v1alpha1/tenants").0,
+            Route::Tenants(Target::Collection)
+        );
+        assert_eq!(
+            target("/apis/tenancy.arktos.io/v1alpha1/tenants/acme/status").0,
+            Route::Tenants(Target::Object {
+                name: "acme".into(),
+                status: true
+            })
+        );
+        assert_eq!(
+            target("/apis/tenancy.arktos.io/v1alpha1/watch/tenants/acme"),
+            (
+                Route::Tenants(Target::Object {
+                    name: "acme".into(),
+                    status: false
+                }),
+                true
+            )
+        );
+        assert_eq!(
+            target("/apis/tenancy.arktos.io/v1alpha1").0,
+            Route::Discovery
+        );
+        assert_eq!(
+            target("/openapi/v3/apis/tenancy.arktos.io/v1alpha1").0,
+            Route::OpenApi
+        );
+    }
+
+    #[test]
+    fn suspicious_paths_fail_closed() {
+        for path in [
+            "/apis/tenancy.arktos.io/v1alpha1/tenants/../../api/v1/nodes",
+            "/apis/tenancy.arktos.io/v1alpha1/tenants/acme%2F..%2Fglobex",
+            "/apis/tenancy.arktos.io/v1alpha1//tenants",
+            "/apis/tenancy.arktos.io/v1alpha1/tenants/ACME",
+            "/apis/tenancy.arktos.io/v1alpha1/tenants/a?b",
+            "/apis/tenancy.arktos.io/v1alpha1/tenants/acme/finalize",
+            "/api/v1/nodes",
+        ] {
+            assert_eq!(target(path).0, Route::NotFound, "{path}");
+        }
+    }
+
+    #[test]
+    fn verbs_follow_kubernetes() {
+        let object = Target::Object {
+            name: "a".into(),
+            status: false,
+        };
+        assert_eq!(verb(&Method::GET, &Target::Collection, false), "list");
+        assert_eq!(verb(&Method::GET, &Target::Collection, true), "watch");
+        assert_eq!(verb(&Method::GET, &object, false), "get");
+        assert_eq!(
+            verb(&Method::DELETE, &Target::Collection, false),
+            "deletecollection"
+        );
+        assert_eq!(verb(&Method::PATCH, &object, false), "patch");
+    }
+}

@@ -1,0 +1,260 @@
+//! The storage of Tenants: kube-apiserver's `TenantRecord` resource,
+//! reached with arktos-apiserver's own identity. Answers come back
+//! translated into the Tenant view (see `rename`).
+
+use arktos_crds::status;
+use arktos_crds::tenant::{STORAGE_GROUP, STORAGE_PLURAL, STORAGE_VERSION};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
+use serde_json::Value;
+use tokio_stream::wrappers::ReceiverStream;
+use warp::Reply;
+use warp::reply::Response;
+
+use crate::rename;
+
+/// One answer of the storage, already in the Tenant view.
+#[derive(Debug)]
+pub struct Answer {
+    pub code: StatusCode,
+    pub body: Value,
+    /// `Warning` headers, translated.
+    pub warnings: Vec<String>,
+}
+
+impl Answer {
+    pub fn is_success(&self) -> bool {
+        self.code.is_success()
+    }
+
+    pub fn into_response(self) -> Response {
+        let mut response = crate::respond::json(self.code, &self.body);
+        for warning in self.warnings {
+            if let Ok(value) = HeaderValue::from_str(&warning) {
+                response.headers_mut().append("warning", value);
+            }
+        }
+        response
+    }
+
+    /// The answer as a `Status` error (for non-success answers).
+    pub fn into_status(self) -> Status {
+        serde_json::from_value(self.body)
+            .unwrap_or_else(|_| status::internal("the storage answered without a Status"))
+    }
+}
+
+/// What to send to the storage.
+#[derive(Debug, Default)]
+pub struct Call<'a> {
+    pub name: Option<&'a str>,
+    pub subresource: Option<&'a str>,
+    pub query: String,
+    pub accept: &'a str,
+    pub content_type: &'a str,
+    pub body: Option<Value>,
+}
+
+#[derive(Clone)]
+pub struct Storage {
+    client: kube::Client,
+}
+
+impl Storage {
+    pub fn new(client: kube::Client) -> Self {
+        Self { client }
+    }
+
+    fn uri(call: &Call<'_>) -> String {
+        let mut path = format!("/apis/{STORAGE_GROUP}/{STORAGE_VERSION}/{STORAGE_PLURAL}");
+        if let Some(name) = call.name {
+            path.push('/');
+            path.push_str(name);
+        }
+        if let Some(sub) = call.subresource {
+            path.push('/');
+            path.push_str(sub);
+        }
+        if !call.query.is_empty() {
+            path.push('?');
+            path.push_str(&call.query);
+        }
+        path
+    }
+
+    fn request(
+        method: Method,
+        call: Call<'_>,
+    ) -> Result<http::Request<kube::client::Body>, Status> {
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(Self::uri(&call))
+            .header(http::header::ACCEPT, accept_json_or_table(call.accept));
+        let body = match call.body {
+            Some(mut value) => {
+                rename::to_storage(&mut value);
+                let content_type =
+                    if call.content_type.is_empty() || call.content_type.contains("yaml") {
+                        // YAML bodies were read into JSON already; apply
+                        // patches are JSON too (YAML is a superset).
+                        if call.content_type.contains("apply-patch") {
+                            "application/apply-patch+yaml"
+                        } else {
+                            "application/json"
+                        }
+                    } else {
+                        call.content_type
+                    };
+                builder = builder.header(http::header::CONTENT_TYPE, content_type);
+                kube::client::Body::from(
+                    serde_json::to_vec(&value).map_err(|e| status::internal(&e.to_string()))?,
+                )
+            }
+            None => kube::client::Body::empty(),
+        };
+        builder
+            .body(body)
+            .map_err(|e| status::bad_request(&format!("cannot forward the request: {e}")))
+    }
+
+    /// Sends one request and reads the whole answer.
+    pub async fn call(&self, method: Method, call: Call<'_>) -> Result<Answer, Status> {
+        let request = Self::request(method, call)?;
+        let response = self.client.send(request).await.map_err(unavailable)?;
+        let code = response.status();
+        let warnings = warnings(response.headers());
+        let bytes = response
+            .into_body()
+            .collect_bytes()
+            .await
+            .map_err(unavailable)?;
+        let mut body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            serde_json::to_value(status::internal(&String::from_utf8_lossy(&bytes)))
+                .unwrap_or_default()
+        });
+        rename::to_view(&mut body);
+        Ok(Answer {
+            code,
+            body,
+            warnings,
+        })
+    }
+
+    /// The current object, `None` if there is none.
+    pub async fn get(&self, name: &str) -> Result<Option<Value>, Status> {
+        let answer = self
+            .call(
+                Method::GET,
+                Call {
+                    name: Some(name),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        match answer.code {
+            StatusCode::NOT_FOUND => Ok(None),
+            code if code.is_success() => Ok(Some(answer.body)),
+            _ => Err(answer.into_status()),
+        }
+    }
+
+    /// A watch: the storage's event stream, translated event by event as it
+    /// arrives, for as long as the client and the storage keep it open.
+    pub async fn watch(&self, call: Call<'_>) -> Result<Response, Status> {
+        let request = Self::request(Method::GET, call)?;
+        let response = self.client.send(request).await.map_err(unavailable)?;
+        let code = response.status();
+        if !code.is_success() {
+            let bytes = response
+                .into_body()
+                .collect_bytes()
+                .await
+                .map_err(unavailable)?;
+            let mut body: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            rename::to_view(&mut body);
+            return Ok(crate::respond::json(code, &body));
+        }
+        let (lines, received) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+        let mut chunks = response.into_body().into_data_stream();
+        tokio::spawn(async move {
+            let mut pending = Vec::new();
+            while let Some(chunk) = chunks.next().await {
+                let Ok(chunk) = chunk else { break };
+                pending.extend_from_slice(&chunk);
+                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    let Ok(mut event) = serde_json::from_slice::<Value>(&line) else {
+                        continue;
+                    };
+                    rename::to_view(&mut event);
+                    let mut out = serde_json::to_vec(&event).unwrap_or_default();
+                    out.push(b'\n');
+                    if lines.send(Ok(Bytes::from(out))).await.is_err() {
+                        // The client went away: dropping `chunks` closes
+                        // the storage watch too.
+                        return;
+                    }
+                }
+            }
+        });
+        let mut reply = warp::reply::stream(ReceiverStream::new(received)).into_response();
+        reply.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        reply.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, private"),
+        );
+        Ok(reply)
+    }
+}
+
+/// We speak JSON (and JSON Tables) only; protobuf is for built-in types.
+fn accept_json_or_table(accept: &str) -> String {
+    let kept: Vec<&str> = accept
+        .split(',')
+        .map(str::trim)
+        .filter(|part| part.starts_with("application/json") || part.starts_with("*/*"))
+        .collect();
+    if kept.is_empty() {
+        "application/json".into()
+    } else {
+        kept.join(",")
+    }
+}
+
+fn warnings(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all("warning")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(rename::text_to_view)
+        .collect()
+}
+
+fn unavailable(err: impl std::fmt::Display) -> Status {
+    tracing::warn!(error = %err, "the storage did not answer");
+    status::service_unavailable("the tenant storage is not reachable right now")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asks_for_json_or_tables_only() {
+        assert_eq!(accept_json_or_table(""), "application/json");
+        assert_eq!(
+            accept_json_or_table("application/vnd.kubernetes.protobuf"),
+            "application/json"
+        );
+        assert_eq!(
+            accept_json_or_table("application/json;as=Table;v=v1;g=meta.k8s.io, application/json"),
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! `Tenant` (`tenancy.arktos.io/v1alpha1`, cluster-scoped): the object the
+//! whole system understands, served by arktos-apiserver.
+
+mod storage;
+pub mod validation;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use storage::{STORAGE_GROUP, STORAGE_KIND, STORAGE_PLURAL, STORAGE_VERSION, storage_crd};
+
+pub const GROUP: &str = "tenancy.arktos.io";
+pub const VERSION: &str = "v1alpha1";
+pub const KIND: &str = "Tenant";
+pub const PLURAL: &str = "tenants";
+pub const API_VERSION: &str = "tenancy.arktos.io/v1alpha1";
+/// The partition every cluster has: the cluster that hosts the APIService.
+pub const DEFAULT_PARTITION: &str = "default";
+
+/// A tenant: its owners, tenant-wide quota, pod security level, network
+/// isolation and the partition (backend control plane) that holds it.
+#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[kube(
+    group = "tenancy.arktos.io",
+    version = "v1alpha1",
+    kind = "Tenant",
+    plural = "tenants",
+    status = "TenantStatus",
+    doc = "A tenant of the cluster: an isolated Kubernetes API with its own namespaces, owners and tenant-wide quota.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Namespaces",
+        type_ = "integer",
+        json_path = ".status.namespaces"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSpec {
+    /// Users, groups and service accounts that administer the tenant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<Owner>,
+    /// Limits that hold across all the tenant's namespaces together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<TenantQuota>,
+    /// The Pod Security Standard enforced in every namespace of the tenant.
+    #[serde(default)]
+    pub pod_security: PodSecurityLevel,
+    /// Deny traffic from other tenants' pods (allow within the tenant and DNS).
+    #[serde(default = "enabled")]
+    pub network_isolation: bool,
+    /// The backend control plane that holds the tenant's objects. Immutable.
+    #[serde(default = "default_partition")]
+    pub partition: String,
+}
+
+impl Default for TenantSpec {
+    fn default() -> Self {
+        Self {
+            owners: Vec::new(),
+            quota: None,
+            pod_security: PodSecurityLevel::default(),
+            network_isolation: true,
+            partition: default_partition(),
+        }
+    }
+}
+
+fn enabled() -> bool {
+    true
+}
+
+fn default_partition() -> String {
+    DEFAULT_PARTITION.to_string()
+}
+
+/// An owner of a tenant, as in an RBAC subject.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Owner {
+    pub kind: OwnerKind,
+    pub name: String,
+    /// Only for `ServiceAccount`: its namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum OwnerKind {
+    User,
+    Group,
+    ServiceAccount,
+}
+
+/// Tenant-wide hard limits, keyed like a ResourceQuota's.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+pub struct TenantQuota {
+    #[serde(default)]
+    pub hard: BTreeMap<String, Quantity>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PodSecurityLevel {
+    #[default]
+    Restricted,
+    Baseline,
+}
+
+impl PodSecurityLevel {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Restricted => "restricted",
+            Self::Baseline => "baseline",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<TenantPhase>,
+    /// How many namespaces the tenant has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<u32>,
+    /// Usage against `spec.quota.hard`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub used: BTreeMap<String, Quantity>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum TenantPhase {
+    Active,
+    Terminating,
+}
