@@ -5,7 +5,10 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export ARKTOS_HOME=${ARKTOS_HOME:-$HOME/.cache/arktos}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ARKTOS_HOME/target}
+# One target dir per clone: cargo names units alike in every clone of the
+# same workspace, so clones sharing a target dir overwrite each other's
+# binaries.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ARKTOS_HOME/target/$(printf %s "$ROOT" | sha256sum | cut -c1-12)}
 # Go fetches a newer toolchain through the module proxy when go.mod asks
 # for one the installed Go is older than.
 export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}

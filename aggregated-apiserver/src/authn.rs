@@ -93,7 +93,7 @@ impl Authenticator {
         headers: &HeaderMap,
     ) -> Result<Identity, Status> {
         if let PeerCertificate::FrontProxy { .. } = peer {
-            return Ok(match self.from_request_headers(headers) {
+            return Ok(match self.user_from_request_headers(headers) {
                 Some(user) => Identity::User(user.with_authenticated_group()),
                 None => Identity::Aggregator,
             });
@@ -117,7 +117,7 @@ impl Authenticator {
         }
     }
 
-    fn from_request_headers(&self, headers: &HeaderMap) -> Option<UserInfo> {
+    fn user_from_request_headers(&self, headers: &HeaderMap) -> Option<UserInfo> {
         let first = |names: &[String]| {
             names
                 .iter()

@@ -23,7 +23,7 @@ pub fn json_with_type<T: Serialize>(code: StatusCode, body: &T, content_type: &s
 }
 
 pub fn raw(code: StatusCode, body: impl Into<bytes::Bytes>, content_type: &str) -> Response {
-    let mut response = Response::new(warp::hyper::body::Bytes::from(body.into()).into());
+    let mut response = Response::new(body.into().into());
     *response.status_mut() = code;
     if let Ok(value) = HeaderValue::from_str(content_type) {
         response

@@ -111,7 +111,13 @@ impl FieldError {
 
     /// `spec.partition: Invalid value: "b": partition is immutable`
     pub fn message(&self) -> String {
-        let mut message = format!("{}: {}", self.field, self.kind.phrase());
+        format!("{}: {}", self.field, self.cause_message())
+    }
+
+    /// The message without the field, as Kubernetes puts it in a cause
+    /// (clients print the field beside it).
+    pub fn cause_message(&self) -> String {
+        let mut message = self.kind.phrase().to_string();
         if let Some(value) = &self.value {
             message.push_str(&format!(": {value:?}"));
         }
@@ -146,7 +152,7 @@ pub fn invalid(subject: &Subject<'_>, errors: &[FieldError]) -> Status {
         .map(|e| StatusCause {
             field: Some(e.field.clone()),
             reason: Some(e.kind.reason().to_string()),
-            message: Some(e.message()),
+            message: Some(e.cause_message()),
         })
         .collect();
     let mut details = subject.details(causes);

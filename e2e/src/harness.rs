@@ -19,7 +19,7 @@ pub const EXISTING_CLUSTER_ENV: &str = "ARKTOS_E2E_KUBECONFIG";
 /// The cluster the tests of one process share.
 pub struct TestCluster {
     /// `None` when testing a cluster someone else runs.
-    owned: Option<LocalCluster>,
+    owned: Option<std::sync::Mutex<LocalCluster>>,
     kubeconfig: PathBuf,
 }
 
@@ -51,7 +51,7 @@ impl TestCluster {
         let cluster = LocalCluster::start(spec).await?;
         Ok(Self {
             kubeconfig: cluster.kubeconfig_path(),
-            owned: Some(cluster),
+            owned: Some(std::sync::Mutex::new(cluster)),
         })
     }
 
@@ -59,9 +59,12 @@ impl TestCluster {
         &self.kubeconfig
     }
 
-    /// The local cluster, when this process started it.
-    pub fn local(&self) -> Option<&LocalCluster> {
-        self.owned.as_ref()
+    /// The local cluster, when this process started it. Tests that change
+    /// it (restart a component) hold the lock only for that change.
+    pub fn local(&self) -> Option<std::sync::MutexGuard<'_, LocalCluster>> {
+        self.owned
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
     pub async fn client(&self) -> Result<kube::Client> {
@@ -90,8 +93,11 @@ impl TestCluster {
 
     /// Stops the cluster if this process started it.
     pub fn stop(&mut self) {
-        if let Some(mut cluster) = self.owned.take() {
-            cluster.stop();
+        if let Some(cluster) = self.owned.take() {
+            cluster
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .stop();
         }
     }
 }

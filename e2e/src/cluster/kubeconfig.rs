@@ -39,6 +39,48 @@ pub fn write(path: &Path, cluster: &str, server: &str, pki: &Pki, identity: &str
         .context(|| format!("restricting {}", path.display()))
 }
 
+/// A kube client for `server` presenting any certificate, with extra
+/// request headers (as the front proxy sends them).
+pub async fn client_with(
+    server: &str,
+    ca_cert: &Path,
+    cert: &Path,
+    key: &Path,
+    headers: &[(&str, &str)],
+) -> Result<kube::Client> {
+    let read = |p: &Path| std::fs::read(p).context(|| format!("reading {}", p.display()));
+    let uri: http::Uri = server
+        .parse()
+        .map_err(|e| crate::Error::Other(format!("bad server URL {server}: {e}")))?;
+    let mut config = kube::Config::new(uri);
+    config.root_cert = Some(vec![pem_to_der(&read(ca_cert)?)?]);
+    config.auth_info.client_certificate_data = Some(STANDARD.encode(read(cert)?));
+    config.auth_info.client_key_data = Some(STANDARD.encode(read(key)?).into());
+    config.connect_timeout = Some(std::time::Duration::from_secs(2));
+    config.read_timeout = Some(std::time::Duration::from_secs(30));
+    for (name, value) in headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| crate::Error::Other(e.to_string()))?;
+        let value =
+            http::HeaderValue::from_str(value).map_err(|e| crate::Error::Other(e.to_string()))?;
+        config.headers.push((name, value));
+    }
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn pem_to_der(pem: &[u8]) -> Result<Vec<u8>> {
+    let text = String::from_utf8_lossy(pem);
+    let body: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    STANDARD
+        .decode(body)
+        .map_err(|e| crate::Error::Other(format!("reading a PEM certificate: {e}")))
+}
+
 /// A kube client for `server` as `identity`, trusting the cluster CA.
 pub async fn client(server: &str, pki: &Pki, identity: &str) -> Result<kube::Client> {
     let dir = pki.dir().join("clients");

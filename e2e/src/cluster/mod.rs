@@ -2,7 +2,8 @@
 //! plain processes: etcd, kube-apiserver (aggregation layer configured),
 //! kube-controller-manager, kube-scheduler, and KWOK simulating nodes.
 
-mod kubeconfig;
+pub mod arktos;
+pub mod kubeconfig;
 mod nodes;
 pub mod pki;
 mod ports;
@@ -14,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub use ports::{Ports, RESERVED as RESERVED_PORTS};
-use process::Component;
+use process::{Component, Launch};
 
 use crate::home::ArktosHome;
 use crate::upstream::Upstream;
@@ -40,6 +41,8 @@ pub struct ClusterSpec {
     pub ephemeral: bool,
     /// How long to wait for each component to become ready.
     pub ready_timeout: Duration,
+    /// Start the Arktos components too (the bare control plane otherwise).
+    pub arktos: bool,
 }
 
 impl ClusterSpec {
@@ -51,6 +54,7 @@ impl ClusterSpec {
             nodes: 3,
             ephemeral: false,
             ready_timeout: Duration::from_secs(120),
+            arktos: true,
         }
     }
 
@@ -94,7 +98,7 @@ impl LocalCluster {
             components: Vec::new(),
         };
         cluster.write_kubeconfigs()?;
-        let total = 6;
+        let total = if cluster.spec.arktos { 8 } else { 6 };
         let step = |n: u32, what: &str| {
             eprintln!(
                 "[{n}/{total}] {what} ({:.1}s)",
@@ -127,6 +131,41 @@ impl LocalCluster {
 
         readiness::default_service_account(&mut cluster).await?;
         step(6, "default namespace ready for pods");
+
+        if cluster.spec.arktos {
+            let client = cluster.admin_client().await?;
+            arktos::apply_manifests(&client, arktos::LOCAL_MANIFESTS).await?;
+            arktos::wait_for_crd(
+                &client,
+                "tenantrecords.storage.tenancy.arktos.io",
+                cluster.spec.ready_timeout,
+            )
+            .await?;
+            step(7, "Arktos manifests applied");
+
+            // Serve first, register second: the aggregator's first look at
+            // a new APIService (discovery, OpenAPI) should find it serving.
+            let port = cluster.apiserver_port();
+            cluster.start_arktos_apiserver(arktos::APISERVER, port)?;
+            arktos::wait_for_ready(&cluster.pki, port, cluster.spec.ready_timeout).await?;
+            arktos::expose_on_loopback(&client, arktos::NAMESPACE, arktos::APISERVER, port).await?;
+            arktos::apply_manifests(&client, arktos::REGISTRATION).await?;
+            let ca =
+                std::fs::read(cluster.pki.ca_cert()).context(|| "reading the cluster CA".into())?;
+            arktos::point_apiservice(&client, arktos::APISERVICE, port, &ca).await?;
+            arktos::wait_for_apiservice(&client, arktos::APISERVICE, cluster.spec.ready_timeout)
+                .await?;
+            arktos::wait_for_openapi(
+                &client,
+                "apis/tenancy.arktos.io/v1alpha1",
+                cluster.spec.ready_timeout,
+            )
+            .await?;
+            step(
+                8,
+                &format!("arktos-apiserver serving tenancy.arktos.io on port {port}"),
+            );
+        }
         Ok(cluster)
     }
 
@@ -144,6 +183,84 @@ impl LocalCluster {
 
     pub fn kubeconfig_path(&self) -> PathBuf {
         self.spec.kubeconfig_path()
+    }
+
+    /// The port arktos-apiserver (the one the APIService names) listens on.
+    pub fn apiserver_port(&self) -> u16 {
+        self.spec.ports.component(0)
+    }
+
+    /// Starts an arktos-apiserver process called `name` on `port`, with the
+    /// identity of its ServiceAccount and a serving certificate for its
+    /// Service name. More than one may run (several replicas).
+    pub fn start_arktos_apiserver(&mut self, name: &str, port: u16) -> Result<()> {
+        let service_dns = format!("{}.{}.svc", arktos::APISERVER, arktos::NAMESPACE);
+        let serving = "arktos-apiserver-serving";
+        if !self.pki.cert(serving).exists() {
+            self.pki.issue_from_cluster_ca(&pki::Leaf {
+                name: serving,
+                common_name: arktos::APISERVER,
+                organizations: &[],
+                dns_names: &[&service_dns, "localhost"],
+                usage: pki::Usage::Server,
+            })?;
+        }
+        let identity = "arktos-apiserver-client";
+        if !self.pki.cert(identity).exists() {
+            let user = format!(
+                "system:serviceaccount:{}:{}",
+                arktos::NAMESPACE,
+                arktos::APISERVER
+            );
+            let group = format!("system:serviceaccounts:{}", arktos::NAMESPACE);
+            self.pki.issue_from_cluster_ca(&pki::Leaf {
+                name: identity,
+                common_name: &user,
+                organizations: &["system:serviceaccounts", &group],
+                dns_names: &[],
+                usage: pki::Usage::Client,
+            })?;
+        }
+        let kubeconfig = self.component_kubeconfig(identity);
+        kubeconfig::write(
+            &kubeconfig,
+            "local",
+            &self.apiserver_url(),
+            &self.pki,
+            identity,
+        )?;
+        let launch = Launch {
+            program: arktos::binary("arktos-apiserver")?,
+            args: vec![
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={port}"),
+                format!("--tls-cert-file={}", path(&self.pki.cert(serving))),
+                format!("--tls-private-key-file={}", path(&self.pki.key(serving))),
+                format!("--kubeconfig={}", path(&kubeconfig)),
+            ],
+            dir: self.spec.dir(),
+        };
+        let component = Component::start(name, launch, &self.log(name))?;
+        self.components.push(component);
+        Ok(())
+    }
+
+    /// Stops the component `name` and starts it again.
+    pub fn restart(&mut self, name: &str) -> Result<()> {
+        let component = self
+            .components
+            .iter_mut()
+            .find(|c| c.name == name)
+            .ok_or_else(|| crate::Error::Other(format!("no component called {name}")))?;
+        component.restart()
+    }
+
+    /// Stops the component `name` for good.
+    pub fn stop_component(&mut self, name: &str) {
+        if let Some(index) = self.components.iter().position(|c| c.name == name) {
+            let mut component = self.components.remove(index);
+            component.stop(Duration::from_secs(15));
+        }
     }
 
     pub fn apiserver_url(&self) -> String {
@@ -220,9 +337,12 @@ impl LocalCluster {
     }
 
     fn spawn(&mut self, name: &str, args: Vec<String>) -> Result<()> {
-        let mut command = Command::new(self.upstream.command(name));
-        command.args(args).current_dir(self.spec.dir());
-        let component = Component::spawn(name, command, &self.log(name))?;
+        let launch = Launch {
+            program: self.upstream.command(name),
+            args,
+            dir: self.spec.dir(),
+        };
+        let component = Component::start(name, launch, &self.log(name))?;
         self.components.push(component);
         Ok(())
     }

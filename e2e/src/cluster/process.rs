@@ -17,17 +17,49 @@ use nix::unistd::Pid;
 
 use crate::{IoContext, Result};
 
+/// How to start a component (kept, so it can be started again).
+#[derive(Clone, Debug)]
+pub struct Launch {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub dir: PathBuf,
+}
+
 /// One running component with its log file.
 #[derive(Debug)]
 pub struct Component {
     pub name: String,
     pub log: PathBuf,
+    launch: Launch,
     child: Child,
 }
 
 impl Component {
-    /// Starts `command`, appending its output to `log`.
-    pub fn spawn(name: &str, mut command: Command, log: &Path) -> Result<Self> {
+    /// Starts a component, appending its output to `log`.
+    pub fn start(name: &str, launch: Launch, log: &Path) -> Result<Self> {
+        let mut command = Command::new(&launch.program);
+        command.args(&launch.args).current_dir(&launch.dir);
+        let child = Self::spawn(name, command, log)?;
+        Ok(Self {
+            name: name.to_string(),
+            log: log.to_path_buf(),
+            launch,
+            child,
+        })
+    }
+
+    /// Stops the component and starts it again with the same arguments.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop(Duration::from_secs(15));
+        let mut command = Command::new(&self.launch.program);
+        command
+            .args(&self.launch.args)
+            .current_dir(&self.launch.dir);
+        self.child = Self::spawn(&self.name, command, &self.log)?;
+        Ok(())
+    }
+
+    fn spawn(name: &str, mut command: Command, log: &Path) -> Result<Child> {
         let out = File::options()
             .create(true)
             .append(true)
@@ -45,11 +77,7 @@ impl Component {
         let child = spawn_from_lasting_thread(command)
             .context(|| format!("starting {name} ({program})"))?;
         tracing::info!(component = name, pid = child.id(), log = %log.display(), "started");
-        Ok(Self {
-            name: name.to_string(),
-            log: log.to_path_buf(),
-            child,
-        })
+        Ok(child)
     }
 
     pub fn pid(&self) -> u32 {

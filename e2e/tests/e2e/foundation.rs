@@ -182,6 +182,10 @@ async fn aggregation_layer_answers_kubectl_get_apiservices(ctx: Arc<Ctx>) -> any
     };
     ensure!(available("v1."), "v1. is not Available");
     ensure!(available("v1.apps"), "v1.apps is not Available");
+    ensure!(
+        available("v1alpha1.tenancy.arktos.io"),
+        "our APIService (a loopback server behind an ExternalName Service) is not Available"
+    );
     Ok(())
 }
 
@@ -219,7 +223,10 @@ async fn second_cluster_runs_beside_and_stops_without_leftovers(
             .await
             .with_context(|| format!("start #{round}"))?;
         let pids = cluster.pids();
-        ensure!(pids.len() == 5, "expected 5 components, got {pids:?}");
+        ensure!(
+            pids.len() == 6,
+            "expected 6 components (5 upstream and arktos-apiserver), got {pids:?}"
+        );
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(cluster.admin_client().await?);
         ensure!(nodes.list(&ListParams::default()).await?.items.len() == 1);
         cluster.stop();

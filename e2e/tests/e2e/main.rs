@@ -6,6 +6,8 @@
 //! is stopped after the last test, whatever the tests did.
 
 mod foundation;
+mod support;
+mod tenant_api;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,6 +20,9 @@ use libtest_mimic::{Arguments, Failed, Trial};
 pub struct Ctx {
     pub runtime: tokio::runtime::Runtime,
     pub cluster: TestCluster,
+    /// Tests share it; a test that takes a shared component down (restarts
+    /// arktos-apiserver) holds it alone.
+    pub exclusive: tokio::sync::RwLock<()>,
 }
 
 /// Every test ends within this, whatever it waits for.
@@ -28,11 +33,35 @@ where
     F: FnOnce(Arc<Ctx>) -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    run_trial(ctx, name, false, test)
+}
+
+/// A test that disturbs what other tests use; it runs alone.
+pub fn disruptive_trial<F, Fut>(ctx: &Arc<Ctx>, name: &'static str, test: F) -> Trial
+where
+    F: FnOnce(Arc<Ctx>) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    run_trial(ctx, name, true, test)
+}
+
+fn run_trial<F, Fut>(ctx: &Arc<Ctx>, name: &'static str, alone: bool, test: F) -> Trial
+where
+    F: FnOnce(Arc<Ctx>) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     let ctx = ctx.clone();
     Trial::test(name, move || {
-        let outcome = ctx
-            .runtime
-            .block_on(async { tokio::time::timeout(TEST_TIMEOUT, test(ctx.clone())).await });
+        let outcome = ctx.runtime.block_on(async {
+            let _shared;
+            let _alone;
+            if alone {
+                _alone = ctx.exclusive.write().await;
+            } else {
+                _shared = ctx.exclusive.read().await;
+            }
+            tokio::time::timeout(TEST_TIMEOUT, test(ctx.clone())).await
+        });
         match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(err)) => Err(Failed::from(format!("{err:#}"))),
@@ -68,8 +97,13 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let ctx = Arc::new(Ctx { runtime, cluster });
-    let trials = foundation::trials(&ctx);
+    let ctx = Arc::new(Ctx {
+        runtime,
+        cluster,
+        exclusive: tokio::sync::RwLock::new(()),
+    });
+    let mut trials = foundation::trials(&ctx);
+    trials.extend(tenant_api::trials(&ctx));
     let conclusion = libtest_mimic::run(&args, trials);
     if let Ok(mut ctx) = Arc::try_unwrap(ctx) {
         ctx.cluster.stop();

@@ -1,0 +1,66 @@
+//! Helpers the e2e tests share.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, ensure};
+
+use crate::Ctx;
+
+/// A name unique to this test run, for cluster-scoped objects.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{prefix}{:x}", nanos % 0xfffff)
+}
+
+/// The pinned kubectl (or the one on PATH against an external cluster).
+pub fn kubectl_path(ctx: &Ctx) -> PathBuf {
+    match ctx.cluster.local() {
+        Some(local) => local.upstream().command("kubectl"),
+        None => "kubectl".into(),
+    }
+}
+
+/// Runs kubectl against the test cluster (with a discovery cache of this
+/// run's own) and returns stdout; fails with stderr when kubectl fails.
+pub async fn kubectl(ctx: &Arc<Ctx>, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+    let (ok, out, err) = kubectl_status(ctx, args, stdin).await?;
+    ensure!(ok, "kubectl {} failed: {err}", args.join(" "));
+    Ok(out)
+}
+
+/// Runs kubectl and returns (success, stdout, stderr).
+pub async fn kubectl_status(
+    ctx: &Arc<Ctx>,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> anyhow::Result<(bool, String, String)> {
+    use tokio::io::AsyncWriteExt;
+    let cache =
+        std::env::temp_dir().join(format!("arktos-e2e-kubectl-cache-{}", std::process::id()));
+    let mut child = tokio::process::Command::new(kubectl_path(ctx))
+        .arg("--kubeconfig")
+        .arg(ctx.cluster.kubeconfig())
+        .arg("--cache-dir")
+        .arg(&cache)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting kubectl")?;
+    let mut input = child.stdin.take().context("kubectl stdin")?;
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).await?;
+    }
+    drop(input);
+    let out = child.wait_with_output().await?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
