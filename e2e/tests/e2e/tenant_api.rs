@@ -307,6 +307,38 @@ async fn tenant_watch_is_ordered_and_resumes_after_an_apiserver_restart(
         "resumed watch saw {after:?}"
     );
 
+    // Bookmarks pass through, translated: a streaming list sends the
+    // current Tenants, then the bookmark that ends the initial events.
+    let mut initial = api
+        .watch(&WatchParams::streaming_lists().timeout(30), "")
+        .await?
+        .boxed();
+    let mut added = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), initial.try_next())
+            .await
+            .context("no bookmark")??
+        {
+            Some(WatchEvent::Added(_)) => added += 1,
+            Some(WatchEvent::Bookmark(bookmark)) => {
+                let end = bookmark
+                    .metadata
+                    .annotations
+                    .get("k8s.io/initial-events-end")
+                    .map(String::as_str);
+                ensure!(end == Some("true"), "a bookmark without initial-events-end");
+                let (kind, version) = (&bookmark.types.kind, &bookmark.types.api_version);
+                ensure!(
+                    kind == "Tenant" && version == "tenancy.arktos.io/v1alpha1",
+                    "bookmark of {version} {kind}"
+                );
+                break;
+            }
+            other => bail!("unexpected event before the bookmark: {other:?}"),
+        }
+    }
+    ensure!(added >= 1, "the system tenant at least exists");
+
     // A resourceVersion far in the past is answered 410 Gone.
     let gone = api.watch(&params, "1").await?.boxed().try_next().await;
     match gone {
