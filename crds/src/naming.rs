@@ -16,6 +16,8 @@ pub const MAX_NAMESPACE_NAME: usize = 63;
 pub const SEPARATOR: &str = "--";
 /// The tenant whose namespaces are the cluster's own.
 pub const SYSTEM_TENANT: &str = "system";
+/// Label on every namespace of a tenant and every object in it.
+pub const TENANT_LABEL: &str = "tenancy.arktos.io/tenant";
 
 /// Why a name cannot be used; the message names the rule and the limit.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -82,6 +84,16 @@ impl TenantName {
             MAX_NAMESPACE_NAME
         } else {
             MAX_NAMESPACE_NAME - self.0.len() - SEPARATOR.len()
+        }
+    }
+
+    /// What every storage namespace of this tenant starts with (empty for
+    /// the system tenant).
+    pub fn storage_prefix(&self) -> String {
+        if self.is_system() {
+            String::new()
+        } else {
+            format!("{}{SEPARATOR}", self.0)
         }
     }
 

@@ -1,0 +1,186 @@
+//! Requests to kube-apiserver on a tenant's behalf: as the user
+//! (impersonation, so RBAC inside the tenant's namespaces applies) or, for
+//! what Arktos manages itself (a tenant's namespaces, shared read-only
+//! objects), as arktos-apiserver. Answers are rewritten into the tenant's
+//! view as they pass, watch events one by one.
+
+use std::sync::Arc;
+
+use arktos_crds::status;
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
+use serde_json::Value;
+use tokio_stream::wrappers::ReceiverStream;
+use warp::Reply;
+use warp::reply::Response;
+
+use crate::authn::UserInfo;
+
+/// Turns one JSON answer (object, list, event) into the tenant's view;
+/// `false` drops it (a watch event about something not the tenant's).
+pub type Rewrite = Arc<dyn Fn(&mut Value) -> bool + Send + Sync>;
+
+/// One request to kube-apiserver.
+pub struct Outgoing<'a> {
+    pub method: Method,
+    /// Path and query.
+    pub uri: String,
+    pub accept: &'a str,
+    pub content_type: &'a str,
+    pub body: Option<Vec<u8>>,
+    /// Impersonate this user; `None` acts as arktos-apiserver.
+    pub as_user: Option<&'a UserInfo>,
+    pub watch: bool,
+}
+
+#[derive(Clone)]
+pub struct Backend {
+    client: kube::Client,
+}
+
+impl Backend {
+    pub fn new(client: kube::Client) -> Self {
+        Self { client }
+    }
+
+    fn build(&self, outgoing: &Outgoing<'_>) -> Result<http::Request<kube::client::Body>, Status> {
+        let mut builder = http::Request::builder()
+            .method(outgoing.method.clone())
+            .uri(&outgoing.uri)
+            .header(http::header::ACCEPT, json_accept(outgoing.accept));
+        if !outgoing.content_type.is_empty() {
+            builder = builder.header(http::header::CONTENT_TYPE, outgoing.content_type);
+        }
+        if let Some(user) = outgoing.as_user {
+            builder = builder.header("Impersonate-User", &user.name);
+            if !user.uid.is_empty() {
+                builder = builder.header("Impersonate-Uid", &user.uid);
+            }
+            for group in &user.groups {
+                builder = builder.header("Impersonate-Group", group);
+            }
+            for (key, values) in &user.extra {
+                let name = format!("Impersonate-Extra-{}", crate::request::encode(key));
+                for value in values {
+                    builder = builder.header(name.as_str(), value);
+                }
+            }
+        }
+        let body = outgoing.body.clone().map(kube::client::Body::from).unwrap_or_else(kube::client::Body::empty);
+        builder.body(body).map_err(|e| status::bad_request(&format!("cannot forward the request: {e}")))
+    }
+
+    /// Sends the request; JSON answers are rewritten, others (logs) pass
+    /// unchanged; watches stream.
+    pub async fn send(&self, outgoing: Outgoing<'_>, rewrite: Rewrite) -> Result<Response, Status> {
+        let request = self.build(&outgoing)?;
+        let response = self.client.send(request).await.map_err(unreachable)?;
+        let code = response.status();
+        let content_type = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let warnings: Vec<HeaderValue> = response.headers().get_all("warning").iter().cloned().collect();
+        let is_json = content_type.starts_with("application/json");
+        let mut reply = if outgoing.watch && code.is_success() && is_json {
+            stream_events(response.into_body(), rewrite)
+        } else if !is_json && code.is_success() {
+            stream_raw(response.into_body(), &content_type)
+        } else {
+            let bytes = response.into_body().collect_bytes().await.map_err(unreachable)?;
+            match serde_json::from_slice::<Value>(&bytes) {
+                Ok(mut value) => {
+                    if !rewrite(&mut value) {
+                        return Err(status::path_not_found(&outgoing.uri));
+                    }
+                    crate::respond::json_with_type(code, &value, &content_type)
+                }
+                Err(_) => crate::respond::raw(code, bytes, &content_type),
+            }
+        };
+        *reply.status_mut() = code;
+        for warning in warnings {
+            reply.headers_mut().append("warning", warning);
+        }
+        Ok(reply)
+    }
+
+    /// Sends the request and returns the JSON answer, un-rewritten.
+    pub async fn json(&self, outgoing: Outgoing<'_>) -> Result<(StatusCode, Value), Status> {
+        let request = self.build(&outgoing)?;
+        let response = self.client.send(request).await.map_err(unreachable)?;
+        let code = response.status();
+        let bytes = response.into_body().collect_bytes().await.map_err(unreachable)?;
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((code, value))
+    }
+}
+
+fn stream_events(body: kube::client::Body, rewrite: Rewrite) -> Response {
+    let (lines, received) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let mut chunks = body.into_data_stream();
+    tokio::spawn(async move {
+        let mut pending = Vec::new();
+        while let Some(Ok(chunk)) = chunks.next().await {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let Ok(mut event) = serde_json::from_slice::<Value>(&line) else { continue };
+                if !rewrite(&mut event) {
+                    continue;
+                }
+                let mut out = serde_json::to_vec(&event).unwrap_or_default();
+                out.push(b'\n');
+                if lines.send(Ok(Bytes::from(out))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let mut reply = warp::reply::stream(ReceiverStream::new(received)).into_response();
+    reply
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    reply
+}
+
+fn stream_raw(body: kube::client::Body, content_type: &str) -> Response {
+    let (chunks_out, received) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let mut chunks = body.into_data_stream();
+    tokio::spawn(async move {
+        while let Some(Ok(chunk)) = chunks.next().await {
+            if chunks_out.send(Ok(chunk)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut reply = warp::reply::stream(ReceiverStream::new(received)).into_response();
+    if let Ok(value) = HeaderValue::from_str(content_type) {
+        reply.headers_mut().insert(http::header::CONTENT_TYPE, value);
+    }
+    reply
+}
+
+/// JSON and JSON tables only; protobuf would hide names from the rewrite.
+pub fn json_accept(accept: &str) -> String {
+    let kept: Vec<&str> = accept
+        .split(',')
+        .map(str::trim)
+        .filter(|part| part.starts_with("application/json") || part.starts_with("*/*") || part.starts_with("text/plain"))
+        .collect();
+    if kept.is_empty() {
+        "application/json".into()
+    } else {
+        kept.join(",")
+    }
+}
+
+fn unreachable(err: impl std::fmt::Display) -> Status {
+    tracing::warn!(error = %err, "kube-apiserver did not answer");
+    status::service_unavailable("the cluster's API server is not reachable right now")
+}

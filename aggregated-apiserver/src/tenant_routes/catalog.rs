@@ -1,0 +1,232 @@
+//! What the cluster serves, as far as tenants are concerned: for each
+//! group-version, its resources, whether they are namespaced, and which
+//! cluster-scoped ones tenants may read. Read from kube-apiserver's
+//! aggregated discovery and refreshed, so CRDs an administrator installs
+//! appear in every tenant's API.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use arktos_crds::status;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
+use serde_json::Value;
+use tokio::sync::RwLock;
+
+/// Cluster-scoped resources every tenant may read (get, list, watch).
+pub const SHARED_READ_ONLY: &[(&str, &str)] = &[
+    ("storage.k8s.io", "storageclasses"),
+    ("node.k8s.io", "runtimeclasses"),
+    ("scheduling.k8s.io", "priorityclasses"),
+];
+
+/// Groups tenants never see: ours, and the cluster's own machinery.
+pub const HIDDEN_GROUPS: &[&str] = &[
+    "tenancy.arktos.io",
+    "storage.tenancy.arktos.io",
+    "apiregistration.k8s.io",
+    "apiextensions.k8s.io",
+    "admissionregistration.k8s.io",
+    "certificates.k8s.io",
+    "flowcontrol.apiserver.k8s.io",
+    "internal.apiserver.k8s.io",
+    "authentication.k8s.io",
+    "authorization.k8s.io",
+    "resource.k8s.io",
+    "storagemigration.k8s.io",
+];
+
+/// Namespaced resources and subresources tenants may not use: binding pods
+/// to nodes, and proxying into the cluster network.
+pub const BLOCKED: &[&str] = &["bindings", "pods/binding", "pods/proxy", "services/proxy"];
+
+/// One resource as discovery describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resource {
+    pub namespaced: bool,
+    pub kind: String,
+    pub verbs: Vec<String>,
+}
+
+/// Everything a tenant may use, by group-version ("" group for core).
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    /// (group, version) → resource (or "resource/subresource") → details.
+    pub versions: BTreeMap<(String, String), BTreeMap<String, Resource>>,
+    /// The raw aggregated discovery documents, filtered for tenants.
+    pub core: Value,
+    pub groups: Value,
+}
+
+impl Catalog {
+    pub fn resource(&self, group: &str, version: &str, resource: &str) -> Option<&Resource> {
+        self.versions.get(&(group.to_string(), version.to_string()))?.get(resource)
+    }
+
+    pub fn shared_read_only(group: &str, resource: &str) -> bool {
+        SHARED_READ_ONLY.contains(&(group, resource))
+    }
+
+    /// Builds the tenant view from kube-apiserver's aggregated discovery of
+    /// `/api` and `/apis`.
+    pub fn from_discovery(core: &Value, groups: &Value) -> Self {
+        let mut catalog = Catalog::default();
+        let core = filter_group_list(core, &mut catalog);
+        let groups = filter_group_list(groups, &mut catalog);
+        catalog.core = core;
+        catalog.groups = groups;
+        catalog
+    }
+}
+
+/// Keeps, in an `APIGroupDiscoveryList`, what tenants may use, and records it.
+fn filter_group_list(list: &Value, catalog: &mut Catalog) -> Value {
+    let mut out = list.clone();
+    let mut kept_groups = Vec::new();
+    for group in list["items"].as_array().into_iter().flatten() {
+        let name = group["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        if HIDDEN_GROUPS.contains(&name.as_str()) {
+            continue;
+        }
+        let mut group = group.clone();
+        let mut kept_versions = Vec::new();
+        for version in group["versions"].as_array().into_iter().flatten() {
+            let version_name = version["version"].as_str().unwrap_or_default().to_string();
+            let mut version = version.clone();
+            let mut kept = Vec::new();
+            for resource in version["resources"].as_array().into_iter().flatten() {
+                let plural = resource["resource"].as_str().unwrap_or_default().to_string();
+                let namespaced = resource["scope"] == "Namespaced";
+                let shared = Catalog::shared_read_only(&name, &plural);
+                let is_namespaces = name.is_empty() && plural == "namespaces";
+                if !(namespaced || shared || is_namespaces) || BLOCKED.contains(&plural.as_str()) {
+                    continue;
+                }
+                let mut resource = resource.clone();
+                if shared {
+                    resource["verbs"] = serde_json::json!(["get", "list", "watch"]);
+                    resource["subresources"] = serde_json::json!([]);
+                }
+                let verbs: Vec<String> = resource["verbs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                let kind = resource["responseKind"]["kind"].as_str().unwrap_or_default().to_string();
+                let entries = catalog.versions.entry((name.clone(), version_name.clone())).or_default();
+                entries.insert(plural.clone(), Resource { namespaced, kind, verbs });
+                if let Some(subresources) = resource["subresources"].as_array_mut() {
+                    subresources.retain(|sub| {
+                        let full = format!("{plural}/{}", sub["subresource"].as_str().unwrap_or_default());
+                        !BLOCKED.contains(&full.as_str())
+                    });
+                    for sub in subresources.iter() {
+                        let full = format!("{plural}/{}", sub["subresource"].as_str().unwrap_or_default());
+                        let verbs = sub["verbs"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect();
+                        entries.insert(full, Resource { namespaced, kind: String::new(), verbs });
+                    }
+                }
+                kept.push(resource);
+            }
+            if !kept.is_empty() {
+                version["resources"] = Value::Array(kept);
+                kept_versions.push(version);
+            }
+        }
+        if !kept_versions.is_empty() {
+            group["versions"] = Value::Array(kept_versions);
+            kept_groups.push(group);
+        }
+    }
+    out["items"] = Value::Array(kept_groups);
+    out
+}
+
+/// The catalog, fetched from kube-apiserver and kept fresh.
+pub struct CatalogCache {
+    client: kube::Client,
+    cached: RwLock<Option<(Instant, std::sync::Arc<Catalog>)>>,
+}
+
+const FRESH_FOR: Duration = Duration::from_secs(30);
+pub const AGGREGATED_ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+impl CatalogCache {
+    pub fn new(client: kube::Client) -> Self {
+        Self {
+            client,
+            cached: RwLock::new(None),
+        }
+    }
+
+    /// The catalog; `refresh` asks anew unless it is very recent (for a
+    /// resource not found, e.g. a CRD installed a moment ago).
+    pub async fn get(&self, refresh: bool) -> Result<std::sync::Arc<Catalog>, Status> {
+        if let Some((at, catalog)) = self.cached.read().await.as_ref() {
+            let age = at.elapsed();
+            if age < FRESH_FOR && !(refresh && age > Duration::from_secs(2)) {
+                return Ok(catalog.clone());
+            }
+        }
+        let core = self.fetch("/api").await?;
+        let groups = self.fetch("/apis").await?;
+        let catalog = std::sync::Arc::new(Catalog::from_discovery(&core, &groups));
+        *self.cached.write().await = Some((Instant::now(), catalog.clone()));
+        Ok(catalog)
+    }
+
+    async fn fetch(&self, path: &str) -> Result<Value, Status> {
+        let request = http::Request::get(path)
+            .header(http::header::ACCEPT, AGGREGATED_ACCEPT)
+            .body(Vec::new())
+            .map_err(|e| status::internal(&e.to_string()))?;
+        self.client.request::<Value>(request).await.map_err(|err| {
+            tracing::warn!(error = %err, path, "discovery failed");
+            status::service_unavailable("the cluster's discovery is not available right now")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn resource(name: &str, scope: &str, kind: &str) -> Value {
+        json!({"resource": name, "scope": scope, "responseKind": {"kind": kind}, "verbs": ["get", "list", "create", "delete"],
+               "subresources": [{"subresource": "status", "verbs": ["get"]}, {"subresource": "binding", "verbs": ["create"]}]})
+    }
+
+    #[test]
+    fn tenants_see_namespaced_resources_and_shared_read_only_ones() {
+        let core = json!({"items": [{"metadata": {"name": ""}, "versions": [{"version": "v1", "resources": [
+            resource("pods", "Namespaced", "Pod"),
+            resource("nodes", "Cluster", "Node"),
+            resource("namespaces", "Cluster", "Namespace"),
+            resource("bindings", "Namespaced", "Binding"),
+        ]}]}]});
+        let groups = json!({"items": [
+            {"metadata": {"name": "storage.k8s.io"}, "versions": [{"version": "v1", "resources": [
+                resource("storageclasses", "Cluster", "StorageClass"), resource("csinodes", "Cluster", "CSINode")]}]},
+            {"metadata": {"name": "apiextensions.k8s.io"}, "versions": [{"version": "v1", "resources": [
+                resource("customresourcedefinitions", "Cluster", "CustomResourceDefinition")]}]},
+        ]});
+        let catalog = Catalog::from_discovery(&core, &groups);
+        assert!(catalog.resource("", "v1", "pods").unwrap().namespaced);
+        assert!(catalog.resource("", "v1", "pods/status").is_some());
+        assert!(catalog.resource("", "v1", "pods/binding").is_none());
+        assert!(catalog.resource("", "v1", "nodes").is_none());
+        assert!(catalog.resource("", "v1", "bindings").is_none());
+        assert!(catalog.resource("", "v1", "namespaces").is_some());
+        assert_eq!(catalog.resource("storage.k8s.io", "v1", "storageclasses").unwrap().verbs, ["get", "list", "watch"]);
+        assert!(catalog.resource("storage.k8s.io", "v1", "csinodes").is_none());
+        assert!(catalog.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions").is_none());
+        assert_eq!(catalog.groups["items"].as_array().unwrap().len(), 1);
+    }
+}

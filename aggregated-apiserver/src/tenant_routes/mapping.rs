@@ -1,0 +1,326 @@
+//! The tenant's view of names, applied both ways: a tenant's namespace
+//! `web` is the cluster's `acme--web`. Paths, request bodies, answers,
+//! watch events, errors, field selectors and continue tokens all pass
+//! through here, so a tenant never sees a storage name and cannot name
+//! another tenant's namespace: every namespace a tenant writes is mapped
+//! into its own prefix.
+
+use arktos_crds::naming::{TENANT_LABEL, TenantName};
+use arktos_crds::status;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
+use serde_json::Value;
+
+/// Keys whose value is a namespace name, inside objects that reference
+/// other objects (RBAC subjects, events).
+const REFERENCE_KEYS: &[&str] = &["subjects", "involvedObject", "regarding", "related"];
+
+pub struct View {
+    tenant: TenantName,
+    prefix: String,
+}
+
+impl View {
+    pub fn new(tenant: TenantName) -> Self {
+        let prefix = tenant.storage_prefix();
+        Self { tenant, prefix }
+    }
+
+    pub fn tenant(&self) -> &TenantName {
+        &self.tenant
+    }
+
+    /// The storage name of the tenant's namespace; a name that cannot be a
+    /// tenant namespace is a 422 naming the limit.
+    pub fn namespace_to_storage(&self, namespace: &str) -> Result<String, Status> {
+        self.tenant
+            .storage_namespace(namespace)
+            .map(|ns| ns.as_str().to_string())
+            .map_err(|err| {
+                status::invalid(
+                    &status::Subject {
+                        resource: "namespaces",
+                        kind: "Namespace",
+                        name: namespace,
+                        ..Default::default()
+                    },
+                    &[status::FieldError::new("metadata.name", status::FieldErrorType::Invalid, err.to_string())
+                        .with_value(namespace)],
+                )
+            })
+    }
+
+    /// The tenant's name for a storage namespace, if it is the tenant's.
+    pub fn namespace_to_tenant<'a>(&self, storage: &'a str) -> Option<&'a str> {
+        self.tenant.tenant_namespace(storage)
+    }
+
+    /// The label selector term that narrows a cluster-wide list to the tenant.
+    pub fn label_term(&self) -> String {
+        format!("{TENANT_LABEL}={}", self.tenant)
+    }
+
+    /// Rewrites a request body into storage terms, and stamps the tenant
+    /// label on the object.
+    pub fn request_body(&self, value: &mut Value, is_namespace: bool) -> Result<(), Status> {
+        let Some(object) = value.as_object_mut() else {
+            return Ok(());
+        };
+        if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            if let Some(ns) = metadata.get("namespace").and_then(Value::as_str).filter(|ns| !ns.is_empty()) {
+                let mapped = self.namespace_to_storage(ns)?;
+                metadata.insert("namespace".into(), mapped.into());
+            }
+            if is_namespace && let Some(name) = metadata.get("name").and_then(Value::as_str) {
+                let mapped = self.namespace_to_storage(name)?;
+                metadata.insert("name".into(), mapped.into());
+            }
+            if !self.tenant.is_system() {
+                let labels = metadata.entry("labels").or_insert_with(|| Value::Object(Default::default()));
+                if let Some(labels) = labels.as_object_mut() {
+                    labels.insert(TENANT_LABEL.into(), self.tenant.as_str().into());
+                }
+            }
+        }
+        for key in REFERENCE_KEYS {
+            self.map_references(object.get_mut(*key), &mut |ns| self.namespace_to_storage(ns))?;
+        }
+        if let Some(items) = object.get_mut("items").and_then(Value::as_array_mut) {
+            for item in items {
+                self.request_body(item, is_namespace)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn map_references(
+        &self,
+        value: Option<&mut Value>,
+        map: &mut dyn FnMut(&str) -> Result<String, Status>,
+    ) -> Result<(), Status> {
+        let Some(value) = value else { return Ok(()) };
+        let targets: Vec<&mut Value> = match value {
+            Value::Array(items) => items.iter_mut().collect(),
+            other => vec![other],
+        };
+        for target in targets {
+            if let Some(ns) = target.get("namespace").and_then(Value::as_str).filter(|ns| !ns.is_empty()) {
+                let mapped = map(ns)?;
+                target["namespace"] = mapped.into();
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites an answer (object, list, Table, watch event, Status) into
+    /// the tenant's terms. Items of other namespaces are dropped (they
+    /// cannot be the tenant's); returns false when a single object is not
+    /// the tenant's at all.
+    pub fn response(&self, value: &mut Value) -> bool {
+        let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+        if kind == "Status" {
+            self.status(value);
+            return true;
+        }
+        if kind == "Table" {
+            if let Some(rows) = value.get_mut("rows").and_then(Value::as_array_mut) {
+                rows.retain_mut(|row| row.get_mut("object").is_none_or(|object| self.response(object)));
+            }
+            return true;
+        }
+        if value.get("type").is_some() && value.get("object").is_some() && value.get("kind").is_none() {
+            return self.response(&mut value["object"]);
+        }
+        if let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) {
+            items.retain_mut(|item| self.response(item));
+            if let Some(token) = value.pointer("/metadata/continue").and_then(Value::as_str) {
+                let token = self.continue_to_tenant(token);
+                value["metadata"]["continue"] = token.into();
+            }
+            return true;
+        }
+        let is_namespace = kind == "Namespace";
+        let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) else {
+            return true;
+        };
+        if is_namespace {
+            let Some(name) = metadata.get("name").and_then(Value::as_str) else { return false };
+            let Some(mine) = self.namespace_to_tenant(name) else { return false };
+            let mine = mine.to_string();
+            metadata.insert("name".into(), mine.into());
+        }
+        if let Some(ns) = metadata.get("namespace").and_then(Value::as_str).filter(|ns| !ns.is_empty()) {
+            let Some(mine) = self.namespace_to_tenant(ns) else { return false };
+            let mine = mine.to_string();
+            metadata.insert("namespace".into(), mine.into());
+        }
+        if let Some(object) = value.as_object_mut() {
+            for key in REFERENCE_KEYS {
+                let _ = self.map_references(object.get_mut(*key), &mut |ns| {
+                    Ok(self.namespace_to_tenant(ns).map(str::to_string).unwrap_or_else(|| "<other>".into()))
+                });
+            }
+        }
+        true
+    }
+
+    fn status(&self, value: &mut Value) {
+        if let Some(message) = value.get("message").and_then(Value::as_str) {
+            value["message"] = self.text(message).into();
+        }
+        if let Some(name) = value.pointer("/details/name").and_then(Value::as_str) {
+            value["details"]["name"] = self.text(name).into();
+        }
+        for cause in value.pointer_mut("/details/causes").and_then(Value::as_array_mut).into_iter().flatten() {
+            if let Some(message) = cause.get("message").and_then(Value::as_str) {
+                cause["message"] = self.text(message).into();
+            }
+        }
+    }
+
+    /// Removes the storage prefix from a text the cluster wrote.
+    pub fn text(&self, text: &str) -> String {
+        if self.prefix.is_empty() {
+            text.to_string()
+        } else {
+            text.replace(&self.prefix, "")
+        }
+    }
+
+    /// A field selector in storage terms: namespace values are mapped.
+    pub fn field_selector_to_storage(&self, selector: &str, namespace_names: bool) -> Result<String, Status> {
+        let mut terms = Vec::new();
+        for term in selector.split(',').filter(|t| !t.is_empty()) {
+            let (key, op, value) = split_requirement(term)
+                .ok_or_else(|| status::bad_request(&format!("invalid field selector term {term:?}")))?;
+            let maps_namespace = key == "metadata.namespace"
+                || key.ends_with(".namespace")
+                || (namespace_names && key == "metadata.name");
+            if maps_namespace && !value.is_empty() {
+                terms.push(format!("{key}{op}{}", self.namespace_to_storage(value)?));
+            } else {
+                terms.push(term.to_string());
+            }
+        }
+        Ok(terms.join(","))
+    }
+
+    /// A continue token as the tenant sees it: the storage namespace in its
+    /// position key is replaced by the tenant's name.
+    pub fn continue_to_tenant(&self, token: &str) -> String {
+        self.rewrite_continue(token, |start| start.strip_prefix(&self.prefix).map(str::to_string))
+            .unwrap_or_else(|| token.to_string())
+    }
+
+    /// A tenant's continue token in storage terms. `namespaced_key`: the
+    /// position key starts with a namespace (lists of namespaces and lists
+    /// across namespaces).
+    pub fn continue_to_storage(&self, token: &str, namespaced_key: bool) -> String {
+        if !namespaced_key || self.prefix.is_empty() {
+            return token.to_string();
+        }
+        self.rewrite_continue(token, |start| Some(format!("{}{start}", self.prefix)))
+            .unwrap_or_else(|| token.to_string())
+    }
+
+    fn rewrite_continue(&self, token: &str, rewrite: impl Fn(&str) -> Option<String>) -> Option<String> {
+        let bytes = URL_SAFE_NO_PAD.decode(token.trim_end_matches('=')).ok()?;
+        let mut decoded: Value = serde_json::from_slice(&bytes).ok()?;
+        let start = decoded.get("start")?.as_str()?;
+        decoded["start"] = rewrite(start)?.into();
+        Some(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&decoded).ok()?))
+    }
+}
+
+/// Splits `key=value`, `key==value` or `key!=value`.
+fn split_requirement(term: &str) -> Option<(&str, &str, &str)> {
+    for op in ["!=", "==", "="] {
+        if let Some((key, value)) = term.split_once(op) {
+            return Some((key.trim(), op, value.trim()));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn acme() -> View {
+        View::new(TenantName::new("acme").unwrap())
+    }
+
+    #[test]
+    fn request_bodies_land_in_the_tenants_namespaces_and_are_labelled() {
+        let mut binding = json!({
+            "kind": "RoleBinding",
+            "metadata": {"name": "b", "namespace": "web"},
+            "subjects": [{"kind": "ServiceAccount", "name": "ci", "namespace": "globex--web"},
+                         {"kind": "ServiceAccount", "name": "sys", "namespace": "kube-system"},
+                         {"kind": "User", "name": "alice"}],
+        });
+        acme().request_body(&mut binding, false).unwrap();
+        assert_eq!(binding["metadata"]["namespace"], "acme--web");
+        assert_eq!(binding["metadata"]["labels"][TENANT_LABEL], "acme");
+        // Naming another tenant's or the system's namespace lands in one's own.
+        assert_eq!(binding["subjects"][0]["namespace"], "acme--globex--web");
+        assert_eq!(binding["subjects"][1]["namespace"], "acme--kube-system");
+        assert!(binding["subjects"][2].get("namespace").is_none());
+
+        let mut namespace = json!({"kind": "Namespace", "metadata": {"name": "web"}});
+        acme().request_body(&mut namespace, true).unwrap();
+        assert_eq!(namespace["metadata"]["name"], "acme--web");
+        let too_long = "n".repeat(60);
+        let mut namespace = json!({"kind": "Namespace", "metadata": {"name": too_long}});
+        assert_eq!(acme().request_body(&mut namespace, true).unwrap_err().code, Some(422));
+    }
+
+    #[test]
+    fn answers_are_mapped_back_and_foreign_items_dropped() {
+        let mut list = json!({"kind": "PodList", "metadata": {}, "items": [
+            {"kind": "Pod", "metadata": {"name": "a", "namespace": "acme--web"}},
+            {"kind": "Pod", "metadata": {"name": "b", "namespace": "globex--web"}},
+            {"kind": "Pod", "metadata": {"name": "c", "namespace": "kube-system"}},
+        ]});
+        assert!(acme().response(&mut list));
+        let items = list["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0]["metadata"]["namespace"], "web");
+
+        let mut namespace = json!({"kind": "Namespace", "metadata": {"name": "globex--web"}});
+        assert!(!acme().response(&mut namespace));
+        let mut event = json!({"type": "ADDED", "object": {"kind": "Namespace", "metadata": {"name": "acme--web"}}});
+        assert!(acme().response(&mut event));
+        assert_eq!(event["object"]["metadata"]["name"], "web");
+
+        let mut status = json!({"kind": "Status", "message": "pods \"x\" is forbidden: in namespace acme--web", "details": {"name": "acme--web"}});
+        acme().response(&mut status);
+        assert_eq!(status["message"], "pods \"x\" is forbidden: in namespace web");
+        assert_eq!(status["details"]["name"], "web");
+    }
+
+    #[test]
+    fn field_selectors_cannot_escape_the_tenant() {
+        assert_eq!(
+            acme().field_selector_to_storage("metadata.namespace=globex--web,status.phase!=Running", false).unwrap(),
+            "metadata.namespace=acme--globex--web,status.phase!=Running"
+        );
+        assert_eq!(acme().field_selector_to_storage("metadata.name=web", true).unwrap(), "metadata.name=acme--web");
+        assert_eq!(acme().field_selector_to_storage("metadata.name=web", false).unwrap(), "metadata.name=web");
+    }
+
+    #[test]
+    fn continue_tokens_hide_storage_names_and_round_trip() {
+        let storage = URL_SAFE_NO_PAD.encode(br#"{"v":"meta.k8s.io/v1","rv":42,"start":"acme--web/pod-7\u0000"}"#);
+        let tenant = acme().continue_to_tenant(&storage);
+        let decoded = String::from_utf8(URL_SAFE_NO_PAD.decode(&tenant).unwrap()).unwrap();
+        assert!(decoded.contains("\"start\":\"web/pod-7\\u0000\"") && !decoded.contains("acme--"), "{decoded}");
+        let back = acme().continue_to_storage(&tenant, true);
+        let decoded: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(back).unwrap()).unwrap();
+        assert_eq!(decoded["start"], "acme--web/pod-7\u{0}");
+        assert_eq!(decoded["rv"], 42);
+    }
+}
