@@ -22,6 +22,10 @@ pub struct Config {
     /// HTTPS port for the aggregated API, health and metrics.
     #[arg(long, default_value_t = 6443, env = "ARKTOS_SECURE_PORT")]
     pub secure_port: u16,
+    /// HTTPS port of the tenant gateway (tenant routes reached directly);
+    /// 0 serves no gateway.
+    #[arg(long, default_value_t = 8443, env = "ARKTOS_GATEWAY_PORT")]
+    pub gateway_port: u16,
     /// Serving certificate (PEM); it must name the Service the APIService
     /// points at (`<service>.<namespace>.svc`).
     #[arg(long)]

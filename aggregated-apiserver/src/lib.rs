@@ -23,6 +23,7 @@ pub mod respond;
 pub mod routes;
 pub mod serve;
 pub mod storage;
+pub mod tenant_routes;
 pub mod tenants;
 
 use std::sync::Arc;
@@ -152,7 +153,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = Arc::new(routes::State {
         authn: authn::Authenticator::new(header_names, Some(client.clone())),
         authz: authz.clone(),
-        tenants: tenants::TenantApi::new(storage::Storage::new(client.clone()), authz),
+        tenants: tenants::TenantApi::new(storage::Storage::new(client.clone()), authz.clone()),
+        tenant_routes: tenant_routes::TenantRoutes::new(
+            client.clone(),
+            authz,
+            storage::Storage::new(client.clone()),
+        ),
         openapi: openapi::OpenApi::new(client.clone()),
         metrics: metrics::Metrics::new(),
         ready: AtomicBool::new(false),
@@ -161,7 +167,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let address = std::net::SocketAddr::new(config.bind_address, config.secure_port);
     let listener = tokio::net::TcpListener::bind(address).await?;
     tracing::info!(%address, "serving tenancy.arktos.io");
-    let server = serve::serve(listener, tls, Arc::new(anchors), routes::filter(state));
+    let anchors = Arc::new(anchors);
+    let filter = routes::filter(state);
+    let aggregated = serve::serve(
+        listener,
+        serve::Listener::Aggregated,
+        tls.clone(),
+        anchors.clone(),
+        filter.clone(),
+    );
+    let gateway = async {
+        if config.gateway_port == 0 {
+            return std::future::pending::<()>().await;
+        }
+        let address = std::net::SocketAddr::new(config.bind_address, config.gateway_port);
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => {
+                tracing::info!(%address, "serving the tenant gateway");
+                serve::serve(listener, serve::Listener::Gateway, tls, anchors, filter).await
+            }
+            Err(err) => tracing::error!(%address, error = %err, "cannot serve the tenant gateway"),
+        }
+    };
+    let server = async { tokio::join!(aggregated, gateway) };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = server => {}

@@ -7,7 +7,7 @@ use http::{HeaderMap, Method};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use serde_json::Value;
 
-use crate::serve::PeerCertificate;
+use crate::serve::{Listener, PeerCertificate};
 
 /// Largest request body accepted (kube-apiserver's limit).
 pub const MAX_BODY_BYTES: u64 = 3 * 1024 * 1024;
@@ -21,6 +21,7 @@ pub struct ApiRequest {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub peer: PeerCertificate,
+    pub listener: Listener,
 }
 
 impl ApiRequest {

@@ -22,13 +22,15 @@ use crate::metrics::Metrics;
 use crate::openapi::{self, OpenApi};
 use crate::request::{ApiRequest, MAX_BODY_BYTES};
 use crate::respond;
-use crate::serve::{ApiFilter, PeerCertificate};
+use crate::serve::{ApiFilter, Listener, PeerCertificate};
+use crate::tenant_routes::TenantRoutes;
 use crate::tenants::{Target, TenantApi};
 
 pub struct State {
     pub authn: Authenticator,
     pub authz: Arc<Authorizer>,
     pub tenants: TenantApi,
+    pub tenant_routes: TenantRoutes,
     pub openapi: OpenApi,
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
@@ -38,6 +40,7 @@ pub struct State {
 pub fn filter(state: Arc<State>) -> ApiFilter {
     warp::any()
         .and(warp::ext::optional::<PeerCertificate>())
+        .and(warp::ext::optional::<Listener>())
         .and(warp::method())
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
@@ -45,6 +48,7 @@ pub fn filter(state: Arc<State>) -> ApiFilter {
         .and(warp::body::stream())
         .then(
             move |peer: Option<PeerCertificate>,
+                  listener: Option<Listener>,
                   method: Method,
                   path: warp::path::FullPath,
                   query: String,
@@ -63,6 +67,7 @@ pub fn filter(state: Arc<State>) -> ApiFilter {
                         headers,
                         body,
                         peer: peer.unwrap_or(PeerCertificate::None),
+                        listener: listener.unwrap_or(Listener::Aggregated),
                     };
                     handle(&state, request).await
                 }
@@ -100,7 +105,46 @@ enum Route {
     Discovery,
     OpenApi,
     Tenants(Target),
+    /// A tenant route: tenant name and the path as the tenant writes it.
+    TenantRoute {
+        tenant: String,
+        path: String,
+    },
     NotFound,
+}
+
+/// Paths of the tenant gateway: `/tenants/{t}/...`, and the Arktos forms
+/// `/api/v1/tenants/{t}/...` and `/apis/{g}/{v}/tenants/{t}/...`.
+fn gateway_route(path: &str) -> Route {
+    match path.trim_end_matches('/') {
+        "/healthz" | "/livez" | "/healthz/ping" | "/livez/ping" => return Route::Health,
+        "/readyz" => return Route::Ready,
+        "/metrics" => return Route::Metrics,
+        _ => {}
+    }
+    if path.contains("/../")
+        || path.ends_with("/..")
+        || path.contains("//")
+        || path.to_ascii_lowercase().contains("%2f")
+    {
+        return Route::NotFound;
+    }
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let (tenant, inner) = match segments.as_slice() {
+        ["tenants", tenant, rest @ ..] => (*tenant, format!("/{}", rest.join("/"))),
+        ["api", version, "tenants", tenant, rest @ ..] => {
+            (*tenant, format!("/api/{version}/{}", rest.join("/")))
+        }
+        ["apis", group, version, "tenants", tenant, rest @ ..] => (
+            *tenant,
+            format!("/apis/{group}/{version}/{}", rest.join("/")),
+        ),
+        _ => return Route::NotFound,
+    };
+    Route::TenantRoute {
+        tenant: tenant.to_string(),
+        path: inner,
+    }
 }
 
 fn route(path: &str, watch_prefix: &mut bool) -> Route {
@@ -153,6 +197,27 @@ fn route(path: &str, watch_prefix: &mut bool) -> Route {
                 status: true,
             })
         }
+        // Tenant routes on the aggregated path. `namespaces/...` is the
+        // Arktos form of the core group's namespaced paths.
+        [resource, name, first, rest @ ..]
+            if *resource == PLURAL
+                && valid_name(name)
+                && !*watch_prefix
+                && matches!(
+                    *first,
+                    "api" | "apis" | "version" | "openapi" | "namespaces"
+                ) =>
+        {
+            let inner = if *first == "namespaces" {
+                format!("/api/v1/namespaces/{}", rest.join("/"))
+            } else {
+                format!("/{first}/{}", rest.join("/"))
+            };
+            Route::TenantRoute {
+                tenant: name.to_string(),
+                path: inner.trim_end_matches('/').to_string(),
+            }
+        }
         _ => Route::NotFound,
     }
 }
@@ -184,7 +249,10 @@ fn verb(method: &Method, target: &Target, watch: bool) -> &'static str {
 pub async fn handle(state: &State, mut request: ApiRequest) -> Response {
     let started = Instant::now();
     let mut watch_prefix = false;
-    let route = route(&request.path, &mut watch_prefix);
+    let route = match request.listener {
+        Listener::Aggregated => route(&request.path, &mut watch_prefix),
+        Listener::Gateway => gateway_route(&request.path),
+    };
     if watch_prefix && !request.is_watch() {
         request.query = if request.query.is_empty() {
             "watch=true".into()
@@ -234,7 +302,12 @@ pub async fn handle(state: &State, mut request: ApiRequest) -> Response {
 
 fn labels(request: &ApiRequest) -> (&'static str, &'static str) {
     let mut watch_prefix = false;
-    match route(&request.path, &mut watch_prefix) {
+    let route = match request.listener {
+        Listener::Aggregated => route(&request.path, &mut watch_prefix),
+        Listener::Gateway => gateway_route(&request.path),
+    };
+    match route {
+        Route::TenantRoute { .. } => (tenant_route_verb(request), "tenant-routes"),
         Route::Tenants(target) => (
             verb(&request.method, &target, watch_prefix || request.is_watch()),
             "tenants",
@@ -311,7 +384,30 @@ async fn authorized(
             }
             state.tenants.handle(&user, request, target).await
         }
+        Route::TenantRoute { tenant, path } => {
+            let Identity::User(user) = identity else {
+                return respond::status(status::unauthorized(
+                    "Unauthorized: the request carries no user",
+                ));
+            };
+            state
+                .tenant_routes
+                .handle(&user, &tenant, &path, request)
+                .await
+        }
         _ => respond::status(status::path_not_found(&request.path)),
+    }
+}
+
+fn tenant_route_verb(request: &ApiRequest) -> &'static str {
+    match request.method {
+        Method::GET if request.is_watch() => "watch",
+        Method::GET => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "other",
     }
 }
 

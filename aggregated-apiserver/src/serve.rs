@@ -231,6 +231,15 @@ pub fn tls_config(
     Ok(Arc::new(config))
 }
 
+/// Which listener a request came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// Behind kube-apiserver's aggregation layer.
+    Aggregated,
+    /// The tenant gateway, reached by clients directly.
+    Gateway,
+}
+
 /// The remote address of a request's connection.
 #[derive(Clone, Copy, Debug)]
 pub struct RemoteAddr(pub SocketAddr);
@@ -241,6 +250,7 @@ pub type ApiFilter = warp::filters::BoxedFilter<(warp::reply::Response,)>;
 /// Serves `filter` over TLS on `listener`, forever.
 pub async fn serve(
     listener: TcpListener,
+    kind: Listener,
     tls: Arc<ServerConfig>,
     anchors: Arc<TrustAnchors>,
     filter: ApiFilter,
@@ -258,13 +268,16 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let anchors = anchors.clone();
         let service = service.clone();
-        tokio::spawn(serve_connection(tcp, remote, acceptor, anchors, service));
+        tokio::spawn(serve_connection(
+            tcp, remote, kind, acceptor, anchors, service,
+        ));
     }
 }
 
 async fn serve_connection<S>(
     tcp: tokio::net::TcpStream,
     remote: SocketAddr,
+    kind: Listener,
     acceptor: TlsAcceptor,
     anchors: Arc<TrustAnchors>,
     service: S,
@@ -285,11 +298,19 @@ async fn serve_connection<S>(
             return;
         }
     };
-    let peer = anchors.classify(tls.get_ref().1.peer_certificates());
+    let mut peer = anchors.classify(tls.get_ref().1.peer_certificates());
+    if kind == Listener::Gateway && matches!(peer, PeerCertificate::FrontProxy { .. }) {
+        // Clients reach the gateway directly: nobody vouches for identity
+        // headers there, whatever certificate is shown.
+        peer = PeerCertificate::Untrusted {
+            reason: "front-proxy certificates are not accepted on the tenant gateway".into(),
+        };
+    }
     let per_request =
         hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(peer.clone());
             request.extensions_mut().insert(RemoteAddr(remote));
+            request.extensions_mut().insert(kind);
             let mut service = service.clone();
             async move { service.call(request).await }
         });

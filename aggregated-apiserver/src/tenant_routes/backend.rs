@@ -69,8 +69,14 @@ impl Backend {
                 }
             }
         }
-        let body = outgoing.body.clone().map(kube::client::Body::from).unwrap_or_else(kube::client::Body::empty);
-        builder.body(body).map_err(|e| status::bad_request(&format!("cannot forward the request: {e}")))
+        let body = outgoing
+            .body
+            .clone()
+            .map(kube::client::Body::from)
+            .unwrap_or_else(kube::client::Body::empty);
+        builder
+            .body(body)
+            .map_err(|e| status::bad_request(&format!("cannot forward the request: {e}")))
     }
 
     /// Sends the request; JSON answers are rewritten, others (logs) pass
@@ -85,14 +91,23 @@ impl Backend {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let warnings: Vec<HeaderValue> = response.headers().get_all("warning").iter().cloned().collect();
+        let warnings: Vec<HeaderValue> = response
+            .headers()
+            .get_all("warning")
+            .iter()
+            .cloned()
+            .collect();
         let is_json = content_type.starts_with("application/json");
         let mut reply = if outgoing.watch && code.is_success() && is_json {
             stream_events(response.into_body(), rewrite)
         } else if !is_json && code.is_success() {
             stream_raw(response.into_body(), &content_type)
         } else {
-            let bytes = response.into_body().collect_bytes().await.map_err(unreachable)?;
+            let bytes = response
+                .into_body()
+                .collect_bytes()
+                .await
+                .map_err(unreachable)?;
             match serde_json::from_slice::<Value>(&bytes) {
                 Ok(mut value) => {
                     if !rewrite(&mut value) {
@@ -115,7 +130,11 @@ impl Backend {
         let request = self.build(&outgoing)?;
         let response = self.client.send(request).await.map_err(unreachable)?;
         let code = response.status();
-        let bytes = response.into_body().collect_bytes().await.map_err(unreachable)?;
+        let bytes = response
+            .into_body()
+            .collect_bytes()
+            .await
+            .map_err(unreachable)?;
         let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Ok((code, value))
     }
@@ -130,7 +149,9 @@ fn stream_events(body: kube::client::Body, rewrite: Rewrite) -> Response {
             pending.extend_from_slice(&chunk);
             while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
-                let Ok(mut event) = serde_json::from_slice::<Value>(&line) else { continue };
+                let Ok(mut event) = serde_json::from_slice::<Value>(&line) else {
+                    continue;
+                };
                 if !rewrite(&mut event) {
                     continue;
                 }
@@ -143,9 +164,10 @@ fn stream_events(body: kube::client::Body, rewrite: Rewrite) -> Response {
         }
     });
     let mut reply = warp::reply::stream(ReceiverStream::new(received)).into_response();
-    reply
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    reply.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     reply
 }
 
@@ -161,7 +183,9 @@ fn stream_raw(body: kube::client::Body, content_type: &str) -> Response {
     });
     let mut reply = warp::reply::stream(ReceiverStream::new(received)).into_response();
     if let Ok(value) = HeaderValue::from_str(content_type) {
-        reply.headers_mut().insert(http::header::CONTENT_TYPE, value);
+        reply
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, value);
     }
     reply
 }
@@ -171,7 +195,11 @@ pub fn json_accept(accept: &str) -> String {
     let kept: Vec<&str> = accept
         .split(',')
         .map(str::trim)
-        .filter(|part| part.starts_with("application/json") || part.starts_with("*/*") || part.starts_with("text/plain"))
+        .filter(|part| {
+            part.starts_with("application/json")
+                || part.starts_with("*/*")
+                || part.starts_with("text/plain")
+        })
         .collect();
     if kept.is_empty() {
         "application/json".into()

@@ -59,7 +59,9 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn resource(&self, group: &str, version: &str, resource: &str) -> Option<&Resource> {
-        self.versions.get(&(group.to_string(), version.to_string()))?.get(resource)
+        self.versions
+            .get(&(group.to_string(), version.to_string()))?
+            .get(resource)
     }
 
     pub fn shared_read_only(group: &str, resource: &str) -> bool {
@@ -83,7 +85,10 @@ fn filter_group_list(list: &Value, catalog: &mut Catalog) -> Value {
     let mut out = list.clone();
     let mut kept_groups = Vec::new();
     for group in list["items"].as_array().into_iter().flatten() {
-        let name = group["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = group["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if HIDDEN_GROUPS.contains(&name.as_str()) {
             continue;
         }
@@ -94,7 +99,10 @@ fn filter_group_list(list: &Value, catalog: &mut Catalog) -> Value {
             let mut version = version.clone();
             let mut kept = Vec::new();
             for resource in version["resources"].as_array().into_iter().flatten() {
-                let plural = resource["resource"].as_str().unwrap_or_default().to_string();
+                let plural = resource["resource"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 let namespaced = resource["scope"] == "Namespaced";
                 let shared = Catalog::shared_read_only(&name, &plural);
                 let is_namespaces = name.is_empty() && plural == "namespaces";
@@ -112,23 +120,49 @@ fn filter_group_list(list: &Value, catalog: &mut Catalog) -> Value {
                     .flatten()
                     .filter_map(|v| v.as_str().map(str::to_string))
                     .collect();
-                let kind = resource["responseKind"]["kind"].as_str().unwrap_or_default().to_string();
-                let entries = catalog.versions.entry((name.clone(), version_name.clone())).or_default();
-                entries.insert(plural.clone(), Resource { namespaced, kind, verbs });
+                let kind = resource["responseKind"]["kind"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let entries = catalog
+                    .versions
+                    .entry((name.clone(), version_name.clone()))
+                    .or_default();
+                entries.insert(
+                    plural.clone(),
+                    Resource {
+                        namespaced,
+                        kind,
+                        verbs,
+                    },
+                );
                 if let Some(subresources) = resource["subresources"].as_array_mut() {
                     subresources.retain(|sub| {
-                        let full = format!("{plural}/{}", sub["subresource"].as_str().unwrap_or_default());
+                        let full = format!(
+                            "{plural}/{}",
+                            sub["subresource"].as_str().unwrap_or_default()
+                        );
                         !BLOCKED.contains(&full.as_str())
                     });
                     for sub in subresources.iter() {
-                        let full = format!("{plural}/{}", sub["subresource"].as_str().unwrap_or_default());
+                        let full = format!(
+                            "{plural}/{}",
+                            sub["subresource"].as_str().unwrap_or_default()
+                        );
                         let verbs = sub["verbs"]
                             .as_array()
                             .into_iter()
                             .flatten()
                             .filter_map(|v| v.as_str().map(str::to_string))
                             .collect();
-                        entries.insert(full, Resource { namespaced, kind: String::new(), verbs });
+                        entries.insert(
+                            full,
+                            Resource {
+                                namespaced,
+                                kind: String::new(),
+                                verbs,
+                            },
+                        );
                     }
                 }
                 kept.push(resource);
@@ -154,7 +188,8 @@ pub struct CatalogCache {
 }
 
 const FRESH_FOR: Duration = Duration::from_secs(30);
-pub const AGGREGATED_ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_ACCEPT: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 impl CatalogCache {
     pub fn new(client: kube::Client) -> Self {
@@ -224,9 +259,23 @@ mod tests {
         assert!(catalog.resource("", "v1", "nodes").is_none());
         assert!(catalog.resource("", "v1", "bindings").is_none());
         assert!(catalog.resource("", "v1", "namespaces").is_some());
-        assert_eq!(catalog.resource("storage.k8s.io", "v1", "storageclasses").unwrap().verbs, ["get", "list", "watch"]);
-        assert!(catalog.resource("storage.k8s.io", "v1", "csinodes").is_none());
-        assert!(catalog.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions").is_none());
+        assert_eq!(
+            catalog
+                .resource("storage.k8s.io", "v1", "storageclasses")
+                .unwrap()
+                .verbs,
+            ["get", "list", "watch"]
+        );
+        assert!(
+            catalog
+                .resource("storage.k8s.io", "v1", "csinodes")
+                .is_none()
+        );
+        assert!(
+            catalog
+                .resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+                .is_none()
+        );
         assert_eq!(catalog.groups["items"].as_array().unwrap().len(), 1);
     }
 }

@@ -45,8 +45,12 @@ impl View {
                         name: namespace,
                         ..Default::default()
                     },
-                    &[status::FieldError::new("metadata.name", status::FieldErrorType::Invalid, err.to_string())
-                        .with_value(namespace)],
+                    &[status::FieldError::new(
+                        "metadata.name",
+                        status::FieldErrorType::Invalid,
+                        err.to_string(),
+                    )
+                    .with_value(namespace)],
                 )
             })
     }
@@ -68,7 +72,11 @@ impl View {
             return Ok(());
         };
         if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-            if let Some(ns) = metadata.get("namespace").and_then(Value::as_str).filter(|ns| !ns.is_empty()) {
+            if let Some(ns) = metadata
+                .get("namespace")
+                .and_then(Value::as_str)
+                .filter(|ns| !ns.is_empty())
+            {
                 let mapped = self.namespace_to_storage(ns)?;
                 metadata.insert("namespace".into(), mapped.into());
             }
@@ -77,14 +85,18 @@ impl View {
                 metadata.insert("name".into(), mapped.into());
             }
             if !self.tenant.is_system() {
-                let labels = metadata.entry("labels").or_insert_with(|| Value::Object(Default::default()));
+                let labels = metadata
+                    .entry("labels")
+                    .or_insert_with(|| Value::Object(Default::default()));
                 if let Some(labels) = labels.as_object_mut() {
                     labels.insert(TENANT_LABEL.into(), self.tenant.as_str().into());
                 }
             }
         }
         for key in REFERENCE_KEYS {
-            self.map_references(object.get_mut(*key), &mut |ns| self.namespace_to_storage(ns))?;
+            self.map_references(object.get_mut(*key), &mut |ns| {
+                self.namespace_to_storage(ns)
+            })?;
         }
         if let Some(items) = object.get_mut("items").and_then(Value::as_array_mut) {
             for item in items {
@@ -105,7 +117,11 @@ impl View {
             other => vec![other],
         };
         for target in targets {
-            if let Some(ns) = target.get("namespace").and_then(Value::as_str).filter(|ns| !ns.is_empty()) {
+            if let Some(ns) = target
+                .get("namespace")
+                .and_then(Value::as_str)
+                .filter(|ns| !ns.is_empty())
+            {
                 let mapped = map(ns)?;
                 target["namespace"] = mapped.into();
             }
@@ -118,47 +134,89 @@ impl View {
     /// cannot be the tenant's); returns false when a single object is not
     /// the tenant's at all.
     pub fn response(&self, value: &mut Value) -> bool {
-        let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+        self.answer(value, false)
+    }
+
+    /// As `response`, for answers about namespaces themselves: Table rows
+    /// and partial metadata name namespaces too.
+    pub fn namespace_response(&self, value: &mut Value) -> bool {
+        self.answer(value, true)
+    }
+
+    fn answer(&self, value: &mut Value, namespaces: bool) -> bool {
+        let kind = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if kind == "Status" {
             self.status(value);
             return true;
         }
         if kind == "Table" {
             if let Some(rows) = value.get_mut("rows").and_then(Value::as_array_mut) {
-                rows.retain_mut(|row| row.get_mut("object").is_none_or(|object| self.response(object)));
+                rows.retain_mut(|row| {
+                    if namespaces
+                        && let Some(Value::String(name)) =
+                            row.get_mut("cells").and_then(|c| c.get_mut(0))
+                    {
+                        match self.namespace_to_tenant(name) {
+                            Some(mine) => *name = mine.to_string(),
+                            None => return false,
+                        }
+                    }
+                    row.get_mut("object")
+                        .is_none_or(|object| self.answer(object, namespaces))
+                });
             }
             return true;
         }
-        if value.get("type").is_some() && value.get("object").is_some() && value.get("kind").is_none() {
-            return self.response(&mut value["object"]);
+        if value.get("type").is_some()
+            && value.get("object").is_some()
+            && value.get("kind").is_none()
+        {
+            return self.answer(&mut value["object"], namespaces);
         }
         if let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) {
-            items.retain_mut(|item| self.response(item));
+            items.retain_mut(|item| self.answer(item, namespaces));
             if let Some(token) = value.pointer("/metadata/continue").and_then(Value::as_str) {
                 let token = self.continue_to_tenant(token);
                 value["metadata"]["continue"] = token.into();
             }
             return true;
         }
-        let is_namespace = kind == "Namespace";
+        let is_namespace = kind == "Namespace" || (namespaces && kind == "PartialObjectMetadata");
         let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) else {
             return true;
         };
         if is_namespace {
-            let Some(name) = metadata.get("name").and_then(Value::as_str) else { return false };
-            let Some(mine) = self.namespace_to_tenant(name) else { return false };
+            let Some(name) = metadata.get("name").and_then(Value::as_str) else {
+                return false;
+            };
+            let Some(mine) = self.namespace_to_tenant(name) else {
+                return false;
+            };
             let mine = mine.to_string();
             metadata.insert("name".into(), mine.into());
         }
-        if let Some(ns) = metadata.get("namespace").and_then(Value::as_str).filter(|ns| !ns.is_empty()) {
-            let Some(mine) = self.namespace_to_tenant(ns) else { return false };
+        if let Some(ns) = metadata
+            .get("namespace")
+            .and_then(Value::as_str)
+            .filter(|ns| !ns.is_empty())
+        {
+            let Some(mine) = self.namespace_to_tenant(ns) else {
+                return false;
+            };
             let mine = mine.to_string();
             metadata.insert("namespace".into(), mine.into());
         }
         if let Some(object) = value.as_object_mut() {
             for key in REFERENCE_KEYS {
                 let _ = self.map_references(object.get_mut(*key), &mut |ns| {
-                    Ok(self.namespace_to_tenant(ns).map(str::to_string).unwrap_or_else(|| "<other>".into()))
+                    Ok(self
+                        .namespace_to_tenant(ns)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| "<other>".into()))
                 });
             }
         }
@@ -172,7 +230,12 @@ impl View {
         if let Some(name) = value.pointer("/details/name").and_then(Value::as_str) {
             value["details"]["name"] = self.text(name).into();
         }
-        for cause in value.pointer_mut("/details/causes").and_then(Value::as_array_mut).into_iter().flatten() {
+        for cause in value
+            .pointer_mut("/details/causes")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             if let Some(message) = cause.get("message").and_then(Value::as_str) {
                 cause["message"] = self.text(message).into();
             }
@@ -189,11 +252,16 @@ impl View {
     }
 
     /// A field selector in storage terms: namespace values are mapped.
-    pub fn field_selector_to_storage(&self, selector: &str, namespace_names: bool) -> Result<String, Status> {
+    pub fn field_selector_to_storage(
+        &self,
+        selector: &str,
+        namespace_names: bool,
+    ) -> Result<String, Status> {
         let mut terms = Vec::new();
         for term in selector.split(',').filter(|t| !t.is_empty()) {
-            let (key, op, value) = split_requirement(term)
-                .ok_or_else(|| status::bad_request(&format!("invalid field selector term {term:?}")))?;
+            let (key, op, value) = split_requirement(term).ok_or_else(|| {
+                status::bad_request(&format!("invalid field selector term {term:?}"))
+            })?;
             let maps_namespace = key == "metadata.namespace"
                 || key.ends_with(".namespace")
                 || (namespace_names && key == "metadata.name");
@@ -209,8 +277,10 @@ impl View {
     /// A continue token as the tenant sees it: the storage namespace in its
     /// position key is replaced by the tenant's name.
     pub fn continue_to_tenant(&self, token: &str) -> String {
-        self.rewrite_continue(token, |start| start.strip_prefix(&self.prefix).map(str::to_string))
-            .unwrap_or_else(|| token.to_string())
+        self.rewrite_continue(token, |start| {
+            start.strip_prefix(&self.prefix).map(str::to_string)
+        })
+        .unwrap_or_else(|| token.to_string())
     }
 
     /// A tenant's continue token in storage terms. `namespaced_key`: the
@@ -224,7 +294,11 @@ impl View {
             .unwrap_or_else(|| token.to_string())
     }
 
-    fn rewrite_continue(&self, token: &str, rewrite: impl Fn(&str) -> Option<String>) -> Option<String> {
+    fn rewrite_continue(
+        &self,
+        token: &str,
+        rewrite: impl Fn(&str) -> Option<String>,
+    ) -> Option<String> {
         let bytes = URL_SAFE_NO_PAD.decode(token.trim_end_matches('=')).ok()?;
         let mut decoded: Value = serde_json::from_slice(&bytes).ok()?;
         let start = decoded.get("start")?.as_str()?;
@@ -275,7 +349,10 @@ mod tests {
         assert_eq!(namespace["metadata"]["name"], "acme--web");
         let too_long = "n".repeat(60);
         let mut namespace = json!({"kind": "Namespace", "metadata": {"name": too_long}});
-        assert_eq!(acme().request_body(&mut namespace, true).unwrap_err().code, Some(422));
+        assert_eq!(
+            acme().request_body(&mut namespace, true).unwrap_err().code,
+            Some(422)
+        );
     }
 
     #[test]
@@ -298,28 +375,64 @@ mod tests {
 
         let mut status = json!({"kind": "Status", "message": "pods \"x\" is forbidden: in namespace acme--web", "details": {"name": "acme--web"}});
         acme().response(&mut status);
-        assert_eq!(status["message"], "pods \"x\" is forbidden: in namespace web");
+        assert_eq!(
+            status["message"],
+            "pods \"x\" is forbidden: in namespace web"
+        );
         assert_eq!(status["details"]["name"], "web");
+    }
+
+    #[test]
+    fn namespace_tables_show_tenant_names_only() {
+        let mut table = json!({"kind": "Table", "rows": [
+            {"cells": ["acme--web", "Active"], "object": {"kind": "PartialObjectMetadata", "metadata": {"name": "acme--web"}}},
+            {"cells": ["globex--web", "Active"], "object": {"kind": "PartialObjectMetadata", "metadata": {"name": "globex--web"}}},
+        ]});
+        assert!(acme().namespace_response(&mut table));
+        let rows = table["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0]["cells"][0], "web");
+        assert_eq!(rows[0]["object"]["metadata"]["name"], "web");
     }
 
     #[test]
     fn field_selectors_cannot_escape_the_tenant() {
         assert_eq!(
-            acme().field_selector_to_storage("metadata.namespace=globex--web,status.phase!=Running", false).unwrap(),
+            acme()
+                .field_selector_to_storage(
+                    "metadata.namespace=globex--web,status.phase!=Running",
+                    false
+                )
+                .unwrap(),
             "metadata.namespace=acme--globex--web,status.phase!=Running"
         );
-        assert_eq!(acme().field_selector_to_storage("metadata.name=web", true).unwrap(), "metadata.name=acme--web");
-        assert_eq!(acme().field_selector_to_storage("metadata.name=web", false).unwrap(), "metadata.name=web");
+        assert_eq!(
+            acme()
+                .field_selector_to_storage("metadata.name=web", true)
+                .unwrap(),
+            "metadata.name=acme--web"
+        );
+        assert_eq!(
+            acme()
+                .field_selector_to_storage("metadata.name=web", false)
+                .unwrap(),
+            "metadata.name=web"
+        );
     }
 
     #[test]
     fn continue_tokens_hide_storage_names_and_round_trip() {
-        let storage = URL_SAFE_NO_PAD.encode(br#"{"v":"meta.k8s.io/v1","rv":42,"start":"acme--web/pod-7\u0000"}"#);
+        let storage = URL_SAFE_NO_PAD
+            .encode(br#"{"v":"meta.k8s.io/v1","rv":42,"start":"acme--web/pod-7\u0000"}"#);
         let tenant = acme().continue_to_tenant(&storage);
         let decoded = String::from_utf8(URL_SAFE_NO_PAD.decode(&tenant).unwrap()).unwrap();
-        assert!(decoded.contains("\"start\":\"web/pod-7\\u0000\"") && !decoded.contains("acme--"), "{decoded}");
+        assert!(
+            decoded.contains("\"start\":\"web/pod-7\\u0000\"") && !decoded.contains("acme--"),
+            "{decoded}"
+        );
         let back = acme().continue_to_storage(&tenant, true);
-        let decoded: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(back).unwrap()).unwrap();
+        let decoded: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(back).unwrap()).unwrap();
         assert_eq!(decoded["start"], "acme--web/pod-7\u{0}");
         assert_eq!(decoded["rv"], 42);
     }

@@ -146,7 +146,8 @@ impl LocalCluster {
             // Serve first, register second: the aggregator's first look at
             // a new APIService (discovery, OpenAPI) should find it serving.
             let port = cluster.apiserver_port();
-            cluster.start_arktos_apiserver(arktos::APISERVER, port)?;
+            let gateway = cluster.gateway_port();
+            cluster.start_arktos_apiserver(arktos::APISERVER, port, gateway)?;
             arktos::wait_for_ready(&cluster.pki, port, cluster.spec.ready_timeout).await?;
             arktos::expose_on_loopback(&client, arktos::NAMESPACE, arktos::APISERVER, port).await?;
             arktos::apply_manifests(&client, arktos::REGISTRATION).await?;
@@ -190,10 +191,26 @@ impl LocalCluster {
         self.spec.ports.component(0)
     }
 
-    /// Starts an arktos-apiserver process called `name` on `port`, with the
-    /// identity of its ServiceAccount and a serving certificate for its
-    /// Service name. More than one may run (several replicas).
-    pub fn start_arktos_apiserver(&mut self, name: &str, port: u16) -> Result<()> {
+    /// The port of the tenant gateway.
+    pub fn gateway_port(&self) -> u16 {
+        self.spec.ports.component(2)
+    }
+
+    /// The gateway URL of tenant `tenant`, a server URL for a kubeconfig.
+    pub fn gateway_url(&self, tenant: &str) -> String {
+        format!("https://127.0.0.1:{}/tenants/{tenant}", self.gateway_port())
+    }
+
+    /// Starts an arktos-apiserver process called `name` on `port` (and the
+    /// tenant gateway on `gateway_port`, 0 for none), with the identity of
+    /// its ServiceAccount and a serving certificate for its Service name.
+    /// More than one may run (several replicas).
+    pub fn start_arktos_apiserver(
+        &mut self,
+        name: &str,
+        port: u16,
+        gateway_port: u16,
+    ) -> Result<()> {
         let service_dns = format!("{}.{}.svc", arktos::APISERVER, arktos::NAMESPACE);
         let serving = "arktos-apiserver-serving";
         if !self.pki.cert(serving).exists() {
@@ -234,6 +251,7 @@ impl LocalCluster {
             args: vec![
                 "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={port}"),
+                format!("--gateway-port={gateway_port}"),
                 format!("--tls-cert-file={}", path(&self.pki.cert(serving))),
                 format!("--tls-private-key-file={}", path(&self.pki.key(serving))),
                 format!("--kubeconfig={}", path(&kubeconfig)),

@@ -6,7 +6,8 @@ use std::net::TcpListener;
 use crate::{Error, Result};
 
 /// Ports a cluster reserves above its base; offsets 6 and up belong to the
-/// Arktos components started beside the control plane.
+/// Arktos components started beside the control plane: 6 arktos-apiserver,
+/// 7 a second replica (tests), 8 the tenant gateway.
 pub const RESERVED: u16 = 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

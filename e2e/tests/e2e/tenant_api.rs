@@ -276,7 +276,8 @@ async fn tenant_watch_is_ordered_and_resumes_after_an_apiserver_restart(
             .local()
             .context("this test needs the local cluster")?;
         let port = local.apiserver_port();
-        local.start_arktos_apiserver(APISERVER, port)?;
+        let gateway = local.gateway_port();
+        local.start_arktos_apiserver(APISERVER, port, gateway)?;
         (port, local.pki().clone(), local.apiserver_url())
     };
     // Other tests run after this one: leave arktos-apiserver as found,
@@ -605,7 +606,7 @@ async fn two_replicas_share_storage_without_lost_updates(ctx: Arc<Ctx>) -> anyho
             .local()
             .context("this test needs the local cluster")?;
         let second = local.spec().ports.component(1);
-        local.start_arktos_apiserver("arktos-apiserver-2", second)?;
+        local.start_arktos_apiserver("arktos-apiserver-2", second, 0)?;
         (local.apiserver_port(), second, local.pki().clone())
     };
     let headers = [
