@@ -106,7 +106,7 @@ enum Route {
     OpenApi,
     Tenants(Target),
     /// A tenant route: tenant name and the path as the tenant writes it.
-    TenantRoute {
+    ForTenant {
         tenant: String,
         path: String,
     },
@@ -141,7 +141,7 @@ fn gateway_route(path: &str) -> Route {
         ),
         _ => return Route::NotFound,
     };
-    Route::TenantRoute {
+    Route::ForTenant {
         tenant: tenant.to_string(),
         path: inner,
     }
@@ -213,7 +213,7 @@ fn route(path: &str, watch_prefix: &mut bool) -> Route {
             } else {
                 format!("/{first}/{}", rest.join("/"))
             };
-            Route::TenantRoute {
+            Route::ForTenant {
                 tenant: name.to_string(),
                 path: inner.trim_end_matches('/').to_string(),
             }
@@ -307,7 +307,7 @@ fn labels(request: &ApiRequest) -> (&'static str, &'static str) {
         Listener::Gateway => gateway_route(&request.path),
     };
     match route {
-        Route::TenantRoute { .. } => (tenant_route_verb(request), "tenant-routes"),
+        Route::ForTenant { .. } => (tenant_route_verb(request), "tenant-routes"),
         Route::Tenants(target) => (
             verb(&request.method, &target, watch_prefix || request.is_watch()),
             "tenants",
@@ -384,7 +384,7 @@ async fn authorized(
             }
             state.tenants.handle(&user, request, target).await
         }
-        Route::TenantRoute { tenant, path } => {
+        Route::ForTenant { tenant, path } => {
             let Identity::User(user) = identity else {
                 return respond::status(status::unauthorized(
                     "Unauthorized: the request carries no user",

@@ -185,7 +185,9 @@ impl View {
             }
             return true;
         }
-        let is_namespace = kind == "Namespace" || (namespaces && kind == "PartialObjectMetadata");
+        // List items carry no kind; in an answer about namespaces they are namespaces.
+        let is_namespace = kind == "Namespace"
+            || (namespaces && (kind.is_empty() || kind == "PartialObjectMetadata"));
         let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) else {
             return true;
         };

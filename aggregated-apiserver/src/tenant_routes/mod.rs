@@ -301,12 +301,11 @@ impl TenantRoutes {
             method: request.method.clone(),
             uri: with_query(uri_path, &params),
             accept: &request.accept(),
-            content_type: &request
+            content_type: request
                 .headers
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string(),
+                .unwrap_or_default(),
             body,
             as_user,
             watch,

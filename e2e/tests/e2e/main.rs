@@ -8,6 +8,7 @@
 mod foundation;
 mod support;
 mod tenant_api;
+mod tenant_routes;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -104,6 +105,7 @@ fn main() {
     });
     let mut trials = foundation::trials(&ctx);
     trials.extend(tenant_api::trials(&ctx));
+    trials.extend(tenant_routes::trials(&ctx));
     let conclusion = libtest_mimic::run(&args, trials);
     if let Ok(mut ctx) = Arc::try_unwrap(ctx) {
         ctx.cluster.stop();
