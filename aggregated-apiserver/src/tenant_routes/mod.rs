@@ -13,6 +13,7 @@ mod backend;
 pub mod catalog;
 pub mod mapping;
 pub mod path;
+mod protobuf;
 
 use std::sync::Arc;
 
@@ -400,7 +401,15 @@ impl TenantRoutes {
                     .await
             }
             (&Method::POST, None, None) => {
-                let mut body = request.json_body()?;
+                // kubectl's typed `create namespace` sends protobuf: a
+                // namespace is only its name and labels, so it is read
+                // into JSON and created like any other.
+                let mut body = if request.content_type() == protobuf::CONTENT_TYPE {
+                    let (name, labels) = protobuf::name_and_labels(&request.body)?;
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+                } else {
+                    request.json_body()?
+                };
                 let name = body
                     .pointer("/metadata/name")
                     .and_then(Value::as_str)
@@ -609,6 +618,11 @@ fn map_params(
 
 fn map_body(view: &View, request: &ApiRequest, is_namespace: bool) -> Result<Vec<u8>, Status> {
     let content_type = request.content_type();
+    if content_type == protobuf::CONTENT_TYPE {
+        let label = (!view.tenant().is_system())
+            .then(|| (arktos_crds::naming::TENANT_LABEL, view.tenant().as_str()));
+        return protobuf::rewrite(&request.body, &|ns| view.namespace_to_storage(ns), label);
+    }
     if content_type == "application/json-patch+json" {
         let mut operations: Vec<Value> = serde_json::from_slice(&request.body)
             .map_err(|e| status::bad_request(&format!("the JSON patch is malformed: {e}")))?;

@@ -1,0 +1,347 @@
+//! Kubernetes protobuf request bodies (kubectl's typed commands send them)
+//! rewritten into the tenant's storage terms without knowing the concrete
+//! type: every top-level object keeps its ObjectMeta in field 1, whose
+//! namespace is field 3, name field 1 and labels field 11; RBAC bindings
+//! keep their subjects in field 2 with the namespace in field 4.
+//!
+//! Layout: the magic `k8s\0`, then a `runtime.Unknown` message: field 1
+//! TypeMeta (1 apiVersion, 2 kind), field 2 the object's own bytes.
+
+use arktos_crds::status;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
+
+pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
+const MAGIC: &[u8] = b"k8s\0";
+
+/// One field of a message: number, wire type, and its bytes (the varint
+/// value re-encoded, or the length-delimited payload).
+#[derive(Clone, Debug, PartialEq)]
+struct Field {
+    number: u64,
+    wire: u8,
+    data: Vec<u8>,
+}
+
+fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+fn write_varint(mut value: u64, out: &mut Vec<u8>) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn parse(bytes: &[u8]) -> Option<Vec<Field>> {
+    let mut fields = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let key = read_varint(bytes, &mut at)?;
+        let (number, wire) = (key >> 3, (key & 7) as u8);
+        let data = match wire {
+            0 => {
+                let start = at;
+                read_varint(bytes, &mut at)?;
+                bytes[start..at].to_vec()
+            }
+            1 => {
+                at += 8;
+                bytes.get(at - 8..at)?.to_vec()
+            }
+            2 => {
+                let len = usize::try_from(read_varint(bytes, &mut at)?).ok()?;
+                at += len;
+                bytes.get(at - len..at)?.to_vec()
+            }
+            5 => {
+                at += 4;
+                bytes.get(at - 4..at)?.to_vec()
+            }
+            _ => return None,
+        };
+        fields.push(Field { number, wire, data });
+    }
+    Some(fields)
+}
+
+fn encode(fields: &[Field]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for field in fields {
+        write_varint((field.number << 3) | u64::from(field.wire), &mut out);
+        if field.wire == 2 {
+            write_varint(field.data.len() as u64, &mut out);
+        }
+        out.extend_from_slice(&field.data);
+    }
+    out
+}
+
+fn string_field(number: u64, text: &str) -> Field {
+    Field {
+        number,
+        wire: 2,
+        data: text.as_bytes().to_vec(),
+    }
+}
+
+fn text(field: &Field) -> Option<&str> {
+    std::str::from_utf8(&field.data).ok()
+}
+
+fn malformed() -> Status {
+    status::bad_request("the protobuf body is malformed")
+}
+
+/// Rewrites a protobuf request body. `map_namespace` maps a tenant
+/// namespace name into storage terms; `label` is stamped on the object.
+pub fn rewrite(
+    body: &[u8],
+    map_namespace: &dyn Fn(&str) -> Result<String, Status>,
+    label: Option<(&str, &str)>,
+) -> Result<Vec<u8>, Status> {
+    let envelope = body.strip_prefix(MAGIC).ok_or_else(malformed)?;
+    let mut unknown = parse(envelope).ok_or_else(malformed)?;
+    let kind = unknown
+        .iter()
+        .find(|f| f.number == 1)
+        .and_then(|type_meta| parse(&type_meta.data))
+        .and_then(|fields| {
+            fields
+                .iter()
+                .find(|f| f.number == 2)
+                .and_then(text)
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let raw = unknown
+        .iter_mut()
+        .find(|f| f.number == 2)
+        .ok_or_else(malformed)?;
+    let mut object = parse(&raw.data).ok_or_else(malformed)?;
+    for field in object.iter_mut() {
+        match field.number {
+            1 if field.wire == 2 => {
+                field.data = rewrite_metadata(&field.data, &kind, map_namespace, label)?
+            }
+            2 if field.wire == 2 && kind.ends_with("RoleBinding") => {
+                let mut subject = parse(&field.data).ok_or_else(malformed)?;
+                for part in subject.iter_mut().filter(|f| f.number == 4) {
+                    let mapped = map_namespace(text(part).ok_or_else(malformed)?)?;
+                    *part = string_field(4, &mapped);
+                }
+                field.data = encode(&subject);
+            }
+            _ => {}
+        }
+    }
+    raw.data = encode(&object);
+    let mut out = MAGIC.to_vec();
+    out.extend(encode(&unknown));
+    Ok(out)
+}
+
+fn rewrite_metadata(
+    bytes: &[u8],
+    kind: &str,
+    map_namespace: &dyn Fn(&str) -> Result<String, Status>,
+    label: Option<(&str, &str)>,
+) -> Result<Vec<u8>, Status> {
+    let mut metadata = parse(bytes).ok_or_else(malformed)?;
+    for field in metadata.iter_mut() {
+        let remap = field.number == 3 || (kind == "Namespace" && field.number == 1);
+        if remap && field.wire == 2 {
+            let value = text(field).ok_or_else(malformed)?;
+            if !value.is_empty() {
+                *field = string_field(field.number, &map_namespace(value)?);
+            }
+        }
+    }
+    if let Some((key, value)) = label {
+        // A label the client set under our key is replaced, not doubled.
+        metadata.retain(|f| {
+            !(f.number == 11
+                && parse(&f.data).is_some_and(|entry| {
+                    entry.iter().any(|e| e.number == 1 && text(e) == Some(key))
+                }))
+        });
+        metadata.push(Field {
+            number: 11,
+            wire: 2,
+            data: encode(&[string_field(1, key), string_field(2, value)]),
+        });
+    }
+    Ok(encode(&metadata))
+}
+
+/// The name and labels of the object in a protobuf body.
+pub fn name_and_labels(
+    body: &[u8],
+) -> Result<(String, serde_json::Map<String, serde_json::Value>), Status> {
+    let envelope = body.strip_prefix(MAGIC).ok_or_else(malformed)?;
+    let unknown = parse(envelope).ok_or_else(malformed)?;
+    let raw = unknown
+        .iter()
+        .find(|f| f.number == 2)
+        .ok_or_else(malformed)?;
+    let object = parse(&raw.data).ok_or_else(malformed)?;
+    let metadata = object
+        .iter()
+        .find(|f| f.number == 1)
+        .ok_or_else(malformed)?;
+    let mut name = String::new();
+    let mut labels = serde_json::Map::new();
+    for field in parse(&metadata.data).ok_or_else(malformed)? {
+        match field.number {
+            1 => name = text(&field).ok_or_else(malformed)?.to_string(),
+            11 => {
+                let entry = parse(&field.data).ok_or_else(malformed)?;
+                let part = |n| {
+                    entry
+                        .iter()
+                        .find(|e| e.number == n)
+                        .and_then(text)
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                labels.insert(part(1), part(2).into());
+            }
+            _ => {}
+        }
+    }
+    Ok((name, labels))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(fields: &[Field]) -> Vec<u8> {
+        encode(fields)
+    }
+
+    fn object(kind: &str, metadata: Vec<Field>, rest: Vec<Field>) -> Vec<u8> {
+        let mut top = vec![Field {
+            number: 1,
+            wire: 2,
+            data: message(&metadata),
+        }];
+        top.extend(rest);
+        let unknown = [
+            Field {
+                number: 1,
+                wire: 2,
+                data: message(&[string_field(1, "v1"), string_field(2, kind)]),
+            },
+            Field {
+                number: 2,
+                wire: 2,
+                data: message(&top),
+            },
+            string_field(4, ""),
+        ];
+        let mut out = MAGIC.to_vec();
+        out.extend(message(&unknown));
+        out
+    }
+
+    fn map(ns: &str) -> Result<String, Status> {
+        Ok(format!("acme--{ns}"))
+    }
+
+    fn metadata_of(body: &[u8]) -> Vec<Field> {
+        let unknown = parse(&body[4..]).unwrap();
+        let top = parse(&unknown.iter().find(|f| f.number == 2).unwrap().data).unwrap();
+        parse(&top[0].data).unwrap()
+    }
+
+    #[test]
+    fn a_configmap_lands_in_the_tenant_namespace_with_the_label() {
+        let body = object(
+            "ConfigMap",
+            vec![string_field(1, "cfg"), string_field(3, "web")],
+            vec![Field {
+                number: 2,
+                wire: 2,
+                data: message(&[string_field(1, "a"), string_field(2, "b")]),
+            }],
+        );
+        let out = rewrite(&body, &map, Some(("tenancy.arktos.io/tenant", "acme"))).unwrap();
+        let metadata = metadata_of(&out);
+        assert_eq!(text(&metadata[0]), Some("cfg"));
+        assert_eq!(text(&metadata[1]), Some("acme--web"));
+        let label = parse(&metadata[2].data).unwrap();
+        assert_eq!(
+            (text(&label[0]), text(&label[1])),
+            (Some("tenancy.arktos.io/tenant"), Some("acme"))
+        );
+    }
+
+    #[test]
+    fn a_namespace_is_renamed_and_binding_subjects_mapped() {
+        let out = rewrite(
+            &object("Namespace", vec![string_field(1, "web")], vec![]),
+            &map,
+            None,
+        )
+        .unwrap();
+        assert_eq!(text(&metadata_of(&out)[0]), Some("acme--web"));
+
+        let subject = message(&[
+            string_field(1, "ServiceAccount"),
+            string_field(3, "ci"),
+            string_field(4, "globex--web"),
+        ]);
+        let body = object(
+            "RoleBinding",
+            vec![string_field(1, "b"), string_field(3, "web")],
+            vec![Field {
+                number: 2,
+                wire: 2,
+                data: subject,
+            }],
+        );
+        let out = rewrite(&body, &map, None).unwrap();
+        let unknown = parse(&out[4..]).unwrap();
+        let top = parse(&unknown[1].data).unwrap();
+        let subject = parse(&top[1].data).unwrap();
+        assert_eq!(text(&subject[2]), Some("acme--globex--web"));
+    }
+
+    #[test]
+    fn reads_the_name_and_labels() {
+        let label = Field {
+            number: 11,
+            wire: 2,
+            data: message(&[string_field(1, "team"), string_field(2, "red")]),
+        };
+        let (name, labels) = name_and_labels(&object(
+            "Namespace",
+            vec![string_field(1, "web"), label],
+            vec![],
+        ))
+        .unwrap();
+        assert_eq!(name, "web");
+        assert_eq!(labels["team"], "red");
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        assert!(rewrite(b"not protobuf", &map, None).is_err());
+        assert!(rewrite(b"k8s\0\xff\xff", &map, None).is_err());
+    }
+}
