@@ -3,6 +3,7 @@
 //! Kubernetes `Status` errors live here and nowhere else.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod generated;
 pub mod naming;
 pub mod quantity;

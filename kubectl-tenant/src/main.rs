@@ -1,20 +1,18 @@
-//! kubectl-tenant: kubectl plugin that manages tenants and tenant contexts.
+//! kubectl-tenant: `kubectl tenant ...` manages tenants and tenant contexts.
 #![forbid(unsafe_code)]
+
+mod commands;
+mod contexts;
 
 use clap::Parser;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "kubectl-tenant",
-    version,
-    about = "kubectl plugin that manages tenants and tenant contexts."
-)]
-struct Cli {}
-
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    // Only --help and --version exist so far; say so rather than pretend.
-    anyhow::bail!(
-        "kubectl-tenant does nothing yet beyond --help; its features arrive with issue #4"
-    )
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = commands::Cli::parse();
+    if let Err(err) = commands::run(cli).await {
+        // One clear line, as kubectl prints its errors.
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
 }

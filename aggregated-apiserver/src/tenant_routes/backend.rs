@@ -19,6 +19,8 @@ use warp::reply::Response;
 
 use crate::authn::UserInfo;
 
+const CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
+
 /// Turns one JSON answer (object, list, event) into the tenant's view;
 /// `false` drops it (a watch event about something not the tenant's).
 pub type Rewrite = Arc<dyn Fn(&mut Value) -> bool + Send + Sync>;
@@ -62,7 +64,13 @@ impl Backend {
             for group in &user.groups {
                 builder = builder.header("Impersonate-Group", group);
             }
-            for (key, values) in &user.extra {
+            // The credential id describes how the user proved themselves to
+            // kube-apiserver; it is not an attribute to impersonate.
+            for (key, values) in user
+                .extra
+                .iter()
+                .filter(|(k, _)| k.as_str() != CREDENTIAL_ID)
+            {
                 let name = format!("Impersonate-Extra-{}", crate::request::encode(key));
                 for value in values {
                     builder = builder.header(name.as_str(), value);

@@ -28,6 +28,7 @@ pub const LOCAL_MANIFESTS: &[&str] = &[
     "namespace.yaml",
     "crds/tenantrecords.storage.tenancy.arktos.io.yaml",
     "arktos-apiserver/rbac.yaml",
+    "arktos-apiserver/gateway-info.yaml",
 ];
 
 /// Applied once arktos-apiserver serves.
@@ -251,4 +252,23 @@ pub async fn wait_for_openapi(client: &kube::Client, path: &str, timeout: Durati
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Publishes where the tenant gateway is, for `kubectl tenant use`.
+pub async fn publish_gateway(client: &kube::Client, url: &str, ca_pem: &str) -> Result<()> {
+    let (namespace, name) = arktos_crds::client::GATEWAY_CONFIGMAP;
+    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), namespace);
+    let map = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "arktos"}},
+        "data": {"url": url, "ca.crt": ca_pem},
+    });
+    maps.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&map),
+    )
+    .await?;
+    Ok(())
 }

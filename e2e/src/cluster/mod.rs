@@ -162,9 +162,13 @@ impl LocalCluster {
                 cluster.spec.ready_timeout,
             )
             .await?;
+            let ca = String::from_utf8_lossy(&ca).into_owned();
+            arktos::publish_gateway(&client, &format!("https://127.0.0.1:{gateway}"), &ca).await?;
             step(
                 8,
-                &format!("arktos-apiserver serving tenancy.arktos.io on port {port}"),
+                &format!(
+                    "arktos-apiserver serving tenancy.arktos.io on port {port}, the tenant gateway on port {gateway}"
+                ),
             );
         }
         Ok(cluster)

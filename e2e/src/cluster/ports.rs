@@ -69,10 +69,13 @@ impl Ports {
     }
 
     /// A base whose whole range is free, searched from a start that differs
-    /// per process so parallel test runs rarely race for the same range.
+    /// per process and per call, so parallel test runs, and clusters started
+    /// at once by one process, rarely reach for the same range.
     pub fn find_free() -> Result<Self> {
+        static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
         let slots = (30000 - 20000) / RESERVED;
-        let first = std::process::id() as u16 % slots;
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let first = ((std::process::id() as u16 % slots) + call.wrapping_mul(7)) % slots;
         (0..slots)
             .map(|i| Self::new(20000 + ((first + i) % slots) * RESERVED))
             .find(|ports| {
@@ -94,6 +97,11 @@ mod tests {
         let a_ports: Vec<u16> = a.named().iter().map(|(p, _)| *p).collect();
         assert!(b.named().iter().all(|(p, _)| !a_ports.contains(p)));
         assert_eq!(a.component(RESERVED - 7), 6443 + RESERVED - 1);
+    }
+
+    #[test]
+    fn calls_in_one_process_get_different_ranges() {
+        assert_ne!(Ports::find_free().unwrap(), Ports::find_free().unwrap());
     }
 
     #[test]

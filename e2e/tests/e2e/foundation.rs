@@ -241,12 +241,14 @@ async fn killed_launcher_leaves_no_process_behind(ctx: Arc<Ctx>) -> anyhow::Resu
     let name = format!("e2e-killed-{}", std::process::id());
     let home = ArktosHome::from_env();
     let ports = Ports::find_free()?;
+    let log_path = std::env::temp_dir().join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path)?;
     let mut launcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_arktos-local"))
         .args(["run", "--name", &name, "--nodes", "1"])
         .args(["--port-base", &ports.base.to_string()])
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
         .kill_on_drop(true)
         .spawn()?;
     let state_path = home.cluster_dir(&name).join("launcher.json");
@@ -256,7 +258,9 @@ async fn killed_launcher_leaves_no_process_behind(ctx: Arc<Ctx>) -> anyhow::Resu
             break serde_json::from_str(&text)?;
         }
         if let Some(status) = launcher.try_wait()? {
-            bail!("launcher exited early: {status}");
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            bail!("launcher exited early: {status}; last lines: {tail:?}");
         }
         ensure!(Instant::now() < deadline, "launcher not ready after 120s");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -267,5 +271,6 @@ async fn killed_launcher_leaves_no_process_behind(ctx: Arc<Ctx>) -> anyhow::Resu
     launcher.wait().await?;
     all_gone(&pids, Duration::from_secs(5)).await?;
     std::fs::remove_dir_all(home.cluster_dir(&name))?;
+    let _ = std::fs::remove_file(&log_path);
     Ok(())
 }

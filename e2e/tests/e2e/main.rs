@@ -8,6 +8,7 @@
 mod foundation;
 mod support;
 mod tenant_api;
+mod tenant_plugin;
 mod tenant_routes;
 
 use std::future::Future;
@@ -80,6 +81,9 @@ fn main() {
         // Listing needs no cluster.
         let names = foundation::NAMES
             .iter()
+            .chain(tenant_api::NAMES)
+            .chain(tenant_routes::NAMES)
+            .chain(tenant_plugin::NAMES)
             .map(|name| Trial::test(*name, || Ok(())));
         libtest_mimic::run(&args, names.collect()).exit();
     }
@@ -106,6 +110,7 @@ fn main() {
     let mut trials = foundation::trials(&ctx);
     trials.extend(tenant_api::trials(&ctx));
     trials.extend(tenant_routes::trials(&ctx));
+    trials.extend(tenant_plugin::trials(&ctx));
     let conclusion = libtest_mimic::run(&args, trials);
     if let Ok(mut ctx) = Arc::try_unwrap(ctx) {
         ctx.cluster.stop();

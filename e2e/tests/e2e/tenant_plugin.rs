@@ -1,0 +1,261 @@
+//! Issue #4: `kubectl tenant` and plain kubectl against a tenant context,
+//! and the same objects on the aggregated path and the Arktos path form.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, ensure};
+use arktos_e2e::cluster::kubeconfig;
+use arktos_e2e::cluster::pki::{Leaf, Usage};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use libtest_mimic::Trial;
+use serde_json::json;
+
+use crate::support::unique;
+use crate::{Ctx, trial};
+
+pub const NAMES: &[&str] = &["kubectl_tenant_use_gives_plain_kubectl_a_tenant_api"];
+
+pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
+    vec![trial(
+        ctx,
+        NAMES[0],
+        kubectl_tenant_use_gives_plain_kubectl_a_tenant_api,
+    )]
+}
+
+/// Runs kubectl with `kubeconfig` and the plugin on PATH.
+async fn kubectl_as(
+    ctx: &Ctx,
+    kubeconfig: &Path,
+    cache: &Path,
+    args: &[&str],
+) -> anyhow::Result<(bool, String, String)> {
+    let plugin_dir = arktos_e2e::cluster::arktos::binary("kubectl-tenant")?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let path = format!(
+        "{}:{}",
+        plugin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = tokio::process::Command::new(crate::support::kubectl_path(ctx));
+    command.env("KUBECONFIG", kubeconfig).env("PATH", path);
+    // kubectl takes no flags before a plugin's name.
+    if args.first() != Some(&"tenant") {
+        command.arg("--cache-dir").arg(cache);
+    }
+    let out = command.args(args).output().await?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// The `use` grant the tenant controller will give a tenant's owners.
+async fn grant_use(admin: &kube::Client, tenant: &str, user: &str) -> anyhow::Result<()> {
+    let name = format!("e2e:tenant:{tenant}:owner");
+    let apply = PatchParams::apply("e2e").force();
+    let role: ClusterRole = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
+        "rules": [{"apiGroups": ["tenancy.arktos.io"], "resources": ["tenants", "tenants/api", "tenants/apis", "tenants/namespaces"],
+                   "resourceNames": [tenant], "verbs": ["use", "get", "list", "watch", "create", "delete"]}],
+    }))?;
+    Api::<ClusterRole>::all(admin.clone())
+        .patch(&name, &apply, &Patch::Apply(&role))
+        .await?;
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }))?;
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .patch(&name, &apply, &Patch::Apply(&binding))
+        .await?;
+    Ok(())
+}
+
+async fn kubectl_tenant_use_gives_plain_kubectl_a_tenant_api(ctx: Arc<Ctx>) -> anyhow::Result<()> {
+    let (pki, admin_url, gateway) = {
+        let local = ctx
+            .cluster
+            .local()
+            .context("this test needs the local cluster")?;
+        (
+            local.pki().clone(),
+            local.apiserver_url(),
+            local.gateway_url(""),
+        )
+    };
+    let dir = std::env::temp_dir().join(format!("arktos-e2e-plugin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let tenant = unique("plug");
+    let user = format!("{tenant}-owner");
+    pki.issue_from_cluster_ca(&Leaf {
+        name: &user,
+        common_name: &user,
+        organizations: &[],
+        dns_names: &[],
+        usage: Usage::Client,
+    })?;
+    let admin_config = dir.join("admin.kubeconfig");
+    std::fs::copy(ctx.cluster.kubeconfig(), &admin_config)?;
+    let user_config = dir.join("user.kubeconfig");
+    kubeconfig::write(&user_config, "local", &admin_url, &pki, &user)?;
+    let (admin_cache, user_cache) = (dir.join("admin-cache"), dir.join("user-cache"));
+
+    let owner = format!("user:{user}");
+    let (ok, out, err) = kubectl_as(
+        &ctx,
+        &admin_config,
+        &admin_cache,
+        &[
+            "tenant",
+            "create",
+            &tenant,
+            "--owner",
+            &owner,
+            "--quota",
+            "count/namespaces=3",
+        ],
+    )
+    .await?;
+    ensure!(ok && out.contains("created"), "create: {out} {err}");
+    let (ok, out, _) = kubectl_as(&ctx, &admin_config, &admin_cache, &["tenant", "list"]).await?;
+    ensure!(ok && out.contains(&tenant), "list: {out}");
+    let (ok, _, err) = kubectl_as(
+        &ctx,
+        &admin_config,
+        &admin_cache,
+        &["tenant", "create", "bad--name"],
+    )
+    .await?;
+    ensure!(
+        !ok && err.trim().lines().count() == 1 && err.starts_with("error: "),
+        "a bad name gives one clear line: {err:?}"
+    );
+    let admin = kubeconfig::client(&admin_url, &pki, "admin").await?;
+    grant_use(&admin, &tenant, &user).await?;
+
+    let (ok, out, err) =
+        kubectl_as(&ctx, &user_config, &user_cache, &["tenant", "use", &tenant]).await?;
+    ensure!(ok, "use: {out} {err}");
+    let (ok, out, _) = kubectl_as(&ctx, &user_config, &user_cache, &["tenant", "current"]).await?;
+    ensure!(ok && out.trim() == tenant, "current: {out}");
+    for args in [
+        vec!["create", "namespace", "web"],
+        vec![
+            "-n",
+            "web",
+            "create",
+            "configmap",
+            "cfg",
+            "--from-literal=a=b",
+        ],
+        vec![
+            "-n",
+            "web",
+            "create",
+            "service",
+            "clusterip",
+            "api",
+            "--tcp=80:8080",
+        ],
+        vec![
+            "-n",
+            "web",
+            "create",
+            "role",
+            "reader",
+            "--verb=get",
+            "--resource=configmaps",
+        ],
+        vec![
+            "-n",
+            "web",
+            "create",
+            "rolebinding",
+            "rb",
+            "--role=reader",
+            "--serviceaccount=web:default",
+        ],
+    ] {
+        let (ok, out, err) = kubectl_as(&ctx, &user_config, &user_cache, &args).await?;
+        ensure!(ok, "kubectl {}: {out} {err}", args.join(" "));
+    }
+    let (ok, out, err) = kubectl_as(
+        &ctx,
+        &user_config,
+        &user_cache,
+        &["get", "namespaces", "-o", "name"],
+    )
+    .await?;
+    ensure!(
+        ok && out.trim() == "namespace/web",
+        "namespaces: {out} {err}"
+    );
+    let (ok, out, err) = kubectl_as(
+        &ctx,
+        &user_config,
+        &user_cache,
+        &["get", "configmaps,services,roles,rolebindings", "-A"],
+    )
+    .await?;
+    ensure!(
+        ok && out.contains("cfg")
+            && out.contains("api")
+            && out.contains("reader")
+            && out.contains("rb"),
+        "{out} {err}"
+    );
+    ensure!(
+        !out.contains(&format!("{tenant}--")),
+        "a storage name leaked: {out}"
+    );
+    let (ok, out, err) = kubectl_as(&ctx, &user_config, &user_cache, &["get", "nodes"]).await?;
+    ensure!(
+        !ok && !out.contains("kwok"),
+        "nodes are visible: {out} {err}"
+    );
+
+    // The same object on the aggregated path and on the Arktos path form.
+    let user_client = kubeconfig::client(&admin_url, &pki, &user).await?;
+    let aggregated = format!(
+        "/apis/tenancy.arktos.io/v1alpha1/tenants/{tenant}/api/v1/namespaces/web/configmaps/cfg"
+    );
+    let map: ConfigMap = user_client
+        .request(http::Request::get(&aggregated).body(Vec::new())?)
+        .await?;
+    ensure!(
+        map.metadata.namespace.as_deref() == Some("web"),
+        "aggregated path: {:?}",
+        map.metadata.namespace
+    );
+    let gateway = gateway
+        .trim_end_matches('/')
+        .trim_end_matches("/tenants")
+        .to_string();
+    let direct = kubeconfig::client_with(
+        &gateway,
+        &pki.ca_cert(),
+        &pki.cert(&user),
+        &pki.key(&user),
+        &[],
+    )
+    .await?;
+    let arktos_path = format!("/api/v1/tenants/{tenant}/namespaces/web/configmaps/cfg");
+    let map: ConfigMap = direct
+        .request(http::Request::get(&arktos_path).body(Vec::new())?)
+        .await?;
+    ensure!(
+        map.data.unwrap_or_default().get("a").map(String::as_str) == Some("b"),
+        "Arktos path"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
