@@ -10,6 +10,7 @@ mod support;
 mod tenant_api;
 mod tenant_plugin;
 mod tenant_routes;
+mod tenant_watch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -84,6 +85,7 @@ fn main() {
             .chain(tenant_api::NAMES)
             .chain(tenant_routes::NAMES)
             .chain(tenant_plugin::NAMES)
+            .chain(tenant_watch::NAMES)
             .map(|name| Trial::test(*name, || Ok(())));
         libtest_mimic::run(&args, names.collect()).exit();
     }
@@ -111,6 +113,7 @@ fn main() {
     trials.extend(tenant_api::trials(&ctx));
     trials.extend(tenant_routes::trials(&ctx));
     trials.extend(tenant_plugin::trials(&ctx));
+    trials.extend(tenant_watch::trials(&ctx));
     let conclusion = libtest_mimic::run(&args, trials);
     if let Ok(mut ctx) = Arc::try_unwrap(ctx) {
         ctx.cluster.stop();
