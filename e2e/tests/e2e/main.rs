@@ -9,6 +9,7 @@ mod foundation;
 mod support;
 mod tenant_api;
 mod tenant_plugin;
+mod tenant_python;
 mod tenant_routes;
 mod tenant_watch;
 
@@ -86,6 +87,7 @@ fn main() {
             .chain(tenant_routes::NAMES)
             .chain(tenant_plugin::NAMES)
             .chain(tenant_watch::NAMES)
+            .chain(tenant_python::NAMES)
             .map(|name| Trial::test(*name, || Ok(())));
         libtest_mimic::run(&args, names.collect()).exit();
     }
@@ -114,6 +116,7 @@ fn main() {
     trials.extend(tenant_routes::trials(&ctx));
     trials.extend(tenant_plugin::trials(&ctx));
     trials.extend(tenant_watch::trials(&ctx));
+    trials.extend(tenant_python::trials(&ctx));
     let conclusion = libtest_mimic::run(&args, trials);
     if let Ok(mut ctx) = Arc::try_unwrap(ctx) {
         ctx.cluster.stop();

@@ -53,7 +53,7 @@ pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
 }
 
 /// A tenant with one owner, a namespace `web`, and the owner's gateway client.
-async fn mk_tenant_with_namespace(
+pub async fn mk_tenant_with_namespace(
     ctx: &Ctx,
     prefix: &str,
 ) -> anyhow::Result<(String, kube::Client, kube::Client)> {
