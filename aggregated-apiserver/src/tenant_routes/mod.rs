@@ -44,6 +44,9 @@ pub struct TenantRoutes {
     catalog: CatalogCache,
     authz: Arc<Authorizer>,
     tenants: Storage,
+    /// Tenant objects, briefly: every request of a tenant needs its
+    /// Tenant, and a read of the storage per request doubles the cost.
+    known: crate::cache::TtlCache<String, Arc<Tenant>>,
 }
 
 fn tenant_subject(name: &str) -> Subject<'_> {
@@ -76,7 +79,24 @@ impl TenantRoutes {
             catalog: CatalogCache::new(client),
             authz,
             tenants,
+            known: crate::cache::TtlCache::new(std::time::Duration::from_secs(2), 10_000),
         }
+    }
+
+    async fn tenant(&self, name: &str) -> Result<Arc<Tenant>, Status> {
+        if let Some(tenant) = self.known.get(&name.to_string()) {
+            return Ok(tenant);
+        }
+        let record = self
+            .tenants
+            .get(name)
+            .await?
+            .ok_or_else(|| status::not_found(&tenant_subject(name)))?;
+        let tenant: Tenant = serde_json::from_value(record)
+            .map_err(|e| status::internal(&format!("reading tenant {name}: {e}")))?;
+        let tenant = Arc::new(tenant);
+        self.known.insert(name.to_string(), tenant.clone());
+        Ok(tenant)
     }
 
     /// Serves `path` (as the tenant writes it) of tenant `tenant`.
@@ -107,13 +127,7 @@ impl TenantRoutes {
                 &Attributes::resource("use", GROUP, PLURAL, "", tenant),
             )
             .await?;
-        let record = self
-            .tenants
-            .get(tenant)
-            .await?
-            .ok_or_else(|| status::not_found(&tenant_subject(tenant)))?;
-        let tenant_object: Tenant = serde_json::from_value(record)
-            .map_err(|e| status::internal(&format!("reading tenant {tenant}: {e}")))?;
+        let tenant_object = self.tenant(tenant).await?;
         let view = Arc::new(View::new(name));
         match path::parse(path).ok_or_else(|| status::path_not_found(path))? {
             TenantPath::Discovery {

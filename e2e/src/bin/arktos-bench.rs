@@ -14,6 +14,9 @@ use arktos_e2e::bench::{Sample, measure, report};
 use arktos_e2e::cluster::{ClusterSpec, LocalCluster, Ports};
 use arktos_e2e::home::ArktosHome;
 use clap::{Parser, Subcommand};
+
+#[path = "arktos-bench/tenant_pods.rs"]
+mod tenant_pods;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::Api;
 use kube::api::{DynamicObject, ListParams, PostParams};
@@ -50,6 +53,21 @@ enum Bench {
         #[arg(long, default_value_t = 20)]
         lists: usize,
     },
+    /// Pod CREATE/GET/LIST through the tenant gateway, the aggregated path and directly.
+    TenantPods {
+        /// Pods in the tenant, spread over its namespaces (listed tenant-wide).
+        #[arg(long, default_value_t = 1000)]
+        pods: usize,
+        /// The tenant's namespaces.
+        #[arg(long, default_value_t = 5)]
+        namespaces: usize,
+        /// Pods created (and GETs made) through each path.
+        #[arg(long, default_value_t = 300)]
+        per_path: usize,
+        /// Tenant-wide LISTs per path.
+        #[arg(long, default_value_t = 20)]
+        lists: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +78,27 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Bench::TenantPods {
+        pods,
+        namespaces,
+        per_path,
+        lists,
+    } = cli.bench
+    {
+        // Needs the local cluster's CA to issue a tenant owner's certificate.
+        let mut spec = ClusterSpec::new(
+            format!("bench-{}", std::process::id()),
+            ArktosHome::from_env(),
+            Ports::find_free()?,
+        );
+        spec.ephemeral = true;
+        eprintln!("starting a local cluster for the benchmark");
+        let mut cluster = LocalCluster::start(spec).await?;
+        let result =
+            tenant_pods::run(&cluster, pods, namespaces, per_path, lists, cli.concurrency).await;
+        cluster.stop();
+        return result;
+    }
     let mut local = None;
     let client = match &cli.kubeconfig {
         Some(path) => {
@@ -86,6 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Bench::Tenants { count, gets, lists } => {
             tenants(client, count, gets, lists, cli.concurrency).await
         }
+        Bench::TenantPods { .. } => unreachable!("handled above"),
     };
     if let Some(mut cluster) = local {
         cluster.stop();
