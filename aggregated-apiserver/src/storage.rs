@@ -4,14 +4,9 @@
 
 use arktos_crds::status;
 use arktos_crds::tenant::{STORAGE_GROUP, STORAGE_PLURAL, STORAGE_VERSION};
-use bytes::Bytes;
-use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use http_body_util::BodyExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use serde_json::Value;
-use tokio_stream::wrappers::ReceiverStream;
-use warp::Reply;
 use warp::reply::Response;
 
 use crate::rename;
@@ -177,38 +172,12 @@ impl Storage {
             rename::to_view(&mut body);
             return Ok(crate::respond::json(code, &body));
         }
-        let (lines, received) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
-        let mut chunks = response.into_body().into_data_stream();
-        tokio::spawn(async move {
-            let mut pending = Vec::new();
-            while let Some(chunk) = chunks.next().await {
-                let Ok(chunk) = chunk else { break };
-                pending.extend_from_slice(&chunk);
-                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = pending.drain(..=end).collect();
-                    let Ok(mut event) = serde_json::from_slice::<Value>(&line) else {
-                        continue;
-                    };
-                    rename::to_view(&mut event);
-                    let mut out = serde_json::to_vec(&event).unwrap_or_default();
-                    out.push(b'\n');
-                    if lines.send(Ok(Bytes::from(out))).await.is_err() {
-                        // The client went away: dropping `chunks` closes
-                        // the storage watch too.
-                        return;
-                    }
-                }
-            }
-        });
-        let mut reply = warp::reply::stream(ReceiverStream::new(received)).into_response();
-        reply.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        reply.headers_mut().insert(
-            http::header::CACHE_CONTROL,
-            HeaderValue::from_static("no-cache, private"),
-        );
+        let rewrite: crate::tenant_routes::backend::Rewrite =
+            std::sync::Arc::new(|event: &mut Value| {
+                rename::to_view(event);
+                true
+            });
+        let reply = crate::tenant_routes::backend::stream_events(response.into_body(), rewrite);
         Ok(reply)
     }
 }

@@ -148,7 +148,9 @@ impl Backend {
     }
 }
 
-fn stream_events(body: kube::client::Body, rewrite: Rewrite) -> Response {
+/// Streams newline-delimited JSON events from kube-apiserver, each passed
+/// through `rewrite` as it arrives; closing either side closes the other.
+pub fn stream_events(body: kube::client::Body, rewrite: Rewrite) -> Response {
     let (lines, received) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     let mut chunks = body.into_data_stream();
     tokio::spawn(async move {

@@ -9,7 +9,7 @@
 //! namespaces, cluster-wide lists narrowed to the tenant, shared read-only
 //! objects) is done as arktos-apiserver after our own checks.
 
-mod backend;
+pub(crate) mod backend;
 pub mod catalog;
 pub mod mapping;
 pub mod path;

@@ -64,3 +64,32 @@ pub async fn kubectl_status(
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
 }
+
+/// The `use` grant the tenant operator will give a tenant's owners (until
+/// it exists, tests grant it themselves): `use` and the tenant routes'
+/// subresources of `tenants/<tenant>` for `user`.
+pub async fn grant_use(admin: &kube::Client, tenant: &str, user: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use kube::Api;
+    use kube::api::{Patch, PatchParams};
+    let name = format!("e2e:tenant:{tenant}:owner");
+    let apply = PatchParams::apply("e2e").force();
+    let role: ClusterRole = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
+        "rules": [{"apiGroups": ["tenancy.arktos.io"],
+                   "resources": ["tenants", "tenants/api", "tenants/apis", "tenants/namespaces"],
+                   "resourceNames": [tenant], "verbs": ["use", "get", "list", "watch", "create", "delete"]}],
+    }))?;
+    Api::<ClusterRole>::all(admin.clone())
+        .patch(&name, &apply, &Patch::Apply(&role))
+        .await?;
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }))?;
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .patch(&name, &apply, &Patch::Apply(&binding))
+        .await?;
+    Ok(())
+}

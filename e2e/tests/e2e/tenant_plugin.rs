@@ -8,13 +8,9 @@ use anyhow::{Context, ensure};
 use arktos_e2e::cluster::kubeconfig;
 use arktos_e2e::cluster::pki::{Leaf, Usage};
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::Api;
-use kube::api::{Patch, PatchParams};
 use libtest_mimic::Trial;
-use serde_json::json;
 
-use crate::support::unique;
+use crate::support::{grant_use, unique};
 use crate::{Ctx, trial};
 
 pub const NAMES: &[&str] = &["kubectl_tenant_use_gives_plain_kubectl_a_tenant_api"];
@@ -55,29 +51,6 @@ async fn kubectl_as(
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
-}
-
-/// The `use` grant the tenant controller will give a tenant's owners.
-async fn grant_use(admin: &kube::Client, tenant: &str, user: &str) -> anyhow::Result<()> {
-    let name = format!("e2e:tenant:{tenant}:owner");
-    let apply = PatchParams::apply("e2e").force();
-    let role: ClusterRole = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
-        "rules": [{"apiGroups": ["tenancy.arktos.io"], "resources": ["tenants", "tenants/api", "tenants/apis", "tenants/namespaces"],
-                   "resourceNames": [tenant], "verbs": ["use", "get", "list", "watch", "create", "delete"]}],
-    }))?;
-    Api::<ClusterRole>::all(admin.clone())
-        .patch(&name, &apply, &Patch::Apply(&role))
-        .await?;
-    let binding: ClusterRoleBinding = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-    }))?;
-    Api::<ClusterRoleBinding>::all(admin.clone())
-        .patch(&name, &apply, &Patch::Apply(&binding))
-        .await?;
-    Ok(())
 }
 
 async fn kubectl_tenant_use_gives_plain_kubectl_a_tenant_api(ctx: Arc<Ctx>) -> anyhow::Result<()> {

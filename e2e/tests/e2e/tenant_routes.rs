@@ -10,7 +10,7 @@ use arktos_e2e::cluster::pki::{Leaf, Usage};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::Api;
-use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, PostParams};
 use libtest_mimic::Trial;
 use serde_json::json;
 
@@ -36,38 +36,7 @@ async fn mk_tenant(admin: &kube::Client, name: &str, owner: &str) -> anyhow::Res
         "spec": {"owners": [{"kind": "User", "name": owner}], "quota": {"hard": {"count/namespaces": "2"}}},
     }))?;
     tenants.create(&PostParams::default(), &tenant).await?;
-    let apply = PatchParams::apply("e2e").force();
-    let role: ClusterRole = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": format!("e2e:tenant:{name}:owner")},
-        "rules": [{"apiGroups": ["tenancy.arktos.io"], "resources": ["tenants", "tenants/api", "tenants/apis", "tenants/namespaces"],
-                   "resourceNames": [name], "verbs": ["use", "get", "list", "watch", "create", "delete"]}],
-    }))?;
-    Api::<ClusterRole>::all(admin.clone())
-        .patch(
-            &format!("e2e:tenant:{name}:owner"),
-            &apply,
-            &Patch::Apply(&role),
-        )
-        .await?;
-    let binding: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": format!("e2e:tenant:{name}:owner")},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("e2e:tenant:{name}:owner")},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": owner}],
-    }))?;
-    let bindings: Api<DynamicObject> = Api::all_with(
-        admin.clone(),
-        &kube::discovery::ApiResource::erase::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(&()),
-    );
-    bindings
-        .patch(
-            &format!("e2e:tenant:{name}:owner"),
-            &apply,
-            &Patch::Apply(&binding),
-        )
-        .await?;
-    Ok(())
+    crate::support::grant_use(admin, name, owner).await
 }
 
 fn code<T: std::fmt::Debug>(result: kube::Result<T>) -> anyhow::Result<u16> {

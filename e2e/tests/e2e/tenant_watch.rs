@@ -11,7 +11,6 @@ use arktos_e2e::cluster::kubeconfig;
 use arktos_e2e::cluster::pki::{Leaf, Usage};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Api;
 use kube::api::{
     DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
@@ -84,24 +83,7 @@ pub async fn mk_tenant_with_namespace(
         "spec": {"owners": [{"kind": "User", "name": user}]},
     }))?;
     tenants.create(&PostParams::default(), &object).await?;
-    let name = format!("e2e:tenant:{tenant}:owner");
-    let apply = PatchParams::apply("e2e").force();
-    let role: ClusterRole = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
-        "rules": [{"apiGroups": ["tenancy.arktos.io"], "resources": ["tenants", "tenants/namespaces"],
-                   "resourceNames": [tenant], "verbs": ["use", "get", "list", "watch", "create", "delete"]}],
-    }))?;
-    Api::<ClusterRole>::all(admin.clone())
-        .patch(&name, &apply, &Patch::Apply(&role))
-        .await?;
-    let binding: ClusterRoleBinding = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-    }))?;
-    Api::<ClusterRoleBinding>::all(admin.clone())
-        .patch(&name, &apply, &Patch::Apply(&binding))
-        .await?;
+    crate::support::grant_use(&admin, &tenant, &user).await?;
     let client = kubeconfig::client_with(
         &format!("{}{tenant}", gateway),
         &pki.ca_cert(),
