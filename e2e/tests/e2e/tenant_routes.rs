@@ -10,7 +10,7 @@ use arktos_e2e::cluster::pki::{Leaf, Usage};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use libtest_mimic::Trial;
 use serde_json::json;
 
@@ -293,6 +293,188 @@ async fn tenants_get_isolated_apis_on_the_gateway(ctx: Arc<Ctx>) -> anyhow::Resu
         )?,
         &[403],
     )?;
+    // Writes, deletes and watches by path into another tenant's namespace.
+    let foreign_maps: Api<ConfigMap> = Api::namespaced(alice_client.clone(), &other);
+    let mut replacement = map.clone();
+    replacement.metadata.name = Some("cfg".into());
+    refused(
+        "update by path",
+        code(
+            foreign_maps
+                .replace("cfg", &PostParams::default(), &replacement)
+                .await,
+        )?,
+        &[403, 404],
+    )?;
+    refused(
+        "delete by path",
+        code(foreign_maps.delete("cfg", &Default::default()).await)?,
+        &[403, 404],
+    )?;
+    refused(
+        "watch by path",
+        code(
+            foreign_maps
+                .watch(&Default::default(), "0")
+                .await
+                .map(|_| ()),
+        )?,
+        &[403, 404],
+    )?;
+    refused(
+        "patch by path",
+        code(
+            foreign_maps
+                .patch(
+                    "cfg",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"data": {"x": "y"}})),
+                )
+                .await,
+        )?,
+        &[403, 404],
+    )?;
+    // The cluster's own namespaces are out of reach too.
+    refused(
+        "kube-system by path",
+        code(
+            Api::<ConfigMap>::namespaced(alice_client.clone(), "kube-system")
+                .list(&ListParams::default())
+                .await,
+        )?,
+        &[403, 404],
+    )?;
+    refused(
+        "kube-system namespace object",
+        code(
+            Api::<Namespace>::all(alice_client.clone())
+                .get("kube-system")
+                .await,
+        )?,
+        &[404],
+    )?;
+    let by_name = Api::<Namespace>::all(alice_client.clone())
+        .list(&ListParams::default().fields(&format!("metadata.name={other}")))
+        .await?;
+    refused(
+        "namespace field selector",
+        if by_name.items.is_empty() { 404 } else { 200 },
+        &[404],
+    )?;
+    // A binding naming another tenant's service account binds one of her own.
+    let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "cross"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": other}],
+    }))?;
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(alice_client.clone(), "web")
+        .create(&PostParams::default(), &binding)
+        .await?;
+    let stored = Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(
+        admin.clone(),
+        &format!("{acme}--web"),
+    )
+    .get("cross")
+    .await?;
+    let subject_ns = stored.subjects.unwrap_or_default()[0]
+        .namespace
+        .clone()
+        .unwrap_or_default();
+    refused(
+        "RBAC subject in another tenant",
+        if subject_ns == format!("{acme}--{other}") {
+            404
+        } else {
+            200
+        },
+        &[404],
+    )?;
+    // Cluster-scoped kinds a tenant must not see or touch.
+    let raw = |path: String| {
+        let client = alice_client.clone();
+        async move {
+            let request = http::Request::get(&path).body(Vec::new())?;
+            anyhow::Ok(code(client.request::<serde_json::Value>(request).await)?)
+        }
+    };
+    for path in [
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        "/apis/apiregistration.k8s.io/v1/apiservices",
+        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        "/apis/tenancy.arktos.io/v1alpha1/tenants",
+        "/apis/storage.tenancy.arktos.io/v1alpha1/tenantrecords",
+        "/api/v1/persistentvolumes",
+        "/api/v1/namespaces/web/../../nodes",
+        "/api/v1/namespaces/web%2F..%2F..%2Fnodes/pods",
+    ] {
+        refused(path, raw(path.to_string()).await?, &[404])?;
+    }
+    let class: k8s_openapi::api::storage::v1::StorageClass =
+        serde_json::from_value(json!({"metadata": {"name": "tenant-made"}, "provisioner": "x"}))?;
+    refused(
+        "writing a shared read-only object",
+        code(
+            Api::<k8s_openapi::api::storage::v1::StorageClass>::all(alice_client.clone())
+                .create(&PostParams::default(), &class)
+                .await,
+        )?,
+        &[403],
+    )?;
+    // The tenant label is Arktos': not removable by patch, not changeable on namespaces.
+    let unlabel = json!([{"op": "remove", "path": "/metadata/labels/tenancy.arktos.io~1tenant"}]);
+    refused(
+        "removing the tenant label",
+        code(
+            alice_maps
+                .patch(
+                    "cfg",
+                    &PatchParams::default(),
+                    &Patch::<()>::Json(serde_json::from_value(unlabel)?),
+                )
+                .await,
+        )?,
+        &[400],
+    )?;
+    refused(
+        "relabelling a namespace",
+        code(
+            Api::<Namespace>::all(alice_client.clone())
+                .patch(
+                    "web",
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"metadata": {"labels": {"tenancy.arktos.io/tenant": globex}}}),
+                    ),
+                )
+                .await,
+        )?,
+        &[403, 405],
+    )?;
+    // Bob naming alice's storage namespace reaches only his own prefix.
+    refused(
+        "the other tenant's storage name",
+        code(
+            Api::<Namespace>::all(bob_client.clone())
+                .delete(&format!("{acme}--web"), &Default::default())
+                .await,
+        )?,
+        &[404],
+    )?;
+    // The aggregated path checks `use` the same way.
+    let via_kube = kubeconfig::client(&admin_url, &pki, &alice).await?;
+    let aggregated = format!(
+        "/apis/tenancy.arktos.io/v1alpha1/tenants/{globex}/api/v1/namespaces/web/configmaps"
+    );
+    refused(
+        "another tenant on the aggregated path",
+        code(
+            via_kube
+                .request::<serde_json::Value>(http::Request::get(&aggregated).body(Vec::new())?)
+                .await,
+        )?,
+        &[403],
+    )?;
     // Bob's object is untouched and invisible to alice.
     ensure!(
         bob_maps
@@ -319,6 +501,7 @@ async fn tenants_get_isolated_apis_on_the_gateway(ctx: Arc<Ctx>) -> anyhow::Resu
         )?,
         &[403],
     )?;
+    ensure!(attempts >= 30, "only {attempts} isolation attempts");
     eprintln!("tenant routes: {attempts} isolation attempts refused");
     Ok(())
 }
