@@ -37,7 +37,16 @@ where
     F: FnOnce(Arc<Ctx>) -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    run_trial(ctx, name, false, test)
+    run_trial(ctx, name, false, TEST_TIMEOUT, test)
+}
+
+/// A test that needs longer than the usual timeout.
+pub fn long_trial<F, Fut>(ctx: &Arc<Ctx>, name: &'static str, timeout: Duration, test: F) -> Trial
+where
+    F: FnOnce(Arc<Ctx>) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    run_trial(ctx, name, false, timeout, test)
 }
 
 /// A test that disturbs what other tests use; it runs alone.
@@ -46,10 +55,16 @@ where
     F: FnOnce(Arc<Ctx>) -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    run_trial(ctx, name, true, test)
+    run_trial(ctx, name, true, TEST_TIMEOUT, test)
 }
 
-fn run_trial<F, Fut>(ctx: &Arc<Ctx>, name: &'static str, alone: bool, test: F) -> Trial
+fn run_trial<F, Fut>(
+    ctx: &Arc<Ctx>,
+    name: &'static str,
+    alone: bool,
+    timeout: Duration,
+    test: F,
+) -> Trial
 where
     F: FnOnce(Arc<Ctx>) -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>>,
@@ -64,14 +79,14 @@ where
             } else {
                 _shared = ctx.exclusive.read().await;
             }
-            tokio::time::timeout(TEST_TIMEOUT, test(ctx.clone())).await
+            tokio::time::timeout(timeout, test(ctx.clone())).await
         });
         match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(err)) => Err(Failed::from(format!("{err:#}"))),
             Err(_) => Err(Failed::from(format!(
                 "timed out after {}s",
-                TEST_TIMEOUT.as_secs()
+                timeout.as_secs()
             ))),
         }
     })

@@ -19,7 +19,7 @@ use libtest_mimic::Trial;
 use serde_json::json;
 
 use crate::support::unique;
-use crate::{Ctx, disruptive_trial, trial};
+use crate::{Ctx, disruptive_trial, long_trial};
 
 /// How long the long watch stays open (the acceptance asks for 5 minutes;
 /// `ARKTOS_E2E_LONG_WATCH_SECS` shortens it for quick local runs).
@@ -38,9 +38,10 @@ pub const NAMES: &[&str] = &[
 
 pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
     vec![
-        trial(
+        long_trial(
             ctx,
             NAMES[0],
+            long_watch() + Duration::from_secs(120),
             gateway_watch_stays_open_and_delivers_only_the_tenants_events_in_order,
         ),
         disruptive_trial(
