@@ -96,14 +96,19 @@ impl Attributes {
 
 pub struct Authorizer {
     client: kube::Client,
-    decisions: TtlCache<(UserInfo, Attributes), (bool, String)>,
+    allowed: TtlCache<(UserInfo, Attributes), (bool, String)>,
+    /// Denials are kept briefly: a grant made a moment ago must take
+    /// effect at once (an owner's first request right after the tenant
+    /// controller granted `use`).
+    denied: TtlCache<(UserInfo, Attributes), (bool, String)>,
 }
 
 impl Authorizer {
     pub fn new(client: kube::Client) -> Self {
         Self {
             client,
-            decisions: TtlCache::new(Duration::from_secs(10), 20_000),
+            allowed: TtlCache::new(Duration::from_secs(10), 20_000),
+            denied: TtlCache::new(Duration::from_secs(1), 20_000),
         }
     }
 
@@ -128,7 +133,7 @@ impl Authorizer {
         attributes: &Attributes,
     ) -> Result<(bool, String), Status> {
         let key = (user.clone(), attributes.clone());
-        if let Some(decision) = self.decisions.get(&key) {
+        if let Some(decision) = self.allowed.get(&key).or_else(|| self.denied.get(&key)) {
             return Ok(decision);
         }
         let mut spec = SubjectAccessReviewSpec {
@@ -182,7 +187,11 @@ impl Authorizer {
             status.allowed && status.denied != Some(true),
             status.reason.unwrap_or_default(),
         );
-        self.decisions.insert(key, decision.clone());
+        if decision.0 {
+            self.allowed.insert(key, decision.clone());
+        } else {
+            self.denied.insert(key, decision.clone());
+        }
         Ok(decision)
     }
 }

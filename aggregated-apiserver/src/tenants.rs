@@ -488,8 +488,19 @@ fn apply_patch(content_type: &str, mut document: Value, body: &[u8]) -> Result<V
     if content_type == "application/json-patch+json" {
         let operations: json_patch::Patch = serde_json::from_value(patch)
             .map_err(|e| status::bad_request(&format!("the JSON patch is malformed: {e}")))?;
-        json_patch::patch(&mut document, &operations)
-            .map_err(|e| status::bad_request(&format!("the JSON patch cannot be applied: {e}")))?;
+        for operation in operations.0 {
+            // As in Kubernetes, `test` of null passes where the path is
+            // missing (clients use it to add a list only if there is none).
+            if let json_patch::PatchOperation::Test(test) = &operation
+                && test.value.is_null()
+                && document.pointer(test.path.as_str()).is_none()
+            {
+                continue;
+            }
+            json_patch::patch(&mut document, &[operation]).map_err(|e| {
+                status::bad_request(&format!("the JSON patch cannot be applied: {e}"))
+            })?;
+        }
     } else {
         if !patch.is_object() {
             return Err(status::bad_request("a merge patch must be a JSON object"));
@@ -554,6 +565,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(patched["spec"]["podSecurity"], "baseline");
+        let absent = apply_patch(
+            "application/json-patch+json",
+            doc.clone(),
+            br#"[{"op":"test","path":"/metadata/finalizers","value":null},{"op":"add","path":"/metadata/finalizers","value":["f"]}]"#,
+        );
+        assert!(absent.is_err(), "no metadata object to add to");
+        let with_metadata = apply_patch(
+            "application/json-patch+json",
+            json!({"metadata": {}}),
+            br#"[{"op":"test","path":"/metadata/finalizers","value":null},{"op":"add","path":"/metadata/finalizers","value":["f"]}]"#,
+        )
+        .unwrap();
+        assert_eq!(with_metadata["metadata"]["finalizers"][0], "f");
         let err = apply_patch(
             "application/json-patch+json",
             doc,

@@ -1,20 +1,25 @@
-//! arktos-operators: sharded, active-active controllers and admission webhooks for tenants, quota and VMs.
+//! arktos-operators: wires the command line to `arktos_operators::run`.
 #![forbid(unsafe_code)]
 
 use clap::Parser;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "arktos-operators",
-    version,
-    about = "sharded, active-active controllers and admission webhooks for tenants, quota and VMs."
-)]
-struct Cli {}
-
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    // Only --help and --version exist so far; say so rather than pretend.
-    anyhow::bail!(
-        "arktos-operators does nothing yet beyond --help; its features arrive with issues #5 and #6"
-    )
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = arktos_operators::Config::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("ARKTOS_LOG").unwrap_or_else(|_| "info".into());
+    if config.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        use std::io::IsTerminal;
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stdout().is_terminal())
+            .init();
+    }
+    arktos_operators::run(config).await
 }

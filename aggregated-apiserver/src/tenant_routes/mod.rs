@@ -128,6 +128,12 @@ impl TenantRoutes {
             )
             .await?;
         let tenant_object = self.tenant(tenant).await?;
+        if tenant_object.metadata.deletion_timestamp.is_some() && request.method != Method::GET {
+            return Err(status::forbidden(
+                &tenant_subject(tenant),
+                "the tenant is being deleted and accepts no new objects or changes",
+            ));
+        }
         let view = Arc::new(View::new(name));
         match path::parse(path).ok_or_else(|| status::path_not_found(path))? {
             TenantPath::Discovery {

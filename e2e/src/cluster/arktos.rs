@@ -21,6 +21,7 @@ const FIELD_MANAGER: &str = "arktos-local";
 pub const NAMESPACE: &str = "arktos-system";
 pub const APISERVER: &str = "arktos-apiserver";
 pub const APISERVICE: &str = "v1alpha1.tenancy.arktos.io";
+pub const OPERATORS: &str = "arktos-operators";
 
 /// Manifests the local cluster applies; Deployments, their Services and
 /// cert-manager objects are for real clusters only.
@@ -29,6 +30,7 @@ pub const LOCAL_MANIFESTS: &[&str] = &[
     "crds/tenantrecords.storage.tenancy.arktos.io.yaml",
     "arktos-apiserver/rbac.yaml",
     "arktos-apiserver/gateway-info.yaml",
+    "arktos-operators/rbac.yaml",
 ];
 
 /// Applied once arktos-apiserver serves.

@@ -164,6 +164,7 @@ impl LocalCluster {
             .await?;
             let ca = String::from_utf8_lossy(&ca).into_owned();
             arktos::publish_gateway(&client, &format!("https://127.0.0.1:{gateway}"), &ca).await?;
+            cluster.start_arktos_operators()?;
             step(
                 8,
                 &format!(
@@ -226,30 +227,7 @@ impl LocalCluster {
                 usage: pki::Usage::Server,
             })?;
         }
-        let identity = "arktos-apiserver-client";
-        if !self.pki.cert(identity).exists() {
-            let user = format!(
-                "system:serviceaccount:{}:{}",
-                arktos::NAMESPACE,
-                arktos::APISERVER
-            );
-            let group = format!("system:serviceaccounts:{}", arktos::NAMESPACE);
-            self.pki.issue_from_cluster_ca(&pki::Leaf {
-                name: identity,
-                common_name: &user,
-                organizations: &["system:serviceaccounts", &group],
-                dns_names: &[],
-                usage: pki::Usage::Client,
-            })?;
-        }
-        let kubeconfig = self.component_kubeconfig(identity);
-        kubeconfig::write(
-            &kubeconfig,
-            "local",
-            &self.apiserver_url(),
-            &self.pki,
-            identity,
-        )?;
+        let kubeconfig = self.service_account_kubeconfig(arktos::APISERVER)?;
         let launch = Launch {
             program: arktos::binary("arktos-apiserver")?,
             args: vec![
@@ -263,6 +241,54 @@ impl LocalCluster {
             dir: self.spec.dir(),
         };
         let component = Component::start(name, launch, &self.log(name))?;
+        self.components.push(component);
+        Ok(())
+    }
+
+    /// A kubeconfig for the service account `name` of arktos-system: a client
+    /// certificate with its user name and groups, so the manifests' RBAC for
+    /// the service account applies to the host process as it would to a pod.
+    fn service_account_kubeconfig(&self, name: &str) -> Result<PathBuf> {
+        let identity = format!("{name}-client");
+        if !self.pki.cert(&identity).exists() {
+            let user = format!("system:serviceaccount:{}:{name}", arktos::NAMESPACE);
+            let group = format!("system:serviceaccounts:{}", arktos::NAMESPACE);
+            self.pki.issue_from_cluster_ca(&pki::Leaf {
+                name: &identity,
+                common_name: &user,
+                organizations: &["system:serviceaccounts", &group],
+                dns_names: &[],
+                usage: pki::Usage::Client,
+            })?;
+        }
+        let kubeconfig = self.component_kubeconfig(&identity);
+        kubeconfig::write(
+            &kubeconfig,
+            "local",
+            &self.apiserver_url(),
+            &self.pki,
+            &identity,
+        )?;
+        Ok(kubeconfig)
+    }
+
+    /// The health and metrics port of arktos-operators.
+    pub fn operators_port(&self) -> u16 {
+        self.spec.ports.component(3)
+    }
+
+    /// Starts arktos-operators with its service account's identity.
+    pub fn start_arktos_operators(&mut self) -> Result<()> {
+        let kubeconfig = self.service_account_kubeconfig(arktos::OPERATORS)?;
+        let launch = Launch {
+            program: arktos::binary("arktos-operators")?,
+            args: vec![
+                format!("--kubeconfig={}", path(&kubeconfig)),
+                format!("--health-address=127.0.0.1:{}", self.operators_port()),
+            ],
+            dir: self.spec.dir(),
+        };
+        let component = Component::start(arktos::OPERATORS, launch, &self.log(arktos::OPERATORS))?;
         self.components.push(component);
         Ok(())
     }

@@ -224,8 +224,8 @@ async fn second_cluster_runs_beside_and_stops_without_leftovers(
             .with_context(|| format!("start #{round}"))?;
         let pids = cluster.pids();
         ensure!(
-            pids.len() == 6,
-            "expected 6 components (5 upstream and arktos-apiserver), got {pids:?}"
+            pids.len() == 7,
+            "expected 7 components (5 upstream, arktos-apiserver, arktos-operators), got {pids:?}"
         );
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(cluster.admin_client().await?);
         ensure!(nodes.list(&ListParams::default()).await?.items.len() == 1);

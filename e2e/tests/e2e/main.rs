@@ -8,6 +8,7 @@
 mod foundation;
 mod support;
 mod tenant_api;
+mod tenant_operator;
 mod tenant_plugin;
 mod tenant_python;
 mod tenant_routes;
@@ -103,6 +104,7 @@ fn main() {
             .chain(tenant_plugin::NAMES)
             .chain(tenant_watch::NAMES)
             .chain(tenant_python::NAMES)
+            .chain(tenant_operator::NAMES)
             .map(|name| Trial::test(*name, || Ok(())));
         libtest_mimic::run(&args, names.collect()).exit();
     }
@@ -132,6 +134,7 @@ fn main() {
     trials.extend(tenant_plugin::trials(&ctx));
     trials.extend(tenant_watch::trials(&ctx));
     trials.extend(tenant_python::trials(&ctx));
+    trials.extend(tenant_operator::trials(&ctx));
     let conclusion = libtest_mimic::run(&args, trials);
     if let Ok(mut ctx) = Arc::try_unwrap(ctx) {
         ctx.cluster.stop();

@@ -1,0 +1,236 @@
+//! Issue #5 (tenant controller): provisioning within seconds, drift repair,
+//! status, and deletion of everything a tenant owns.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use arktos_crds::Tenant;
+use arktos_e2e::cluster::kubeconfig;
+use arktos_e2e::cluster::pki::{Leaf, Usage};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use libtest_mimic::Trial;
+use serde_json::json;
+
+use crate::support::unique;
+use crate::{Ctx, trial};
+
+pub const NAMES: &[&str] = &["tenant_controller_provisions_repairs_and_deletes"];
+
+pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
+    vec![trial(
+        ctx,
+        NAMES[0],
+        tenant_controller_provisions_repairs_and_deletes,
+    )]
+}
+
+/// Polls `check` until it holds, for at most `within`.
+async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F) -> anyhow::Result<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await.unwrap_or(false) {
+            return Ok(started.elapsed());
+        }
+        ensure!(
+            started.elapsed() < within,
+            "{what}: not within {}s",
+            within.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn tenant_controller_provisions_repairs_and_deletes(ctx: Arc<Ctx>) -> anyhow::Result<()> {
+    let (pki, admin_url, gateway) = {
+        let local = ctx
+            .cluster
+            .local()
+            .context("this test needs the local cluster")?;
+        (
+            local.pki().clone(),
+            local.apiserver_url(),
+            local.gateway_url(""),
+        )
+    };
+    let admin = kubeconfig::client(&admin_url, &pki, "admin").await?;
+    let tenant = unique("op");
+    let owner = format!("{tenant}-owner");
+    pki.issue_from_cluster_ca(&Leaf {
+        name: &owner,
+        common_name: &owner,
+        organizations: &[],
+        dns_names: &[],
+        usage: Usage::Client,
+    })?;
+    let tenants: Api<Tenant> = Api::all(admin.clone());
+    let object: Tenant = serde_json::from_value(json!({
+        "apiVersion": "tenancy.arktos.io/v1alpha1", "kind": "Tenant", "metadata": {"name": tenant},
+        "spec": {"owners": [{"kind": "User", "name": owner}], "podSecurity": "baseline",
+                 "quota": {"hard": {"count/namespaces": "5"}}},
+    }))?;
+    tenants.create(&PostParams::default(), &object).await?;
+
+    // The owner's `use` grant appears without anyone granting it by hand.
+    let roles: Api<ClusterRole> = Api::all(admin.clone());
+    let role = format!("arktos:tenant:{tenant}:owner");
+    let took = eventually("the owner's grant", Duration::from_secs(5), || async {
+        Ok(roles.get_opt(&role).await?.is_some())
+    })
+    .await?;
+    eprintln!(
+        "tenant controller: owner grant after {} ms",
+        took.as_millis()
+    );
+    let owner_client = kubeconfig::client_with(
+        &format!("{gateway}{tenant}"),
+        &pki.ca_cert(),
+        &pki.cert(&owner),
+        &pki.key(&owner),
+        &[],
+    )
+    .await?;
+    let created = Instant::now();
+    for name in ["web", "db"] {
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+        eventually(
+            "creating a namespace as the owner",
+            Duration::from_secs(5),
+            || {
+                let (client, ns) = (owner_client.clone(), ns.clone());
+                async move {
+                    Ok(Api::<Namespace>::all(client)
+                        .create(&PostParams::default(), &ns)
+                        .await
+                        .is_ok())
+                }
+            },
+        )
+        .await?;
+    }
+
+    // Within 5 s: labels, owner bindings, policies for each namespace; status.
+    let storage = |ns: &str| format!("{tenant}--{ns}");
+    for ns in ["web", "db"] {
+        let policies: Api<NetworkPolicy> = Api::namespaced(admin.clone(), &storage(ns));
+        let bindings: Api<RoleBinding> = Api::namespaced(admin.clone(), &storage(ns));
+        let namespaces: Api<Namespace> = Api::all(admin.clone());
+        let name = storage(ns);
+        eventually(
+            "namespace provisioning",
+            Duration::from_secs(5)
+                .saturating_sub(created.elapsed())
+                .max(Duration::from_secs(1)),
+            || {
+                let (policies, bindings, namespaces, name) = (
+                    policies.clone(),
+                    bindings.clone(),
+                    namespaces.clone(),
+                    name.clone(),
+                );
+                async move {
+                    let labels = namespaces
+                        .get(&name)
+                        .await?
+                        .metadata
+                        .labels
+                        .unwrap_or_default();
+                    Ok(labels
+                        .get("pod-security.kubernetes.io/enforce")
+                        .map(String::as_str)
+                        == Some("baseline")
+                        && policies.get_opt("arktos-tenant-isolation").await?.is_some()
+                        && bindings.get_opt("arktos-tenant-owners").await?.is_some())
+                }
+            },
+        )
+        .await?;
+    }
+    eventually("status with usage", Duration::from_secs(5), || {
+        let tenants = tenants.clone();
+        let tenant = tenant.clone();
+        async move {
+            let status = tenants.get(&tenant).await?.status.unwrap_or_default();
+            Ok(status.namespaces == Some(2)
+                && status.used.get("count/namespaces").map(|q| q.0.as_str()) == Some("2")
+                && status.phase == Some(arktos_crds::tenant::TenantPhase::Active))
+        }
+    })
+    .await?;
+
+    // Drift: delete a policy, tamper with a Pod Security label: both come back.
+    let policies: Api<NetworkPolicy> = Api::namespaced(admin.clone(), &storage("web"));
+    policies
+        .delete("arktos-tenant-isolation", &DeleteParams::default())
+        .await?;
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    namespaces
+        .patch(&storage("web"), &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}})))
+        .await?;
+    let took = eventually("drift repair", Duration::from_secs(10), || {
+        let (policies, namespaces, name) = (policies.clone(), namespaces.clone(), storage("web"));
+        async move {
+            let labels = namespaces
+                .get(&name)
+                .await?
+                .metadata
+                .labels
+                .unwrap_or_default();
+            Ok(policies.get_opt("arktos-tenant-isolation").await?.is_some()
+                && labels
+                    .get("pod-security.kubernetes.io/enforce")
+                    .map(String::as_str)
+                    == Some("baseline"))
+        }
+    })
+    .await?;
+    eprintln!(
+        "tenant controller: drift repaired after {} ms",
+        took.as_millis()
+    );
+
+    // Deletion removes the namespaces, the grant, then the tenant.
+    tenants.delete(&tenant, &DeleteParams::default()).await?;
+    let took = eventually("tenant deletion", Duration::from_secs(90), || {
+        let (tenants, namespaces, roles, tenant, role) = (
+            tenants.clone(),
+            namespaces.clone(),
+            roles.clone(),
+            tenant.clone(),
+            role.clone(),
+        );
+        async move {
+            let left = namespaces
+                .list(
+                    &kube::api::ListParams::default()
+                        .labels(&format!("tenancy.arktos.io/tenant={tenant}")),
+                )
+                .await?
+                .items
+                .len();
+            let tenant_left = tenants
+                .get_opt(&tenant)
+                .await?
+                .map(|t| (t.metadata.finalizers, t.status.map(|s| s.conditions)));
+            let role_left = roles.get_opt(&role).await?.is_some();
+            if left > 0 || tenant_left.is_some() || role_left {
+                tracing::warn!(left, ?tenant_left, role_left, "deletion in progress");
+            }
+            Ok(left == 0 && tenant_left.is_none() && !role_left)
+        }
+    })
+    .await?;
+    eprintln!(
+        "tenant controller: tenant with 2 namespaces deleted after {} ms",
+        took.as_millis()
+    );
+    Ok(())
+}

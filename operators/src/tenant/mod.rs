@@ -1,0 +1,98 @@
+//! The tenant controller: for every Tenant, keeps in place what makes it a
+//! tenant (the `use` grant for its owners, its namespaces' labels, owner
+//! RoleBindings and NetworkPolicies), reports status, and on deletion
+//! removes everything it owns before letting the Tenant go.
+
+pub mod desired;
+mod reconcile;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arktos_crds::naming::TENANT_LABEL;
+use arktos_crds::tenant::Tenant;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+
+use crate::metrics::Metrics;
+
+/// What every reconcile gets.
+pub struct Context {
+    pub client: kube::Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The tenant an object labelled with `tenancy.arktos.io/tenant` belongs to.
+fn owning_tenant<K: Resource>(object: K) -> Option<ObjectRef<Tenant>> {
+    object
+        .labels()
+        .get(TENANT_LABEL)
+        .map(|tenant| ObjectRef::new(tenant))
+}
+
+pub async fn run(client: kube::Client, metrics: Arc<Metrics>) {
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let labelled = watcher::Config::default().labels(TENANT_LABEL);
+    let managed = watcher::Config::default().labels(&format!(
+        "{}={}",
+        desired::MANAGED_BY.0,
+        desired::MANAGED_BY.1
+    ));
+    let context = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), Reporter::from("arktos-operators")),
+        metrics,
+    });
+    Controller::new(tenants, watcher::Config::default())
+        .watches(
+            Api::<Namespace>::all(client.clone()),
+            labelled.clone(),
+            owning_tenant,
+        )
+        .watches(
+            Api::<RoleBinding>::all(client.clone()),
+            managed.clone(),
+            owning_tenant,
+        )
+        .watches(
+            Api::<NetworkPolicy>::all(client.clone()),
+            managed.clone(),
+            owning_tenant,
+        )
+        .watches(
+            Api::<ClusterRole>::all(client.clone()),
+            managed.clone(),
+            owning_tenant,
+        )
+        .watches(
+            Api::<ClusterRoleBinding>::all(client.clone()),
+            managed,
+            owning_tenant,
+        )
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, error_policy, context)
+        .for_each(|outcome| async move {
+            if let Err(err) = outcome {
+                tracing::debug!(error = %err, "reconcile outcome");
+            }
+        })
+        .await;
+}
+
+fn error_policy(tenant: Arc<Tenant>, error: &reconcile::Error, context: Arc<Context>) -> Action {
+    if error.in_progress() {
+        tracing::info!(tenant = %tenant.name_any(), %error, "cleanup under way");
+        return Action::requeue(Duration::from_secs(1));
+    }
+    tracing::warn!(tenant = %tenant.name_any(), %error, "reconcile failed");
+    context.metrics.failure();
+    Action::requeue(Duration::from_secs(5))
+}

@@ -1,0 +1,295 @@
+//! One reconcile of one Tenant.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arktos_crds::naming::{SYSTEM_TENANT, TENANT_LABEL, TenantName};
+use arktos_crds::tenant::{Tenant, TenantPhase, TenantStatus};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{self, Event as Finalize};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::Instrument;
+
+use super::{Context, desired};
+
+/// Removed last, once everything the tenant owns is gone.
+pub const FINALIZER: &str = "tenancy.arktos.io/cleanup";
+const MANAGER: &str = "arktos-operators";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[from] Box<finalizer::Error<Error>>),
+    /// Cleanup goes on: the finalizer stays until nothing is left. (The
+    /// finalizer helper releases the object after any successful cleanup,
+    /// so "not yet" has to be an error.)
+    #[error("deleting: {remaining} namespaces left")]
+    CleanupInProgress { remaining: usize },
+}
+
+impl Error {
+    /// Whether this is cleanup still under way rather than a failure.
+    pub fn in_progress(&self) -> bool {
+        match self {
+            Error::CleanupInProgress { .. } => true,
+            Error::Finalizer(inner) => matches!(
+                inner.as_ref(),
+                finalizer::Error::CleanupFailed(Error::CleanupInProgress { .. })
+            ),
+            _ => false,
+        }
+    }
+}
+
+pub async fn reconcile(tenant: Arc<Tenant>, context: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let name = tenant.name_any();
+    // The system tenant is the cluster itself: never provisioned, never cleaned up.
+    if name == SYSTEM_TENANT {
+        return Ok(Action::await_change());
+    }
+    let tenants: Api<Tenant> = Api::all(context.client.clone());
+    let outcome = finalizer::finalizer(&tenants, FINALIZER, tenant, |event| async {
+        match event {
+            Finalize::Apply(tenant) => apply(&tenant, &context).await,
+            Finalize::Cleanup(tenant) => cleanup(&tenant, &context).await,
+        }
+    })
+    .instrument(tracing::info_span!("reconcile", tenant = %name))
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    context.metrics.reconciled(started.elapsed());
+    outcome
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(MANAGER).force()
+}
+
+/// Storage names of the tenant's namespaces, for RBAC subjects.
+fn mapper(tenant: &str) -> impl Fn(&str) -> String + '_ {
+    move |namespace: &str| match TenantName::new(tenant).map(|t| t.storage_namespace(namespace)) {
+        Ok(Ok(storage)) => storage.as_str().to_string(),
+        _ => format!("{tenant}--{namespace}"),
+    }
+}
+
+async fn tenant_namespaces(client: &kube::Client, tenant: &str) -> Result<Vec<Namespace>, Error> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let list = namespaces
+        .list(&ListParams::default().labels(&format!("{TENANT_LABEL}={tenant}")))
+        .await?;
+    let prefix = format!("{tenant}--");
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|ns| ns.name_any().starts_with(&prefix))
+        .collect())
+}
+
+async fn apply(tenant: &Tenant, context: &Context) -> Result<Action, Error> {
+    let client = &context.client;
+    let name = tenant.name_any();
+    tracing::debug!(tenant = %name, "applying");
+    let map = mapper(&name);
+    let params = apply_params();
+    let role = desired::owner_role(&name);
+    Api::<ClusterRole>::all(client.clone())
+        .patch(&role.name_any(), &params, &Patch::Apply(&role))
+        .await?;
+    let binding = desired::owner_role_binding(tenant, &map);
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .patch(&binding.name_any(), &params, &Patch::Apply(&binding))
+        .await?;
+
+    let namespaces = tenant_namespaces(client, &name).await?;
+    let labels = desired::namespace_labels(tenant);
+    for namespace in &namespaces {
+        let ns_name = namespace.name_any();
+        if namespace.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns_name, "labels": labels}});
+        Api::<Namespace>::all(client.clone())
+            .patch(&ns_name, &params, &Patch::Apply(&patch))
+            .await?;
+        let owners = desired::owners_binding(tenant, &ns_name, &map);
+        Api::<RoleBinding>::namespaced(client.clone(), &ns_name)
+            .patch(desired::OWNERS_BINDING, &params, &Patch::Apply(&owners))
+            .await?;
+        let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns_name);
+        if tenant.spec.network_isolation {
+            let policy = desired::isolation_policy(&name, &ns_name);
+            policies
+                .patch(desired::ISOLATION_POLICY, &params, &Patch::Apply(&policy))
+                .await?;
+        } else if policies.get_opt(desired::ISOLATION_POLICY).await?.is_some() {
+            policies
+                .delete(desired::ISOLATION_POLICY, &DeleteParams::default())
+                .await?;
+        }
+    }
+    let count = namespaces
+        .iter()
+        .filter(|ns| ns.metadata.deletion_timestamp.is_none())
+        .count();
+    write_status(
+        tenant,
+        context,
+        TenantPhase::Active,
+        count,
+        "Provisioned",
+        "the tenant's access, namespaces and policies are in place",
+    )
+    .await?;
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+async fn cleanup(tenant: &Tenant, context: &Context) -> Result<Action, Error> {
+    let client = &context.client;
+    let name = tenant.name_any();
+    let namespaces = tenant_namespaces(client, &name).await?;
+    tracing::info!(tenant = %name, namespaces = namespaces.len(), "cleaning up");
+    if !namespaces.is_empty() {
+        let api: Api<Namespace> = Api::all(client.clone());
+        for namespace in namespaces
+            .iter()
+            .filter(|ns| ns.metadata.deletion_timestamp.is_none())
+        {
+            api.delete(&namespace.name_any(), &DeleteParams::background())
+                .await?;
+        }
+        let message = format!("deleting the tenant: {} namespaces left", namespaces.len());
+        write_status(
+            tenant,
+            context,
+            TenantPhase::Terminating,
+            namespaces.len(),
+            "Deleting",
+            &message,
+        )
+        .await?;
+        return Err(Error::CleanupInProgress {
+            remaining: namespaces.len(),
+        });
+    }
+    let role = desired::owner_role_name(&name);
+    for result in [
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .delete(&role, &DeleteParams::default())
+            .await
+            .map(|_| ()),
+        Api::<ClusterRole>::all(client.clone())
+            .delete(&role, &DeleteParams::default())
+            .await
+            .map(|_| ()),
+    ] {
+        if !gone(&result)
+            && let Err(err) = result
+        {
+            return Err(err.into());
+        }
+    }
+    tracing::info!(tenant = %name, "removed the owner grant; releasing the tenant");
+    publish(
+        tenant,
+        context,
+        "Deleted",
+        "everything the tenant owned is gone",
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// Deleted now, or not there to begin with.
+fn gone(result: &Result<(), kube::Error>) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(kube::Error::Api(status)) => status.code == 404,
+        Err(_) => false,
+    }
+}
+
+async fn write_status(
+    tenant: &Tenant,
+    context: &Context,
+    phase: TenantPhase,
+    namespaces: usize,
+    reason: &str,
+    message: &str,
+) -> Result<(), Error> {
+    let current = tenant.status.clone().unwrap_or_default();
+    let count = u32::try_from(namespaces).unwrap_or(u32::MAX);
+    let ready = if phase == TenantPhase::Active {
+        "True"
+    } else {
+        "False"
+    };
+    let unchanged = current.phase == Some(phase)
+        && current.namespaces == Some(count)
+        && current
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == ready && c.message == message);
+    if unchanged {
+        return Ok(());
+    }
+    let transition = current
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == ready)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
+    let mut used = current.used.clone();
+    used.insert("count/namespaces".into(), Quantity(count.to_string()));
+    let status = TenantStatus {
+        phase: Some(phase),
+        namespaces: Some(count),
+        used,
+        conditions: vec![Condition {
+            type_: "Ready".into(),
+            status: ready.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: transition,
+            observed_generation: tenant.metadata.generation,
+        }],
+    };
+    Api::<Tenant>::all(context.client.clone())
+        .patch_status(
+            &tenant.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await?;
+    publish(tenant, context, reason, message).await;
+    Ok(())
+}
+
+/// An Event on the Tenant for each change the controller makes.
+async fn publish(tenant: &Tenant, context: &Context, reason: &str, note: &str) {
+    let event = Event {
+        type_: EventType::Normal,
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(err) = context
+        .recorder
+        .publish(&event, &tenant.object_ref(&()))
+        .await
+    {
+        tracing::debug!(error = %err, "cannot publish an event");
+    }
+}
