@@ -152,6 +152,19 @@ async fn kubectl_manages_tenants_like_a_builtin_resource(ctx: Arc<Ctx>) -> anyho
         None,
     )
     .await?;
+    // kubectl's default patch type (strategic merge) is taken as a merge patch.
+    kubectl(
+        &ctx,
+        &[
+            "patch",
+            "tenant",
+            &name,
+            "-p",
+            r#"{"metadata":{"labels":{"patched":"strategic"}}}"#,
+        ],
+        None,
+    )
+    .await?;
     let got = kubectl(
         &ctx,
         &[
