@@ -93,3 +93,16 @@ pub async fn grant_use(admin: &kube::Client, tenant: &str, user: &str) -> anyhow
         .await?;
     Ok(())
 }
+
+/// A client certificate of the cluster CA for user `name` (files
+/// `<name>.crt` and `<name>.key` in the cluster's PKI folder).
+pub fn issue_user(pki: &arktos_e2e::cluster::pki::Pki, name: &str) -> anyhow::Result<()> {
+    pki.issue_from_cluster_ca(&arktos_e2e::cluster::pki::Leaf {
+        name,
+        common_name: name,
+        organizations: &[],
+        dns_names: &[],
+        usage: arktos_e2e::cluster::pki::Usage::Client,
+    })?;
+    Ok(())
+}

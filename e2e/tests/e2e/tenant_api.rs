@@ -571,13 +571,7 @@ async fn authentication_and_authorization_fail_closed(ctx: Arc<Ctx>) -> anyhow::
     // proxy's (an ordinary user certificate of the cluster CA): the headers
     // are ignored, the certificate's own user has no RBAC: 403.
     let mallory = "e2e-mallory";
-    pki.issue_from_cluster_ca(&arktos_e2e::cluster::pki::Leaf {
-        name: mallory,
-        common_name: mallory,
-        organizations: &[],
-        dns_names: &[],
-        usage: arktos_e2e::cluster::pki::Usage::Client,
-    })?;
+    crate::support::issue_user(&pki, mallory)?;
     let forged = direct(
         &ctx,
         port,

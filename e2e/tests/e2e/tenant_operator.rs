@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use arktos_crds::Tenant;
 use arktos_e2e::cluster::kubeconfig;
-use arktos_e2e::cluster::pki::{Leaf, Usage};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
@@ -64,13 +63,7 @@ async fn tenant_controller_provisions_repairs_and_deletes(ctx: Arc<Ctx>) -> anyh
     let admin = kubeconfig::client(&admin_url, &pki, "admin").await?;
     let tenant = unique("op");
     let owner = format!("{tenant}-owner");
-    pki.issue_from_cluster_ca(&Leaf {
-        name: &owner,
-        common_name: &owner,
-        organizations: &[],
-        dns_names: &[],
-        usage: Usage::Client,
-    })?;
+    crate::support::issue_user(&pki, &owner)?;
     let tenants: Api<Tenant> = Api::all(admin.clone());
     let object: Tenant = serde_json::from_value(json!({
         "apiVersion": "tenancy.arktos.io/v1alpha1", "kind": "Tenant", "metadata": {"name": tenant},

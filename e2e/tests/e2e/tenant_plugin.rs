@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, ensure};
 use arktos_e2e::cluster::kubeconfig;
-use arktos_e2e::cluster::pki::{Leaf, Usage};
 use k8s_openapi::api::core::v1::ConfigMap;
 use libtest_mimic::Trial;
 
@@ -69,13 +68,7 @@ async fn kubectl_tenant_use_gives_plain_kubectl_a_tenant_api(ctx: Arc<Ctx>) -> a
     std::fs::create_dir_all(&dir)?;
     let tenant = unique("plug");
     let user = format!("{tenant}-owner");
-    pki.issue_from_cluster_ca(&Leaf {
-        name: &user,
-        common_name: &user,
-        organizations: &[],
-        dns_names: &[],
-        usage: Usage::Client,
-    })?;
+    crate::support::issue_user(&pki, &user)?;
     let admin_config = dir.join("admin.kubeconfig");
     std::fs::copy(ctx.cluster.kubeconfig(), &admin_config)?;
     let user_config = dir.join("user.kubeconfig");

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use anyhow::{Context, bail, ensure};
 use arktos_crds::tenant::Tenant;
 use arktos_e2e::cluster::kubeconfig;
-use arktos_e2e::cluster::pki::{Leaf, Usage};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::Api;
@@ -70,13 +69,7 @@ async fn tenants_get_isolated_apis_on_the_gateway(ctx: Arc<Ctx>) -> anyhow::Resu
     mk_tenant(&admin, &acme, &alice).await?;
     mk_tenant(&admin, &globex, &bob).await?;
     for user in [&alice, &bob, &mallory] {
-        pki.issue_from_cluster_ca(&Leaf {
-            name: user,
-            common_name: user,
-            organizations: &[],
-            dns_names: &[],
-            usage: Usage::Client,
-        })?;
+        crate::support::issue_user(&pki, user)?;
     }
     let as_user = |user: &str, tenant: &str, headers: Vec<(&'static str, &'static str)>| {
         let (pki, gateway, user, tenant) = (

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use arktos_e2e::cluster::arktos::{self, APISERVER};
 use arktos_e2e::cluster::kubeconfig;
-use arktos_e2e::cluster::pki::{Leaf, Usage};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Api;
@@ -71,13 +70,7 @@ pub async fn mk_tenant_with_namespace(
     let admin = kubeconfig::client(&admin_url, &pki, "admin").await?;
     let tenant = unique(prefix);
     let user = format!("{tenant}-owner");
-    pki.issue_from_cluster_ca(&Leaf {
-        name: &user,
-        common_name: &user,
-        organizations: &[],
-        dns_names: &[],
-        usage: Usage::Client,
-    })?;
+    crate::support::issue_user(&pki, &user)?;
     let tenants: Api<arktos_crds::Tenant> = Api::all(admin.clone());
     let object: arktos_crds::Tenant = serde_json::from_value(json!({
         "apiVersion": "tenancy.arktos.io/v1alpha1", "kind": "Tenant", "metadata": {"name": tenant},
