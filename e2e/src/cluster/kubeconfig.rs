@@ -13,6 +13,15 @@ use crate::{IoContext, Result};
 /// certificate `<identity>.crt` of `pki`. Certificates are embedded, so the
 /// file can be copied elsewhere.
 pub fn write(path: &Path, cluster: &str, server: &str, pki: &Pki, identity: &str) -> Result<()> {
+    let yaml = render(cluster, server, pki, identity)?;
+    std::fs::write(path, yaml).context(|| format!("writing {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .context(|| format!("restricting {}", path.display()))
+}
+
+/// The kubeconfig YAML for `server` as `identity`.
+fn render(cluster: &str, server: &str, pki: &Pki, identity: &str) -> Result<String> {
     let read = |p: std::path::PathBuf| -> Result<String> {
         let bytes = std::fs::read(&p).context(|| format!("reading {}", p.display()))?;
         Ok(STANDARD.encode(bytes))
@@ -32,11 +41,7 @@ pub fn write(path: &Path, cluster: &str, server: &str, pki: &Pki, identity: &str
         "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user}}],
         "current-context": cluster,
     });
-    let yaml = serde_yaml::to_string(&config)?;
-    std::fs::write(path, yaml).context(|| format!("writing {}", path.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .context(|| format!("restricting {}", path.display()))
+    Ok(serde_yaml::to_string(&config)?)
 }
 
 /// A kube client for `server` presenting any certificate, with extra
@@ -83,14 +88,8 @@ fn pem_to_der(pem: &[u8]) -> Result<Vec<u8>> {
 
 /// A kube client for `server` as `identity`, trusting the cluster CA.
 pub async fn client(server: &str, pki: &Pki, identity: &str) -> Result<kube::Client> {
-    let dir = pki.dir().join("clients");
-    std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
-    let file = dir.join(format!(
-        "{identity}-{}.kubeconfig",
-        server.replace([':', '/'], "_")
-    ));
-    write(&file, "probe", server, pki, identity)?;
-    let kubeconfig = kube::config::Kubeconfig::read_from(&file)?;
+    // Built in memory: concurrent callers share no file.
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&render("probe", server, pki, identity)?)?;
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
     config.connect_timeout = Some(std::time::Duration::from_secs(2));
     config.read_timeout = Some(std::time::Duration::from_secs(10));
