@@ -25,6 +25,10 @@ const CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
 /// `false` drops it (a watch event about something not the tenant's).
 pub type Rewrite = Arc<dyn Fn(&mut Value) -> bool + Send + Sync>;
 
+/// A rewrite of a whole list answer as bytes; `None` falls back to
+/// [`Rewrite`] on the parsed answer.
+pub type RawListRewrite = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+
 /// One request to kube-apiserver.
 pub struct Outgoing<'a> {
     pub method: Method,
@@ -36,6 +40,8 @@ pub struct Outgoing<'a> {
     /// Impersonate this user; `None` acts as arktos-apiserver.
     pub as_user: Option<&'a UserInfo>,
     pub watch: bool,
+    /// For large lists: a rewrite that needs no full parse.
+    pub raw_list: Option<RawListRewrite>,
 }
 
 #[derive(Clone)]
@@ -116,6 +122,14 @@ impl Backend {
                 .collect_bytes()
                 .await
                 .map_err(unreachable)?;
+            if code.is_success()
+                && let Some(fast) = outgoing
+                    .raw_list
+                    .as_ref()
+                    .and_then(|rewrite| rewrite(&bytes))
+            {
+                return Ok(crate::respond::raw(code, fast, &content_type));
+            }
             match serde_json::from_slice::<Value>(&bytes) {
                 Ok(mut value) => {
                     if !rewrite(&mut value) {

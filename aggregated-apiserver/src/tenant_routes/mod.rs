@@ -169,6 +169,7 @@ impl TenantRoutes {
             body: None,
             as_user: None,
             watch: false,
+            raw_list: None,
         };
         self.backend.send(outgoing, Arc::new(|_| true)).await
     }
@@ -196,6 +197,7 @@ impl TenantRoutes {
                 body: None,
                 as_user: None,
                 watch: false,
+                raw_list: None,
             };
             let (code, mut index) = self.backend.json(outgoing).await?;
             if let Some(paths) = index.get_mut("paths").and_then(Value::as_object_mut) {
@@ -243,6 +245,7 @@ impl TenantRoutes {
         }
         let mut params = request.params();
         let mut as_user = Some(user);
+        let mut raw_list: Option<backend::RawListRewrite> = None;
         let uri_path = if Catalog::shared_read_only(&r.group, &r.resource) {
             if request.method != Method::GET {
                 return Err(status::forbidden(
@@ -304,6 +307,12 @@ impl TenantRoutes {
             }
             as_user = None;
             map_params(&view, &mut params, true, false)?;
+            // Items of these kinds name other namespaces beyond their own.
+            let references = matches!(r.resource.as_str(), "rolebindings" | "events");
+            if !watch && !references && !request.accept().contains("as=Table") {
+                let fast_view = view.clone();
+                raw_list = Some(Arc::new(move |bytes: &[u8]| fast_view.list_fast(bytes)));
+            }
             join(&[&r.prefix(), &r.resource])
         } else {
             return Err(status::path_not_found(&request.path));
@@ -330,6 +339,7 @@ impl TenantRoutes {
             body,
             as_user,
             watch,
+            raw_list,
         };
         self.backend.send(outgoing, rewrite).await
     }
@@ -347,6 +357,7 @@ impl TenantRoutes {
             body: None,
             as_user: None,
             watch: false,
+            raw_list: None,
         };
         let (code, list) = self.backend.json(outgoing).await?;
         if !code.is_success() {
@@ -397,6 +408,7 @@ impl TenantRoutes {
             body,
             as_user: None,
             watch,
+            raw_list: None,
         };
         match (&request.method, &r.name, &r.subresource) {
             (&Method::GET, None, None) => {
@@ -508,6 +520,7 @@ impl TenantRoutes {
             body: None,
             as_user: None,
             watch: false,
+            raw_list: None,
         };
         let (code, namespace) = self.backend.json(outgoing).await?;
         let labelled = namespace
@@ -592,6 +605,7 @@ impl TenantRoutes {
             body: Some(serde_json::to_vec(&binding).map_err(|e| status::internal(&e.to_string()))?),
             as_user: None,
             watch: false,
+            raw_list: None,
         };
         let (code, answer) = self.backend.json(outgoing).await?;
         if code.is_success() || code == StatusCode::CONFLICT {
