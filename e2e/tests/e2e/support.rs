@@ -106,3 +106,17 @@ pub fn issue_user(pki: &arktos_e2e::cluster::pki::Pki, name: &str) -> anyhow::Re
     })?;
     Ok(())
 }
+
+/// What tests take from the local cluster: its PKI, the kube-apiserver URL
+/// and the tenant gateway's base URL (`.../tenants/`).
+pub fn local_parts(ctx: &Ctx) -> anyhow::Result<(arktos_e2e::cluster::pki::Pki, String, String)> {
+    let local = ctx
+        .cluster
+        .local()
+        .context("this test needs the local cluster")?;
+    Ok((
+        local.pki().clone(),
+        local.apiserver_url(),
+        local.gateway_url(""),
+    ))
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use arktos_crds::Tenant;
 use arktos_e2e::cluster::kubeconfig;
 use k8s_openapi::api::core::v1::Namespace;
@@ -49,17 +49,7 @@ where
 }
 
 async fn tenant_controller_provisions_repairs_and_deletes(ctx: Arc<Ctx>) -> anyhow::Result<()> {
-    let (pki, admin_url, gateway) = {
-        let local = ctx
-            .cluster
-            .local()
-            .context("this test needs the local cluster")?;
-        (
-            local.pki().clone(),
-            local.apiserver_url(),
-            local.gateway_url(""),
-        )
-    };
+    let (pki, admin_url, gateway) = crate::support::local_parts(&ctx)?;
     let admin = kubeconfig::client(&admin_url, &pki, "admin").await?;
     let tenant = unique("op");
     let owner = format!("{tenant}-owner");

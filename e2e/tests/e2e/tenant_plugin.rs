@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use arktos_e2e::cluster::kubeconfig;
 use k8s_openapi::api::core::v1::ConfigMap;
 use libtest_mimic::Trial;
@@ -53,17 +53,7 @@ async fn kubectl_as(
 }
 
 async fn kubectl_tenant_use_gives_plain_kubectl_a_tenant_api(ctx: Arc<Ctx>) -> anyhow::Result<()> {
-    let (pki, admin_url, gateway) = {
-        let local = ctx
-            .cluster
-            .local()
-            .context("this test needs the local cluster")?;
-        (
-            local.pki().clone(),
-            local.apiserver_url(),
-            local.gateway_url(""),
-        )
-    };
+    let (pki, admin_url, gateway) = crate::support::local_parts(&ctx)?;
     let dir = std::env::temp_dir().join(format!("arktos-e2e-plugin-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let tenant = unique("plug");

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{bail, ensure};
 use arktos_crds::tenant::Tenant;
 use arktos_e2e::cluster::kubeconfig;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
@@ -47,17 +47,7 @@ fn code<T: std::fmt::Debug>(result: kube::Result<T>) -> anyhow::Result<u16> {
 }
 
 async fn tenants_get_isolated_apis_on_the_gateway(ctx: Arc<Ctx>) -> anyhow::Result<()> {
-    let (pki, admin_url, gateway) = {
-        let local = ctx
-            .cluster
-            .local()
-            .context("this test needs the local cluster")?;
-        (
-            local.pki().clone(),
-            local.apiserver_url(),
-            local.gateway_url(""),
-        )
-    };
+    let (pki, admin_url, gateway) = crate::support::local_parts(&ctx)?;
     let gateway = gateway.trim_end_matches('/').to_string();
     let admin = kubeconfig::client(&admin_url, &pki, "admin").await?;
     let (acme, globex) = (unique("acme"), unique("globex"));

@@ -56,17 +56,7 @@ pub async fn mk_tenant_with_namespace(
     ctx: &Ctx,
     prefix: &str,
 ) -> anyhow::Result<(String, kube::Client, kube::Client)> {
-    let (pki, admin_url, gateway) = {
-        let local = ctx
-            .cluster
-            .local()
-            .context("this test needs the local cluster")?;
-        (
-            local.pki().clone(),
-            local.apiserver_url(),
-            local.gateway_url(""),
-        )
-    };
+    let (pki, admin_url, gateway) = crate::support::local_parts(ctx)?;
     let admin = kubeconfig::client(&admin_url, &pki, "admin").await?;
     let tenant = unique(prefix);
     let user = format!("{tenant}-owner");
