@@ -9,7 +9,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use arktos_crds::tenant::{Tenant, TenantSpec};
 use arktos_e2e::bench::{Sample, measure, report};
 use arktos_e2e::cluster::{ClusterSpec, LocalCluster, Ports};
 use arktos_e2e::home::ArktosHome;
@@ -17,10 +16,10 @@ use clap::{Parser, Subcommand};
 
 #[path = "arktos-bench/tenant_pods.rs"]
 mod tenant_pods;
-use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::Api;
 use kube::api::{DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::json;
 
 #[derive(Parser)]
 #[command(
@@ -133,6 +132,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     result
 }
 
+/// One kind the Tenant benchmark measures, and how to make an object of it.
+struct Kind {
+    label: &'static str,
+    api: Api<DynamicObject>,
+    object: fn(&str, usize) -> serde_json::Value,
+    prefix: &'static str,
+}
+
 async fn tenants(
     client: kube::Client,
     count: usize,
@@ -140,105 +147,75 @@ async fn tenants(
     lists: usize,
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    let tenants: Api<Tenant> = Api::all(client.clone());
-    let records: Api<DynamicObject> = Api::all_with(
-        client.clone(),
-        &ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("storage.tenancy.arktos.io", "v1alpha1", "TenantRecord"),
-            "tenantrecords",
-        ),
-    );
-    let classes: Api<PriorityClass> = Api::all(client.clone());
-    let run = std::process::id() % 10_000;
-    let mut samples: Vec<Sample> = Vec::new();
-    let targets = [
-        "tenants (via aggregator)",
-        "tenantrecords (storage CRD, direct)",
-        "priorityclasses (built-in)",
+    let resource = |group: &str, version: &str, kind: &str, plural: &str| {
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+    };
+    let kinds = [
+        Kind {
+            label: "tenants (via aggregator)",
+            api: Api::all_with(
+                client.clone(),
+                &resource("tenancy.arktos.io", "v1alpha1", "Tenant", "tenants"),
+            ),
+            object: |name, _| json!({"apiVersion": "tenancy.arktos.io/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": {}}),
+            prefix: "t",
+        },
+        Kind {
+            label: "tenantrecords (storage CRD, direct)",
+            api: Api::all_with(
+                client.clone(),
+                &resource(
+                    "storage.tenancy.arktos.io",
+                    "v1alpha1",
+                    "TenantRecord",
+                    "tenantrecords",
+                ),
+            ),
+            object: |name, _| json!({"apiVersion": "storage.tenancy.arktos.io/v1alpha1", "kind": "TenantRecord", "metadata": {"name": name}, "spec": {}}),
+            prefix: "r",
+        },
+        Kind {
+            label: "priorityclasses (built-in)",
+            api: Api::all_with(
+                client.clone(),
+                &resource(
+                    "scheduling.k8s.io",
+                    "v1",
+                    "PriorityClass",
+                    "priorityclasses",
+                ),
+            ),
+            object: |name, i| json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name}, "value": i}),
+            prefix: "p",
+        },
     ];
+    let run = std::process::id() % 10_000;
+    let name = move |prefix: &str, i: usize| format!("b{run}{prefix}{i}");
+    let mut samples: Vec<Sample> = Vec::new();
 
     eprintln!("[1/3] CREATE {count} of each, {concurrency} in flight");
-    {
-        let api = tenants.clone();
+    for kind in &kinds {
+        let (api, object, prefix) = (kind.api.clone(), kind.object, kind.prefix);
         samples.push(
-            measure("CREATE", targets[0], count, concurrency, move |i| {
+            measure("CREATE", kind.label, count, concurrency, move |i| {
                 let api = api.clone();
                 async move {
-                    api.create(
-                        &PostParams::default(),
-                        &Tenant::new(&format!("b{run}t{i}"), TenantSpec::default()),
-                    )
-                    .await?;
-                    Ok(())
-                }
-            })
-            .await,
-        );
-        let api = records.clone();
-        samples.push(
-            measure("CREATE", targets[1], count, concurrency, move |i| {
-                let api = api.clone();
-                async move {
-                    let object: DynamicObject = serde_json::from_value(serde_json::json!({
-                        "apiVersion": "storage.tenancy.arktos.io/v1alpha1", "kind": "TenantRecord",
-                        "metadata": {"name": format!("b{run}r{i}")}, "spec": {},
-                    }))?;
-                    api.create(&PostParams::default(), &object).await?;
-                    Ok(())
-                }
-            })
-            .await,
-        );
-        let api = classes.clone();
-        samples.push(
-            measure("CREATE", targets[2], count, concurrency, move |i| {
-                let api = api.clone();
-                async move {
-                    let class: PriorityClass = serde_json::from_value(serde_json::json!({
-                        "metadata": {"name": format!("b{run}p{i}")}, "value": i,
-                    }))?;
-                    api.create(&PostParams::default(), &class).await?;
+                    let body: DynamicObject = serde_json::from_value(object(&name(prefix, i), i))?;
+                    api.create(&PostParams::default(), &body).await?;
                     Ok(())
                 }
             })
             .await,
         );
     }
-
     eprintln!("[2/3] GET {gets} of each");
-    {
-        let api = tenants.clone();
+    for kind in &kinds {
+        let (api, prefix) = (kind.api.clone(), kind.prefix);
         samples.push(
-            measure("GET", targets[0], gets, concurrency, move |i| {
+            measure("GET", kind.label, gets, concurrency, move |i| {
                 let api = api.clone();
                 async move {
-                    api.get(&format!("b{run}t{}", i % count))
-                        .await
-                        .map(|_| ())
-                        .context("get")
-                }
-            })
-            .await,
-        );
-        let api = records.clone();
-        samples.push(
-            measure("GET", targets[1], gets, concurrency, move |i| {
-                let api = api.clone();
-                async move {
-                    api.get(&format!("b{run}r{}", i % count))
-                        .await
-                        .map(|_| ())
-                        .context("get")
-                }
-            })
-            .await,
-        );
-        let api = classes.clone();
-        samples.push(
-            measure("GET", targets[2], gets, concurrency, move |i| {
-                let api = api.clone();
-                async move {
-                    api.get(&format!("b{run}p{}", i % count))
+                    api.get(&name(prefix, i % count))
                         .await
                         .map(|_| ())
                         .context("get")
@@ -247,34 +224,11 @@ async fn tenants(
             .await,
         );
     }
-
     eprintln!("[3/3] LIST all ({count}+ objects) {lists} times each");
-    {
-        let api = tenants.clone();
+    for kind in &kinds {
+        let api = kind.api.clone();
         samples.push(
-            measure("LIST", targets[0], lists, 1, move |_| {
-                let api = api.clone();
-                async move {
-                    anyhow::ensure!(api.list(&ListParams::default()).await?.items.len() >= count);
-                    Ok(())
-                }
-            })
-            .await,
-        );
-        let api = records.clone();
-        samples.push(
-            measure("LIST", targets[1], lists, 1, move |_| {
-                let api = api.clone();
-                async move {
-                    anyhow::ensure!(api.list(&ListParams::default()).await?.items.len() >= count);
-                    Ok(())
-                }
-            })
-            .await,
-        );
-        let api = classes.clone();
-        samples.push(
-            measure("LIST", targets[2], lists, 1, move |_| {
+            measure("LIST", kind.label, lists, 1, move |_| {
                 let api = api.clone();
                 async move {
                     anyhow::ensure!(api.list(&ListParams::default()).await?.items.len() >= count);
@@ -285,6 +239,6 @@ async fn tenants(
         );
     }
     println!();
-    report(&samples, targets[2]);
+    report(&samples, kinds[2].label);
     Ok(())
 }
