@@ -43,6 +43,9 @@ async fn client(config: &Config) -> anyhow::Result<kube::Client> {
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Listen for SIGTERM from the start: a stop that arrives while the
+    // controllers are still starting must still stop us.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let client = client(&config).await?;
     let metrics = metrics::Metrics::new();
     let served = metrics.clone();
@@ -59,6 +62,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         warp::serve(health).run(health_address).await;
     });
     tracing::info!(%health_address, "serving health and metrics");
-    tenant::run(client, Arc::clone(&metrics)).await;
+    tokio::select! {
+        _ = tenant::run(client, Arc::clone(&metrics)) => {}
+        _ = terminate.recv() => tracing::info!("terminated; stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+    }
     Ok(())
 }

@@ -77,7 +77,6 @@ pub async fn run(client: kube::Client, metrics: Arc<Metrics>) {
             managed,
             owning_tenant,
         )
-        .shutdown_on_signal()
         .run(reconcile::reconcile, error_policy, context)
         .for_each(|outcome| async move {
             if let Err(err) = outcome {
