@@ -44,6 +44,23 @@ pub struct Outgoing<'a> {
     pub raw_list: Option<RawListRewrite>,
 }
 
+impl<'a> Outgoing<'a> {
+    /// A GET done as arktos-apiserver itself (not the user), answered in
+    /// `accept`.
+    pub fn get_as_us(uri: String, accept: &'a str) -> Self {
+        Self {
+            method: Method::GET,
+            uri,
+            accept,
+            content_type: "",
+            body: None,
+            as_user: None,
+            watch: false,
+            raw_list: None,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Backend {
     client: kube::Client,

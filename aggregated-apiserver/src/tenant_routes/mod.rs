@@ -161,16 +161,8 @@ impl TenantRoutes {
     }
 
     async fn pass_as_us(&self, uri: String, request: &ApiRequest) -> Result<Response, Status> {
-        let outgoing = Outgoing {
-            method: Method::GET,
-            uri,
-            accept: &request.accept(),
-            content_type: "",
-            body: None,
-            as_user: None,
-            watch: false,
-            raw_list: None,
-        };
+        let accept = request.accept();
+        let outgoing = Outgoing::get_as_us(uri, &accept);
         self.backend.send(outgoing, Arc::new(|_| true)).await
     }
 
@@ -189,16 +181,7 @@ impl TenantRoutes {
             }
         };
         if path == "/openapi/v3" {
-            let outgoing = Outgoing {
-                method: Method::GET,
-                uri: path.into(),
-                accept: "application/json",
-                content_type: "",
-                body: None,
-                as_user: None,
-                watch: false,
-                raw_list: None,
-            };
+            let outgoing = Outgoing::get_as_us(path.into(), "application/json");
             let (code, mut index) = self.backend.json(outgoing).await?;
             if let Some(paths) = index.get_mut("paths").and_then(Value::as_object_mut) {
                 paths.retain(|key, _| visible(key));
@@ -346,19 +329,13 @@ impl TenantRoutes {
 
     /// The storage names of the tenant's namespaces.
     async fn storage_namespaces(&self, view: &View) -> Result<Vec<String>, Status> {
-        let outgoing = Outgoing {
-            method: Method::GET,
-            uri: with_query(
+        let outgoing = Outgoing::get_as_us(
+            with_query(
                 "/api/v1/namespaces".into(),
                 &[("labelSelector".into(), view.label_term())],
             ),
-            accept: "application/json",
-            content_type: "",
-            body: None,
-            as_user: None,
-            watch: false,
-            raw_list: None,
-        };
+            "application/json",
+        );
         let (code, list) = self.backend.json(outgoing).await?;
         if !code.is_success() {
             return Err(status::service_unavailable(
@@ -512,16 +489,8 @@ impl TenantRoutes {
             })
         };
         let storage = view.namespace_to_storage(name).map_err(|_| not_found())?;
-        let outgoing = Outgoing {
-            method: Method::GET,
-            uri: join(&["/api/v1/namespaces", &storage]),
-            accept: "application/json",
-            content_type: "",
-            body: None,
-            as_user: None,
-            watch: false,
-            raw_list: None,
-        };
+        let outgoing =
+            Outgoing::get_as_us(join(&["/api/v1/namespaces", &storage]), "application/json");
         let (code, namespace) = self.backend.json(outgoing).await?;
         let labelled = namespace
             .pointer(&format!(

@@ -85,14 +85,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     } = cli.bench
     {
         // Needs the local cluster's CA to issue a tenant owner's certificate.
-        let mut spec = ClusterSpec::new(
-            format!("bench-{}", std::process::id()),
-            ArktosHome::from_env(),
-            Ports::find_free()?,
-        );
-        spec.ephemeral = true;
-        eprintln!("starting a local cluster for the benchmark");
-        let mut cluster = LocalCluster::start(spec).await?;
+        let mut cluster = start_cluster().await?;
         let result =
             tenant_pods::run(&cluster, pods, namespaces, per_path, lists, cli.concurrency).await;
         cluster.stop();
@@ -107,14 +100,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )?
         }
         None => {
-            let mut spec = ClusterSpec::new(
-                format!("bench-{}", std::process::id()),
-                ArktosHome::from_env(),
-                Ports::find_free()?,
-            );
-            spec.ephemeral = true;
-            eprintln!("starting a local cluster for the benchmark");
-            let cluster = LocalCluster::start(spec).await?;
+            let cluster = start_cluster().await?;
             let client = cluster.admin_client().await?;
             local = Some(cluster);
             client
@@ -130,6 +116,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cluster.stop();
     }
     result
+}
+
+/// A fresh ephemeral local cluster on free ports, for one benchmark run.
+async fn start_cluster() -> anyhow::Result<LocalCluster> {
+    let mut spec = ClusterSpec::new(
+        format!("bench-{}", std::process::id()),
+        ArktosHome::from_env(),
+        Ports::find_free()?,
+    );
+    spec.ephemeral = true;
+    eprintln!("starting a local cluster for the benchmark");
+    Ok(LocalCluster::start(spec).await?)
 }
 
 /// One kind the Tenant benchmark measures, and how to make an object of it.
