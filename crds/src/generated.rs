@@ -1,16 +1,22 @@
 //! Manifests generated from the Rust types, so the YAML never drifts from
 //! the code. `cargo run -p arktos-crds --bin arktos-crdgen` writes them.
 
-use crate::tenant::storage_crd;
+use kube::CustomResourceExt;
+
+use crate::tenant::{QuotaLedger, storage_crd};
 
 const HEADER: &str = "# Generated from the Rust types by `cargo run -p arktos-crds --bin arktos-crdgen`; do not edit.\n";
 
 /// (file name, YAML) of every generated manifest.
 pub fn files() -> Vec<(String, String)> {
-    let crd = storage_crd();
-    let name = crd.metadata.name.clone().unwrap_or_default();
-    let yaml = serde_yaml::to_string(&crd).expect("a CRD serialises");
-    vec![(format!("{name}.yaml"), format!("{HEADER}{yaml}"))]
+    [storage_crd(), QuotaLedger::crd()]
+        .into_iter()
+        .map(|crd| {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            let yaml = serde_yaml::to_string(&crd).expect("a CRD serialises");
+            (format!("{name}.yaml"), format!("{HEADER}{yaml}"))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -235,6 +235,36 @@ pub fn forbidden(subject: &Subject<'_>, why: &str) -> Status {
     )
 }
 
+/// One quota key a request would push past its tenant-wide limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaExcess {
+    pub key: String,
+    pub requested: String,
+    pub used: String,
+    pub limited: String,
+}
+
+/// 403 when a create would exceed the tenant-wide quota, worded as
+/// kube-apiserver words ResourceQuota denials, naming the tenant.
+pub fn quota_exceeded(subject: &Subject<'_>, tenant: &str, excess: &[QuotaExcess]) -> Status {
+    let list = |field: fn(&QuotaExcess) -> &str| {
+        excess
+            .iter()
+            .map(|e| format!("{}={}", e.key, field(e)))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    forbidden(
+        subject,
+        &format!(
+            "exceeded quota: tenant {tenant}, requested: {}, used: {}, limited: {}",
+            list(|e| &e.requested),
+            list(|e| &e.used),
+            list(|e| &e.limited)
+        ),
+    )
+}
+
 /// 403 for a non-resource path.
 pub fn forbidden_path(user: &str, verb: &str, path: &str) -> Status {
     failure(

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -12,6 +14,15 @@ pub struct Metrics {
     reconciles: Counter,
     failures: Counter,
     duration: Histogram,
+    admissions: Family<AdmissionLabels, Counter>,
+    admission_duration: Family<AdmissionLabels, Histogram>,
+}
+
+/// Which webhook answered, and how.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    pub webhook: &'static str,
+    pub allowed: bool,
 }
 
 impl Metrics {
@@ -31,17 +42,41 @@ impl Metrics {
             "Time of a tenant reconcile",
             duration.clone(),
         );
+        let admissions = Family::<AdmissionLabels, Counter>::default();
+        registry.register(
+            "admission_reviews",
+            "Admission reviews answered",
+            admissions.clone(),
+        );
+        let admission_duration = Family::<AdmissionLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+        });
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer an admission review",
+            admission_duration.clone(),
+        );
         Arc::new(Self {
             registry,
             reconciles,
             failures,
             duration,
+            admissions,
+            admission_duration,
         })
     }
 
     pub fn reconciled(&self, took: Duration) {
         self.reconciles.inc();
         self.duration.observe(took.as_secs_f64());
+    }
+
+    pub fn admitted(&self, webhook: &'static str, allowed: bool, took: Duration) {
+        let labels = AdmissionLabels { webhook, allowed };
+        self.admissions.get_or_create(&labels).inc();
+        self.admission_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
     }
 
     pub fn failure(&self) {

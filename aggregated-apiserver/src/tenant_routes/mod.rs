@@ -525,17 +525,20 @@ impl TenantRoutes {
         };
         let used = self.storage_namespaces(view).await?.len();
         if used >= limit {
-            return Err(status::forbidden(
+            return Err(status::quota_exceeded(
                 &Subject {
                     resource: "namespaces",
                     kind: "Namespace",
                     name,
                     ..Default::default()
                 },
-                &format!(
-                    "exceeded quota: tenant {}, requested: count/namespaces=1, used: count/namespaces={used}, limited: count/namespaces={limit}",
-                    view.tenant()
-                ),
+                view.tenant().as_str(),
+                &[status::QuotaExcess {
+                    key: "count/namespaces".into(),
+                    requested: "1".into(),
+                    used: used.to_string(),
+                    limited: limit.to_string(),
+                }],
             ));
         }
         Ok(())

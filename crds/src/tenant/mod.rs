@@ -1,6 +1,7 @@
 //! `Tenant` (`tenancy.arktos.io/v1alpha1`, cluster-scoped): the object the
 //! whole system understands, served by arktos-apiserver.
 
+mod ledger;
 mod storage;
 pub mod validation;
 
@@ -12,6 +13,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use ledger::{Charge, LEDGER_PLURAL, QuotaLedger, QuotaLedgerSpec};
 pub use storage::{STORAGE_GROUP, STORAGE_KIND, STORAGE_PLURAL, STORAGE_VERSION, storage_crd};
 
 pub const GROUP: &str = "tenancy.arktos.io";
@@ -58,9 +60,34 @@ pub struct TenantSpec {
     /// Deny traffic from other tenants' pods (allow within the tenant and DNS).
     #[serde(default = "enabled")]
     pub network_isolation: bool,
+    /// Ways of exposing Services outside the cluster the tenant may use;
+    /// all off unless the platform team allows them.
+    #[serde(default, skip_serializing_if = "ServiceExposure::is_none")]
+    pub service_exposure: ServiceExposure,
     /// The backend control plane that holds the tenant's objects. Immutable.
     #[serde(default = "default_partition")]
     pub partition: String,
+}
+
+/// Service exposure beyond ClusterIP: each reaches outside the tenant.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceExposure {
+    /// Services of type NodePort (and the node ports of LoadBalancers).
+    #[serde(default)]
+    pub node_port: bool,
+    /// Services of type LoadBalancer.
+    #[serde(default)]
+    pub load_balancer: bool,
+    /// `spec.externalIPs` on Services.
+    #[serde(default, rename = "externalIPs")]
+    pub external_ips: bool,
+}
+
+impl ServiceExposure {
+    pub fn is_none(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl Default for TenantSpec {
@@ -70,6 +97,7 @@ impl Default for TenantSpec {
             quota: None,
             pod_security: PodSecurityLevel::default(),
             network_isolation: true,
+            service_exposure: ServiceExposure::default(),
             partition: default_partition(),
         }
     }

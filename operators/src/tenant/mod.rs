@@ -12,20 +12,23 @@ use std::time::Duration;
 use arktos_crds::naming::TENANT_LABEL;
 use arktos_crds::tenant::Tenant;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
-use kube::runtime::controller::{Action, Controller};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 
 use crate::metrics::Metrics;
+use crate::quota::ledger::Ledgers;
 
 /// What every reconcile gets.
 pub struct Context {
     pub client: kube::Client,
+    pub ledgers: Arc<Ledgers>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
 }
@@ -38,7 +41,7 @@ fn owning_tenant<K: Resource>(object: K) -> Option<ObjectRef<Tenant>> {
         .map(|tenant| ObjectRef::new(tenant))
 }
 
-pub async fn run(client: kube::Client, metrics: Arc<Metrics>) {
+pub async fn run(client: kube::Client, metrics: Arc<Metrics>, ledgers: Arc<Ledgers>) {
     let tenants: Api<Tenant> = Api::all(client.clone());
     let labelled = watcher::Config::default().labels(TENANT_LABEL);
     let managed = watcher::Config::default().labels(&format!(
@@ -48,10 +51,30 @@ pub async fn run(client: kube::Client, metrics: Arc<Metrics>) {
     ));
     let context = Arc::new(Context {
         client: client.clone(),
+        ledgers,
         recorder: Recorder::new(client.clone(), Reporter::from("arktos-operators")),
         metrics,
     });
+    // What the tenant-wide quota counts: a create or delete anywhere in a
+    // tenant re-settles its ledger (metadata says which tenant; kube asks
+    // for metadata only when the Api is of PartialObjectMeta).
     Controller::new(tenants, watcher::Config::default())
+        .with_config(controller::Config::default().debounce(Duration::from_millis(200)))
+        .watches(
+            Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+            labelled.clone(),
+            owning_tenant,
+        )
+        .watches(
+            Api::<PartialObjectMeta<Service>>::all(client.clone()),
+            labelled.clone(),
+            owning_tenant,
+        )
+        .watches(
+            Api::<PartialObjectMeta<PersistentVolumeClaim>>::all(client.clone()),
+            labelled.clone(),
+            owning_tenant,
+        )
         .watches(
             Api::<Namespace>::all(client.clone()),
             labelled.clone(),
@@ -87,6 +110,10 @@ pub async fn run(client: kube::Client, metrics: Arc<Metrics>) {
 }
 
 fn error_policy(tenant: Arc<Tenant>, error: &reconcile::Error, context: Arc<Context>) -> Action {
+    if error.lost_race() {
+        tracing::debug!(tenant = %tenant.name_any(), %error, "lost a write race; retrying");
+        return Action::requeue(Duration::from_millis(100));
+    }
     if error.in_progress() {
         tracing::info!(tenant = %tenant.name_any(), %error, "cleanup under way");
         return Action::requeue(Duration::from_secs(1));

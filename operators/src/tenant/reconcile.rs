@@ -1,9 +1,11 @@
 //! One reconcile of one Tenant.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arktos_crds::naming::{SYSTEM_TENANT, TENANT_LABEL, TenantName};
+use arktos_crds::quantity;
 use arktos_crds::tenant::{Tenant, TenantPhase, TenantStatus};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -38,6 +40,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether another writer got there first (a quota charge landed while
+    /// the ledger was being settled): retry at once, it is no failure.
+    pub fn lost_race(&self) -> bool {
+        let conflict = |e: &Error| matches!(e, Error::Kube(kube::Error::Api(s)) if s.code == 409);
+        match self {
+            Error::Finalizer(inner) => matches!(
+                inner.as_ref(),
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) if conflict(e)
+            ),
+            other => conflict(other),
+        }
+    }
+
     /// Whether this is cleanup still under way rather than a failure.
     pub fn in_progress(&self) -> bool {
         match self {
@@ -143,11 +158,13 @@ async fn apply(tenant: &Tenant, context: &Context) -> Result<Action, Error> {
         .iter()
         .filter(|ns| ns.metadata.deletion_timestamp.is_none())
         .count();
+    let used = settle_quota(tenant, context, count).await?;
     write_status(
         tenant,
         context,
         TenantPhase::Active,
         count,
+        used,
         "Provisioned",
         "the tenant's access, namespaces and policies are in place",
     )
@@ -170,11 +187,13 @@ async fn cleanup(tenant: &Tenant, context: &Context) -> Result<Action, Error> {
                 .await?;
         }
         let message = format!("deleting the tenant: {} namespaces left", namespaces.len());
+        let used = tenant.status.clone().unwrap_or_default().used;
         write_status(
             tenant,
             context,
             TenantPhase::Terminating,
             namespaces.len(),
+            used,
             "Deleting",
             &message,
         )
@@ -220,11 +239,42 @@ fn gone(result: &Result<(), kube::Error>) -> bool {
     }
 }
 
+/// Settles the tenant's quota ledger with what is stored and returns the
+/// usage of every quota key (and the namespace count, quota or not).
+async fn settle_quota(
+    tenant: &Tenant,
+    context: &Context,
+    namespaces: usize,
+) -> Result<BTreeMap<String, Quantity>, Error> {
+    let name = tenant.name_any();
+    let hard = tenant
+        .spec
+        .quota
+        .as_ref()
+        .map(|q| q.hard.clone())
+        .unwrap_or_default();
+    let Ok(tenant_name) = TenantName::new(&name) else {
+        return Ok(BTreeMap::new());
+    };
+    let usage = context.ledgers.settle(&tenant_name, &hard).await?;
+    let mut used: BTreeMap<String, Quantity> = hard
+        .keys()
+        .map(|key| {
+            let amount = usage.get(key).copied().unwrap_or(0);
+            (key.clone(), Quantity(quantity::from_milli(amount)))
+        })
+        .collect();
+    used.entry("count/namespaces".into())
+        .or_insert_with(|| Quantity(namespaces.to_string()));
+    Ok(used)
+}
+
 async fn write_status(
     tenant: &Tenant,
     context: &Context,
     phase: TenantPhase,
     namespaces: usize,
+    used: BTreeMap<String, Quantity>,
     reason: &str,
     message: &str,
 ) -> Result<(), Error> {
@@ -237,6 +287,7 @@ async fn write_status(
     };
     let unchanged = current.phase == Some(phase)
         && current.namespaces == Some(count)
+        && current.used == used
         && current
             .conditions
             .iter()
@@ -250,8 +301,6 @@ async fn write_status(
         .find(|c| c.type_ == "Ready" && c.status == ready)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
-    let mut used = current.used.clone();
-    used.insert("count/namespaces".into(), Quantity(count.to_string()));
     let status = TenantStatus {
         phase: Some(phase),
         namespaces: Some(count),

@@ -1,0 +1,387 @@
+//! Admission webhooks for tenant namespaces: stamping and protecting the
+//! tenant label (`/mutate`), what tenants may not do (`/validate`) and the
+//! tenant-wide quota (`/quota`). kube-apiserver calls them only for objects
+//! in namespaces labelled with a tenant, so an outage never blocks the
+//! system tenant.
+
+mod policy;
+pub mod serve;
+mod tenants;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arktos_crds::naming::{SYSTEM_TENANT, TENANT_LABEL, TenantName, split_storage_namespace};
+use arktos_crds::status::{self, Subject};
+use arktos_crds::tenant::Tenant;
+use json_patch::{AddOperation, Patch as JsonPatch, PatchOperation};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::{DynamicObject, Status as KubeStatus};
+use serde_json::Value;
+use warp::Filter;
+
+use crate::metrics::Metrics;
+use crate::quota::ledger::{self, ChargeError, Ledgers};
+use crate::quota::usage;
+use crate::tenant::desired;
+
+pub use tenants::Tenants;
+
+/// Identities the policy checks do not apply to: the control plane and
+/// the operators themselves (they create what tenants may not).
+#[derive(Clone, Debug)]
+pub struct Trust {
+    /// User names; a trailing `*` matches any suffix.
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+impl Trust {
+    fn trusts(&self, user: &str, groups: &[String]) -> bool {
+        self.users
+            .iter()
+            .any(|trusted| match trusted.strip_suffix('*') {
+                Some(prefix) => user.starts_with(prefix),
+                None => user == trusted,
+            })
+            || groups.iter().any(|g| self.groups.contains(g))
+    }
+}
+
+pub struct Admission {
+    pub tenants: Tenants,
+    pub ledgers: Arc<Ledgers>,
+    pub trust: Trust,
+    pub metrics: Arc<Metrics>,
+}
+
+type Request = AdmissionRequest<DynamicObject>;
+
+/// The three webhook endpoints.
+pub fn routes(admission: Arc<Admission>) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+    let endpoint = |path: &'static str| {
+        let admission = admission.clone();
+        warp::post()
+            .and(warp::path(path))
+            .and(warp::path::end())
+            .and(warp::body::content_length_limit(8 << 20))
+            .and(warp::body::json())
+            .then(move |review: AdmissionReview<DynamicObject>| {
+                let admission = admission.clone();
+                async move { admission.review(path, review).await }
+            })
+    };
+    endpoint("mutate")
+        .or(endpoint("validate"))
+        .unify()
+        .or(endpoint("quota"))
+        .unify()
+        .map(|review: AdmissionReview<DynamicObject>| warp::reply::json(&review).into_response())
+        .boxed()
+}
+
+use warp::Reply;
+
+impl Admission {
+    async fn review(
+        &self,
+        webhook: &'static str,
+        review: AdmissionReview<DynamicObject>,
+    ) -> AdmissionReview<DynamicObject> {
+        let started = Instant::now();
+        let request: Request = match review.try_into() {
+            Ok(request) => request,
+            Err(err) => return AdmissionResponse::invalid(err.to_string()).into_review(),
+        };
+        let response = match webhook {
+            "mutate" => self.mutate(&request).await,
+            "validate" => self.validate(&request).await,
+            _ => self.quota(&request).await,
+        };
+        if !response.allowed {
+            tracing::info!(
+                webhook,
+                operation = ?request.operation,
+                resource = %request.resource.resource,
+                namespace = request.namespace.as_deref().unwrap_or_default(),
+                name = %request.name,
+                user = request.user_info.username.as_deref().unwrap_or_default(),
+                message = %response.result.message,
+                "denied"
+            );
+        }
+        self.metrics
+            .admitted(webhook, response.allowed, started.elapsed());
+        response.into_review()
+    }
+
+    /// Stamps the tenant label on every new object of a tenant namespace,
+    /// and a new namespace's Pod Security labels.
+    async fn mutate(&self, request: &Request) -> AdmissionResponse {
+        let allowed = AdmissionResponse::from(request);
+        let (Some(tenant), Some(object)) = (tenant_of(request), request.object.as_ref()) else {
+            return allowed;
+        };
+        let mut labels = vec![(TENANT_LABEL.to_string(), tenant.as_str().to_string())];
+        if is_namespace(request)
+            && let Ok(Some(found)) = self.tenants.get(tenant.as_str()).await
+        {
+            labels = desired::namespace_labels(&found).into_iter().collect();
+        }
+        let current = object.metadata.labels.clone().unwrap_or_default();
+        let mut operations = Vec::new();
+        if object.metadata.labels.is_none() {
+            operations.push(add("/metadata/labels", Value::Object(Default::default())));
+        }
+        for (key, value) in labels {
+            if current.get(&key) != Some(&value) {
+                let path = format!(
+                    "/metadata/labels/{}",
+                    key.replace('~', "~0").replace('/', "~1")
+                );
+                operations.push(add(&path, Value::String(value)));
+            }
+        }
+        if operations.is_empty() {
+            return allowed;
+        }
+        match allowed.clone().with_patch(JsonPatch(operations)) {
+            Ok(patched) => patched,
+            Err(err) => deny(
+                request,
+                status::internal(&format!("building the label patch: {err}")),
+            ),
+        }
+    }
+
+    /// What tenants may not do, and no new objects in a Terminating tenant.
+    async fn validate(&self, request: &Request) -> AdmissionResponse {
+        let Some(tenant) = tenant_of(request) else {
+            return AdmissionResponse::from(request);
+        };
+        if request.operation == Operation::Create
+            && let Err(denied) = self.active_tenant(request, &tenant).await
+        {
+            return *denied;
+        }
+        let user = request.user_info.username.as_deref().unwrap_or_default();
+        let groups = request.user_info.groups.clone().unwrap_or_default();
+        if self.trust.trusts(user, &groups) {
+            return AdmissionResponse::from(request);
+        }
+        let object = request.object.as_ref().map(to_value);
+        let old = request.old_object.as_ref().map(to_value);
+        let mut violations = Vec::new();
+        let namespace = is_namespace(request);
+        if let (Some(old), Some(object)) = (&old, &object) {
+            violations.extend(policy::changed_labels(old, object, |key| {
+                key == TENANT_LABEL || (namespace && key.starts_with("pod-security.kubernetes.io/"))
+            }));
+        }
+        let managed = old.as_ref().is_some_and(|old| {
+            old.pointer(&format!(
+                "/metadata/labels/{}",
+                desired::MANAGED_BY.0.replace('/', "~1")
+            ))
+            .and_then(Value::as_str)
+                == Some(desired::MANAGED_BY.1)
+        });
+        if managed && matches!(request.operation, Operation::Update | Operation::Delete) {
+            violations.push(
+                "the object is kept by arktos-operators; tenants may not change or delete it"
+                    .into(),
+            );
+        }
+        let group = request.resource.group.as_str();
+        match (group, request.resource.resource.as_str(), &object) {
+            ("", "pods", Some(pod)) => violations.extend(policy::pod(pod)),
+            ("", "services", Some(service)) => {
+                let exposure = match self.tenants.get(tenant.as_str()).await {
+                    Ok(Some(t)) => t.spec.service_exposure,
+                    _ => Default::default(),
+                };
+                violations.extend(policy::service(service, &exposure));
+            }
+            ("rbac.authorization.k8s.io", "rolebindings", Some(binding)) => {
+                violations.extend(policy::role_binding(binding, &tenant));
+            }
+            ("", "resourcequotas" | "limitranges", _) => violations.push(format!(
+                "{} are set by the platform team; tenants may not create, change or delete them",
+                request.resource.resource
+            )),
+            _ => {}
+        }
+        if violations.is_empty() {
+            return AdmissionResponse::from(request);
+        }
+        deny(
+            request,
+            status::forbidden(
+                &subject(request),
+                &format!("tenant {}: {}", tenant.as_str(), violations.join("; ")),
+            ),
+        )
+    }
+
+    /// Charges a create against the tenant-wide quota, atomically.
+    async fn quota(&self, request: &Request) -> AdmissionResponse {
+        let (Some(tenant), Some(object)) = (tenant_of(request), request.object.as_ref()) else {
+            return AdmissionResponse::from(request);
+        };
+        let Some(counted) = usage::counted(&request.resource.group, &request.resource.resource)
+        else {
+            return AdmissionResponse::from(request);
+        };
+        if request.operation != Operation::Create {
+            return AdmissionResponse::from(request);
+        }
+        let found = match self.active_tenant(request, &tenant).await {
+            Ok(found) => found,
+            Err(denied) => return *denied,
+        };
+        let hard = found
+            .spec
+            .quota
+            .as_ref()
+            .map(|q| q.hard.clone())
+            .unwrap_or_default();
+        let limits = ledger::limits(&hard);
+        let value = to_value(object);
+        let charge = ledger::charge_of(counted, &value, &limits, true);
+        if charge.usage.is_empty() {
+            return AdmissionResponse::from(request);
+        }
+        if counted.plural == "pods" {
+            let keys: Vec<&String> = limits.keys().collect();
+            if let Some(missing) = usage::unspecified(&value, &keys) {
+                return deny(
+                    request,
+                    status::forbidden(
+                        &subject(request),
+                        &format!(
+                            "tenant {}: failed quota: must specify {} for: {}",
+                            tenant.as_str(),
+                            missing.keys.join(","),
+                            missing.containers.join(",")
+                        ),
+                    ),
+                );
+            }
+        }
+        let key = ledger::key_of(counted, &value);
+        match self
+            .ledgers
+            .charge(tenant.as_str(), &limits, &key, charge, request.dry_run)
+            .await
+        {
+            Ok(()) => AdmissionResponse::from(request),
+            Err(ChargeError::Exceeded(excess)) => deny(
+                request,
+                status::quota_exceeded(&subject(request), tenant.as_str(), &excess),
+            ),
+            Err(err) => deny(
+                request,
+                status::internal(&format!("tenant-wide quota: {err}")),
+            ),
+        }
+    }
+
+    /// The Tenant of a create, which must exist and not be Terminating.
+    async fn active_tenant(
+        &self,
+        request: &Request,
+        tenant: &TenantName,
+    ) -> Result<Arc<Tenant>, Box<AdmissionResponse>> {
+        let refuse = |why: String| {
+            Err(Box::new(deny(
+                request,
+                status::forbidden(&subject(request), &why),
+            )))
+        };
+        match self.tenants.get(tenant.as_str()).await {
+            Ok(Some(found)) if found.metadata.deletion_timestamp.is_some() => refuse(format!(
+                "tenant {} is being deleted: it accepts no new objects",
+                tenant.as_str()
+            )),
+            Ok(Some(found)) => Ok(found),
+            Ok(None) => refuse(format!("tenant {} does not exist", tenant.as_str())),
+            Err(err) => Err(Box::new(deny(
+                request,
+                status::service_unavailable(&format!(
+                    "cannot read tenant {}: {err}",
+                    tenant.as_str()
+                )),
+            ))),
+        }
+    }
+}
+
+fn add(path: &str, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation {
+        path: path.parse().unwrap_or_default(),
+        value,
+    })
+}
+
+fn is_namespace(request: &Request) -> bool {
+    request.resource.group.is_empty() && request.resource.resource == "namespaces"
+}
+
+/// The tenant whose namespace the request is about, by the one name mapping.
+fn tenant_of(request: &Request) -> Option<TenantName> {
+    let home = if is_namespace(request) {
+        request.name.clone()
+    } else {
+        request.namespace.clone()?
+    };
+    let (tenant, _) = split_storage_namespace(&home)?;
+    let tenant = TenantName::new(tenant).ok()?;
+    (tenant.as_str() != SYSTEM_TENANT).then_some(tenant)
+}
+
+fn to_value(object: &DynamicObject) -> Value {
+    serde_json::to_value(object).unwrap_or_default()
+}
+
+fn subject(request: &Request) -> Subject<'_> {
+    Subject {
+        group: &request.resource.group,
+        resource: &request.resource.resource,
+        kind: &request.kind.kind,
+        name: &request.name,
+    }
+}
+
+/// A denial carrying the Status from the one Status builder.
+fn deny(
+    request: &Request,
+    status: k8s_openapi::apimachinery::pkg::apis::meta::v1::Status,
+) -> AdmissionResponse {
+    let mut response = AdmissionResponse::from(request);
+    response.allowed = false;
+    response.result = serde_json::to_value(status)
+        .and_then(serde_json::from_value::<KubeStatus>)
+        .unwrap_or_else(|err| KubeStatus::failure(&err.to_string(), "InternalError"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trust_is_by_exact_name_prefix_or_group() {
+        let trust = Trust {
+            users: vec!["system:serviceaccount:kube-system:*".into(), "op".into()],
+            groups: vec!["system:masters".into()],
+        };
+        assert!(trust.trusts(
+            "system:serviceaccount:kube-system:namespace-controller",
+            &[]
+        ));
+        assert!(trust.trusts("op", &[]));
+        assert!(!trust.trusts("op2", &[]));
+        assert!(trust.trusts("root", &["system:masters".into()]));
+        assert!(!trust.trusts("alice", &["system:authenticated".into()]));
+    }
+}

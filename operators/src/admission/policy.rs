@@ -1,0 +1,234 @@
+//! What no tenant may do, whatever its Pod Security level: pure checks of
+//! an object, each violation naming the field and why.
+
+use arktos_crds::naming::TenantName;
+use arktos_crds::tenant::ServiceExposure;
+use serde_json::Value;
+
+/// ClusterRoles a tenant may bind in its namespaces.
+pub const BINDABLE_CLUSTER_ROLES: &[&str] = &["admin", "edit", "view"];
+
+fn items<'a>(value: &'a Value, pointer: &str) -> impl Iterator<Item = (usize, &'a Value)> {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+}
+
+/// Host access and privilege a pod asks for.
+pub fn pod(pod: &Value) -> Vec<String> {
+    let mut violations = Vec::new();
+    for field in ["hostNetwork", "hostPID", "hostIPC"] {
+        if pod.pointer(&format!("/spec/{field}")) == Some(&Value::Bool(true)) {
+            violations.push(format!("spec.{field}: host namespaces are not allowed"));
+        }
+    }
+    for (i, volume) in items(pod, "/spec/volumes") {
+        if volume.get("hostPath").is_some() {
+            violations.push(format!(
+                "spec.volumes[{i}].hostPath: host paths are not allowed"
+            ));
+        }
+    }
+    for list in ["containers", "initContainers", "ephemeralContainers"] {
+        for (i, container) in items(pod, &format!("/spec/{list}")) {
+            let at = format!("spec.{list}[{i}]");
+            let context = container.get("securityContext");
+            let flag = |name: &str| context.and_then(|c| c.get(name)) == Some(&Value::Bool(true));
+            if flag("privileged") {
+                violations.push(format!(
+                    "{at}.securityContext.privileged: privileged containers are not allowed"
+                ));
+            }
+            if flag("allowPrivilegeEscalation") {
+                violations.push(format!(
+                    "{at}.securityContext.allowPrivilegeEscalation: privilege escalation is not allowed"
+                ));
+            }
+            let added: Vec<&str> = context
+                .and_then(|c| c.pointer("/capabilities/add"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|cap| !matches!(*cap, "NET_BIND_SERVICE" | "CAP_NET_BIND_SERVICE"))
+                .collect();
+            if !added.is_empty() {
+                violations.push(format!(
+                    "{at}.securityContext.capabilities.add: adding capabilities is not allowed ({})",
+                    added.join(", ")
+                ));
+            }
+            if context
+                .and_then(|c| c.get("procMount"))
+                .and_then(Value::as_str)
+                == Some("Unmasked")
+            {
+                violations.push(format!(
+                    "{at}.securityContext.procMount: Unmasked is not allowed"
+                ));
+            }
+            for (j, port) in items(container, "/ports") {
+                if port.get("hostPort").and_then(Value::as_i64).unwrap_or(0) != 0 {
+                    violations.push(format!(
+                        "{at}.ports[{j}].hostPort: host ports are not allowed"
+                    ));
+                }
+            }
+        }
+    }
+    violations
+}
+
+/// Exposure outside the cluster that the tenant was not allowed.
+pub fn service(service: &Value, allowed: &ServiceExposure) -> Vec<String> {
+    let mut violations = Vec::new();
+    match service.pointer("/spec/type").and_then(Value::as_str) {
+        Some("NodePort") if !allowed.node_port => {
+            violations.push("spec.type: NodePort Services are not allowed for this tenant".into())
+        }
+        Some("LoadBalancer") if !allowed.load_balancer => violations
+            .push("spec.type: LoadBalancer Services are not allowed for this tenant".into()),
+        _ => {}
+    }
+    let external = service
+        .pointer("/spec/externalIPs")
+        .and_then(Value::as_array)
+        .is_some_and(|ips| !ips.is_empty());
+    if external && !allowed.external_ips {
+        violations.push("spec.externalIPs: external IPs are not allowed for this tenant".into());
+    }
+    violations
+}
+
+/// Bindings that would reach beyond the tenant or grant more than admin.
+pub fn role_binding(binding: &Value, tenant: &TenantName) -> Vec<String> {
+    let mut violations = Vec::new();
+    let role_kind = binding.pointer("/roleRef/kind").and_then(Value::as_str);
+    let role_name = binding
+        .pointer("/roleRef/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if role_kind == Some("ClusterRole") && !BINDABLE_CLUSTER_ROLES.contains(&role_name) {
+        violations.push(format!(
+            "roleRef.name: ClusterRole {role_name:?} may not be bound in a tenant namespace (allowed: {})",
+            BINDABLE_CLUSTER_ROLES.join(", ")
+        ));
+    }
+    let prefix = tenant.storage_prefix();
+    for (i, subject) in items(binding, "/subjects") {
+        let kind = subject
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let name = subject
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let namespace = subject
+            .get("namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        match kind {
+            "ServiceAccount" if !namespace.starts_with(&prefix) => violations.push(format!(
+                "subjects[{i}].namespace: service accounts outside the tenant may not be bound"
+            )),
+            "User" | "Group" if name.starts_with("system:") => violations.push(format!(
+                "subjects[{i}].name: {kind} {name:?} is a system identity and may not be bound"
+            )),
+            _ => {}
+        }
+    }
+    violations
+}
+
+/// A protected label that an update changes or removes.
+pub fn changed_labels(old: &Value, new: &Value, protected: impl Fn(&str) -> bool) -> Vec<String> {
+    let labels = |v: &Value| {
+        v.pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (before, after) = (labels(old), labels(new));
+    let mut keys: Vec<&String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| protected(k))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(|k| format!("metadata.labels[{k}]: may not be changed or removed"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn pods_may_not_reach_the_host_or_gain_privilege() {
+        let bad = json!({"spec": {
+            "hostNetwork": true, "hostPID": true, "hostIPC": true,
+            "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+            "containers": [{"name": "c",
+                "securityContext": {"privileged": true, "allowPrivilegeEscalation": true,
+                    "capabilities": {"add": ["SYS_ADMIN", "NET_BIND_SERVICE"]}},
+                "ports": [{"containerPort": 80, "hostPort": 80}]}],
+        }});
+        let violations = pod(&bad);
+        assert_eq!(violations.len(), 8, "{violations:?}");
+        assert!(violations.iter().any(|v| v.contains("(SYS_ADMIN)")));
+        let good = json!({"spec": {"containers": [{"name": "c",
+            "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}}]}});
+        assert!(pod(&good).is_empty());
+    }
+
+    #[test]
+    fn services_reach_outside_only_when_allowed() {
+        let node_port = json!({"spec": {"type": "NodePort", "externalIPs": ["192.0.2.1"]}});
+        assert_eq!(service(&node_port, &ServiceExposure::default()).len(), 2);
+        let allowed = ServiceExposure {
+            node_port: true,
+            external_ips: true,
+            ..Default::default()
+        };
+        assert!(service(&node_port, &allowed).is_empty());
+        assert!(
+            service(
+                &json!({"spec": {"type": "ClusterIP"}}),
+                &ServiceExposure::default()
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn bindings_stay_inside_the_tenant() {
+        let tenant = TenantName::new("acme").unwrap();
+        let bad = json!({"roleRef": {"kind": "ClusterRole", "name": "cluster-admin"}, "subjects": [
+            {"kind": "ServiceAccount", "name": "x", "namespace": "globex--web"},
+            {"kind": "Group", "name": "system:authenticated"},
+            {"kind": "User", "name": "alice"},
+        ]});
+        assert_eq!(role_binding(&bad, &tenant).len(), 3);
+        let good = json!({"roleRef": {"kind": "ClusterRole", "name": "edit"}, "subjects": [
+            {"kind": "ServiceAccount", "name": "x", "namespace": "acme--web"}]});
+        assert!(role_binding(&good, &tenant).is_empty());
+    }
+
+    #[test]
+    fn protected_labels_cannot_change_or_go() {
+        let old = json!({"metadata": {"labels": {"tenancy.arktos.io/tenant": "acme", "app": "x"}}});
+        let removed = json!({"metadata": {"labels": {"app": "y"}}});
+        let protected = |k: &str| k == "tenancy.arktos.io/tenant";
+        assert_eq!(changed_labels(&old, &removed, protected).len(), 1);
+        assert!(changed_labels(&old, &old, protected).is_empty());
+    }
+}

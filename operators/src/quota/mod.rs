@@ -1,0 +1,6 @@
+//! Tenant-wide quota: what objects use ([`usage`]) and the ledger that
+//! makes charging atomic across namespaces and webhook replicas
+//! ([`ledger`]). See the README's "Tenant-wide quota" for the mechanism.
+
+pub mod ledger;
+pub mod usage;
