@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use arktos_crds::naming::TenantName;
 use arktos_crds::status::{self, Subject};
-use arktos_crds::tenant::{GROUP, PLURAL, Tenant};
+use arktos_crds::tenant::{GROUP, PLURAL, Tenant, desired};
 use http::{Method, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use serde_json::{Value, json};
@@ -34,10 +34,6 @@ use crate::authz::{Attributes, Authorizer};
 use crate::request::{ApiRequest, encode_query};
 use crate::respond;
 use crate::storage::Storage;
-
-/// Name of the RoleBinding that makes a tenant's owners admins of each of
-/// its namespaces.
-pub const OWNERS_BINDING: &str = "arktos-tenant-owners";
 
 pub struct TenantRoutes {
     backend: Backend,
@@ -547,24 +543,13 @@ impl TenantRoutes {
     /// Makes the tenant's owners admins of a new namespace (the tenant
     /// controller keeps this binding in place afterwards).
     async fn bind_owners(&self, tenant: &Tenant, view: &View, storage: &str) -> Result<(), Status> {
-        let mut subjects = Vec::new();
-        for owner in &tenant.spec.owners {
-            let mut subject = json!({"kind": format!("{:?}", owner.kind), "name": owner.name});
-            if let Some(ns) = &owner.namespace {
-                subject["namespace"] = view.namespace_to_storage(ns)?.into();
-            } else {
-                subject["apiGroup"] = "rbac.authorization.k8s.io".into();
-            }
-            subjects.push(subject);
-        }
-        let binding = json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": OWNERS_BINDING, "namespace": storage,
-                         "labels": {arktos_crds::naming::TENANT_LABEL: view.tenant().as_str()}},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
-            "subjects": subjects,
-        });
+        // Owners are validated service-account namespaces already; one
+        // that no longer maps lands nowhere (the controller reports it).
+        let map = |ns: &str| {
+            view.namespace_to_storage(ns)
+                .unwrap_or_else(|_| format!("{}{ns}", view.tenant().storage_prefix()))
+        };
+        let binding = desired::owners_binding(tenant, storage, &map);
         let outgoing = Outgoing {
             method: Method::POST,
             uri: join(&[

@@ -140,9 +140,14 @@ pub fn rewrite(
             }
             2 if field.wire == 2 && kind.ends_with("RoleBinding") => {
                 let mut subject = parse(&field.data).ok_or_else(malformed)?;
+                // Protobuf writes empty strings too: a User or Group
+                // subject has an empty namespace, which stays empty.
                 for part in subject.iter_mut().filter(|f| f.number == 4) {
-                    let mapped = map_namespace(text(part).ok_or_else(malformed)?)?;
-                    *part = string_field(4, &mapped);
+                    let namespace = text(part).ok_or_else(malformed)?;
+                    if !namespace.is_empty() {
+                        let mapped = map_namespace(namespace)?;
+                        *part = string_field(4, &mapped);
+                    }
                 }
                 field.data = encode(&subject);
             }
@@ -306,18 +311,32 @@ mod tests {
             string_field(3, "ci"),
             string_field(4, "globex--web"),
         ]);
+        let user = message(&[
+            string_field(1, "User"),
+            string_field(3, "bob"),
+            string_field(4, ""),
+        ]);
         let body = object(
             "RoleBinding",
             vec![string_field(1, "b"), string_field(3, "web")],
-            vec![Field {
-                number: 2,
-                wire: 2,
-                data: subject,
-            }],
+            vec![
+                Field {
+                    number: 2,
+                    wire: 2,
+                    data: subject,
+                },
+                Field {
+                    number: 2,
+                    wire: 2,
+                    data: user,
+                },
+            ],
         );
         let out = rewrite(&body, &map, None).unwrap();
         let unknown = parse(&out[4..]).unwrap();
         let top = parse(&unknown[1].data).unwrap();
+        let user = parse(&top[2].data).unwrap();
+        assert_eq!(text(&user[2]), Some(""), "a user subject has no namespace");
         let subject = parse(&top[1].data).unwrap();
         assert_eq!(text(&subject[2]), Some("acme--globex--web"));
     }

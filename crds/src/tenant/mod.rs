@@ -1,6 +1,7 @@
 //! `Tenant` (`tenancy.arktos.io/v1alpha1`, cluster-scoped): the object the
 //! whole system understands, served by arktos-apiserver.
 
+pub mod desired;
 mod ledger;
 mod storage;
 pub mod validation;

@@ -28,6 +28,7 @@ pub const OPERATORS: &str = "arktos-operators";
 pub const LOCAL_MANIFESTS: &[&str] = &[
     "namespace.yaml",
     "crds/tenantrecords.storage.tenancy.arktos.io.yaml",
+    "crds/quotaledgers.storage.tenancy.arktos.io.yaml",
     "arktos-apiserver/rbac.yaml",
     "arktos-apiserver/gateway-info.yaml",
     "arktos-operators/rbac.yaml",
@@ -35,6 +36,9 @@ pub const LOCAL_MANIFESTS: &[&str] = &[
 
 /// Applied once arktos-apiserver serves.
 pub const REGISTRATION: &[&str] = &["arktos-apiserver/apiservice.yaml"];
+
+/// Applied once arktos-operators serve (see [`webhooks_on_loopback`]).
+pub const WEBHOOKS: &[&str] = &["arktos-operators/webhooks.yaml"];
 
 /// Where our binaries are: `$ARKTOS_BIN_DIR`, or beside the running
 /// executable (cargo puts tests in `deps/` below the binaries).
@@ -65,6 +69,34 @@ pub fn binary(name: &str) -> Result<PathBuf> {
 
 /// Server-side applies every document of the given manifest files.
 pub async fn apply_manifests(client: &kube::Client, files: &[&str]) -> Result<()> {
+    apply_adjusted(client, files, |_| {}).await
+}
+
+/// Applies webhook configurations with their Service port set to `port`
+/// and the CA that signed the webhooks' serving certificate (what
+/// cert-manager injects on a real cluster).
+pub async fn webhooks_on_loopback(client: &kube::Client, port: u16, ca_pem: &[u8]) -> Result<()> {
+    let bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    apply_adjusted(client, WEBHOOKS, |object| {
+        let webhooks = object
+            .data
+            .get_mut("webhooks")
+            .and_then(serde_json::Value::as_array_mut);
+        for webhook in webhooks.into_iter().flatten() {
+            if let Some(config) = webhook.get_mut("clientConfig") {
+                config["caBundle"] = json!(bundle);
+                config["service"]["port"] = json!(port);
+            }
+        }
+    })
+    .await
+}
+
+async fn apply_adjusted(
+    client: &kube::Client,
+    files: &[&str],
+    adjust: impl Fn(&mut DynamicObject),
+) -> Result<()> {
     let root = source_root().join("manifests");
     let params = PatchParams::apply(FIELD_MANAGER).force();
     for file in files {
@@ -76,7 +108,8 @@ pub async fn apply_manifests(client: &kube::Client, files: &[&str]) -> Result<()
             if value.is_null() {
                 continue;
             }
-            let object: DynamicObject = serde_yaml::from_value(value)?;
+            let mut object: DynamicObject = serde_yaml::from_value(value)?;
+            adjust(&mut object);
             let gvk = object
                 .types
                 .as_ref()
@@ -204,6 +237,25 @@ pub async fn wait_for_apiservice(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Waits until something accepts connections on loopback `port` (the
+/// webhooks: kube-apiserver is their only client).
+pub async fn wait_for_tls(port: u16, timeout: Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Timeout {
+                what: format!("the webhooks on port {port} to accept connections"),
+                secs: timeout.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// Waits until arktos-apiserver on `port` answers `/readyz` (storage

@@ -77,6 +77,10 @@ pub struct LocalCluster {
     components: Vec<Component>,
 }
 
+/// arktos-operators replicas the local cluster runs (the webhooks must
+/// hold across replicas).
+pub const OPERATOR_REPLICAS: u16 = 2;
+
 impl LocalCluster {
     /// Starts every component in order and returns once the cluster serves,
     /// its nodes are Ready and the `default` namespace can take pods.
@@ -98,7 +102,7 @@ impl LocalCluster {
             components: Vec::new(),
         };
         cluster.write_kubeconfigs()?;
-        let total = if cluster.spec.arktos { 8 } else { 6 };
+        let total = if cluster.spec.arktos { 9 } else { 6 };
         let step = |n: u32, what: &str| {
             eprintln!(
                 "[{n}/{total}] {what} ({:.1}s)",
@@ -164,11 +168,25 @@ impl LocalCluster {
             .await?;
             let ca = String::from_utf8_lossy(&ca).into_owned();
             arktos::publish_gateway(&client, &format!("https://127.0.0.1:{gateway}"), &ca).await?;
-            cluster.start_arktos_operators()?;
             step(
                 8,
                 &format!(
                     "arktos-apiserver serving tenancy.arktos.io on port {port}, the tenant gateway on port {gateway}"
+                ),
+            );
+
+            for replica in 0..OPERATOR_REPLICAS {
+                cluster.start_arktos_operators(replica)?;
+            }
+            let webhooks = cluster.webhook_port();
+            arktos::wait_for_tls(webhooks, cluster.spec.ready_timeout).await?;
+            arktos::expose_on_loopback(&client, arktos::NAMESPACE, arktos::OPERATORS, webhooks)
+                .await?;
+            arktos::webhooks_on_loopback(&client, webhooks, ca.as_bytes()).await?;
+            step(
+                9,
+                &format!(
+                    "arktos-operators: {OPERATOR_REPLICAS} replicas, admission webhooks on port {webhooks}"
                 ),
             );
         }
@@ -272,35 +290,83 @@ impl LocalCluster {
         Ok(kubeconfig)
     }
 
-    /// The health and metrics port of arktos-operators.
-    pub fn operators_port(&self) -> u16 {
-        self.spec.ports.component(3)
+    /// The health and metrics port of arktos-operators replica `replica`.
+    pub fn operators_port(&self, replica: u16) -> u16 {
+        self.spec
+            .ports
+            .component(if replica == 0 { 3 } else { 4 + replica })
     }
 
-    /// Starts arktos-operators with its service account's identity.
-    pub fn start_arktos_operators(&mut self) -> Result<()> {
+    /// The port every arktos-operators replica serves the webhooks on.
+    pub fn webhook_port(&self) -> u16 {
+        self.spec.ports.component(4)
+    }
+
+    /// The component name of arktos-operators replica `replica`.
+    pub fn operators_name(replica: u16) -> String {
+        if replica == 0 {
+            arktos::OPERATORS.to_string()
+        } else {
+            format!("{}-{replica}", arktos::OPERATORS)
+        }
+    }
+
+    /// Starts arktos-operators replica `replica` with its service account's
+    /// identity; replicas share the webhook port, as pods share a Service.
+    pub fn start_arktos_operators(&mut self, replica: u16) -> Result<()> {
         let kubeconfig = self.service_account_kubeconfig(arktos::OPERATORS)?;
+        let serving = "arktos-operators-serving";
+        if !self.pki.cert(serving).exists() {
+            let service_dns = format!("{}.{}.svc", arktos::OPERATORS, arktos::NAMESPACE);
+            self.pki.issue_from_cluster_ca(&pki::Leaf {
+                name: serving,
+                common_name: arktos::OPERATORS,
+                organizations: &[],
+                dns_names: &[&service_dns, "localhost"],
+                usage: pki::Usage::Server,
+            })?;
+        }
         let launch = Launch {
             program: arktos::binary("arktos-operators")?,
             args: vec![
                 format!("--kubeconfig={}", path(&kubeconfig)),
-                format!("--health-address=127.0.0.1:{}", self.operators_port()),
+                format!(
+                    "--health-address=127.0.0.1:{}",
+                    self.operators_port(replica)
+                ),
+                format!("--webhook-address=127.0.0.1:{}", self.webhook_port()),
+                format!("--tls-cert-file={}", path(&self.pki.cert(serving))),
+                format!("--tls-private-key-file={}", path(&self.pki.key(serving))),
             ],
             dir: self.spec.dir(),
         };
-        let component = Component::start(arktos::OPERATORS, launch, &self.log(arktos::OPERATORS))?;
+        let name = Self::operators_name(replica);
+        let component = Component::start(&name, launch, &self.log(&name))?;
         self.components.push(component);
         Ok(())
     }
 
     /// Stops the component `name` and starts it again.
     pub fn restart(&mut self, name: &str) -> Result<()> {
-        let component = self
-            .components
+        self.component(name)?.restart()
+    }
+
+    /// Kills the component `name` (SIGKILL) without starting it again.
+    pub fn kill(&mut self, name: &str) -> Result<()> {
+        self.component(name)?.kill();
+        Ok(())
+    }
+
+    /// Starts the killed component `name` again.
+    pub fn start_again(&mut self, name: &str) -> Result<()> {
+        self.component(name)?.start_again()
+    }
+
+    fn component(&mut self, name: &str) -> Result<&mut Component> {
+        self.components
             .iter_mut()
             .find(|c| c.name == name)
-            .ok_or_else(|| crate::Error::Other(format!("no component called {name}")))?;
-        component.restart()
+            .ok_or_else(|| crate::Error::Other(format!("no component called {name}")))
     }
 
     /// Stops the component `name` for good.

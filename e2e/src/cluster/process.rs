@@ -51,12 +51,7 @@ impl Component {
     /// Stops the component and starts it again with the same arguments.
     pub fn restart(&mut self) -> Result<()> {
         self.stop(Duration::from_secs(15));
-        let mut command = Command::new(&self.launch.program);
-        command
-            .args(&self.launch.args)
-            .current_dir(&self.launch.dir);
-        self.child = Self::spawn(&self.name, command, &self.log)?;
-        Ok(())
+        self.start_again()
     }
 
     fn spawn(name: &str, mut command: Command, log: &Path) -> Result<Child> {
@@ -87,6 +82,26 @@ impl Component {
     /// The exit status, if it has exited.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
+    }
+
+    /// Kills the component outright (SIGKILL), as a crash or an OOM kill would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        tracing::info!(component = %self.name, "killed");
+    }
+
+    /// Starts the component again after it stopped or was killed.
+    pub fn start_again(&mut self) -> Result<()> {
+        if self.exited().is_none() {
+            return Ok(());
+        }
+        let mut command = Command::new(&self.launch.program);
+        command
+            .args(&self.launch.args)
+            .current_dir(&self.launch.dir);
+        self.child = Self::spawn(&self.name, command, &self.log)?;
+        Ok(())
     }
 
     /// Asks the component to stop (SIGTERM), and kills it if it has not

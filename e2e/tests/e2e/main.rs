@@ -7,6 +7,7 @@
 
 mod foundation;
 mod support;
+mod tenant_admission;
 mod tenant_api;
 mod tenant_operator;
 mod tenant_plugin;
@@ -105,6 +106,7 @@ fn main() {
             .chain(tenant_watch::NAMES)
             .chain(tenant_python::NAMES)
             .chain(tenant_operator::NAMES)
+            .chain(tenant_admission::NAMES)
             .map(|name| Trial::test(*name, || Ok(())));
         libtest_mimic::run(&args, names.collect()).exit();
     }
@@ -135,6 +137,7 @@ fn main() {
     trials.extend(tenant_watch::trials(&ctx));
     trials.extend(tenant_python::trials(&ctx));
     trials.extend(tenant_operator::trials(&ctx));
+    trials.extend(tenant_admission::trials(&ctx));
     let conclusion = libtest_mimic::run(&args, trials);
     if let Ok(mut ctx) = Arc::try_unwrap(ctx) {
         ctx.cluster.stop();

@@ -7,6 +7,128 @@ use anyhow::{Context, ensure};
 
 use crate::Ctx;
 
+/// Polls `check` until it holds, for at most `within`; returns how long
+/// it took.
+pub async fn eventually<F, Fut>(
+    what: &str,
+    within: std::time::Duration,
+    mut check: F,
+) -> anyhow::Result<std::time::Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if check().await.unwrap_or(false) {
+            return Ok(started.elapsed());
+        }
+        ensure!(
+            started.elapsed() < within,
+            "{what}: not within {}s",
+            within.as_secs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// A user of a tenant: a client certificate of the cluster CA, owner of
+/// a new Tenant with `spec`, and a client for the tenant's gateway route
+/// once the tenant controller has granted the owner `use`.
+pub struct TenantOwner {
+    pub tenant: String,
+    pub user: String,
+    pub client: kube::Client,
+    pub admin: kube::Client,
+}
+
+impl TenantOwner {
+    pub async fn create(ctx: &Ctx, prefix: &str, spec: serde_json::Value) -> anyhow::Result<Self> {
+        use kube::Api;
+        let (pki, admin_url, gateway) = local_parts(ctx)?;
+        let admin = arktos_e2e::cluster::kubeconfig::client(&admin_url, &pki, "admin").await?;
+        let tenant = unique(prefix);
+        let user = format!("{tenant}-owner");
+        issue_user(&pki, &user)?;
+        let mut spec = spec;
+        spec["owners"] = serde_json::json!([{"kind": "User", "name": user}]);
+        let object: arktos_crds::Tenant = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tenancy.arktos.io/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": tenant}, "spec": spec,
+        }))?;
+        Api::<arktos_crds::Tenant>::all(admin.clone())
+            .create(&Default::default(), &object)
+            .await?;
+        let client = arktos_e2e::cluster::kubeconfig::client_with(
+            &format!("{gateway}{tenant}"),
+            &pki.ca_cert(),
+            &pki.cert(&user),
+            &pki.key(&user),
+            &[],
+        )
+        .await?;
+        Ok(Self {
+            tenant,
+            user,
+            client,
+            admin,
+        })
+    }
+
+    /// Creates namespace `name` through the tenant route, waiting for the
+    /// owner's grant if need be.
+    pub async fn namespace(&self, name: &str) -> anyhow::Result<()> {
+        use k8s_openapi::api::core::v1::Namespace;
+        use kube::Api;
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let mut last = String::new();
+        for _ in 0..50 {
+            match api.create(&Default::default(), &ns).await {
+                Ok(_) => return Ok(()),
+                Err(err) => last = err.to_string(),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        anyhow::bail!(
+            "creating namespace {name} in tenant {}: {last}",
+            self.tenant
+        )
+    }
+
+    pub fn storage(&self, namespace: &str) -> String {
+        format!("{}--{namespace}", self.tenant)
+    }
+
+    /// The Tenant as the cluster admin sees it.
+    pub async fn get(&self) -> anyhow::Result<Option<arktos_crds::Tenant>> {
+        Ok(kube::Api::<arktos_crds::Tenant>::all(self.admin.clone())
+            .get_opt(&self.tenant)
+            .await?)
+    }
+
+    /// `status.used[key]` of the Tenant.
+    pub async fn used(&self, key: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .get()
+            .await?
+            .and_then(|t| t.status)
+            .and_then(|s| s.used.get(key).map(|q| q.0.clone())))
+    }
+}
+
+/// A pod that passes the `restricted` Pod Security Standard.
+pub fn restricted_pod(name: &str) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "c", "image": "registry.invalid/app:1",
+            "securityContext": {"allowPrivilegeEscalation": false, "runAsNonRoot": true,
+                "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}}]},
+    }))
+    .expect("a valid pod")
+}
+
 /// A name unique to this test run, for cluster-scoped objects.
 pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()

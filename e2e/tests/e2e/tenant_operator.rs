@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::ensure;
 use arktos_crds::Tenant;
 use arktos_e2e::cluster::kubeconfig;
 use k8s_openapi::api::core::v1::Namespace;
@@ -15,7 +14,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use libtest_mimic::Trial;
 use serde_json::json;
 
-use crate::support::unique;
+use crate::support::{eventually, unique};
 use crate::{Ctx, trial};
 
 pub const NAMES: &[&str] = &["tenant_controller_provisions_repairs_and_deletes"];
@@ -26,26 +25,6 @@ pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
         NAMES[0],
         tenant_controller_provisions_repairs_and_deletes,
     )]
-}
-
-/// Polls `check` until it holds, for at most `within`.
-async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F) -> anyhow::Result<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let started = Instant::now();
-    loop {
-        if check().await.unwrap_or(false) {
-            return Ok(started.elapsed());
-        }
-        ensure!(
-            started.elapsed() < within,
-            "{what}: not within {}s",
-            within.as_secs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 async fn tenant_controller_provisions_repairs_and_deletes(ctx: Arc<Ctx>) -> anyhow::Result<()> {

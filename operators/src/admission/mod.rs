@@ -23,7 +23,7 @@ use warp::Filter;
 use crate::metrics::Metrics;
 use crate::quota::ledger::{self, ChargeError, Ledgers};
 use crate::quota::usage;
-use crate::tenant::desired;
+use arktos_crds::tenant::desired;
 
 pub use tenants::Tenants;
 

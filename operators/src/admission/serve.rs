@@ -25,7 +25,10 @@ pub fn tls_config(cert_file: &Path, key_file: &Path) -> anyhow::Result<Arc<Serve
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .context("the serving certificate")?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only: kube-apiserver multiplexes HTTP/2 over one connection,
+    // which would pin all its reviews to one replica; with HTTP/1.1 it
+    // opens a connection per concurrent review and they spread.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

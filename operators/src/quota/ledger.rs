@@ -120,6 +120,25 @@ pub fn settled(
     QuotaLedgerSpec { charges }
 }
 
+/// A merge patch turning `before` into `after`: what `after` leaves out
+/// must be nulled, or the merge would keep it.
+fn merge_patch(before: Option<&Charge>, after: &Charge) -> Value {
+    let mut patch = serde_json::to_value(after).unwrap_or_default();
+    if let Some(before) = before {
+        if after.pending_since.is_none() && before.pending_since.is_some() {
+            patch["pendingSince"] = Value::Null;
+        }
+        for key in before
+            .usage
+            .keys()
+            .filter(|k| !after.usage.contains_key(*k))
+        {
+            patch["usage"][key] = Value::Null;
+        }
+    }
+    patch
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ChargeError {
     #[error("exceeded quota")]
@@ -251,11 +270,11 @@ impl Ledgers {
                         charges.insert(key.clone(), Value::Null);
                     }
                     for (key, charge) in &wanted.charges {
-                        if spec.charges.get(key) != Some(charge) {
-                            charges.insert(
-                                key.clone(),
-                                serde_json::to_value(charge).unwrap_or_default(),
-                            );
+                        match spec.charges.get(key) {
+                            Some(before) if before == charge => {}
+                            before => {
+                                charges.insert(key.clone(), merge_patch(before, charge));
+                            }
                         }
                     }
                     let patch = json!({
@@ -337,6 +356,16 @@ mod tests {
                 limited: "2".into(),
             }]
         );
+    }
+
+    #[test]
+    fn a_settled_charge_loses_what_it_no_longer_has() {
+        let mut before = charge("1", Some(Timestamp::now()));
+        before.usage.insert("requests.cpu".into(), "1".into());
+        let patch = merge_patch(Some(&before), &charge("1", None));
+        assert_eq!(patch["pendingSince"], Value::Null);
+        assert_eq!(patch["usage"]["requests.cpu"], Value::Null);
+        assert_eq!(patch["usage"]["pods"], "1");
     }
 
     #[test]

@@ -3,14 +3,13 @@
 //! RoleBindings and NetworkPolicies), reports status, and on deletion
 //! removes everything it owns before letting the Tenant go.
 
-pub mod desired;
 mod reconcile;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arktos_crds::naming::TENANT_LABEL;
-use arktos_crds::tenant::Tenant;
+use arktos_crds::tenant::{Tenant, desired};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;

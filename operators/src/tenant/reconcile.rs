@@ -20,7 +20,9 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::Instrument;
 
-use super::{Context, desired};
+use arktos_crds::tenant::desired;
+
+use super::Context;
 
 /// Removed last, once everything the tenant owns is gone.
 pub const FINALIZER: &str = "tenancy.arktos.io/cleanup";

@@ -1,10 +1,12 @@
 //! What a Tenant must have in the cluster, as plain objects: pure
 //! functions of the Tenant (and its namespaces), tested without a cluster.
+//! The tenant gateway creates a namespace's owners binding with them and
+//! the tenant controller keeps them, so both write the same objects.
 
 use std::collections::BTreeMap;
 
-use arktos_crds::naming::TENANT_LABEL;
-use arktos_crds::tenant::{GROUP, OwnerKind, PLURAL, Tenant};
+use crate::naming::TENANT_LABEL;
+use crate::tenant::{GROUP, OwnerKind, PLURAL, Tenant};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use serde_json::json;
@@ -120,7 +122,7 @@ pub fn isolation_policy(tenant: &str, namespace: &str) -> NetworkPolicy {
 
 #[cfg(test)]
 mod tests {
-    use arktos_crds::tenant::{Owner, PodSecurityLevel, TenantSpec};
+    use crate::tenant::{Owner, PodSecurityLevel, TenantSpec};
 
     use super::*;
 
