@@ -344,23 +344,30 @@ async fn namespace_editor(ctx: &Ctx, owner: &TenantOwner) -> anyhow::Result<kube
     .await?)
 }
 
-/// Creates `count` pods at once, spread over `namespaces`; returns how many
-/// were created and how many were refused for quota. Anything else fails.
-async fn burst(
+/// Creates `count` pods at once, spread over `namespaces`; returns the
+/// (namespace, name) of those created and how many were refused for
+/// quota. Anything else fails.
+async fn burst<'a>(
     owner: &TenantOwner,
-    namespaces: &[&str],
+    namespaces: &[&'a str],
     prefix: &str,
     count: usize,
-) -> anyhow::Result<(usize, usize)> {
+) -> anyhow::Result<(Vec<(&'a str, String)>, usize)> {
     let creates = (0..count).map(|i| {
-        let api: Api<Pod> = Api::namespaced(owner.client.clone(), namespaces[i % namespaces.len()]);
-        let pod = restricted_pod(&format!("{prefix}-{i}"));
-        async move { api.create(&PostParams::default(), &pod).await }
+        let namespace = namespaces[i % namespaces.len()];
+        let api: Api<Pod> = Api::namespaced(owner.client.clone(), namespace);
+        let name = format!("{prefix}-{i}");
+        let pod = restricted_pod(&name);
+        async move {
+            api.create(&PostParams::default(), &pod)
+                .await
+                .map(|_| (namespace, name))
+        }
     });
-    let (mut created, mut over_quota) = (0, 0);
+    let (mut created, mut over_quota) = (Vec::new(), 0);
     for outcome in futures::future::join_all(creates).await {
         match outcome {
-            Ok(_) => created += 1,
+            Ok(pod) => created.push(pod),
             Err(kube::Error::Api(status))
                 if status.code == 403 && status.message.contains("exceeded quota") =>
             {
@@ -438,22 +445,23 @@ async fn quota_holds_under_concurrent_creates(ctx: Arc<Ctx>) -> anyhow::Result<(
         let (created, refused) = burst(&owner, &namespaces, &format!("r{round}"), 60).await?;
         let burst_took = started.elapsed();
         ensure!(
-            created == 20 && refused == 40,
-            "round {round}: {created} created and {refused} refused of 60 (limit 20)"
+            created.len() == 20 && refused == 40,
+            "round {round}: {} created and {refused} refused of 60 (limit 20)",
+            created.len()
         );
         wait_for_used(&owner, "pods", "20").await?;
         // Free 5: exactly 5 more fit.
-        for i in 0..5 {
-            let name = format!("r{round}-{i}");
-            let _ = Api::<Pod>::namespaced(owner.client.clone(), namespaces[i % 4])
-                .delete(&name, &force)
-                .await;
+        for (namespace, name) in &created[..5] {
+            Api::<Pod>::namespaced(owner.client.clone(), namespace)
+                .delete(name, &force)
+                .await?;
         }
         let released = wait_for_used(&owner, "pods", "15").await?;
         let (again, refused_again) = burst(&owner, &namespaces, &format!("s{round}"), 60).await?;
         ensure!(
-            again == 5 && refused_again == 55,
-            "round {round}: after freeing 5, {again} created and {refused_again} refused"
+            again.len() == 5 && refused_again == 55,
+            "round {round}: after freeing 5, {} created and {refused_again} refused",
+            again.len()
         );
         eprintln!(
             "  round {round}: 60 concurrent creates -> 20 created, 40 refused in {} ms; 5 released after {} ms; then 5 of 60 created",
