@@ -42,7 +42,8 @@ impl TestCluster {
             ArktosHome::from_env(),
             Ports::find_free()?,
         );
-        spec.ephemeral = true;
+        // ARKTOS_E2E_KEEP=1 keeps the cluster's folder (logs) after the run.
+        spec.ephemeral = std::env::var_os("ARKTOS_E2E_KEEP").is_none();
         eprintln!(
             "e2e: starting cluster {} (apiserver on port {})",
             spec.name,

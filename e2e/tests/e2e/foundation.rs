@@ -223,9 +223,10 @@ async fn second_cluster_runs_beside_and_stops_without_leftovers(
             .await
             .with_context(|| format!("start #{round}"))?;
         let pids = cluster.pids();
+        let expected = 6 + usize::from(arktos_e2e::cluster::OPERATOR_REPLICAS);
         ensure!(
-            pids.len() == 7,
-            "expected 7 components (5 upstream, arktos-apiserver, arktos-operators), got {pids:?}"
+            pids.len() == expected,
+            "expected {expected} components (5 upstream, arktos-apiserver, the arktos-operators replicas), got {pids:?}"
         );
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(cluster.admin_client().await?);
         ensure!(nodes.list(&ListParams::default()).await?.items.len() == 1);

@@ -380,12 +380,30 @@ async fn burst<'a>(
 }
 
 async fn wait_for_used(owner: &TenantOwner, key: &str, value: &str) -> anyhow::Result<Duration> {
-    eventually(
+    let waited = eventually(
         &format!("tenant {} status.used[{key}] = {value}", owner.tenant),
         Duration::from_secs(30),
         || async { Ok(owner.used(key).await?.as_deref() == Some(value)) },
     )
-    .await
+    .await;
+    let Err(err) = waited else {
+        return waited;
+    };
+    // Say what the ledger holds: which charges did not go.
+    let ledger = Api::<arktos_crds::tenant::QuotaLedger>::all(owner.admin.clone())
+        .get_opt(&owner.tenant)
+        .await?;
+    let pods = Api::<Pod>::all(owner.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .len();
+    Err(err).with_context(|| {
+        format!(
+            "{pods} pods listed; ledger: {}",
+            serde_json::to_string(&ledger.map(|l| l.spec)).unwrap_or_default()
+        )
+    })
 }
 
 /// Quota reviews each operators replica answered (from its /metrics).

@@ -181,6 +181,13 @@ async fn gateway_list_and_watch_resumes_after_an_apiserver_restart(
 ) -> anyhow::Result<()> {
     let (tenant, mine, admin) = mk_tenant_with_namespace(&ctx, "rs").await?;
     let my_maps: Api<ConfigMap> = Api::namespaced(mine.clone(), "web");
+    // kube-controller-manager publishes the root CA into every new
+    // namespace; let that happen before the list the watch resumes from.
+    crate::support::eventually("kube-root-ca.crt", Duration::from_secs(30), || {
+        let my_maps = my_maps.clone();
+        async move { Ok(my_maps.get_opt("kube-root-ca.crt").await?.is_some()) }
+    })
+    .await?;
     my_maps
         .create(&PostParams::default(), &mk_map("before", "1")?)
         .await?;

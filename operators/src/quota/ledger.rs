@@ -26,6 +26,7 @@ use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use super::departures::Departures;
 use super::usage::{self, Counted, Usage};
 
 /// How long a charge may wait for its object to be stored before the
@@ -102,10 +103,11 @@ pub fn excess(limits: &Usage, used: &Usage, charge: &Charge) -> Vec<QuotaExcess>
 
 /// The ledger that matches what is stored: a charge for every stored
 /// object, and pending charges still within their grace period (their
-/// creates may be under way).
+/// creates may be under way) unless their object already departed.
 pub fn settled(
     current: &QuotaLedgerSpec,
     stored: BTreeMap<String, Charge>,
+    departed: impl Fn(&str) -> bool,
     now: Timestamp,
 ) -> QuotaLedgerSpec {
     let mut charges = stored;
@@ -113,7 +115,7 @@ pub fn settled(
         let young = charge.pending_since.as_ref().is_some_and(|since| {
             now.duration_since(since.0).as_secs_f64() < PENDING_GRACE.as_secs_f64()
         });
-        if young && !charges.contains_key(key) {
+        if young && !departed(key) && !charges.contains_key(key) {
             charges.insert(key.clone(), charge.clone());
         }
     }
@@ -237,6 +239,7 @@ impl Ledgers {
         &self,
         tenant: &TenantName,
         hard: &BTreeMap<String, Quantity>,
+        departures: &Departures,
     ) -> Result<Usage, kube::Error> {
         let name = tenant.as_str();
         if hard.is_empty() {
@@ -251,7 +254,12 @@ impl Ledgers {
         let current = self.api.get_opt(name).await?;
         let stored = self.stored_charges(tenant, &limits).await?;
         let spec = current.as_ref().map(|l| l.spec.clone()).unwrap_or_default();
-        let wanted = settled(&spec, stored, Timestamp::now());
+        let wanted = settled(
+            &spec,
+            stored,
+            |key| departures.departed(key),
+            Timestamp::now(),
+        );
         if wanted != spec {
             match &current {
                 None => {
@@ -383,8 +391,11 @@ mod tests {
         ledger
             .charges
             .insert("stored".into(), charge("1", Some(now)));
+        ledger
+            .charges
+            .insert("came-and-went".into(), charge("1", Some(now)));
         let stored = BTreeMap::from([("stored".to_string(), charge("1", None))]);
-        let settled = settled(&ledger, stored, now);
+        let settled = settled(&ledger, stored, |key| key == "came-and-went", now);
         let keys: Vec<&String> = settled.charges.keys().collect();
         assert_eq!(keys, ["in-flight", "stored"]);
         assert!(settled.charges["stored"].pending_since.is_none());

@@ -11,10 +11,9 @@ use std::time::Duration;
 use arktos_crds::naming::TENANT_LABEL;
 use arktos_crds::tenant::{Tenant, desired};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -22,12 +21,15 @@ use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 
 use crate::metrics::Metrics;
+use crate::quota;
+use crate::quota::departures::Departures;
 use crate::quota::ledger::Ledgers;
 
 /// What every reconcile gets.
 pub struct Context {
     pub client: kube::Client,
     pub ledgers: Arc<Ledgers>,
+    pub departures: Arc<Departures>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
 }
@@ -51,29 +53,16 @@ pub async fn run(client: kube::Client, metrics: Arc<Metrics>, ledgers: Arc<Ledge
     let context = Arc::new(Context {
         client: client.clone(),
         ledgers,
+        departures: Arc::default(),
         recorder: Recorder::new(client.clone(), Reporter::from("arktos-operators")),
         metrics,
     });
     // What the tenant-wide quota counts: a create or delete anywhere in a
-    // tenant re-settles its ledger (metadata says which tenant; kube asks
-    // for metadata only when the Api is of PartialObjectMeta).
+    // tenant re-settles its ledger.
+    let changes = quota::departures::counted_changes(client.clone(), context.departures.clone());
     Controller::new(tenants, watcher::Config::default())
         .with_config(controller::Config::default().debounce(Duration::from_millis(200)))
-        .watches(
-            Api::<PartialObjectMeta<Pod>>::all(client.clone()),
-            labelled.clone(),
-            owning_tenant,
-        )
-        .watches(
-            Api::<PartialObjectMeta<Service>>::all(client.clone()),
-            labelled.clone(),
-            owning_tenant,
-        )
-        .watches(
-            Api::<PartialObjectMeta<PersistentVolumeClaim>>::all(client.clone()),
-            labelled.clone(),
-            owning_tenant,
-        )
+        .reconcile_on(changes)
         .watches(
             Api::<Namespace>::all(client.clone()),
             labelled.clone(),

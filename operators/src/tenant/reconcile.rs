@@ -258,7 +258,10 @@ async fn settle_quota(
     let Ok(tenant_name) = TenantName::new(&name) else {
         return Ok(BTreeMap::new());
     };
-    let usage = context.ledgers.settle(&tenant_name, &hard).await?;
+    let usage = context
+        .ledgers
+        .settle(&tenant_name, &hard, &context.departures)
+        .await?;
     let mut used: BTreeMap<String, Quantity> = hard
         .keys()
         .map(|key| {
