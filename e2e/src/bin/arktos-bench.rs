@@ -14,6 +14,8 @@ use arktos_e2e::cluster::{ClusterSpec, LocalCluster, Ports};
 use arktos_e2e::home::ArktosHome;
 use clap::{Parser, Subcommand};
 
+#[path = "arktos-bench/provisioning.rs"]
+mod provisioning;
 #[path = "arktos-bench/tenant_pods.rs"]
 mod tenant_pods;
 use kube::Api;
@@ -67,6 +69,15 @@ enum Bench {
         #[arg(long, default_value_t = 20)]
         lists: usize,
     },
+    /// Tenants provisioned per second until Ready, and the operators' memory per tenant.
+    Provisioning {
+        /// Tenants to create.
+        #[arg(long, default_value_t = 1000)]
+        tenants: usize,
+        /// Namespaces per tenant (created through the gateway).
+        #[arg(long, default_value_t = 2)]
+        namespaces: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -91,6 +102,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cluster.stop();
         return result;
     }
+    if let Bench::Provisioning {
+        tenants,
+        namespaces,
+    } = cli.bench
+    {
+        // Needs the local cluster's processes to read their memory.
+        let mut cluster = start_cluster().await?;
+        let result = provisioning::run(&cluster, tenants, namespaces, cli.concurrency).await;
+        cluster.stop();
+        return result;
+    }
     let mut local = None;
     let client = match &cli.kubeconfig {
         Some(path) => {
@@ -110,7 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Bench::Tenants { count, gets, lists } => {
             tenants(client, count, gets, lists, cli.concurrency).await
         }
-        Bench::TenantPods { .. } => unreachable!("handled above"),
+        Bench::TenantPods { .. } | Bench::Provisioning { .. } => unreachable!("handled above"),
     };
     if let Some(mut cluster) = local {
         cluster.stop();

@@ -1,0 +1,256 @@
+//! Tenant provisioning: how many tenants (each with its namespaces,
+//! created through the gateway) the operators bring to Ready per second,
+//! and their resident memory per tenant; next to the baseline of a client
+//! creating the same objects directly, in the same run.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use arktos_crds::Tenant;
+use arktos_crds::tenant::desired;
+use arktos_e2e::bench::{Sample, report};
+use arktos_e2e::cluster::{LocalCluster, OPERATOR_REPLICAS, kubeconfig};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use kube::api::{ListParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+const LABEL: &str = "arktos.io/bench=provisioning";
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")
+}
+
+fn operators_rss(cluster: &LocalCluster) -> anyhow::Result<Vec<u64>> {
+    let pids = cluster.pids();
+    (0..OPERATOR_REPLICAS)
+        .map(|r| {
+            let name = LocalCluster::operators_name(r);
+            let pid = pids
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, pid)| *pid)
+                .with_context(|| format!("{name} is not running"))?;
+            rss_kib(pid)
+        })
+        .collect()
+}
+
+pub async fn run(
+    cluster: &LocalCluster,
+    tenants: usize,
+    namespaces: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let admin = cluster.admin_client().await?;
+    let baseline = direct_objects(&admin, tenants, namespaces, concurrency).await?;
+    // Settle, then measure memory before the tenants arrive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = operators_rss(cluster)?;
+
+    let pki = cluster.pki();
+    let gateway = kubeconfig::client_with(
+        &cluster
+            .gateway_url("")
+            .trim_end_matches("/tenants/")
+            .to_string(),
+        &pki.ca_cert(),
+        &pki.cert("admin"),
+        &pki.key("admin"),
+        &[],
+    )
+    .await?;
+    let names: Vec<String> = (0..tenants).map(|i| format!("prov{i}")).collect();
+    let started = Instant::now();
+    let created: HashMap<String, Instant> = futures::stream::iter(names.clone())
+        .map(|name| {
+            let (admin, gateway) = (admin.clone(), gateway.clone());
+            async move {
+                let begun = Instant::now();
+                create_tenant(&admin, &gateway, &name, namespaces).await?;
+                anyhow::Ok((name, begun))
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    let created_in = started.elapsed();
+    eprintln!(
+        "created {tenants} tenants with {namespaces} namespaces each in {:.1}s; waiting for Ready",
+        created_in.as_secs_f64()
+    );
+
+    let api: Api<Tenant> = Api::all(admin.clone());
+    let mut ready: HashMap<String, Duration> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while ready.len() < tenants {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {tenants} tenants Ready after 15 minutes",
+            ready.len()
+        );
+        for tenant in api.list(&ListParams::default().labels(LABEL)).await?.items {
+            let name = tenant.name_any();
+            if ready.contains_key(&name) || !is_ready(&tenant, namespaces) {
+                continue;
+            }
+            if let Some(begun) = created.get(&name) {
+                ready.insert(name, begun.elapsed());
+            }
+        }
+        eprint!("\r{} of {tenants} tenants Ready", ready.len());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let wall = started.elapsed();
+    eprintln!();
+    let after = operators_rss(cluster)?;
+
+    let provisioned = Sample {
+        operation: "PROVISION".into(),
+        target: format!("tenant + {namespaces} ns, until Ready"),
+        latencies: ready.into_values().collect(),
+        wall,
+        errors: 0,
+    };
+    report(&[provisioned.clone(), baseline.clone()], &baseline.target);
+    println!(
+        "\n{tenants} tenants Ready in {:.1} s: {:.1} tenants/s (created in {:.1} s); the same objects created directly: {:.1} sets/s (x{:.2})",
+        wall.as_secs_f64(),
+        provisioned.throughput(),
+        created_in.as_secs_f64(),
+        baseline.throughput(),
+        provisioned.throughput() / baseline.throughput().max(f64::EPSILON)
+    );
+    for (replica, (b, a)) in before.iter().zip(&after).enumerate() {
+        println!(
+            "arktos-operators replica {replica}: resident {} MiB before, {} MiB after: {:.1} KiB per tenant",
+            b / 1024,
+            a / 1024,
+            (*a as f64 - *b as f64) / tenants as f64
+        );
+    }
+    Ok(())
+}
+
+fn is_ready(tenant: &Tenant, namespaces: usize) -> bool {
+    tenant.status.as_ref().is_some_and(|s| {
+        s.namespaces == Some(namespaces as u32)
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+async fn create_tenant(
+    admin: &kube::Client,
+    gateway: &kube::Client,
+    name: &str,
+    namespaces: usize,
+) -> anyhow::Result<()> {
+    let tenant: Tenant = serde_json::from_value(json!({
+        "apiVersion": "tenancy.arktos.io/v1alpha1", "kind": "Tenant",
+        "metadata": {"name": name, "labels": {"arktos.io/bench": "provisioning"}},
+        "spec": {"owners": [{"kind": "User", "name": format!("{name}-owner")}]},
+    }))?;
+    Api::<Tenant>::all(admin.clone())
+        .create(&PostParams::default(), &tenant)
+        .await?;
+    for n in 0..namespaces {
+        let body = serde_json::to_vec(&json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": format!("ns{n}")},
+        }))?;
+        let request = http::Request::post(format!("/tenants/{name}/api/v1/namespaces"))
+            .header("content-type", "application/json")
+            .body(body)?;
+        gateway
+            .request::<Namespace>(request)
+            .await
+            .with_context(|| format!("namespace ns{n} of tenant {name}"))?;
+    }
+    Ok(())
+}
+
+/// The baseline: a client creating, for each tenant, what the gateway and
+/// the operators create (its owner ClusterRole and binding, its namespaces
+/// with their owner RoleBinding and NetworkPolicy), directly.
+async fn direct_objects(
+    admin: &kube::Client,
+    sets: usize,
+    namespaces: usize,
+    concurrency: usize,
+) -> anyhow::Result<Sample> {
+    eprintln!("baseline: creating the same objects for {sets} tenants directly");
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<Duration>> = futures::stream::iter(0..sets)
+        .map(|i| {
+            let admin = admin.clone();
+            async move {
+                let begun = Instant::now();
+                let name = format!("base{i}");
+                let post = PostParams::default();
+                let tenant: Tenant = serde_json::from_value(json!({
+                    "metadata": {"name": name},
+                    "spec": {"owners": [{"kind": "User", "name": format!("{name}-owner")}]},
+                }))?;
+                let mut role = desired::owner_role(&name);
+                role.metadata.labels = None;
+                Api::<ClusterRole>::all(admin.clone())
+                    .create(&post, &role)
+                    .await?;
+                let map = |ns: &str| format!("{name}-{ns}");
+                let mut binding = desired::owner_role_binding(&tenant, &map);
+                binding.metadata.labels = None;
+                Api::<ClusterRoleBinding>::all(admin.clone())
+                    .create(&post, &binding)
+                    .await?;
+                for n in 0..namespaces {
+                    // No tenant label: plain namespaces, no admission.
+                    let namespace = format!("{name}-ns{n}");
+                    let object: Namespace =
+                        serde_json::from_value(json!({"metadata": {"name": namespace}}))?;
+                    Api::<Namespace>::all(admin.clone())
+                        .create(&post, &object)
+                        .await?;
+                    let mut owners = desired::owners_binding(&tenant, &namespace, &map);
+                    owners.metadata.labels = None;
+                    Api::<RoleBinding>::namespaced(admin.clone(), &namespace)
+                        .create(&post, &owners)
+                        .await?;
+                    let mut policy = desired::isolation_policy(&name, &namespace);
+                    policy.metadata.labels = None;
+                    Api::<NetworkPolicy>::namespaced(admin.clone(), &namespace)
+                        .create(&post, &policy)
+                        .await?;
+                }
+                anyhow::Ok(begun.elapsed())
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let wall = started.elapsed();
+    let errors = results.iter().filter(|r| r.is_err()).count();
+    if let Some(Err(err)) = results.iter().find(|r| r.is_err()) {
+        eprintln!("baseline error: {err:#}");
+    }
+    Ok(Sample {
+        operation: "PROVISION".into(),
+        target: format!("same objects, direct ({namespaces} ns)"),
+        latencies: results.into_iter().filter_map(Result::ok).collect(),
+        wall,
+        errors,
+    })
+}
+
+use futures::StreamExt;
