@@ -47,10 +47,19 @@ impl Error {
     pub fn lost_race(&self) -> bool {
         let conflict = |e: &Error| matches!(e, Error::Kube(kube::Error::Api(s)) if s.code == 409);
         match self {
-            Error::Finalizer(inner) => matches!(
-                inner.as_ref(),
-                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) if conflict(e)
-            ),
+            Error::Finalizer(inner) => match inner.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
+                    conflict(e)
+                }
+                // The finalizer patch tests the list it read: another
+                // replica changed it first (409, or 400/422 for a failed
+                // JSON-patch test).
+                finalizer::Error::AddFinalizer(kube::Error::Api(s))
+                | finalizer::Error::RemoveFinalizer(kube::Error::Api(s)) => {
+                    matches!(s.code, 400 | 409 | 422)
+                }
+                _ => false,
+            },
             other => conflict(other),
         }
     }
