@@ -121,6 +121,7 @@ pub async fn run(
     let api: Api<Tenant> = Api::all(admin.clone());
     let watching = async {
         let mut ready: HashMap<String, Duration> = HashMap::new();
+        let mut last_report = Instant::now();
         let deadline = Instant::now() + Duration::from_secs(900);
         while ready.len() < tenants {
             anyhow::ensure!(
@@ -138,14 +139,16 @@ pub async fn run(
                     ready.insert(name, begun.elapsed());
                 }
             }
-            eprint!("\r{} of {tenants} tenants Ready", ready.len());
+            if last_report.elapsed() >= Duration::from_secs(5) {
+                eprintln!("{} of {tenants} tenants Ready", ready.len());
+                last_report = Instant::now();
+            }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         anyhow::Ok(ready)
     };
     let (created_in, ready) = tokio::try_join!(creating, watching)?;
     let wall = started.elapsed();
-    eprintln!();
     let cpu_after = cpu_seconds(cluster)?;
     let after = operators_rss(cluster)?;
 
