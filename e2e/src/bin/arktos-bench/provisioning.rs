@@ -84,10 +84,7 @@ pub async fn run(
 
     let pki = cluster.pki();
     let gateway = kubeconfig::client_with(
-        &cluster
-            .gateway_url("")
-            .trim_end_matches("/tenants/")
-            .to_string(),
+        cluster.gateway_url("").trim_end_matches("/tenants/"),
         &pki.ca_cert(),
         &pki.cert("admin"),
         &pki.key("admin"),
