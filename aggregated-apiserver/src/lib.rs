@@ -107,6 +107,7 @@ async fn authentication_settings(
 /// Keeps `ready` true while the storage answers, and makes sure the
 /// `system` tenant exists.
 async fn watch_readiness(state: Arc<routes::State>) {
+    backfill_buckets(state.tenants.storage()).await;
     loop {
         let storage = state.tenants.storage();
         let ready = match storage.get(SYSTEM_TENANT).await {
@@ -118,6 +119,35 @@ async fn watch_readiness(state: Arc<routes::State>) {
             tracing::info!(ready, "readiness changed");
         }
         tokio::time::sleep(Duration::from_secs(if ready { 10 } else { 1 })).await;
+    }
+}
+
+/// Labels Tenants stored before the shard bucket label existed, so that
+/// label-sharded controllers see them.
+async fn backfill_buckets(storage: &storage::Storage) {
+    let call = storage::Call {
+        query: format!("labelSelector=%21{}", arktos_crds::sharding::BUCKET_LABEL),
+        ..Default::default()
+    };
+    let Ok(answer) = storage.call(http::Method::GET, call).await else {
+        return;
+    };
+    for item in answer.body["items"].as_array().into_iter().flatten() {
+        let Some(name) = item.pointer("/metadata/name").and_then(|n| n.as_str()) else {
+            continue;
+        };
+        let bucket = arktos_crds::sharding::bucket_of(name).to_string();
+        let call = storage::Call {
+            name: Some(name),
+            content_type: "application/merge-patch+json",
+            body: Some(
+                serde_json::json!({"metadata": {"labels": {arktos_crds::sharding::BUCKET_LABEL: bucket}}}),
+            ),
+            ..Default::default()
+        };
+        if let Err(err) = storage.call(http::Method::PATCH, call).await {
+            tracing::warn!(tenant = name, error = ?err, "cannot label the tenant with its shard bucket");
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use crate::authz::{Attributes, Authorizer};
 use crate::request::{ApiRequest, encode_query};
 use crate::respond;
 use crate::storage::{Answer, Call, Storage};
+use arktos_crds::sharding;
 
 /// How often a patch is retried when the object changed under it.
 const PATCH_ATTEMPTS: usize = 5;
@@ -138,6 +139,7 @@ impl TenantApi {
         let tenant = typed(&value)?;
         let name = tenant.metadata.name.clone().unwrap_or_default();
         reject_invalid(&name, validation::validate(&tenant))?;
+        stamp_bucket(&mut value, &name);
         let call = Call {
             query: request.query.clone(),
             accept: &request.accept(),
@@ -158,6 +160,7 @@ impl TenantApi {
         stamp_type(&mut value)?;
         match_name(&mut value, name)?;
         let new = typed(&value)?;
+        stamp_bucket(&mut value, name);
         if !status {
             let old = self.current(name).await?;
             reject_invalid(name, validation::validate_update(&typed(&old)?, &new))?;
@@ -398,6 +401,22 @@ impl TenantApi {
 }
 
 /// Fills in apiVersion and kind, and refuses any other type.
+/// The shard bucket label, for controllers sharded by label where the
+/// API server has no sharded watches. Always the bucket of the name.
+fn stamp_bucket(value: &mut Value, name: &str) {
+    if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        let labels = metadata
+            .entry("labels")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(labels) = labels.as_object_mut() {
+            labels.insert(
+                sharding::BUCKET_LABEL.into(),
+                sharding::bucket_of(name).to_string().into(),
+            );
+        }
+    }
+}
+
 fn stamp_type(value: &mut Value) -> Result<(), Status> {
     let Some(object) = value.as_object_mut() else {
         return Err(status::bad_request("the body must be a JSON object"));

@@ -7,6 +7,7 @@ pub mod client;
 pub mod generated;
 pub mod naming;
 pub mod quantity;
+pub mod sharding;
 pub mod status;
 pub mod tenant;
 

@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod metrics;
 pub mod quota;
+pub mod sharding;
 pub mod tenant;
 
 use std::net::SocketAddr;
@@ -12,7 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
-use warp::Filter;
+use futures::FutureExt;
+use warp::{Filter, Reply};
 
 #[derive(Clone, Debug, Parser)]
 #[command(
@@ -54,6 +56,21 @@ pub struct Config {
     /// Groups the webhooks' tenant policy does not apply to.
     #[arg(long = "trusted-group", value_delimiter = ',', default_values_t = ["system:masters".to_string()])]
     pub trusted_groups: Vec<String>,
+    /// How instances share the controllers' work: `auto` probes the API
+    /// server for sharded list and watch (`shardSelector`) and falls back to
+    /// bucket labels; `off` makes every instance work on everything.
+    #[arg(long, value_enum, default_value_t = Sharding::Auto)]
+    pub sharding: Sharding,
+    /// This instance's name among the shards (unique per instance).
+    #[arg(long, env = "POD_NAME", default_value_t = default_instance())]
+    pub instance: String,
+    /// Namespace of the shard Leases.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "arktos-system")]
+    pub shard_namespace: String,
+    /// Seconds a shard Lease lives without renewal: a dead instance's
+    /// share is taken over after this (plus about a second).
+    #[arg(long, default_value_t = 10)]
+    pub lease_seconds: u64,
     /// Run the controllers (`--controllers=false` for a webhook-only replica).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub controllers: bool,
@@ -62,24 +79,40 @@ pub struct Config {
     pub log_json: bool,
 }
 
-async fn client(config: &Config) -> anyhow::Result<kube::Client> {
-    let kube_config = match &config.kubeconfig {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sharding {
+    Off,
+    Auto,
+    Server,
+    Labels,
+}
+
+fn default_instance() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
+}
+
+async fn kube_config(config: &Config) -> anyhow::Result<kube::Config> {
+    Ok(match &config.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
         }
         None => kube::Config::infer().await?,
-    };
-    Ok(kube::Client::try_from(kube_config)?)
+    })
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // Listen for SIGTERM from the start: a stop that arrives while the
     // controllers are still starting must still stop us.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let client = client(&config).await?;
+    let kube_config = kube_config(&config).await?;
+    let client = kube::Client::try_from(kube_config.clone())?;
     let metrics = metrics::Metrics::new();
     let served = metrics.clone();
+    let log = Arc::new(sharding::log::ReconcileLog::default());
+    let reconciles = log.clone();
+    let instance = config.instance.clone();
     let health = warp::path!("healthz")
         .or(warp::path!("readyz"))
         .unify()
@@ -87,6 +120,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .unify()
         .map(|| String::from("ok"))
         .or(warp::path!("metrics").map(move || served.render()))
+        .unify()
+        .map(|body: String| {
+            warp::reply::with_status(body, warp::http::StatusCode::OK).into_response()
+        })
+        .or(warp::path!("debug" / "reconciles").map(move || {
+            warp::reply::json(&serde_json::json!({
+                "instance": instance,
+                "reconciles": reconciles.snapshot(),
+            }))
+            .into_response()
+        }))
         .unify();
     let health_address = config.health_address;
     tokio::spawn(async move {
@@ -116,17 +160,56 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ));
         tracing::info!(%address, "serving admission webhooks");
     }
+    let setup = Arc::new(tenant::Setup {
+        client: client.clone(),
+        config: kube_config,
+        metrics: metrics.clone(),
+        ledgers,
+        log,
+    });
+    let membership = Arc::new(sharding::membership::Membership::new(
+        client.clone(),
+        &config.shard_namespace,
+        "tenants",
+        &config.instance,
+        std::time::Duration::from_secs(config.lease_seconds.max(3)),
+    ));
     let controllers = async {
-        if config.controllers {
-            tenant::run(client.clone(), Arc::clone(&metrics), ledgers).await;
-        } else {
+        if !config.controllers {
             std::future::pending::<()>().await;
         }
+        let mode = match config.sharding {
+            Sharding::Off => {
+                // Never stops: the sender lives as long as this future.
+                let (_keep, stop) = tokio::sync::oneshot::channel();
+                tenant::run(&setup, None, stop).await;
+                return;
+            }
+            Sharding::Auto => sharding::probe(&client, tenant::TENANTS).await,
+            Sharding::Server => sharding::Mode::Server,
+            Sharding::Labels => sharding::Mode::Labels,
+        };
+        tracing::info!(?mode, instance = %config.instance, "running the tenant controller sharded");
+        let setup = setup.clone();
+        sharding::run(
+            membership.clone(),
+            mode,
+            metrics.clone(),
+            move |shard, stop| {
+                let setup = setup.clone();
+                async move { tenant::run(&setup, Some(shard), stop).await }.boxed()
+            },
+        )
+        .await;
     };
     tokio::select! {
         _ = controllers => {}
         _ = terminate.recv() => tracing::info!("terminated; stopping"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+    }
+    if config.controllers && config.sharding != Sharding::Off {
+        // Leave at once, so the others need not wait for the Lease to expire.
+        membership.leave().await;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -15,6 +16,9 @@ pub struct Metrics {
     failures: Counter,
     duration: Histogram,
     admissions: Family<AdmissionLabels, Counter>,
+    shard_share: Gauge<f64, std::sync::atomic::AtomicU64>,
+    handovers: Counter,
+    handover_duration: Histogram,
     admission_duration: Family<AdmissionLabels, Histogram>,
 }
 
@@ -56,6 +60,24 @@ impl Metrics {
             "Time to answer an admission review",
             admission_duration.clone(),
         );
+        let shard_share = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "shard_owned_share",
+            "Share of the hash space this instance works on (0 to 1)",
+            shard_share.clone(),
+        );
+        let handovers = Counter::default();
+        registry.register(
+            "shard_handovers",
+            "Ranges this instance stopped and handed over",
+            handovers.clone(),
+        );
+        let handover_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "shard_handover_duration_seconds",
+            "Time to stop and drain a range being handed over",
+            handover_duration.clone(),
+        );
         Arc::new(Self {
             registry,
             reconciles,
@@ -63,6 +85,9 @@ impl Metrics {
             duration,
             admissions,
             admission_duration,
+            shard_share,
+            handovers,
+            handover_duration,
         })
     }
 
@@ -77,6 +102,15 @@ impl Metrics {
         self.admission_duration
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
+    }
+
+    pub fn shard_owned(&self, share: f64) {
+        self.shard_share.set(share);
+    }
+
+    pub fn shard_handed_over(&self, took: Duration) {
+        self.handovers.inc();
+        self.handover_duration.observe(took.as_secs_f64());
     }
 
     pub fn failure(&self) {

@@ -337,6 +337,7 @@ impl LocalCluster {
                 format!("--webhook-address=127.0.0.1:{}", self.webhook_port()),
                 format!("--tls-cert-file={}", path(&self.pki.cert(serving))),
                 format!("--tls-private-key-file={}", path(&self.pki.key(serving))),
+                format!("--instance={}", Self::operators_name(replica)),
             ],
             dir: self.spec.dir(),
         };

@@ -168,9 +168,7 @@ impl Ledgers {
     }
 
     fn stripe(&self, tenant: &str) -> &Mutex<()> {
-        let hash = tenant.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
+        let hash = arktos_crds::sharding::fnv1a64(tenant.as_bytes());
         &self.stripes[(hash % STRIPES as u64) as usize]
     }
 

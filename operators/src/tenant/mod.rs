@@ -24,10 +24,14 @@ use crate::metrics::Metrics;
 use crate::quota;
 use crate::quota::departures::Departures;
 use crate::quota::ledger::Ledgers;
+use crate::sharding::Shard;
+use crate::sharding::Stop;
+use crate::sharding::log::ReconcileLog;
 
 /// What every reconcile gets.
 pub struct Context {
     pub client: kube::Client,
+    pub log: Arc<ReconcileLog>,
     pub ledgers: Arc<Ledgers>,
     pub departures: Arc<Departures>,
     pub recorder: Recorder,
@@ -42,8 +46,33 @@ fn owning_tenant<K: Resource>(object: K) -> Option<ObjectRef<Tenant>> {
         .map(|tenant| ObjectRef::new(tenant))
 }
 
-pub async fn run(client: kube::Client, metrics: Arc<Metrics>, ledgers: Arc<Ledgers>) {
-    let tenants: Api<Tenant> = Api::all(client.clone());
+/// What the tenant controller runs with.
+pub struct Setup {
+    pub client: kube::Client,
+    /// To build a sharded client for the Tenant watch.
+    pub config: kube::Config,
+    pub metrics: Arc<Metrics>,
+    pub ledgers: Arc<Ledgers>,
+    pub log: Arc<ReconcileLog>,
+}
+
+/// The collection the tenant controller list-watches (and shards).
+pub const TENANTS: &str = "/apis/tenancy.arktos.io/v1alpha1/tenants";
+
+/// Runs the tenant controller on `shard` (all tenants when `None`) until
+/// `stop` resolves, then lets in-flight reconciles finish.
+pub async fn run(setup: &Setup, shard: Option<Shard>, stop: Stop) {
+    let client = setup.client.clone();
+    let (tenants, tenant_watch): (Api<Tenant>, _) = match &shard {
+        Some(shard) => match shard.client(&setup.config, TENANTS) {
+            Ok(sharded) => (Api::all(sharded), shard.narrow(watcher::Config::default())),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot build the sharded client");
+                return;
+            }
+        },
+        None => (Api::all(client.clone()), watcher::Config::default()),
+    };
     let labelled = watcher::Config::default().labels(TENANT_LABEL);
     let managed = watcher::Config::default().labels(&format!(
         "{}={}",
@@ -52,16 +81,20 @@ pub async fn run(client: kube::Client, metrics: Arc<Metrics>, ledgers: Arc<Ledge
     ));
     let context = Arc::new(Context {
         client: client.clone(),
-        ledgers,
+        ledgers: setup.ledgers.clone(),
         departures: Arc::default(),
+        log: setup.log.clone(),
         recorder: Recorder::new(client.clone(), Reporter::from("arktos-operators")),
-        metrics,
+        metrics: setup.metrics.clone(),
     });
     // What the tenant-wide quota counts: a create or delete anywhere in a
     // tenant re-settles its ledger.
     let changes = quota::departures::counted_changes(client.clone(), context.departures.clone());
-    Controller::new(tenants, watcher::Config::default())
+    Controller::new(tenants, tenant_watch)
         .with_config(controller::Config::default().debounce(Duration::from_millis(200)))
+        .graceful_shutdown_on(async move {
+            let _ = stop.await;
+        })
         .reconcile_on(changes)
         .watches(
             Api::<Namespace>::all(client.clone()),

@@ -79,6 +79,7 @@ impl Error {
 
 pub async fn reconcile(tenant: Arc<Tenant>, context: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
+    let began = crate::sharding::log::now_micros();
     let name = tenant.name_any();
     // The system tenant is the cluster itself: never provisioned, never cleaned up.
     if name == SYSTEM_TENANT {
@@ -95,6 +96,9 @@ pub async fn reconcile(tenant: Arc<Tenant>, context: Arc<Context>) -> Result<Act
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
     context.metrics.reconciled(started.elapsed());
+    context
+        .log
+        .record(&name, began, crate::sharding::log::now_micros());
     outcome
 }
 
