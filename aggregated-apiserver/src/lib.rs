@@ -122,13 +122,10 @@ async fn watch_readiness(state: Arc<routes::State>) {
     }
 }
 
-/// Labels Tenants stored before the shard bucket label existed, so that
-/// label-sharded controllers see them.
+/// Labels Tenants stored without their shard bucket (or with a bucket
+/// another version computed), so that label-sharded controllers see them.
 async fn backfill_buckets(storage: &storage::Storage) {
-    let call = storage::Call {
-        query: format!("labelSelector=%21{}", arktos_crds::sharding::BUCKET_LABEL),
-        ..Default::default()
-    };
+    let call = storage::Call::default();
     let Ok(answer) = storage.call(http::Method::GET, call).await else {
         return;
     };
@@ -137,6 +134,13 @@ async fn backfill_buckets(storage: &storage::Storage) {
             continue;
         };
         let bucket = arktos_crds::sharding::bucket_of(name).to_string();
+        let label = item
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(arktos_crds::sharding::BUCKET_LABEL))
+            .and_then(|b| b.as_str());
+        if label == Some(bucket.as_str()) {
+            continue;
+        }
         let call = storage::Call {
             name: Some(name),
             content_type: "application/merge-patch+json",

@@ -14,10 +14,14 @@ use crate::{IoContext, Result};
 /// file can be copied elsewhere.
 pub fn write(path: &Path, cluster: &str, server: &str, pki: &Pki, identity: &str) -> Result<()> {
     let yaml = render(cluster, server, pki, identity)?;
-    std::fs::write(path, yaml).context(|| format!("writing {}", path.display()))?;
+    // Written aside and renamed into place: a process reading the file
+    // (another replica starting) never sees it half written.
+    let aside = path.with_extension("tmp");
+    std::fs::write(&aside, yaml).context(|| format!("writing {}", aside.display()))?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .context(|| format!("restricting {}", path.display()))
+    std::fs::set_permissions(&aside, std::fs::Permissions::from_mode(0o600))
+        .context(|| format!("restricting {}", aside.display()))?;
+    std::fs::rename(&aside, path).context(|| format!("replacing {}", path.display()))
 }
 
 /// The kubeconfig YAML for `server` as `identity`.

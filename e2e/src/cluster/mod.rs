@@ -314,6 +314,11 @@ impl LocalCluster {
     /// Starts arktos-operators replica `replica` with its service account's
     /// identity; replicas share the webhook port, as pods share a Service.
     pub fn start_arktos_operators(&mut self, replica: u16) -> Result<()> {
+        self.start_arktos_operators_with(replica, &[])
+    }
+
+    /// [`Self::start_arktos_operators`] with extra arguments.
+    pub fn start_arktos_operators_with(&mut self, replica: u16, extra: &[String]) -> Result<()> {
         let kubeconfig = self.service_account_kubeconfig(arktos::OPERATORS)?;
         let serving = "arktos-operators-serving";
         if !self.pki.cert(serving).exists() {
@@ -338,7 +343,10 @@ impl LocalCluster {
                 format!("--tls-cert-file={}", path(&self.pki.cert(serving))),
                 format!("--tls-private-key-file={}", path(&self.pki.key(serving))),
                 format!("--instance={}", Self::operators_name(replica)),
-            ],
+            ]
+            .into_iter()
+            .chain(extra.iter().cloned())
+            .collect(),
             dir: self.spec.dir(),
         };
         let name = Self::operators_name(replica);

@@ -13,6 +13,7 @@ mod tenant_operator;
 mod tenant_plugin;
 mod tenant_python;
 mod tenant_routes;
+mod tenant_sharding;
 mod tenant_watch;
 
 use std::future::Future;
@@ -49,6 +50,20 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     run_trial(ctx, name, false, timeout, test)
+}
+
+/// A long test that disturbs what other tests use; it runs alone.
+pub fn disruptive_long_trial<F, Fut>(
+    ctx: &Arc<Ctx>,
+    name: &'static str,
+    timeout: Duration,
+    test: F,
+) -> Trial
+where
+    F: FnOnce(Arc<Ctx>) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    run_trial(ctx, name, true, timeout, test)
 }
 
 /// A test that disturbs what other tests use; it runs alone.
@@ -107,6 +122,7 @@ fn main() {
             .chain(tenant_python::NAMES)
             .chain(tenant_operator::NAMES)
             .chain(tenant_admission::NAMES)
+            .chain(tenant_sharding::NAMES)
             .map(|name| Trial::test(*name, || Ok(())));
         libtest_mimic::run(&args, names.collect()).exit();
     }
@@ -138,6 +154,7 @@ fn main() {
     trials.extend(tenant_python::trials(&ctx));
     trials.extend(tenant_operator::trials(&ctx));
     trials.extend(tenant_admission::trials(&ctx));
+    trials.extend(tenant_sharding::trials(&ctx));
     let conclusion = libtest_mimic::run(&args, trials);
     if let Ok(mut ctx) = Arc::try_unwrap(ctx) {
         ctx.cluster.stop();

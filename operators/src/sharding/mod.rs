@@ -106,34 +106,83 @@ pub async fn probe(client: &kube::Client, collection: &str) -> Mode {
 /// Resolves when a controller must stop (the sender is dropped or fires).
 pub type Stop = tokio::sync::oneshot::Receiver<()>;
 
+/// A controller running on one piece of this instance's range.
+struct Piece {
+    range: Range,
+    stop: tokio::sync::oneshot::Sender<()>,
+    work: tokio::task::JoinHandle<()>,
+}
+
+/// The parts of `wanted` that no piece in `kept` (all inside `wanted`)
+/// covers, in order.
+fn gaps(wanted: Range, kept: &[Range]) -> Vec<Range> {
+    let mut kept = kept.to_vec();
+    kept.sort_by_key(|r| r.start);
+    let mut gaps = Vec::new();
+    let mut at = wanted.start;
+    for range in kept {
+        if range.start > at {
+            gaps.push(Range {
+                start: at,
+                end: range.start,
+            });
+        }
+        at = at.max(range.end);
+    }
+    if at < wanted.end {
+        gaps.push(Range {
+            start: at,
+            end: wanted.end,
+        });
+    }
+    gaps
+}
+
 /// Runs a controller sharded: `start(shard, stop)` must run the
 /// controller on `shard` until `stop` resolves, then finish its in-flight
-/// reconciles and return.
+/// reconciles and return. When this instance's range grows (another
+/// instance left), the new part gets a controller of its own and the old
+/// part keeps running untouched; a piece that no longer fits is stopped
+/// and drained before the new claim is published.
 pub async fn run<S>(membership: Arc<Membership>, mode: Mode, metrics: Arc<Metrics>, start: S)
 where
     S: Fn(Shard, Stop) -> BoxFuture<'static, ()>,
 {
     let tick = Duration::from_secs(1);
     let duration = membership.duration();
-    let mut running: Option<(
-        Range,
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    )> = None;
-    let mut claim: Option<Range> = None;
-    let mut renewed = Instant::now();
-    loop {
-        match membership.renew(claim).await {
-            Ok(()) => renewed = Instant::now(),
-            Err(err) => tracing::warn!(error = %err, "cannot renew the shard lease"),
+    // Held across each Lease write, so a renewal never republishes a claim
+    // that was just replaced.
+    let claim: Arc<tokio::sync::Mutex<Option<Range>>> = Arc::default();
+    let renewed = Arc::new(std::sync::Mutex::new(Instant::now()));
+    // Renewal runs on its own, so that a long drain never lets the Lease lapse.
+    let renewing = tokio::spawn({
+        let (membership, claim, renewed) = (membership.clone(), claim.clone(), renewed.clone());
+        async move {
+            loop {
+                let current = claim.lock().await;
+                match membership.renew(*current).await {
+                    Ok(()) => *renewed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now(),
+                    Err(err) => tracing::warn!(error = %err, "cannot renew the shard lease"),
+                }
+                drop(current);
+                tokio::time::sleep(tick).await;
+            }
         }
+    });
+    let mut pieces: Vec<Piece> = Vec::new();
+    loop {
+        let last_renewal = *renewed.lock().unwrap_or_else(|e| e.into_inner());
         // Out of touch for two thirds of the lease: stop before others may
         // take over.
-        if renewed.elapsed() > duration * 2 / 3 {
-            stop(&mut running, &metrics).await;
-            claim = None;
+        if last_renewal.elapsed() > duration * 2 / 3 {
+            for piece in pieces.drain(..) {
+                stop(piece, &metrics).await;
+            }
+            *claim.lock().await = None;
+            tokio::time::sleep(tick).await;
+            continue;
         }
-        let members = match membership.members().await {
+        let mut members = match membership.members().await {
             Ok(members) => members,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot read the shard leases");
@@ -143,51 +192,86 @@ where
         };
         let names: Vec<String> = members.iter().map(|m| m.instance.clone()).collect();
         let wanted = ring::share_of(&names, membership.instance());
-        if running.as_ref().map(|(r, _, _)| *r) != wanted {
-            stop(&mut running, &metrics).await;
-            if claim != wanted {
-                claim = wanted;
-                if let Err(err) = membership.renew(claim).await {
-                    tracing::warn!(error = %err, "cannot publish the shard claim");
-                }
-                // Check after publishing: see the module docs.
+        let (keep, misfits): (Vec<Piece>, Vec<Piece>) =
+            std::mem::take(&mut pieces).into_iter().partition(|p| {
+                wanted.is_some_and(|w| w.start <= p.range.start && p.range.end <= w.end)
+            });
+        for piece in misfits {
+            stop(piece, &metrics).await;
+        }
+        pieces = keep;
+        let mut published = claim.lock().await;
+        if *published != wanted {
+            *published = wanted;
+            let written = membership.renew(wanted).await;
+            drop(published);
+            if let Err(err) = written {
+                tracing::warn!(error = %err, "cannot publish the shard claim");
                 tokio::time::sleep(tick).await;
                 continue;
             }
-            if let Some(range) = wanted {
+            // Check only after publishing: see the module docs.
+            members = match membership.members().await {
+                Ok(members) => members,
+                Err(_) => {
+                    tokio::time::sleep(tick).await;
+                    continue;
+                }
+            };
+        } else {
+            drop(published);
+        }
+        if let Some(wanted) = wanted {
+            let kept: Vec<Range> = pieces.iter().map(|p| p.range).collect();
+            for gap in gaps(wanted, &kept) {
                 let contested = members.iter().any(|m| {
                     m.instance != membership.instance()
-                        && m.claim.is_some_and(|c| c.intersects(&range))
+                        && m.claim.is_some_and(|c| c.intersects(&gap))
                 });
                 if contested {
-                    tracing::info!(%range, "waiting for the previous owner to hand over");
-                } else {
-                    tracing::info!(%range, share = range.fraction(), members = names.len(), "starting on my range");
-                    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-                    let work = start(Shard { range, mode }, rx);
-                    running = Some((range, tx, tokio::spawn(work)));
-                    metrics.shard_owned(range.fraction());
+                    tracing::info!(range = %gap, "waiting for the previous owner to hand over");
+                    continue;
                 }
+                tracing::info!(range = %gap, share = wanted.fraction(), members = names.len(), "starting on a range");
+                let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                let work = start(Shard { range: gap, mode }, rx);
+                pieces.push(Piece {
+                    range: gap,
+                    stop: tx,
+                    work: tokio::spawn(work),
+                });
             }
         }
+        let owned: f64 = pieces.iter().map(|p| p.range.fraction()).sum();
+        metrics.shard_owned(owned);
         tokio::time::sleep(tick).await;
+        if renewing.is_finished() {
+            return;
+        }
     }
 }
 
-async fn stop(
-    running: &mut Option<(
-        Range,
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    )>,
-    metrics: &Metrics,
-) {
-    if let Some((range, tx, work)) = running.take() {
-        let started = Instant::now();
-        let _ = tx.send(());
-        let _ = work.await;
-        metrics.shard_handed_over(started.elapsed());
-        metrics.shard_owned(0.0);
-        tracing::info!(%range, took_ms = started.elapsed().as_millis() as u64, "handed over my range");
+async fn stop(piece: Piece, metrics: &Metrics) {
+    let started = Instant::now();
+    let _ = piece.stop.send(());
+    let _ = piece.work.await;
+    metrics.shard_handed_over(started.elapsed());
+    tracing::info!(range = %piece.range, took_ms = started.elapsed().as_millis() as u64, "stopped and drained a range");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_are_what_the_kept_pieces_leave() {
+        let r = |start, end| Range { start, end };
+        assert_eq!(gaps(r(0, 100), &[]), [r(0, 100)]);
+        assert_eq!(gaps(r(0, 100), &[r(0, 50)]), [r(50, 100)]);
+        assert_eq!(
+            gaps(r(0, 100), &[r(60, 70), r(10, 20)]),
+            [r(0, 10), r(20, 60), r(70, 100)]
+        );
+        assert!(gaps(r(0, 100), &[r(0, 100)]).is_empty());
     }
 }

@@ -1,0 +1,482 @@
+//! Issue #6 (sharded controllers): three instances of the tenant controller
+//! split 1,000 tenants, never reconcile one tenant at the same time, take
+//! over a killed instance's share within the lease period, rebalance when
+//! it returns; with the server's `shardSelector` and with bucket labels.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, ensure};
+use arktos_crds::Tenant;
+use arktos_e2e::cluster::{LocalCluster, OPERATOR_REPLICAS};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use libtest_mimic::Trial;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::support::unique;
+use crate::{Ctx, disruptive_long_trial};
+
+pub const NAMES: &[&str] = &["sharded_tenant_controller_splits_hands_over_and_never_overlaps"];
+
+pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
+    vec![disruptive_long_trial(
+        ctx,
+        NAMES[0],
+        Duration::from_secs(900),
+        splits_hands_over_and_never_overlaps,
+    )]
+}
+
+const INSTANCES: u16 = 3;
+/// The lease period the operators run with (their default), in seconds.
+const LEASE: u64 = 10;
+
+#[derive(Deserialize)]
+struct Log {
+    instance: String,
+    reconciles: Vec<Record>,
+}
+
+#[derive(Clone, Deserialize)]
+struct Record {
+    object: String,
+    start: u128,
+    end: u128,
+}
+
+fn micros_now() -> u128 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or_default()
+}
+
+async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    Ok(answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default())
+}
+
+fn ports(ctx: &Ctx) -> anyhow::Result<Vec<u16>> {
+    let local = ctx.cluster.local().context("needs the local cluster")?;
+    Ok((0..INSTANCES).map(|r| local.operators_port(r)).collect())
+}
+
+/// Every instance's reconciles of the tenants named `prefix*`.
+async fn logs(ctx: &Ctx, prefix: &str, alive: &[bool]) -> anyhow::Result<Vec<Log>> {
+    let mut logs = Vec::new();
+    for (port, alive) in ports(ctx)?.into_iter().zip(alive) {
+        if !alive {
+            continue;
+        }
+        let mut log: Log = serde_json::from_str(&http_get(port, "/debug/reconciles").await?)?;
+        log.reconciles.retain(|r| r.object.starts_with(prefix));
+        logs.push(log);
+    }
+    Ok(logs)
+}
+
+/// No tenant reconciled by two instances at overlapping times.
+fn check_no_overlap(all: &[(String, Record)]) -> anyhow::Result<usize> {
+    let mut by_object: HashMap<&str, Vec<(&str, &Record)>> = HashMap::new();
+    for (instance, record) in all {
+        by_object
+            .entry(&record.object)
+            .or_default()
+            .push((instance, record));
+    }
+    let mut checked = 0;
+    for (object, mut records) in by_object {
+        records.sort_by_key(|(_, r)| r.start);
+        for pair in records.windows(2) {
+            let ((a, first), (b, second)) = (pair[0], pair[1]);
+            checked += 1;
+            ensure!(
+                a == b || first.end <= second.start,
+                "tenant {object} reconciled by {a} ({}..{}) and {b} ({}..{}) at once",
+                first.start,
+                first.end,
+                second.start,
+                second.end
+            );
+        }
+    }
+    Ok(checked)
+}
+
+/// Waits until `instances` live members hold disjoint claims covering the
+/// space; returns when every instance reports its share.
+async fn wait_for_members(ctx: &Ctx, instances: usize) -> anyhow::Result<()> {
+    let admin = ctx.cluster.client().await?;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(admin, "arktos-system");
+    crate::support::eventually(
+        &format!("{instances} shard members with claims"),
+        Duration::from_secs(LEASE * 3),
+        || {
+            let leases = leases.clone();
+            async move {
+                let now = k8s_openapi::jiff::Timestamp::now();
+                let live = leases
+                    .list(&ListParams::default().labels("sharding.arktos.io/group=tenants"))
+                    .await?
+                    .items
+                    .into_iter()
+                    .filter(|l| {
+                        let spec = l.spec.clone().unwrap_or_default();
+                        let fresh = spec.renew_time.is_some_and(|t| {
+                            now.duration_since(t.0).as_secs()
+                                < i64::from(spec.lease_duration_seconds.unwrap_or(0))
+                        });
+                        let claimed = l
+                            .metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get("sharding.arktos.io/claim"))
+                            .is_some_and(|c| !c.is_empty());
+                        fresh && claimed
+                    })
+                    .count();
+                Ok(live == instances)
+            }
+        },
+    )
+    .await?;
+    // Claims are published before work starts: wait until every instance
+    // works on its full share (the previous owners have drained).
+    let ports = ports(ctx)?;
+    let want = 1.0 / instances as f64;
+    crate::support::eventually(
+        "every instance working on its share",
+        Duration::from_secs(LEASE * 4),
+        || {
+            let ports = ports.clone();
+            async move {
+                let mut working = 0;
+                for port in ports {
+                    let Ok(metrics) = http_get(port, "/metrics").await else {
+                        continue;
+                    };
+                    let share = metrics
+                        .lines()
+                        .find(|l| l.starts_with("arktos_operators_shard_owned_share "))
+                        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                        .unwrap_or(0.0);
+                    if (share - want).abs() < 0.01 {
+                        working += 1;
+                    }
+                }
+                Ok(working == instances)
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Touches every tenant and waits until each was reconciled after the
+/// touch by a live instance; returns how long that took.
+async fn touch_and_wait(
+    ctx: &Ctx,
+    tenants: &Api<Tenant>,
+    names: &[String],
+    prefix: &str,
+    alive: &[bool],
+    within: Duration,
+) -> anyhow::Result<Duration> {
+    let touched = micros_now();
+    let started = Instant::now();
+    let stamp = touched.to_string();
+    futures::future::try_join_all(names.chunks(50).map(|chunk| {
+        let stamp = stamp.clone();
+        async move {
+            for name in chunk {
+                tenants
+                    .patch(
+                        name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"metadata": {"annotations": {"e2e/touched": stamp}}})),
+                    )
+                    .await?;
+            }
+            anyhow::Ok(())
+        }
+    }))
+    .await?;
+    let wanted: HashSet<&String> = names.iter().collect();
+    loop {
+        let logs = logs(ctx, prefix, alive).await?;
+        let done: HashSet<&str> = logs
+            .iter()
+            .flat_map(|l| l.reconciles.iter())
+            .filter(|r| r.start >= touched)
+            .map(|r| r.object.as_str())
+            .collect();
+        let missing = wanted.iter().filter(|n| !done.contains(n.as_str())).count();
+        if missing == 0 {
+            return Ok(started.elapsed());
+        }
+        ensure!(
+            started.elapsed() < within,
+            "{missing} tenants not reconciled within {}s of the touch",
+            within.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Distinct tenants each instance reconciled since `since`.
+fn shares(logs: &[Log], since: u128) -> BTreeMap<String, usize> {
+    logs.iter()
+        .map(|l| {
+            let objects: HashSet<&str> = l
+                .reconciles
+                .iter()
+                .filter(|r| r.start >= since)
+                .map(|r| r.object.as_str())
+                .collect();
+            (l.instance.clone(), objects.len())
+        })
+        .collect()
+}
+
+fn check_balance(shares: &BTreeMap<String, usize>) -> anyhow::Result<()> {
+    let counts: Vec<usize> = shares.values().copied().collect();
+    let (min, max) = (
+        *counts.iter().min().unwrap_or(&0),
+        *counts.iter().max().unwrap_or(&0),
+    );
+    let mean = counts.iter().sum::<usize>() as f64 / counts.len().max(1) as f64;
+    ensure!(
+        (max - min) as f64 <= 0.2 * mean,
+        "the instances' shares differ by more than 20%: {shares:?}"
+    );
+    Ok(())
+}
+
+fn restart_all(ctx: &Ctx, extra: &[String]) -> anyhow::Result<()> {
+    let mut local = ctx.cluster.local().context("needs the local cluster")?;
+    for replica in 0..INSTANCES {
+        local.stop_component(&LocalCluster::operators_name(replica));
+    }
+    for replica in 0..INSTANCES {
+        local.start_arktos_operators_with(replica, extra)?;
+    }
+    Ok(())
+}
+
+async fn splits_hands_over_and_never_overlaps(ctx: Arc<Ctx>) -> anyhow::Result<()> {
+    let count: usize = std::env::var("ARKTOS_E2E_SHARD_TENANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    // A third instance beside the cluster's two.
+    {
+        let mut local = ctx.cluster.local().context("needs the local cluster")?;
+        for replica in OPERATOR_REPLICAS..INSTANCES {
+            local.start_arktos_operators(replica)?;
+        }
+    }
+    wait_for_members(&ctx, INSTANCES as usize).await?;
+    let admin = ctx.cluster.client().await?;
+    let tenants: Api<Tenant> = Api::all(admin.clone());
+    let prefix = unique("sh");
+    let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
+    let created = Instant::now();
+    futures::future::try_join_all(names.chunks(count.div_ceil(16)).map(|chunk| {
+        let tenants = tenants.clone();
+        async move {
+            for name in chunk {
+                let tenant: Tenant = serde_json::from_value(json!({
+                    "apiVersion": "tenancy.arktos.io/v1alpha1", "kind": "Tenant",
+                    "metadata": {"name": name, "labels": {"e2e/shards": "yes"}},
+                    "spec": {"owners": [{"kind": "User", "name": "nobody"}]},
+                }))?;
+                tenants.create(&PostParams::default(), &tenant).await?;
+            }
+            anyhow::Ok(())
+        }
+    }))
+    .await?;
+    let all_alive = vec![true; INSTANCES as usize];
+    crate::support::eventually(
+        &format!("{count} tenants Ready"),
+        Duration::from_secs(600),
+        || {
+            let tenants = tenants.clone();
+            let prefix = prefix.clone();
+            async move {
+                let ready = tenants
+                    .list(&ListParams::default().labels("e2e/shards=yes"))
+                    .await?
+                    .items
+                    .into_iter()
+                    .filter(|t| {
+                        t.metadata
+                            .name
+                            .as_deref()
+                            .unwrap_or_default()
+                            .starts_with(&prefix)
+                            && t.status.as_ref().is_some_and(|s| {
+                                s.conditions
+                                    .iter()
+                                    .any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                    })
+                    .count();
+                Ok(ready == count)
+            }
+        },
+    )
+    .await?;
+    eprintln!(
+        "  {count} tenants Ready {:.1}s after the first create, 3 instances",
+        created.elapsed().as_secs_f64()
+    );
+    let first = logs(&ctx, &prefix, &all_alive).await?;
+    let split = shares(&first, 0);
+    eprintln!("  tenants reconciled per instance: {split:?}");
+    ensure!(
+        split.values().sum::<usize>() == count,
+        "every tenant must be reconciled by exactly one instance: {split:?}"
+    );
+    check_balance(&split)?;
+
+    // Kill one: its share is taken over within the lease period + 5 s.
+    let victim = LocalCluster::operators_name(2);
+    let dead_share: HashSet<String> = first
+        .iter()
+        .filter(|l| l.instance == victim)
+        .flat_map(|l| l.reconciles.iter().map(|r| r.object.clone()))
+        .collect();
+    let killed_at = Instant::now();
+    let killed_micros = micros_now();
+    {
+        let mut local = ctx.cluster.local().context("local")?;
+        local.kill(&victim)?;
+    }
+    let alive = [true, true, false];
+    let taken_over = loop {
+        let logs = logs(&ctx, &prefix, &alive).await?;
+        let redone: HashSet<&str> = logs
+            .iter()
+            .flat_map(|l| l.reconciles.iter())
+            .filter(|r| r.start >= killed_micros)
+            .map(|r| r.object.as_str())
+            .collect();
+        let missing = dead_share
+            .iter()
+            .filter(|n| !redone.contains(n.as_str()))
+            .count();
+        if missing == 0 {
+            break killed_at.elapsed();
+        }
+        ensure!(
+            killed_at.elapsed() < Duration::from_secs(LEASE + 30),
+            "{missing} of the killed instance's {} tenants not taken over after {}s",
+            dead_share.len(),
+            killed_at.elapsed().as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!(
+        "  killed an instance: its {} tenants reconciled by the other two {:.1}s after the kill",
+        dead_share.len(),
+        taken_over.as_secs_f64()
+    );
+    ensure!(
+        taken_over <= Duration::from_secs(LEASE + 5),
+        "take-over took {:.1}s, more than the lease ({LEASE}s) + 5s",
+        taken_over.as_secs_f64()
+    );
+
+    // It returns: shares rebalance.
+    {
+        let mut local = ctx.cluster.local().context("local")?;
+        local.start_again(&LocalCluster::operators_name(2))?;
+    }
+    wait_for_members(&ctx, INSTANCES as usize).await?;
+    let since = micros_now();
+    touch_and_wait(
+        &ctx,
+        &tenants,
+        &names,
+        &prefix,
+        &all_alive,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let rebalanced = shares(&logs(&ctx, &prefix, &all_alive).await?, since);
+    eprintln!("  after the restart, tenants reconciled per instance: {rebalanced:?}");
+    check_balance(&rebalanced)?;
+
+    // The same with bucket labels instead of the server's shardSelector.
+    restart_all(&ctx, &["--sharding=labels".to_string()])?;
+    wait_for_members(&ctx, INSTANCES as usize).await?;
+    let since = micros_now();
+    touch_and_wait(
+        &ctx,
+        &tenants,
+        &names,
+        &prefix,
+        &all_alive,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let labelled = shares(&logs(&ctx, &prefix, &all_alive).await?, since);
+    eprintln!("  with bucket labels, tenants reconciled per instance: {labelled:?}");
+    check_balance(&labelled)?;
+
+    // Every reconcile of the whole run (the killed instance's records
+    // before its death are lost with it; the others' are all here).
+    let mut all = Vec::new();
+    for log in logs(&ctx, &prefix, &all_alive).await? {
+        for record in log.reconciles {
+            all.push((log.instance.clone(), record));
+        }
+    }
+    for log in &first {
+        for record in &log.reconciles {
+            all.push((log.instance.clone(), record.clone()));
+        }
+    }
+    let checked = check_no_overlap(&all)?;
+    eprintln!(
+        "  {} reconciles recorded, {checked} consecutive pairs checked: no tenant reconciled by two instances at once",
+        all.len()
+    );
+
+    // Back to the cluster's usual operators, and the tenants go.
+    {
+        let mut local = ctx.cluster.local().context("local")?;
+        for replica in 0..INSTANCES {
+            local.stop_component(&LocalCluster::operators_name(replica));
+        }
+        for replica in 0..OPERATOR_REPLICAS {
+            local.start_arktos_operators(replica)?;
+        }
+    }
+    wait_for_members(&ctx, OPERATOR_REPLICAS as usize).await?;
+    futures::future::try_join_all(names.chunks(count.div_ceil(16)).map(|chunk| {
+        let tenants = tenants.clone();
+        async move {
+            for name in chunk {
+                tenants.delete(name, &DeleteParams::default()).await?;
+            }
+            anyhow::Ok(())
+        }
+    }))
+    .await?;
+    Ok(())
+}
