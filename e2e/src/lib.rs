@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod harness;
 pub mod home;
 pub mod launcher;
+pub mod observe;
 pub mod upstream;
 
 pub use cluster::{ClusterSpec, LocalCluster, Ports};

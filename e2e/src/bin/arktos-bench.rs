@@ -16,6 +16,8 @@ use clap::{Parser, Subcommand};
 
 #[path = "arktos-bench/provisioning.rs"]
 mod provisioning;
+#[path = "arktos-bench/shards.rs"]
+mod shards;
 #[path = "arktos-bench/tenant_pods.rs"]
 mod tenant_pods;
 use kube::Api;
@@ -69,6 +71,12 @@ enum Bench {
         #[arg(long, default_value_t = 20)]
         lists: usize,
     },
+    /// The sharded tenant controller with 1, 2 and 4 instances.
+    Shards {
+        /// Tenants to reconcile.
+        #[arg(long, default_value_t = 1000)]
+        tenants: usize,
+    },
     /// Tenants provisioned per second until Ready, and the operators' memory per tenant.
     Provisioning {
         /// Tenants to create.
@@ -113,6 +121,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cluster.stop();
         return result;
     }
+    if let Bench::Shards { tenants } = cli.bench {
+        let mut cluster = start_cluster().await?;
+        let result = shards::run(&mut cluster, tenants, cli.concurrency).await;
+        cluster.stop();
+        return result;
+    }
     let mut local = None;
     let client = match &cli.kubeconfig {
         Some(path) => {
@@ -132,7 +146,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Bench::Tenants { count, gets, lists } => {
             tenants(client, count, gets, lists, cli.concurrency).await
         }
-        Bench::TenantPods { .. } | Bench::Provisioning { .. } => unreachable!("handled above"),
+        Bench::TenantPods { .. } | Bench::Provisioning { .. } | Bench::Shards { .. } => {
+            unreachable!("handled above")
+        }
     };
     if let Some(mut cluster) = local {
         cluster.stop();

@@ -416,30 +416,15 @@ async fn quota_reviews_per_replica(ctx: &Ctx) -> anyhow::Result<Vec<u64>> {
     };
     let mut counts = Vec::new();
     for port in ports {
-        let body = reqwest_metrics(port).await?;
-        let total: u64 = body
-            .lines()
-            .filter(|l| {
-                l.starts_with("arktos_operators_admission_reviews_total{")
-                    && l.contains("webhook=\"quota\"")
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum();
-        counts.push(total);
+        let total = arktos_e2e::observe::metric(
+            port,
+            "arktos_operators_admission_reviews_total",
+            "webhook=\"quota\"",
+        )
+        .await?;
+        counts.push(total as u64);
     }
     Ok(counts)
-}
-
-/// GET http://127.0.0.1:<port>/metrics, with a bare HTTP/1.0 request.
-async fn reqwest_metrics(port: u16) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await?;
-    Ok(body)
 }
 
 async fn quota_holds_under_concurrent_creates(ctx: Arc<Ctx>) -> anyhow::Result<()> {

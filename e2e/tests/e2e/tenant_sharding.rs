@@ -5,15 +5,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use arktos_crds::Tenant;
 use arktos_e2e::cluster::{LocalCluster, OPERATOR_REPLICAS};
+use arktos_e2e::observe::{self, Reconcile, ReconcileLog, micros_now};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use libtest_mimic::Trial;
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::support::unique;
@@ -34,53 +34,19 @@ const INSTANCES: u16 = 3;
 /// The lease period the operators run with (their default), in seconds.
 const LEASE: u64 = 10;
 
-#[derive(Deserialize)]
-struct Log {
-    instance: String,
-    reconciles: Vec<Record>,
-}
-
-#[derive(Clone, Deserialize)]
-struct Record {
-    object: String,
-    start: u128,
-    end: u128,
-}
-
-fn micros_now() -> u128 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_micros())
-        .unwrap_or_default()
-}
-
-async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await?;
-    Ok(answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default())
-}
-
 fn ports(ctx: &Ctx) -> anyhow::Result<Vec<u16>> {
     let local = ctx.cluster.local().context("needs the local cluster")?;
     Ok((0..INSTANCES).map(|r| local.operators_port(r)).collect())
 }
 
 /// Every instance's reconciles of the tenants named `prefix*`.
-async fn logs(ctx: &Ctx, prefix: &str, alive: &[bool]) -> anyhow::Result<Vec<Log>> {
+async fn logs(ctx: &Ctx, prefix: &str, alive: &[bool]) -> anyhow::Result<Vec<ReconcileLog>> {
     let mut logs = Vec::new();
     for (port, alive) in ports(ctx)?.into_iter().zip(alive) {
         if !alive {
             continue;
         }
-        let mut log: Log = serde_json::from_str(&http_get(port, "/debug/reconciles").await?)?;
+        let mut log = observe::reconciles(port).await?;
         log.reconciles.retain(|r| r.object.starts_with(prefix));
         logs.push(log);
     }
@@ -88,8 +54,8 @@ async fn logs(ctx: &Ctx, prefix: &str, alive: &[bool]) -> anyhow::Result<Vec<Log
 }
 
 /// No tenant reconciled by two instances at overlapping times.
-fn check_no_overlap(all: &[(String, Record)]) -> anyhow::Result<usize> {
-    let mut by_object: HashMap<&str, Vec<(&str, &Record)>> = HashMap::new();
+fn check_no_overlap(all: &[(String, Reconcile)]) -> anyhow::Result<usize> {
+    let mut by_object: HashMap<&str, Vec<(&str, &Reconcile)>> = HashMap::new();
     for (instance, record) in all {
         by_object
             .entry(&record.object)
@@ -165,13 +131,8 @@ async fn wait_for_members(ctx: &Ctx, instances: usize) -> anyhow::Result<()> {
             async move {
                 let mut working = 0;
                 for port in ports {
-                    let Ok(metrics) = http_get(port, "/metrics").await else {
-                        continue;
-                    };
-                    let share = metrics
-                        .lines()
-                        .find(|l| l.starts_with("arktos_operators_shard_owned_share "))
-                        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    let share = observe::metric(port, "arktos_operators_shard_owned_share", "")
+                        .await
                         .unwrap_or(0.0);
                     if (share - want).abs() < 0.01 {
                         working += 1;
@@ -237,7 +198,7 @@ async fn touch_and_wait(
 }
 
 /// Distinct tenants each instance reconciled since `since`.
-fn shares(logs: &[Log], since: u128) -> BTreeMap<String, usize> {
+fn shares(logs: &[ReconcileLog], since: u128) -> BTreeMap<String, usize> {
     logs.iter()
         .map(|l| {
             let objects: HashSet<&str> = l

@@ -12,6 +12,7 @@ use arktos_crds::Tenant;
 use arktos_crds::tenant::desired;
 use arktos_e2e::bench::{Sample, report};
 use arktos_e2e::cluster::{LocalCluster, OPERATOR_REPLICAS, kubeconfig};
+use arktos_e2e::observe;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
@@ -21,37 +22,12 @@ use serde_json::json;
 
 const LABEL: &str = "arktos.io/bench=provisioning";
 
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")
-}
-
-/// CPU seconds (user + system) each component has used so far.
+/// CPU seconds each component has used so far.
 fn cpu_seconds(cluster: &LocalCluster) -> anyhow::Result<Vec<(String, f64)>> {
-    // Clock ticks per second: 100 on Linux for every architecture we run on.
-    const TICKS: f64 = 100.0;
     cluster
         .pids()
         .into_iter()
-        .map(|(name, pid)| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-            // Fields after the command (which may hold spaces) in parentheses.
-            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = |i: usize| {
-                fields
-                    .get(i)
-                    .and_then(|f| f.parse::<f64>().ok())
-                    .unwrap_or(0.0)
-            };
-            // utime and stime are fields 14 and 15 of /proc/pid/stat.
-            Ok((name, (ticks(11) + ticks(12)) / TICKS))
-        })
+        .map(|(name, pid)| Ok((name, observe::cpu_seconds(pid)?)))
         .collect()
 }
 
@@ -65,7 +41,7 @@ fn operators_rss(cluster: &LocalCluster) -> anyhow::Result<Vec<u64>> {
                 .find(|(n, _)| *n == name)
                 .map(|(_, pid)| *pid)
                 .with_context(|| format!("{name} is not running"))?;
-            rss_kib(pid)
+            observe::rss_kib(pid)
         })
         .collect()
 }
