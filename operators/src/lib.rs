@@ -56,9 +56,12 @@ pub struct Config {
     /// Groups the webhooks' tenant policy does not apply to.
     #[arg(long = "trusted-group", value_delimiter = ',', default_values_t = ["system:masters".to_string()])]
     pub trusted_groups: Vec<String>,
-    /// How instances share the controllers' work: `auto` probes the API
-    /// server for sharded list and watch (`shardSelector`) and falls back to
-    /// bucket labels; `off` makes every instance work on everything.
+    /// How instances share the controllers' work. To run N replicas, start
+    /// N with distinct `--instance` names (a Deployment's pod names): each
+    /// holds a Lease in `--shard-namespace` and works on 1/N of the tenants,
+    /// handing over as instances come and go. `auto` probes the API server
+    /// for sharded list and watch (`shardSelector`) and falls back to bucket
+    /// labels; `off` makes every instance work on everything.
     #[arg(long, value_enum, default_value_t = Sharding::Auto)]
     pub sharding: Sharding,
     /// This instance's name among the shards (unique per instance).

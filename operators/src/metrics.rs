@@ -19,6 +19,7 @@ pub struct Metrics {
     shard_share: Gauge<f64, std::sync::atomic::AtomicU64>,
     handovers: Counter,
     handover_duration: Histogram,
+    shard_objects: Gauge,
     admission_duration: Family<AdmissionLabels, Histogram>,
 }
 
@@ -78,7 +79,14 @@ impl Metrics {
             "Time to stop and drain a range being handed over",
             handover_duration.clone(),
         );
+        let shard_objects = Gauge::default();
+        registry.register(
+            "shard_objects",
+            "Objects in the ranges this instance works on",
+            shard_objects.clone(),
+        );
         Arc::new(Self {
+            shard_objects,
             registry,
             reconciles,
             failures,
@@ -106,6 +114,10 @@ impl Metrics {
 
     pub fn shard_owned(&self, share: f64) {
         self.shard_share.set(share);
+    }
+
+    pub fn shard_objects_changed(&self, by: i64) {
+        self.shard_objects.inc_by(by);
     }
 
     pub fn shard_handed_over(&self, took: Duration) {

@@ -226,6 +226,117 @@ fn check_balance(shares: &BTreeMap<String, usize>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Kills one instance: its share (the tenants it reconciled since
+/// `since`) must be reconciled by the others within the lease period + 5 s;
+/// then restarts it and checks the shares rebalance. Returns every
+/// reconcile recorded meanwhile, for the overlap check.
+async fn kill_take_over_and_return(
+    ctx: &Ctx,
+    tenants: &Api<Tenant>,
+    names: &[String],
+    prefix: &str,
+    since: u128,
+    mode: &str,
+) -> anyhow::Result<Vec<(String, Reconcile)>> {
+    let all_alive = vec![true; INSTANCES as usize];
+    let before = logs(ctx, prefix, &all_alive).await?;
+    let mut records: Vec<(String, Reconcile)> = before
+        .iter()
+        .flat_map(|l| l.reconciles.iter().map(|r| (l.instance.clone(), r.clone())))
+        .collect();
+    let victim = LocalCluster::operators_name(INSTANCES - 1);
+    let dead_share: HashSet<String> = before
+        .iter()
+        .filter(|l| l.instance == victim)
+        .flat_map(|l| {
+            l.reconciles
+                .iter()
+                .filter(|r| r.start >= since)
+                .map(|r| r.object.clone())
+        })
+        .collect();
+    ensure!(
+        !dead_share.is_empty(),
+        "[{mode}] {victim} reconciled nothing"
+    );
+    let killed_at = Instant::now();
+    let killed_micros = micros_now();
+    ctx.cluster.local().context("local")?.kill(&victim)?;
+    let alive = [true, true, false];
+    let taken_over = loop {
+        let logs = logs(ctx, prefix, &alive).await?;
+        let redone: HashSet<&str> = logs
+            .iter()
+            .flat_map(|l| l.reconciles.iter())
+            .filter(|r| r.start >= killed_micros)
+            .map(|r| r.object.as_str())
+            .collect();
+        let missing = dead_share
+            .iter()
+            .filter(|n| !redone.contains(n.as_str()))
+            .count();
+        if missing == 0 {
+            break killed_at.elapsed();
+        }
+        ensure!(
+            killed_at.elapsed() < Duration::from_secs(LEASE + 30),
+            "[{mode}] {missing} of the killed instance's {} tenants not taken over after {}s",
+            dead_share.len(),
+            killed_at.elapsed().as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!(
+        "  [{mode}] killed {victim}: its {} tenants reconciled by the other two {:.1}s after the kill",
+        dead_share.len(),
+        taken_over.as_secs_f64()
+    );
+    ensure!(
+        taken_over <= Duration::from_secs(LEASE + 5),
+        "[{mode}] take-over took {:.1}s, more than the lease ({LEASE}s) + 5s",
+        taken_over.as_secs_f64()
+    );
+    for log in logs(ctx, prefix, &alive).await? {
+        records.extend(
+            log.reconciles
+                .into_iter()
+                .map(|r| (log.instance.clone(), r)),
+        );
+    }
+
+    // It returns: shares rebalance.
+    ctx.cluster.local().context("local")?.start_again(&victim)?;
+    wait_for_members(ctx, INSTANCES as usize).await?;
+    let rebalance = micros_now();
+    touch_and_wait(
+        ctx,
+        tenants,
+        names,
+        prefix,
+        &all_alive,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let after = logs(ctx, prefix, &all_alive).await?;
+    let rebalanced = shares(&after, rebalance);
+    eprintln!(
+        "  [{mode}] after {victim} returned, tenants reconciled per instance: {rebalanced:?}"
+    );
+    ensure!(
+        rebalanced.values().sum::<usize>() == names.len(),
+        "[{mode}] every tenant must be reconciled by exactly one instance: {rebalanced:?}"
+    );
+    check_balance(&rebalanced)?;
+    for log in after {
+        records.extend(
+            log.reconciles
+                .into_iter()
+                .map(|r| (log.instance.clone(), r)),
+        );
+    }
+    Ok(records)
+}
+
 fn restart_all(ctx: &Ctx, extra: &[String]) -> anyhow::Result<()> {
     let mut local = ctx.cluster.local().context("needs the local cluster")?;
     for replica in 0..INSTANCES {
@@ -307,80 +418,15 @@ async fn splits_hands_over_and_never_overlaps(ctx: Arc<Ctx>) -> anyhow::Result<(
     );
     let first = logs(&ctx, &prefix, &all_alive).await?;
     let split = shares(&first, 0);
-    eprintln!("  tenants reconciled per instance: {split:?}");
+    eprintln!("  [shardSelector] tenants reconciled per instance: {split:?}");
     ensure!(
         split.values().sum::<usize>() == count,
         "every tenant must be reconciled by exactly one instance: {split:?}"
     );
     check_balance(&split)?;
 
-    // Kill one: its share is taken over within the lease period + 5 s.
-    let victim = LocalCluster::operators_name(2);
-    let dead_share: HashSet<String> = first
-        .iter()
-        .filter(|l| l.instance == victim)
-        .flat_map(|l| l.reconciles.iter().map(|r| r.object.clone()))
-        .collect();
-    let killed_at = Instant::now();
-    let killed_micros = micros_now();
-    {
-        let mut local = ctx.cluster.local().context("local")?;
-        local.kill(&victim)?;
-    }
-    let alive = [true, true, false];
-    let taken_over = loop {
-        let logs = logs(&ctx, &prefix, &alive).await?;
-        let redone: HashSet<&str> = logs
-            .iter()
-            .flat_map(|l| l.reconciles.iter())
-            .filter(|r| r.start >= killed_micros)
-            .map(|r| r.object.as_str())
-            .collect();
-        let missing = dead_share
-            .iter()
-            .filter(|n| !redone.contains(n.as_str()))
-            .count();
-        if missing == 0 {
-            break killed_at.elapsed();
-        }
-        ensure!(
-            killed_at.elapsed() < Duration::from_secs(LEASE + 30),
-            "{missing} of the killed instance's {} tenants not taken over after {}s",
-            dead_share.len(),
-            killed_at.elapsed().as_secs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    eprintln!(
-        "  killed an instance: its {} tenants reconciled by the other two {:.1}s after the kill",
-        dead_share.len(),
-        taken_over.as_secs_f64()
-    );
-    ensure!(
-        taken_over <= Duration::from_secs(LEASE + 5),
-        "take-over took {:.1}s, more than the lease ({LEASE}s) + 5s",
-        taken_over.as_secs_f64()
-    );
-
-    // It returns: shares rebalance.
-    {
-        let mut local = ctx.cluster.local().context("local")?;
-        local.start_again(&LocalCluster::operators_name(2))?;
-    }
-    wait_for_members(&ctx, INSTANCES as usize).await?;
-    let since = micros_now();
-    touch_and_wait(
-        &ctx,
-        &tenants,
-        &names,
-        &prefix,
-        &all_alive,
-        Duration::from_secs(60),
-    )
-    .await?;
-    let rebalanced = shares(&logs(&ctx, &prefix, &all_alive).await?, since);
-    eprintln!("  after the restart, tenants reconciled per instance: {rebalanced:?}");
-    check_balance(&rebalanced)?;
+    let mut records =
+        kill_take_over_and_return(&ctx, &tenants, &names, &prefix, 0, "shardSelector").await?;
 
     // The same with bucket labels instead of the server's shardSelector.
     restart_all(&ctx, &["--sharding=labels".to_string()])?;
@@ -396,26 +442,20 @@ async fn splits_hands_over_and_never_overlaps(ctx: Arc<Ctx>) -> anyhow::Result<(
     )
     .await?;
     let labelled = shares(&logs(&ctx, &prefix, &all_alive).await?, since);
-    eprintln!("  with bucket labels, tenants reconciled per instance: {labelled:?}");
+    eprintln!("  [bucket labels] tenants reconciled per instance: {labelled:?}");
+    ensure!(
+        labelled.values().sum::<usize>() == count,
+        "every tenant must be reconciled by exactly one instance: {labelled:?}"
+    );
     check_balance(&labelled)?;
+    records.extend(
+        kill_take_over_and_return(&ctx, &tenants, &names, &prefix, since, "bucket labels").await?,
+    );
 
-    // Every reconcile of the whole run (the killed instance's records
-    // before its death are lost with it; the others' are all here).
-    let mut all = Vec::new();
-    for log in logs(&ctx, &prefix, &all_alive).await? {
-        for record in log.reconciles {
-            all.push((log.instance.clone(), record));
-        }
-    }
-    for log in &first {
-        for record in &log.reconciles {
-            all.push((log.instance.clone(), record.clone()));
-        }
-    }
-    let checked = check_no_overlap(&all)?;
+    let checked = check_no_overlap(&records)?;
     eprintln!(
         "  {} reconciles recorded, {checked} consecutive pairs checked: no tenant reconciled by two instances at once",
-        all.len()
+        records.len()
     );
 
     // Back to the cluster's usual operators, and the tenants go.

@@ -6,6 +6,7 @@
 mod reconcile;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use arktos_crds::naming::TENANT_LABEL;
@@ -90,7 +91,20 @@ pub async fn run(setup: &Setup, shard: Option<Shard>, stop: Stop) {
     // What the tenant-wide quota counts: a create or delete anywhere in a
     // tenant re-settles its ledger.
     let changes = quota::departures::counted_changes(client.clone(), context.departures.clone());
-    Controller::new(tenants, tenant_watch)
+    let controller = Controller::new(tenants, tenant_watch);
+    // How many Tenants this controller holds, for the shard metrics.
+    let held = Arc::new(AtomicI64::new(0));
+    let counting = tokio::spawn({
+        let (store, metrics, held) = (controller.store(), setup.metrics.clone(), held.clone());
+        async move {
+            loop {
+                let now = i64::try_from(store.state().len()).unwrap_or(i64::MAX);
+                metrics.shard_objects_changed(now - held.swap(now, Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    });
+    controller
         .with_config(controller::Config::default().debounce(Duration::from_millis(200)))
         .graceful_shutdown_on(async move {
             let _ = stop.await;
@@ -128,6 +142,10 @@ pub async fn run(setup: &Setup, shard: Option<Shard>, stop: Stop) {
             }
         })
         .await;
+    counting.abort();
+    setup
+        .metrics
+        .shard_objects_changed(-held.load(Ordering::Relaxed));
 }
 
 fn error_policy(tenant: Arc<Tenant>, error: &reconcile::Error, context: Arc<Context>) -> Action {
