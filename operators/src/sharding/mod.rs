@@ -148,7 +148,10 @@ pub async fn run<S>(membership: Arc<Membership>, mode: Mode, metrics: Arc<Metric
 where
     S: Fn(Shard, Stop) -> BoxFuture<'static, ()>,
 {
-    let tick = Duration::from_secs(1);
+    // Leases are renewed every second; membership is checked twice as often,
+    // so a lapsed Lease is noticed within half a second.
+    let tick = Duration::from_millis(500);
+    let renew_every = Duration::from_secs(1);
     let duration = membership.duration();
     // Held across each Lease write, so a renewal never republishes a claim
     // that was just replaced.
@@ -165,7 +168,7 @@ where
                     Err(err) => tracing::warn!(error = %err, "cannot renew the shard lease"),
                 }
                 drop(current);
-                tokio::time::sleep(tick).await;
+                tokio::time::sleep(renew_every).await;
             }
         }
     });

@@ -271,6 +271,14 @@ async fn settle_quota(
     let Ok(tenant_name) = TenantName::new(&name) else {
         return Ok(BTreeMap::new());
     };
+    // No quota now and none reported before: there is no ledger to settle.
+    let reported = tenant.status.as_ref().map(|s| &s.used);
+    if hard.is_empty() && reported.is_none_or(|used| used.keys().all(|k| k == "count/namespaces")) {
+        return Ok(BTreeMap::from([(
+            "count/namespaces".to_string(),
+            Quantity(namespaces.to_string()),
+        )]));
+    }
     let usage = context
         .ledgers
         .settle(&tenant_name, &hard, &context.departures)
