@@ -605,19 +605,27 @@ async fn deletion_removes_everything_with_progress(ctx: Arc<Ctx>) -> anyhow::Res
     Ok(())
 }
 
-/// Everything the tenant controller keeps for `tenant` is in place.
-async fn provisioned(admin: &kube::Client, tenant: &str, level: &str) -> anyhow::Result<bool> {
+/// What the tenant controller has not put in place yet for `tenant`
+/// (`None`: everything is there).
+async fn missing(
+    admin: &kube::Client,
+    tenant: &str,
+    level: &str,
+) -> anyhow::Result<Option<String>> {
     let role = format!("arktos:tenant:{tenant}:owner");
     if Api::<ClusterRole>::all(admin.clone())
         .get_opt(&role)
         .await?
         .is_none()
-        || Api::<ClusterRoleBinding>::all(admin.clone())
-            .get_opt(&role)
-            .await?
-            .is_none()
     {
-        return Ok(false);
+        return Ok(Some("the owner ClusterRole".into()));
+    }
+    if Api::<ClusterRoleBinding>::all(admin.clone())
+        .get_opt(&role)
+        .await?
+        .is_none()
+    {
+        return Ok(Some("the owner ClusterRoleBinding".into()));
     }
     let namespaces = Api::<Namespace>::all(admin.clone())
         .list(&ListParams::default().labels(&format!("tenancy.arktos.io/tenant={tenant}")))
@@ -625,39 +633,76 @@ async fn provisioned(admin: &kube::Client, tenant: &str, level: &str) -> anyhow:
         .items;
     for namespace in &namespaces {
         let name = namespace.name_any();
-        let labels = namespace.labels();
-        if labels
+        let enforce = namespace
+            .labels()
             .get("pod-security.kubernetes.io/enforce")
-            .map(String::as_str)
-            != Some(level)
-            || Api::<NetworkPolicy>::namespaced(admin.clone(), &name)
-                .get_opt("arktos-tenant-isolation")
-                .await?
-                .is_none()
-            || Api::<RoleBinding>::namespaced(admin.clone(), &name)
-                .get_opt("arktos-tenant-owners")
-                .await?
-                .is_none()
+            .cloned();
+        if enforce.as_deref() != Some(level) {
+            return Ok(Some(format!(
+                "namespace {name}: Pod Security {enforce:?}, not {level}"
+            )));
+        }
+        if Api::<NetworkPolicy>::namespaced(admin.clone(), &name)
+            .get_opt("arktos-tenant-isolation")
+            .await?
+            .is_none()
         {
-            return Ok(false);
+            return Ok(Some(format!("namespace {name}: the isolation policy")));
+        }
+        if Api::<RoleBinding>::namespaced(admin.clone(), &name)
+            .get_opt("arktos-tenant-owners")
+            .await?
+            .is_none()
+        {
+            return Ok(Some(format!("namespace {name}: the owners' binding")));
         }
     }
     let tenant = Api::<arktos_crds::Tenant>::all(admin.clone())
         .get(tenant)
         .await?;
+    let finalized = tenant
+        .metadata
+        .finalizers
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .any(|f| f == "tenancy.arktos.io/cleanup");
     let ready = tenant.status.as_ref().is_some_and(|s| {
         s.namespaces == Some(namespaces.len() as u32)
             && s.conditions
                 .iter()
                 .any(|c| c.type_ == "Ready" && c.status == "True")
     });
-    Ok(ready
-        && tenant
-            .metadata
-            .finalizers
-            .unwrap_or_default()
-            .iter()
-            .any(|f| f == "tenancy.arktos.io/cleanup"))
+    Ok(match (finalized, ready) {
+        (true, true) => None,
+        (false, _) => Some("the cleanup finalizer".into()),
+        (true, false) => Some(format!(
+            "a Ready status with {} namespaces: {:?}",
+            namespaces.len(),
+            tenant.status
+        )),
+    })
+}
+
+/// Waits until everything is in place for `tenant`, or says what is not.
+async fn converged(
+    admin: &kube::Client,
+    tenant: &str,
+    level: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let Some(what) = missing(admin, tenant, level).await? else {
+            return Ok(());
+        };
+        ensure!(
+            started.elapsed() < within,
+            "tenant {tenant} did not converge within {}s: missing {what}",
+            within.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn operators(
@@ -699,12 +744,7 @@ async fn operators_converge_after_being_killed(ctx: Arc<Ctx>) -> anyhow::Result<
     let started = Instant::now();
     for (i, owner) in owners.iter().enumerate() {
         let level = if i == 0 { "restricted" } else { "baseline" };
-        eventually(
-            &format!("tenant {} to converge", owner.tenant),
-            Duration::from_secs(60),
-            || provisioned(&owner.admin, &owner.tenant, level),
-        )
-        .await?;
+        converged(&owner.admin, &owner.tenant, level, Duration::from_secs(60)).await?;
     }
     eprintln!(
         "  {} tenants converged {} ms after the operators restarted",
@@ -713,10 +753,11 @@ async fn operators_converge_after_being_killed(ctx: Arc<Ctx>) -> anyhow::Result<
     );
     // And they serve admission again: a namespace for a late tenant.
     owners[3].namespace("web").await?;
-    eventually(
-        "the late namespace provisioned",
+    converged(
+        &owners[3].admin,
+        &owners[3].tenant,
+        "baseline",
         Duration::from_secs(10),
-        || provisioned(&owners[3].admin, &owners[3].tenant, "baseline"),
     )
     .await?;
     Ok(())
