@@ -62,7 +62,7 @@ pub struct Config {
     /// handing over as instances come and go. `auto` probes the API server
     /// for sharded list and watch (`shardSelector`) and falls back to bucket
     /// labels; `off` makes every instance work on everything.
-    #[arg(long, value_enum, default_value_t = Sharding::Auto)]
+    #[arg(long, visible_alias = "shards", value_enum, default_value_t = Sharding::Auto)]
     pub sharding: Sharding,
     /// This instance's name among the shards (unique per instance).
     #[arg(long, env = "POD_NAME", default_value_t = default_instance())]
