@@ -32,6 +32,7 @@ pub const LOCAL_MANIFESTS: &[&str] = &[
     "arktos-apiserver/rbac.yaml",
     "arktos-apiserver/gateway-info.yaml",
     "arktos-operators/rbac.yaml",
+    "arktos-operators/flowschema.yaml",
 ];
 
 /// Applied once arktos-apiserver serves.

@@ -163,8 +163,11 @@ where
         async move {
             loop {
                 let current = claim.lock().await;
+                // The Lease says when the request was made, not when it
+                // landed: judge our own freshness the way others will.
+                let sent = Instant::now();
                 match membership.renew(*current).await {
-                    Ok(()) => *renewed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now(),
+                    Ok(()) => *renewed.lock().unwrap_or_else(|e| e.into_inner()) = sent,
                     Err(err) => tracing::warn!(error = %err, "cannot renew the shard lease"),
                 }
                 drop(current);
@@ -173,6 +176,7 @@ where
         }
     });
     let mut pieces: Vec<Piece> = Vec::new();
+    let mut last_seen: Vec<String> = Vec::new();
     loop {
         let last_renewal = *renewed.lock().unwrap_or_else(|e| e.into_inner());
         // Out of touch for two thirds of the lease: stop before others may
@@ -193,7 +197,17 @@ where
                 continue;
             }
         };
-        let names: Vec<String> = members.iter().map(|m| m.instance.clone()).collect();
+        let mut names: Vec<String> = members.iter().map(|m| m.instance.clone()).collect();
+        names.sort();
+        // Idle (just started, or everything handed over): start only on a
+        // membership seen twice in a row, so instances starting together
+        // do not each take the whole space and hand most of it back.
+        let settled = names == last_seen;
+        last_seen = names.clone();
+        if pieces.is_empty() && !settled {
+            tokio::time::sleep(tick).await;
+            continue;
+        }
         let wanted = ring::share_of(&names, membership.instance());
         let (keep, misfits): (Vec<Piece>, Vec<Piece>) =
             std::mem::take(&mut pieces).into_iter().partition(|p| {
