@@ -141,6 +141,13 @@ fn merge_patch(before: Option<&Charge>, after: &Charge) -> Value {
     patch
 }
 
+/// A tenant's ledger, labelled with the tenant.
+fn new_ledger(tenant: &str, spec: QuotaLedgerSpec) -> QuotaLedger {
+    let mut ledger = QuotaLedger::new(tenant, spec);
+    ledger.metadata.labels = Some([(TENANT_LABEL.to_string(), tenant.to_string())].into());
+    ledger
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ChargeError {
     #[error("exceeded quota")]
@@ -199,10 +206,12 @@ impl Ledgers {
             }
             let written = match &current {
                 None => {
-                    let mut ledger = QuotaLedger::new(tenant, QuotaLedgerSpec::default());
-                    ledger.spec.charges.insert(key.to_string(), charge.clone());
-                    ledger.metadata.labels =
-                        Some([(TENANT_LABEL.to_string(), tenant.to_string())].into());
+                    let ledger = new_ledger(
+                        tenant,
+                        QuotaLedgerSpec {
+                            charges: [(key.to_string(), charge.clone())].into(),
+                        },
+                    );
                     self.api
                         .create(&PostParams::default(), &ledger)
                         .await
@@ -261,9 +270,7 @@ impl Ledgers {
         if wanted != spec {
             match &current {
                 None => {
-                    let mut ledger = QuotaLedger::new(name, wanted.clone());
-                    ledger.metadata.labels =
-                        Some([(TENANT_LABEL.to_string(), name.to_string())].into());
+                    let ledger = new_ledger(name, wanted.clone());
                     self.api.create(&PostParams::default(), &ledger).await?;
                 }
                 Some(ledger) => {

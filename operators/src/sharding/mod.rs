@@ -27,11 +27,10 @@ use crate::metrics::Metrics;
 use membership::Membership;
 use ring::Range;
 
-/// How an instance asks the API server for its range.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// How an instance asks the API server for its range (`--sharding`
+/// chooses it, or [`probe`] finds it out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// Probe the server: `shardSelector` where it is honoured, else labels.
-    Auto,
     /// Server-side sharded list and watch (`shardSelector`).
     Server,
     /// The bucket label and a set-based label selector.
@@ -53,7 +52,7 @@ impl Shard {
             (Mode::Labels, None) => {
                 config.labels(&format!("{}=none", arktos_crds::sharding::BUCKET_LABEL))
             }
-            _ => config,
+            (Mode::Server, _) => config,
         }
     }
 
@@ -64,7 +63,7 @@ impl Shard {
         let builder = kube::client::ClientBuilder::try_from(config.clone())?;
         Ok(match self.mode {
             Mode::Labels => builder.build(),
-            _ => builder
+            Mode::Server => builder
                 .with_layer(&layer::ShardSelectorLayer::new(
                     collection,
                     &self.range.server_selector(),

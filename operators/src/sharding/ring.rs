@@ -25,10 +25,6 @@ impl Range {
         self.start < other.end && other.start < self.end
     }
 
-    pub fn contains(&self, hash: u64) -> bool {
-        (self.start..self.end).contains(&u128::from(hash))
-    }
-
     /// The share of the whole space, 0 to 1.
     pub fn fraction(&self) -> f64 {
         (self.end - self.start) as f64 / SPACE as f64
