@@ -1,18 +1,18 @@
-//! arktos-node: CRI runtime for the kubelet; pods of RuntimeClass arktos-vm run as libvirt/QEMU VMs, all others pass through to containerd.
+//! arktos-node: CRI runtime for the kubelet; pods of RuntimeClass arktos-vm
+//! run as libvirt/QEMU VMs, all others pass through to containerd.
 #![forbid(unsafe_code)]
 
 use clap::Parser;
+use tracing_subscriber::EnvFilter;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "arktos-node",
-    version,
-    about = "CRI runtime for the kubelet; pods of RuntimeClass arktos-vm run as libvirt/QEMU VMs, all others pass through to containerd."
-)]
-struct Cli {}
-
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    // Only --help and --version exist so far; say so rather than pretend.
-    anyhow::bail!("arktos-node does nothing yet beyond --help; its features arrive with issue #7")
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = arktos_node::server::Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if cli.log_json {
+        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    arktos_node::server::run(cli).await
 }

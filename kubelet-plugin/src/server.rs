@@ -1,0 +1,182 @@
+//! arktos-node's command line and its servers: CRI on a unix socket, and
+//! health and metrics over plain HTTP.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use warp::Filter;
+
+use crate::containerd::Containerd;
+use crate::metrics::Metrics;
+use crate::router::Router;
+use crate::vm::domain::Accel;
+use crate::vm::images::ImageCache;
+use crate::vm::network::Cni;
+use crate::vm::shape::SizePolicy;
+use crate::vm::translate::Translations;
+use crate::vm::{VmConfig, VmRuntime};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AccelChoice {
+    /// KVM when QEMU can use it, TCG otherwise.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "arktos-node",
+    version,
+    about = "CRI runtime for the kubelet: pods of RuntimeClass arktos-vm run as libvirt/QEMU VMs, all others pass through to containerd."
+)]
+pub struct Cli {
+    /// Unix socket the kubelet uses as its runtime and image endpoint.
+    #[arg(long, env = "ARKTOS_NODE_LISTEN", default_value = "/run/arktos-node/arktos-node.sock")]
+    pub listen: PathBuf,
+    /// containerd's CRI socket, where every non-VM call goes.
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    pub containerd_socket: PathBuf,
+    /// VM records, disks, seeds and the image cache live here.
+    #[arg(long, default_value = "/var/lib/arktos-node")]
+    pub state_dir: PathBuf,
+    #[arg(long, default_value = "qemu:///system")]
+    pub libvirt_uri: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelChoice,
+    /// CNI configuration for VM pods (the first file by name, as runtimes do).
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    /// Where CNI plugins are looked for, in order.
+    #[arg(long, value_delimiter = ',', default_value = "/opt/cni/bin,/usr/lib/cni")]
+    pub cni_bin_dir: Vec<PathBuf>,
+    /// YAML file of VM image translations (`translations: [{prefix|name, url}]`).
+    #[arg(long)]
+    pub image_translations: Option<PathBuf>,
+    /// Plain-HTTP address of /healthz and /metrics.
+    #[arg(long, default_value = "127.0.0.1:10360")]
+    pub health_address: SocketAddr,
+    /// Memory of a VM whose container sets no memory limit.
+    #[arg(long, default_value_t = 256)]
+    pub vm_default_memory_mib: u64,
+    /// Smallest memory a VM may have.
+    #[arg(long, default_value_t = 128)]
+    pub vm_min_memory_mib: u64,
+    /// Default ceiling for live vCPU growth (pod annotation vm.arktos.io/max-vcpus).
+    #[arg(long, default_value_t = 4)]
+    pub vm_max_vcpus: u32,
+    /// Default ceiling for live memory growth (vm.arktos.io/max-memory-mib).
+    #[arg(long, default_value_t = 1024)]
+    pub vm_max_memory_mib: u64,
+    /// Longest wait for a guest to power off on stop before it is destroyed.
+    #[arg(long, default_value_t = 30)]
+    pub stop_grace_cap_seconds: u64,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let translations = match &cli.image_translations {
+        Some(path) => Translations::parse(&std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!("image translations {}: {e}", path.display())
+        })?)?,
+        None => Translations::default(),
+    };
+    let accel = crate::vm::libvirt::detect_accel(match cli.accel {
+        AccelChoice::Auto => None,
+        AccelChoice::Kvm => Some(Accel::Kvm),
+        AccelChoice::Tcg => Some(Accel::Tcg),
+    })
+    .await;
+    let images = ImageCache::open(&cli.state_dir.join("images"), translations)?;
+    let vm = VmRuntime::open(
+        VmConfig {
+            state_dir: cli.state_dir.clone(),
+            libvirt_uri: cli.libvirt_uri.clone(),
+            accel,
+            sizes: SizePolicy {
+                default_memory_mib: cli.vm_default_memory_mib,
+                min_memory_mib: cli.vm_min_memory_mib,
+                max_vcpus: cli.vm_max_vcpus,
+                max_memory_mib: cli.vm_max_memory_mib,
+            },
+            cni: Cni {
+                conf_dir: cli.cni_conf_dir.clone(),
+                bin_dirs: cli.cni_bin_dir.clone(),
+            },
+            stop_grace_cap: Duration::from_secs(cli.stop_grace_cap_seconds),
+        },
+        images,
+    )
+    .await?;
+    match vm.ping().await {
+        Ok(v) => tracing::info!(libvirt = %cli.libvirt_uri, hypervisor = %v, accel = accel.domain_type(), "libvirt reachable"),
+        Err(e) => tracing::warn!(error = %e, "libvirt not reachable yet; VM calls fail until it is"),
+    }
+    let metrics = Arc::new(Metrics::new());
+    let router = Router {
+        vm: vm.clone(),
+        containerd: Containerd::connect(cli.containerd_socket.clone())?,
+        metrics: metrics.clone(),
+    };
+
+    let health = {
+        let vm = vm.clone();
+        let metrics = metrics.clone();
+        let healthz = warp::path!("healthz").or(warp::path!("readyz")).unify().then(move || {
+            let vm = vm.clone();
+            async move {
+                match vm.ping().await {
+                    Ok(_) => warp::http::Response::builder().status(200).body("ok".to_string()),
+                    Err(e) => warp::http::Response::builder().status(503).body(e.to_string()),
+                }
+            }
+        });
+        let livez = warp::path!("livez").map(|| "ok".to_string());
+        let metrics = warp::path!("metrics").map(move || metrics.render());
+        healthz.map(|r: Result<_, _>| r.expect("static response")).or(livez).or(metrics)
+    };
+    let health_address = cli.health_address;
+    tokio::spawn(async move { warp::serve(health).run(health_address).await });
+
+    if let Some(parent) = cli.listen.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    // A socket left by an earlier run would make bind fail.
+    let _ = std::fs::remove_file(&cli.listen);
+    let listener = tokio::net::UnixListener::bind(&cli.listen)
+        .map_err(|e| anyhow::anyhow!("binding {}: {e}", cli.listen.display()))?;
+    tracing::info!(socket = %cli.listen.display(), containerd = %cli.containerd_socket.display(),
+        health = %health_address, "serving CRI");
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down; VMs keep running and are picked up at the next start");
+    };
+    tonic::transport::Server::builder()
+        .add_service(
+            RuntimeServiceServer::new(router.clone())
+                .max_decoding_message_size(16 << 20)
+                .max_encoding_message_size(16 << 20),
+        )
+        .add_service(
+            ImageServiceServer::new(router)
+                .max_decoding_message_size(16 << 20)
+                .max_encoding_message_size(16 << 20),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    let _ = std::fs::remove_file(&cli.listen);
+    Ok(())
+}

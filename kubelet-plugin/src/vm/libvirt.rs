@@ -1,0 +1,228 @@
+//! The libvirt calls arktos-node makes. libvirt's API blocks, so each call
+//! runs on the blocking pool with a connection of its own (a restarted
+//! libvirtd costs nothing but the next call's connect).
+
+use virt::connect::Connect;
+use virt::domain::DomainState;
+use virt::enumutil::Enum;
+use virt::error::ErrorNumber;
+use virt::sys;
+
+use super::domain::{Accel, DOMAIN_PREFIX};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LibvirtError {
+    #[error("libvirt: {0}")]
+    Call(String),
+    #[error("libvirt is not reachable at {uri}: {reason}")]
+    Unreachable { uri: String, reason: String },
+}
+
+/// What libvirt says of one domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DomainFacts {
+    pub active: bool,
+    pub vcpus: u32,
+    pub memory_kib: u64,
+    pub max_memory_kib: u64,
+    pub cpu_time_ns: u64,
+}
+
+#[derive(Clone)]
+pub struct Libvirt {
+    uri: String,
+}
+
+fn is_no_domain(e: &virt::error::Error) -> bool {
+    matches!(e.code(), Enum::Known(ErrorNumber::NoDomain))
+}
+
+fn is_not_running(e: &virt::error::Error) -> bool {
+    matches!(e.code(), Enum::Known(ErrorNumber::OperationInvalid))
+}
+
+impl Libvirt {
+    pub fn new(uri: &str) -> Self {
+        Self { uri: uri.to_string() }
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connect) -> Result<T, virt::error::Error> + Send + 'static,
+    ) -> Result<T, LibvirtError> {
+        let uri = self.uri.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = Connect::open(Some(&uri)).map_err(|e| LibvirtError::Unreachable {
+                uri: uri.clone(),
+                reason: e.message().to_string(),
+            })?;
+            let out = f(&conn).map_err(|e| LibvirtError::Call(e.message().to_string()));
+            out
+        })
+        .await
+        .map_err(|e| LibvirtError::Call(e.to_string()))?
+    }
+
+    /// Checks libvirtd answers; the message says why not.
+    pub async fn ping(&self) -> Result<String, LibvirtError> {
+        self.with(|c| c.hyp_version().map(|v| format!("QEMU {}.{}.{}", v / 1_000_000, v / 1000 % 1000, v % 1000)))
+            .await
+    }
+
+    pub async fn define(&self, xml: String) -> Result<(), LibvirtError> {
+        self.with(move |c| c.define_domain_xml(&xml).map(|_| ())).await
+    }
+
+    pub async fn start(&self, name: &str) -> Result<(), LibvirtError> {
+        let name = name.to_string();
+        self.with(move |c| c.lookup_domain_by_name(&name)?.create().map(|_| ()))
+            .await
+    }
+
+    /// Presses the ACPI power button; false when the domain is not running.
+    pub async fn shutdown(&self, name: &str) -> Result<bool, LibvirtError> {
+        let name = name.to_string();
+        self.with(move |c| match c.lookup_domain_by_name(&name) {
+            Ok(d) => match d.shutdown() {
+                Ok(_) => Ok(true),
+                Err(e) if is_not_running(&e) => Ok(false),
+                Err(e) => Err(e),
+            },
+            Err(e) if is_no_domain(&e) => Ok(false),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    /// Stops the domain at once; not running or absent is fine.
+    pub async fn destroy(&self, name: &str) -> Result<(), LibvirtError> {
+        let name = name.to_string();
+        self.with(move |c| match c.lookup_domain_by_name(&name) {
+            Ok(d) => match d.destroy() {
+                Ok(()) => Ok(()),
+                Err(e) if is_not_running(&e) => Ok(()),
+                Err(e) => Err(e),
+            },
+            Err(e) if is_no_domain(&e) => Ok(()),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    /// Destroys and forgets the domain with its snapshots; absent is fine.
+    pub async fn undefine(&self, name: &str) -> Result<(), LibvirtError> {
+        let name = name.to_string();
+        self.with(move |c| match c.lookup_domain_by_name(&name) {
+            Ok(d) => {
+                if d.is_active()? {
+                    d.destroy()?;
+                }
+                d.undefine_flags(
+                    sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE,
+                )
+            }
+            Err(e) if is_no_domain(&e) => Ok(()),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    /// None when libvirt has no such domain.
+    pub async fn facts(&self, name: &str) -> Result<Option<DomainFacts>, LibvirtError> {
+        let name = name.to_string();
+        self.with(move |c| match c.lookup_domain_by_name(&name) {
+            Ok(d) => {
+                let info = d.info()?;
+                let active = matches!(
+                    info.state,
+                    Enum::Known(DomainState::Running | DomainState::Blocked | DomainState::Paused)
+                );
+                Ok(Some(DomainFacts {
+                    active,
+                    vcpus: info.nr_virt_cpu,
+                    memory_kib: info.memory,
+                    max_memory_kib: info.max_mem,
+                    cpu_time_ns: info.cpu_time,
+                }))
+            }
+            Err(e) if is_no_domain(&e) => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    /// Applies vCPUs and memory to the running domain and to its definition.
+    pub async fn resize(&self, name: &str, vcpus: u32, memory_mib: u64) -> Result<(), LibvirtError> {
+        let name = name.to_string();
+        self.with(move |c| {
+            let d = c.lookup_domain_by_name(&name)?;
+            let live = d.is_active()?;
+            let vcpu_flags = sys::VIR_DOMAIN_VCPU_CONFIG | if live { sys::VIR_DOMAIN_VCPU_LIVE } else { 0 };
+            let mem_flags = sys::VIR_DOMAIN_MEM_CONFIG | if live { sys::VIR_DOMAIN_MEM_LIVE } else { 0 };
+            d.set_vcpus_flags(vcpus, vcpu_flags)?;
+            d.set_memory_flags(memory_mib * 1024, mem_flags)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Names of the domains arktos-node defined, with whether they run.
+    pub async fn ours(&self) -> Result<Vec<(String, bool)>, LibvirtError> {
+        self.with(|c| {
+            let mut out = Vec::new();
+            for d in c.list_all_domains(0)? {
+                let name = d.name()?;
+                if name.starts_with(DOMAIN_PREFIX) {
+                    out.push((name, d.is_active()?));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// KVM when /dev/kvm opens and QEMU can use it, TCG otherwise: nested KVM
+/// often exists as a device but fails at the first vCPU run ("failed to set
+/// MSR"), so a tiny QEMU is started to find out.
+pub async fn detect_accel(force: Option<Accel>) -> Accel {
+    if let Some(a) = force {
+        return a;
+    }
+    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+        tracing::info!("no usable /dev/kvm: VMs run under QEMU TCG");
+        return Accel::Tcg;
+    }
+    let probe = tokio::process::Command::new("qemu-system-x86_64")
+        .args([
+            "-accel", "kvm", "-machine", "pc", "-m", "16", "-nodefaults", "-display", "none",
+            "-no-reboot", "-serial", "none", "-S", "-qmp", "stdio",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let Ok(mut child) = probe else {
+        return Accel::Tcg;
+    };
+    use tokio::io::AsyncWriteExt;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin
+            .write_all(b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"cont\"}\n")
+            .await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let _ = stdin.write_all(b"{\"execute\":\"quit\"}\n").await;
+    }
+    match tokio::time::timeout(std::time::Duration::from_secs(10), child.wait_with_output()).await {
+        Ok(Ok(out)) if out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("failed") => {
+            tracing::info!("KVM works: VMs use hardware virtualisation");
+            Accel::Kvm
+        }
+        Ok(Ok(out)) => {
+            tracing::info!(stderr = %String::from_utf8_lossy(&out.stderr).trim(), "KVM unusable: VMs run under QEMU TCG");
+            Accel::Tcg
+        }
+        _ => Accel::Tcg,
+    }
+}

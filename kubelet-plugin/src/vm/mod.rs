@@ -1,0 +1,852 @@
+//! The VM back end: pod sandboxes of handler `arktos-vm` are network
+//! namespaces, and their one container is a libvirt domain.
+
+pub mod console;
+pub mod domain;
+pub mod images;
+pub mod libvirt;
+pub mod network;
+pub mod records;
+pub mod seed;
+pub mod shape;
+pub mod translate;
+pub mod cri_view;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use k8s_cri::v1 as cri;
+use tokio::sync::{Mutex, RwLock};
+use tokio::task::JoinHandle;
+use tonic::Status;
+
+use self::console::ConsoleLog;
+use self::domain::{Accel, DomainSpec, domain_name};
+use self::images::{CachedImage, ImageCache, ImageError};
+use self::libvirt::{Libvirt, LibvirtError};
+use self::network::{Cni, PodRef, tap_name};
+use self::records::{ContainerRecord, Phase, SandboxRecord, Store};
+use self::seed::Seed;
+use self::shape::{ShapeError, SizePolicy, VmShape, Wanted};
+use crate::fsutil::remove_all;
+use crate::ids::new_id;
+
+/// The RuntimeClass handler whose pods are VMs.
+pub const HANDLER: &str = "arktos-vm";
+/// Pod or container annotation: cloud-init user-data, base64.
+pub const USER_DATA_ANNOTATION: &str = "vm.arktos.io/user-data";
+/// Pod or container annotation: SSH public keys for the guest, one a line.
+pub const PUBLIC_KEY_ANNOTATION: &str = "vm.arktos.io/public-key";
+
+pub struct VmConfig {
+    pub state_dir: PathBuf,
+    pub libvirt_uri: String,
+    pub accel: Accel,
+    pub sizes: SizePolicy,
+    pub cni: Cni,
+    /// Longest wait for a guest to power off after the ACPI button.
+    pub stop_grace_cap: Duration,
+}
+
+pub struct VmRuntime {
+    cfg: VmConfig,
+    store: Store,
+    pub images: ImageCache,
+    libvirt: Libvirt,
+    sandboxes: RwLock<HashMap<String, SandboxRecord>>,
+    containers: RwLock<HashMap<String, ContainerRecord>>,
+    /// Lifecycle calls of one sandbox (and its container) run one at a time.
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    tailers: Mutex<HashMap<String, JoinHandle<()>>>,
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as i64
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("{what}: {e}"))
+}
+
+impl From<LibvirtError> for Status {
+    fn from(e: LibvirtError) -> Self {
+        match e {
+            LibvirtError::Unreachable { .. } => Status::unavailable(e.to_string()),
+            LibvirtError::Call(_) => Status::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<ImageError> for Status {
+    fn from(e: ImageError) -> Self {
+        match e {
+            ImageError::Unreachable { .. } => Status::not_found(e.to_string()),
+            ImageError::NotAnImage { .. } | ImageError::Corrupt { .. } => {
+                Status::invalid_argument(e.to_string())
+            }
+            ImageError::InUse(..) => Status::failed_precondition(e.to_string()),
+            ImageError::Io(_) => Status::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<ShapeError> for Status {
+    fn from(e: ShapeError) -> Self {
+        Status::invalid_argument(e.to_string())
+    }
+}
+
+impl VmRuntime {
+    /// Opens the state, then matches it with what libvirt runs: containers
+    /// whose domain stopped while arktos-node was away are marked exited,
+    /// and running ones get their console followed again.
+    pub async fn open(cfg: VmConfig, images: ImageCache) -> anyhow::Result<Arc<Self>> {
+        let store = Store::open(&cfg.state_dir)?;
+        let (sandboxes, containers) = store.load()?;
+        let rt = Arc::new(Self {
+            libvirt: Libvirt::new(&cfg.libvirt_uri),
+            cfg,
+            store,
+            images,
+            sandboxes: RwLock::new(sandboxes.into_iter().map(|s| (s.id.clone(), s)).collect()),
+            containers: RwLock::new(containers.into_iter().map(|c| (c.id.clone(), c)).collect()),
+            locks: Mutex::new(HashMap::new()),
+            tailers: Mutex::new(HashMap::new()),
+        });
+        let ids: Vec<String> = rt.containers.read().await.keys().cloned().collect();
+        for id in &ids {
+            rt.refresh(id).await;
+            let running = rt
+                .containers
+                .read()
+                .await
+                .get(id)
+                .is_some_and(|c| c.phase == Phase::Running);
+            if running {
+                rt.follow_console(id).await;
+            }
+        }
+        tracing::info!(
+            sandboxes = rt.sandboxes.read().await.len(),
+            containers = ids.len(),
+            "VM state recovered"
+        );
+        Ok(rt)
+    }
+
+    pub fn accel(&self) -> Accel {
+        self.cfg.accel
+    }
+
+    pub async fn ping(&self) -> Result<String, LibvirtError> {
+        self.libvirt.ping().await
+    }
+
+    pub async fn owns_sandbox(&self, id: &str) -> bool {
+        self.sandboxes.read().await.contains_key(id)
+    }
+
+    pub async fn owns_container(&self, id: &str) -> bool {
+        self.containers.read().await.contains_key(id)
+    }
+
+    /// The VM sandbox a pod (by UID) runs in, if any.
+    pub async fn sandbox_of_pod(&self, uid: &str) -> Option<String> {
+        self.sandboxes
+            .read()
+            .await
+            .values()
+            .find(|s| s.uid == uid)
+            .map(|s| s.id.clone())
+    }
+
+    async fn lock(&self, sandbox_id: &str) -> Arc<Mutex<()>> {
+        self.locks
+            .lock()
+            .await
+            .entry(sandbox_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    async fn sandbox(&self, id: &str) -> Result<SandboxRecord, Status> {
+        self.sandboxes
+            .read()
+            .await
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("VM pod sandbox {id} not found")))
+    }
+
+    async fn container(&self, id: &str) -> Result<ContainerRecord, Status> {
+        self.containers
+            .read()
+            .await
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("VM container {id} not found")))
+    }
+
+    async fn put_sandbox(&self, s: SandboxRecord) -> Result<(), Status> {
+        self.store
+            .save_sandbox(&s)
+            .await
+            .map_err(|e| internal("saving sandbox record", e))?;
+        self.sandboxes.write().await.insert(s.id.clone(), s);
+        Ok(())
+    }
+
+    async fn put_container(&self, c: ContainerRecord) -> Result<(), Status> {
+        self.store
+            .save_container(&c)
+            .await
+            .map_err(|e| internal("saving container record", e))?;
+        self.containers.write().await.insert(c.id.clone(), c);
+        Ok(())
+    }
+
+    // ---- sandboxes ----
+
+    pub async fn run_sandbox(&self, config: cri::PodSandboxConfig) -> Result<String, Status> {
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("pod sandbox config has no metadata"))?;
+        if meta.name.is_empty() || meta.uid.is_empty() {
+            return Err(Status::invalid_argument("pod sandbox metadata needs a name and a uid"));
+        }
+        let host_network = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+            .is_some_and(|n| n.network == cri::NamespaceMode::Node as i32);
+        if host_network {
+            return Err(Status::invalid_argument(
+                "a VM pod cannot use the host network (hostNetwork: true)",
+            ));
+        }
+        let id = new_id();
+        let lock = self.lock(&id).await;
+        let _guard = lock.lock().await;
+        let started = Instant::now();
+        let pod = PodRef {
+            sandbox_id: &id,
+            name: &meta.name,
+            namespace: &meta.namespace,
+            uid: &meta.uid,
+        };
+        let network = self
+            .cfg
+            .cni
+            .setup(&pod)
+            .await
+            .map_err(|e| Status::internal(format!("setting up the pod network: {e:#}")))?;
+        let record = SandboxRecord {
+            id: id.clone(),
+            name: meta.name.clone(),
+            uid: meta.uid.clone(),
+            namespace: meta.namespace.clone(),
+            attempt: meta.attempt,
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
+            log_directory: config.log_directory.clone(),
+            hostname: if config.hostname.is_empty() {
+                meta.name.clone()
+            } else {
+                config.hostname.clone()
+            },
+            network: Some(network),
+            created_at: now_ns(),
+            ready: true,
+        };
+        if let Err(e) = self.put_sandbox(record.clone()).await {
+            let _ = self.cfg.cni.teardown(&pod, record.network.as_ref().expect("set")).await;
+            return Err(e);
+        }
+        tracing::info!(sandbox = %id, pod = %meta.name, namespace = %meta.namespace,
+            ip = %record.network.as_ref().map(|n| n.ip.as_str()).unwrap_or(""),
+            ms = started.elapsed().as_millis() as u64, "VM pod sandbox ready");
+        Ok(id)
+    }
+
+    pub async fn stop_sandbox(&self, id: &str) -> Result<(), Status> {
+        let lock = self.lock(id).await;
+        let _guard = lock.lock().await;
+        let mut sandbox = self.sandbox(id).await?;
+        for cid in self.containers_of(id).await {
+            self.stop_locked(&cid, 0).await?;
+        }
+        if let Some(net) = &sandbox.network {
+            let pod = PodRef {
+                sandbox_id: id,
+                name: &sandbox.name,
+                namespace: &sandbox.namespace,
+                uid: &sandbox.uid,
+            };
+            self.cfg
+                .cni
+                .teardown(&pod, net)
+                .await
+                .map_err(|e| Status::internal(format!("tearing down the pod network: {e:#}")))?;
+        }
+        sandbox.network = None;
+        sandbox.ready = false;
+        self.put_sandbox(sandbox).await
+    }
+
+    pub async fn remove_sandbox(&self, id: &str) -> Result<(), Status> {
+        if !self.owns_sandbox(id).await {
+            return Ok(());
+        }
+        self.stop_sandbox(id).await?;
+        let lock = self.lock(id).await;
+        {
+            let _guard = lock.lock().await;
+            for cid in self.containers_of(id).await {
+                self.remove_locked(&cid).await?;
+            }
+            self.store
+                .delete_sandbox(id)
+                .await
+                .map_err(|e| internal("deleting sandbox record", e))?;
+            self.sandboxes.write().await.remove(id);
+        }
+        self.locks.lock().await.remove(id);
+        tracing::info!(sandbox = %id, "VM pod sandbox removed");
+        Ok(())
+    }
+
+    async fn containers_of(&self, sandbox_id: &str) -> Vec<String> {
+        self.containers
+            .read()
+            .await
+            .values()
+            .filter(|c| c.sandbox_id == sandbox_id)
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    pub async fn sandbox_status(&self, id: &str, verbose: bool) -> Result<cri::PodSandboxStatusResponse, Status> {
+        let s = self.sandbox(id).await?;
+        let mut info = HashMap::new();
+        if verbose {
+            let domains: Vec<String> = self
+                .containers_of(id)
+                .await
+                .iter()
+                .map(|c| domain_name(c))
+                .collect();
+            info.insert(
+                "info".to_string(),
+                serde_json::json!({
+                    "runtimeHandler": HANDLER,
+                    "netns": s.network.as_ref().map(|n| network::netns_path(&n.netns)),
+                    "domains": domains,
+                    "accel": self.cfg.accel.domain_type(),
+                })
+                .to_string(),
+            );
+        }
+        Ok(cri::PodSandboxStatusResponse {
+            status: Some(cri_view::sandbox_status(&s)),
+            info,
+            ..Default::default()
+        })
+    }
+
+    pub async fn list_sandboxes(&self, filter: Option<&cri::PodSandboxFilter>) -> Vec<cri::PodSandbox> {
+        self.sandboxes
+            .read()
+            .await
+            .values()
+            .filter(|s| cri_view::sandbox_matches(s, filter))
+            .map(cri_view::sandbox)
+            .collect()
+    }
+
+    // ---- containers ----
+
+    pub async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: cri::ContainerConfig,
+    ) -> Result<String, Status> {
+        let lock = self.lock(sandbox_id).await;
+        let _guard = lock.lock().await;
+        let sandbox = self.sandbox(sandbox_id).await?;
+        if !sandbox.ready {
+            return Err(Status::failed_precondition(format!(
+                "VM pod sandbox {sandbox_id} is not ready"
+            )));
+        }
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("container config has no metadata"))?;
+        let busy: Vec<String> = self
+            .containers
+            .read()
+            .await
+            .values()
+            .filter(|c| c.sandbox_id == sandbox_id && c.phase != Phase::Exited)
+            .map(|c| c.name.clone())
+            .collect();
+        if !busy.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "a VM pod holds exactly one container: sandbox {sandbox_id} already has {} ({}), cannot add {}",
+                busy.join(", "),
+                "not exited",
+                meta.name
+            )));
+        }
+        let reference = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        let image = self.images.find(&reference).await.ok_or_else(|| {
+            Status::not_found(format!("VM image {reference:?} is not pulled on this node"))
+        })?;
+        let wanted = Wanted::from_resources(
+            config.linux.as_ref().and_then(|l| l.resources.as_ref()),
+            &self.cfg.sizes,
+        );
+        let mut annotations = sandbox.annotations.clone();
+        annotations.extend(config.annotations.clone());
+        let shape = VmShape::new(wanted, &annotations, &self.cfg.sizes)?;
+        let user_data = match annotations.get(USER_DATA_ANNOTATION) {
+            None => None,
+            Some(b64) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|e| {
+                        Status::invalid_argument(format!(
+                            "annotation {USER_DATA_ANNOTATION} is not base64: {e}"
+                        ))
+                    })?,
+            ),
+        };
+        let public_keys: Vec<String> = annotations
+            .get(PUBLIC_KEY_ANNOTATION)
+            .map(|k| k.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect())
+            .unwrap_or_default();
+        let network = sandbox
+            .network
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("VM pod sandbox has no network"))?;
+
+        let id = new_id();
+        let dir = self.cfg.state_dir.join("vms").join(&id);
+        let log_path = if sandbox.log_directory.is_empty() || config.log_path.is_empty() {
+            String::new()
+        } else {
+            Path::new(&sandbox.log_directory)
+                .join(&config.log_path)
+                .display()
+                .to_string()
+        };
+        let record = ContainerRecord {
+            id: id.clone(),
+            sandbox_id: sandbox_id.to_string(),
+            name: meta.name.clone(),
+            attempt: meta.attempt,
+            image: reference.clone(),
+            image_id: image.id.clone(),
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
+            log_path,
+            created_at: now_ns(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            phase: Phase::Created,
+            reason: String::new(),
+            message: String::new(),
+            shape,
+            dir: dir.clone(),
+            tap: tap_name(&id),
+        };
+        let seed = Seed {
+            instance_id: &id,
+            hostname: &sandbox.hostname,
+            public_keys,
+            user_data,
+            network: Some(&network),
+        };
+        if let Err(e) = self.prepare(&record, &image, &seed, &network.mac).await {
+            let _ = self.libvirt.undefine(&domain_name(&id)).await;
+            let _ = remove_all(&dir).await;
+            return Err(e);
+        }
+        self.put_container(record).await?;
+        tracing::info!(container = %id, sandbox = %sandbox_id, image = %reference,
+            vcpus = shape.vcpus, memory_mib = shape.memory_mib, "VM container created");
+        Ok(id)
+    }
+
+    /// Disk overlay, seed, log directory and the domain definition.
+    async fn prepare(
+        &self,
+        c: &ContainerRecord,
+        image: &CachedImage,
+        seed: &Seed<'_>,
+        mac: &str,
+    ) -> Result<(), Status> {
+        tokio::fs::create_dir_all(&c.dir)
+            .await
+            .map_err(|e| internal("creating VM directory", e))?;
+        let disk = c.dir.join("disk.qcow2");
+        let base = self.images.path_of(image);
+        let out = tokio::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", &image.format, "-b"])
+            .arg(&base)
+            .arg(&disk)
+            .output()
+            .await
+            .map_err(|e| internal("qemu-img", e))?;
+        if !out.status.success() {
+            return Err(internal(
+                "creating the VM's disk overlay",
+                String::from_utf8_lossy(&out.stderr).trim(),
+            ));
+        }
+        let iso = c.dir.join("seed.iso");
+        seed.write(&c.dir, &iso)
+            .await
+            .map_err(|e| internal("writing the cloud-init seed", format!("{e:#}")))?;
+        if let Some(parent) = Path::new(&c.log_path).parent()
+            && !c.log_path.is_empty()
+        {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| internal("creating the log directory", e))?;
+        }
+        let spec = DomainSpec {
+            container_id: c.id.clone(),
+            sandbox_id: c.sandbox_id.clone(),
+            accel: self.cfg.accel,
+            shape: c.shape,
+            disk,
+            seed: iso,
+            tap: c.tap.clone(),
+            mac: mac.to_string(),
+            console: c.dir.join("console.raw"),
+        };
+        self.libvirt.define(spec.to_xml()).await?;
+        Ok(())
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<(), Status> {
+        let c = self.container(id).await?;
+        let lock = self.lock(&c.sandbox_id).await;
+        let _guard = lock.lock().await;
+        let mut c = self.container(id).await?;
+        if c.phase != Phase::Created {
+            return Err(Status::failed_precondition(format!(
+                "VM container {id} is {:?}, only a created container can start",
+                c.phase
+            )));
+        }
+        let sandbox = self.sandbox(&c.sandbox_id).await?;
+        let netns = sandbox
+            .network
+            .as_ref()
+            .map(|n| n.netns.clone())
+            .ok_or_else(|| Status::failed_precondition("VM pod sandbox has no network"))?;
+        let started = Instant::now();
+        let name = domain_name(id);
+        let result: Result<(), Status> = async {
+            network::create_tap(&c.tap)
+                .await
+                .map_err(|e| internal("creating the VM's tap", format!("{e:#}")))?;
+            self.libvirt.start(&name).await?;
+            network::plug_tap(&c.tap, &netns)
+                .await
+                .map_err(|e| internal("wiring the VM into the pod network", format!("{e:#}")))?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = self.libvirt.destroy(&name).await;
+            network::remove_tap(&c.tap, &netns).await;
+            return Err(e);
+        }
+        c.phase = Phase::Running;
+        c.started_at = now_ns();
+        self.put_container(c).await?;
+        self.follow_console(id).await;
+        tracing::info!(container = %id, ms = started.elapsed().as_millis() as u64, "VM started");
+        Ok(())
+    }
+
+    async fn follow_console(&self, id: &str) {
+        let Ok(c) = self.container(id).await else {
+            return;
+        };
+        if c.log_path.is_empty() {
+            return;
+        }
+        let handle = ConsoleLog {
+            raw: c.dir.join("console.raw"),
+            log: PathBuf::from(&c.log_path),
+        }
+        .follow();
+        if let Some(old) = self.tailers.lock().await.insert(id.to_string(), handle) {
+            old.abort();
+        }
+    }
+
+    async fn unfollow_console(&self, c: &ContainerRecord) {
+        if let Some(handle) = self.tailers.lock().await.remove(&c.id) {
+            handle.abort();
+            // What the guest printed last still reaches the log.
+            if !c.log_path.is_empty() {
+                let log = ConsoleLog {
+                    raw: c.dir.join("console.raw"),
+                    log: PathBuf::from(&c.log_path),
+                };
+                let mut offset = tokio::fs::read_to_string(c.dir.join("console.offset"))
+                    .await
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0);
+                let _ = log.pump(&mut offset, &mut Vec::new()).await;
+            }
+        }
+    }
+
+    pub async fn stop_container(&self, id: &str, timeout_secs: i64) -> Result<(), Status> {
+        let c = self.container(id).await?;
+        let lock = self.lock(&c.sandbox_id).await;
+        let _guard = lock.lock().await;
+        self.stop_locked(id, timeout_secs).await
+    }
+
+    async fn stop_locked(&self, id: &str, timeout_secs: i64) -> Result<(), Status> {
+        self.refresh(id).await;
+        let mut c = self.container(id).await?;
+        if c.phase != Phase::Running {
+            return Ok(());
+        }
+        let name = domain_name(id);
+        let grace = Duration::from_secs(timeout_secs.max(0) as u64).min(self.cfg.stop_grace_cap);
+        let mut powered_off = false;
+        if !grace.is_zero() && self.libvirt.shutdown(&name).await? {
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if !self.libvirt.facts(&name).await?.is_some_and(|f| f.active) {
+                    powered_off = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if !powered_off {
+            self.libvirt.destroy(&name).await?;
+        }
+        if let Some(net) = self.sandbox(&c.sandbox_id).await.ok().and_then(|s| s.network) {
+            network::remove_tap(&c.tap, &net.netns).await;
+        } else {
+            network::remove_tap(&c.tap, "").await;
+        }
+        self.unfollow_console(&c).await;
+        c.phase = Phase::Exited;
+        c.finished_at = now_ns();
+        (c.exit_code, c.reason) = if powered_off {
+            (0, "Completed".to_string())
+        } else {
+            (137, "Killed".to_string())
+        };
+        tracing::info!(container = %id, graceful = powered_off, "VM stopped");
+        self.put_container(c).await
+    }
+
+    pub async fn remove_container(&self, id: &str) -> Result<(), Status> {
+        let Ok(c) = self.container(id).await else {
+            return Ok(());
+        };
+        let lock = self.lock(&c.sandbox_id).await;
+        let _guard = lock.lock().await;
+        self.remove_locked(id).await
+    }
+
+    async fn remove_locked(&self, id: &str) -> Result<(), Status> {
+        let Ok(c) = self.container(id).await else {
+            return Ok(());
+        };
+        self.libvirt.undefine(&domain_name(id)).await?;
+        if let Some(net) = self.sandbox(&c.sandbox_id).await.ok().and_then(|s| s.network) {
+            network::remove_tap(&c.tap, &net.netns).await;
+        } else {
+            network::remove_tap(&c.tap, "").await;
+        }
+        self.unfollow_console(&c).await;
+        remove_all(&c.dir)
+            .await
+            .map_err(|e| internal("removing the VM's files", e))?;
+        if !c.log_path.is_empty() {
+            let _ = remove_all(Path::new(&c.log_path)).await;
+        }
+        self.store
+            .delete_container(id)
+            .await
+            .map_err(|e| internal("deleting container record", e))?;
+        self.containers.write().await.remove(id);
+        tracing::info!(container = %id, "VM container removed");
+        Ok(())
+    }
+
+    /// Brings a running container's record in line with its domain: a guest
+    /// that powered itself off, or a domain that vanished, has exited.
+    async fn refresh(&self, id: &str) {
+        let Ok(mut c) = self.container(id).await else {
+            return;
+        };
+        if c.phase != Phase::Running {
+            return;
+        }
+        let facts = match self.libvirt.facts(&domain_name(id)).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, "cannot ask libvirt about a VM");
+                return;
+            }
+        };
+        let (code, reason, message) = match facts {
+            Some(f) if f.active => return,
+            Some(_) => (0, "Completed", "the guest powered off"),
+            None => (255, "Error", "the VM's libvirt domain is gone"),
+        };
+        c.phase = Phase::Exited;
+        c.finished_at = now_ns();
+        c.exit_code = code;
+        c.reason = reason.to_string();
+        c.message = message.to_string();
+        self.unfollow_console(&c).await;
+        let _ = self.put_container(c).await;
+    }
+
+    pub async fn container_status(&self, id: &str, verbose: bool) -> Result<cri::ContainerStatusResponse, Status> {
+        self.refresh(id).await;
+        let c = self.container(id).await?;
+        let mut info = HashMap::new();
+        if verbose {
+            info.insert(
+                "info".to_string(),
+                serde_json::json!({
+                    "domain": domain_name(id),
+                    "accel": self.cfg.accel.domain_type(),
+                    "disk": c.dir.join("disk.qcow2"),
+                    "shape": c.shape,
+                })
+                .to_string(),
+            );
+        }
+        Ok(cri::ContainerStatusResponse {
+            status: Some(cri_view::container_status(&c)),
+            info,
+        })
+    }
+
+    pub async fn list_containers(&self, filter: Option<&cri::ContainerFilter>) -> Vec<cri::Container> {
+        let ids: Vec<String> = self.containers.read().await.keys().cloned().collect();
+        for id in &ids {
+            self.refresh(id).await;
+        }
+        self.containers
+            .read()
+            .await
+            .values()
+            .filter(|c| cri_view::container_matches(c, filter))
+            .map(cri_view::container)
+            .collect()
+    }
+
+    /// Live vCPU and memory change of a running (or created) VM.
+    pub async fn update_resources(
+        &self,
+        id: &str,
+        resources: Option<&cri::LinuxContainerResources>,
+    ) -> Result<(), Status> {
+        let c = self.container(id).await?;
+        let lock = self.lock(&c.sandbox_id).await;
+        let _guard = lock.lock().await;
+        let mut c = self.container(id).await?;
+        if c.phase == Phase::Exited {
+            return Err(Status::failed_precondition(format!("VM container {id} has exited")));
+        }
+        let wanted = Wanted::from_resources(resources, &self.cfg.sizes);
+        let shape = c.shape.resized(wanted, &self.cfg.sizes)?;
+        self.libvirt
+            .resize(&domain_name(id), shape.vcpus, shape.memory_mib)
+            .await?;
+        tracing::info!(container = %id, vcpus = shape.vcpus, memory_mib = shape.memory_mib, "VM resized");
+        c.shape = shape;
+        self.put_container(c).await
+    }
+
+    pub async fn container_stats(&self, id: &str) -> Result<cri::ContainerStats, Status> {
+        let c = self.container(id).await?;
+        let facts = self.libvirt.facts(&domain_name(id)).await?;
+        let disk = tokio::fs::metadata(c.dir.join("disk.qcow2"))
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
+        Ok(cri_view::container_stats(&c, facts.filter(|f| f.active), disk, &self.cfg.state_dir))
+    }
+
+    pub async fn list_stats(&self, filter: Option<&cri::ContainerStatsFilter>) -> Vec<cri::ContainerStats> {
+        let ids: Vec<String> = self
+            .containers
+            .read()
+            .await
+            .values()
+            .filter(|c| cri_view::stats_matches(c, filter))
+            .map(|c| c.id.clone())
+            .collect();
+        let mut out = Vec::new();
+        for id in ids {
+            if let Ok(s) = self.container_stats(&id).await {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    pub async fn sandbox_stats(&self, id: &str) -> Result<cri::PodSandboxStats, Status> {
+        let s = self.sandbox(id).await?;
+        let mut containers = Vec::new();
+        for cid in self.containers_of(id).await {
+            if let Ok(st) = self.container_stats(&cid).await {
+                containers.push(st);
+            }
+        }
+        Ok(cri_view::sandbox_stats(&s, containers))
+    }
+
+    /// Containers whose disk is built on a cached image.
+    pub async fn users_of_image(&self, image_id: &str) -> Vec<String> {
+        self.containers
+            .read()
+            .await
+            .values()
+            .filter(|c| c.image_id == image_id)
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    pub async fn remove_image(&self, reference: &str) -> Result<(), Status> {
+        let Some(image) = self.images.find(reference).await else {
+            return Ok(());
+        };
+        let users = self.users_of_image(&image.id).await;
+        Ok(self.images.remove(reference, &users).await?)
+    }
+}
