@@ -22,7 +22,9 @@ impl Containerd {
             .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
                 let socket = socket.clone();
                 async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?))
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
                 }
             }));
         Ok(Self { channel })

@@ -41,11 +41,25 @@ impl Metrics {
         let duration = Family::<MethodLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0005, 2.0, 18))
         });
-        registry.register("cri_call_duration_seconds", "Time to answer a CRI call", duration.clone());
-        Self { registry, calls, duration }
+        registry.register(
+            "cri_call_duration_seconds",
+            "Time to answer a CRI call",
+            duration.clone(),
+        );
+        Self {
+            registry,
+            calls,
+            duration,
+        }
     }
 
-    pub fn observe(&self, method: &'static str, backend: Backend, code: tonic::Code, took: Duration) {
+    pub fn observe(
+        &self,
+        method: &'static str,
+        backend: Backend,
+        code: tonic::Code,
+        took: Duration,
+    ) {
         self.calls
             .get_or_create(&CallLabels {
                 method,

@@ -26,12 +26,19 @@ pub struct Router {
 type CriResult<T> = Result<Response<T>, Status>;
 
 impl Router {
-    fn record<T>(&self, method: &'static str, backend: Backend, started: Instant, result: &Result<T, Status>) {
+    fn record<T>(
+        &self,
+        method: &'static str,
+        backend: Backend,
+        started: Instant,
+        result: &Result<T, Status>,
+    ) {
         let code = match result {
             Ok(_) => tonic::Code::Ok,
             Err(s) => s.code(),
         };
-        self.metrics.observe(method, backend, code, started.elapsed());
+        self.metrics
+            .observe(method, backend, code, started.elapsed());
         if let Err(s) = result
             && backend == Backend::Vm
         {
@@ -63,14 +70,20 @@ impl Router {
 
     /// Whether a pulled or inspected image is a VM image: the kubelet names
     /// the pod's sandbox, or the handler, or the reference has a VM form.
-    async fn is_vm_image(&self, spec: Option<&cri::ImageSpec>, sandbox: Option<&cri::PodSandboxConfig>) -> bool {
+    async fn is_vm_image(
+        &self,
+        spec: Option<&cri::ImageSpec>,
+        sandbox: Option<&cri::PodSandboxConfig>,
+    ) -> bool {
         let Some(spec) = spec else {
             return false;
         };
         if spec.runtime_handler == HANDLER {
             return true;
         }
-        if let Some(uid) = sandbox.and_then(|s| s.metadata.as_ref()).map(|m| m.uid.as_str())
+        if let Some(uid) = sandbox
+            .and_then(|s| s.metadata.as_ref())
+            .map(|m| m.uid.as_str())
             && self.vm.sandbox_of_pod(uid).await.is_some()
         {
             return true;
@@ -96,9 +109,15 @@ fn vm_image(img: &crate::vm::images::CachedImage) -> cri::Image {
 
 #[tonic::async_trait]
 impl RuntimeService for Router {
-    async fn version(&self, request: Request<cri::VersionRequest>) -> CriResult<cri::VersionResponse> {
+    async fn version(
+        &self,
+        request: Request<cri::VersionRequest>,
+    ) -> CriResult<cri::VersionResponse> {
         let mut inner = self
-            .passthrough("Version", self.containerd.runtime().version(request.into_inner()))
+            .passthrough(
+                "Version",
+                self.containerd.runtime().version(request.into_inner()),
+            )
             .await?
             .into_inner();
         inner.runtime_version = format!(
@@ -111,7 +130,10 @@ impl RuntimeService for Router {
         Ok(Response::new(inner))
     }
 
-    async fn run_pod_sandbox(&self, request: Request<cri::RunPodSandboxRequest>) -> CriResult<cri::RunPodSandboxResponse> {
+    async fn run_pod_sandbox(
+        &self,
+        request: Request<cri::RunPodSandboxRequest>,
+    ) -> CriResult<cri::RunPodSandboxResponse> {
         let req = request.into_inner();
         if req.runtime_handler == HANDLER {
             let config = req.config.unwrap_or_default();
@@ -122,11 +144,17 @@ impl RuntimeService for Router {
                 })
                 .await;
         }
-        self.passthrough("RunPodSandbox", self.containerd.runtime().run_pod_sandbox(req))
-            .await
+        self.passthrough(
+            "RunPodSandbox",
+            self.containerd.runtime().run_pod_sandbox(req),
+        )
+        .await
     }
 
-    async fn stop_pod_sandbox(&self, request: Request<cri::StopPodSandboxRequest>) -> CriResult<cri::StopPodSandboxResponse> {
+    async fn stop_pod_sandbox(
+        &self,
+        request: Request<cri::StopPodSandboxRequest>,
+    ) -> CriResult<cri::StopPodSandboxResponse> {
         let req = request.into_inner();
         if self.vm.owns_sandbox(&req.pod_sandbox_id).await {
             return self
@@ -136,11 +164,17 @@ impl RuntimeService for Router {
                 })
                 .await;
         }
-        self.passthrough("StopPodSandbox", self.containerd.runtime().stop_pod_sandbox(req))
-            .await
+        self.passthrough(
+            "StopPodSandbox",
+            self.containerd.runtime().stop_pod_sandbox(req),
+        )
+        .await
     }
 
-    async fn remove_pod_sandbox(&self, request: Request<cri::RemovePodSandboxRequest>) -> CriResult<cri::RemovePodSandboxResponse> {
+    async fn remove_pod_sandbox(
+        &self,
+        request: Request<cri::RemovePodSandboxRequest>,
+    ) -> CriResult<cri::RemovePodSandboxResponse> {
         let req = request.into_inner();
         if self.vm.owns_sandbox(&req.pod_sandbox_id).await {
             return self
@@ -150,48 +184,78 @@ impl RuntimeService for Router {
                 })
                 .await;
         }
-        self.passthrough("RemovePodSandbox", self.containerd.runtime().remove_pod_sandbox(req))
-            .await
+        self.passthrough(
+            "RemovePodSandbox",
+            self.containerd.runtime().remove_pod_sandbox(req),
+        )
+        .await
     }
 
-    async fn pod_sandbox_status(&self, request: Request<cri::PodSandboxStatusRequest>) -> CriResult<cri::PodSandboxStatusResponse> {
+    async fn pod_sandbox_status(
+        &self,
+        request: Request<cri::PodSandboxStatusRequest>,
+    ) -> CriResult<cri::PodSandboxStatusResponse> {
         let req = request.into_inner();
         if self.vm.owns_sandbox(&req.pod_sandbox_id).await {
             return self
-                .vm("PodSandboxStatus", self.vm.sandbox_status(&req.pod_sandbox_id, req.verbose))
+                .vm(
+                    "PodSandboxStatus",
+                    self.vm.sandbox_status(&req.pod_sandbox_id, req.verbose),
+                )
                 .await;
         }
-        self.passthrough("PodSandboxStatus", self.containerd.runtime().pod_sandbox_status(req))
-            .await
+        self.passthrough(
+            "PodSandboxStatus",
+            self.containerd.runtime().pod_sandbox_status(req),
+        )
+        .await
     }
 
-    async fn list_pod_sandbox(&self, request: Request<cri::ListPodSandboxRequest>) -> CriResult<cri::ListPodSandboxResponse> {
+    async fn list_pod_sandbox(
+        &self,
+        request: Request<cri::ListPodSandboxRequest>,
+    ) -> CriResult<cri::ListPodSandboxResponse> {
         let req = request.into_inner();
         let mut items = self.vm.list_sandboxes(req.filter.as_ref()).await;
         let theirs = self
-            .passthrough("ListPodSandbox", self.containerd.runtime().list_pod_sandbox(req))
+            .passthrough(
+                "ListPodSandbox",
+                self.containerd.runtime().list_pod_sandbox(req),
+            )
             .await?
             .into_inner();
         items.extend(theirs.items);
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
-    async fn create_container(&self, request: Request<cri::CreateContainerRequest>) -> CriResult<cri::CreateContainerResponse> {
+    async fn create_container(
+        &self,
+        request: Request<cri::CreateContainerRequest>,
+    ) -> CriResult<cri::CreateContainerResponse> {
         let req = request.into_inner();
         if self.vm.owns_sandbox(&req.pod_sandbox_id).await {
             let config = req.config.unwrap_or_default();
             return self
                 .vm("CreateContainer", async {
-                    let container_id = self.vm.create_container(&req.pod_sandbox_id, config).await?;
+                    let container_id = self
+                        .vm
+                        .create_container(&req.pod_sandbox_id, config)
+                        .await?;
                     Ok(cri::CreateContainerResponse { container_id })
                 })
                 .await;
         }
-        self.passthrough("CreateContainer", self.containerd.runtime().create_container(req))
-            .await
+        self.passthrough(
+            "CreateContainer",
+            self.containerd.runtime().create_container(req),
+        )
+        .await
     }
 
-    async fn start_container(&self, request: Request<cri::StartContainerRequest>) -> CriResult<cri::StartContainerResponse> {
+    async fn start_container(
+        &self,
+        request: Request<cri::StartContainerRequest>,
+    ) -> CriResult<cri::StartContainerResponse> {
         let req = request.into_inner();
         if self.vm.owns_container(&req.container_id).await {
             return self
@@ -201,25 +265,39 @@ impl RuntimeService for Router {
                 })
                 .await;
         }
-        self.passthrough("StartContainer", self.containerd.runtime().start_container(req))
-            .await
+        self.passthrough(
+            "StartContainer",
+            self.containerd.runtime().start_container(req),
+        )
+        .await
     }
 
-    async fn stop_container(&self, request: Request<cri::StopContainerRequest>) -> CriResult<cri::StopContainerResponse> {
+    async fn stop_container(
+        &self,
+        request: Request<cri::StopContainerRequest>,
+    ) -> CriResult<cri::StopContainerResponse> {
         let req = request.into_inner();
         if self.vm.owns_container(&req.container_id).await {
             return self
                 .vm("StopContainer", async {
-                    self.vm.stop_container(&req.container_id, req.timeout).await?;
+                    self.vm
+                        .stop_container(&req.container_id, req.timeout)
+                        .await?;
                     Ok(cri::StopContainerResponse {})
                 })
                 .await;
         }
-        self.passthrough("StopContainer", self.containerd.runtime().stop_container(req))
-            .await
+        self.passthrough(
+            "StopContainer",
+            self.containerd.runtime().stop_container(req),
+        )
+        .await
     }
 
-    async fn remove_container(&self, request: Request<cri::RemoveContainerRequest>) -> CriResult<cri::RemoveContainerResponse> {
+    async fn remove_container(
+        &self,
+        request: Request<cri::RemoveContainerRequest>,
+    ) -> CriResult<cri::RemoveContainerResponse> {
         let req = request.into_inner();
         if self.vm.owns_container(&req.container_id).await {
             return self
@@ -229,30 +307,48 @@ impl RuntimeService for Router {
                 })
                 .await;
         }
-        self.passthrough("RemoveContainer", self.containerd.runtime().remove_container(req))
-            .await
+        self.passthrough(
+            "RemoveContainer",
+            self.containerd.runtime().remove_container(req),
+        )
+        .await
     }
 
-    async fn list_containers(&self, request: Request<cri::ListContainersRequest>) -> CriResult<cri::ListContainersResponse> {
+    async fn list_containers(
+        &self,
+        request: Request<cri::ListContainersRequest>,
+    ) -> CriResult<cri::ListContainersResponse> {
         let req = request.into_inner();
         let mut containers = self.vm.list_containers(req.filter.as_ref()).await;
         let theirs = self
-            .passthrough("ListContainers", self.containerd.runtime().list_containers(req))
+            .passthrough(
+                "ListContainers",
+                self.containerd.runtime().list_containers(req),
+            )
             .await?
             .into_inner();
         containers.extend(theirs.containers);
         Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 
-    async fn container_status(&self, request: Request<cri::ContainerStatusRequest>) -> CriResult<cri::ContainerStatusResponse> {
+    async fn container_status(
+        &self,
+        request: Request<cri::ContainerStatusRequest>,
+    ) -> CriResult<cri::ContainerStatusResponse> {
         let req = request.into_inner();
         if self.vm.owns_container(&req.container_id).await {
             return self
-                .vm("ContainerStatus", self.vm.container_status(&req.container_id, req.verbose))
+                .vm(
+                    "ContainerStatus",
+                    self.vm.container_status(&req.container_id, req.verbose),
+                )
                 .await;
         }
-        self.passthrough("ContainerStatus", self.containerd.runtime().container_status(req))
-            .await
+        self.passthrough(
+            "ContainerStatus",
+            self.containerd.runtime().container_status(req),
+        )
+        .await
     }
 
     async fn update_container_resources(
@@ -277,24 +373,37 @@ impl RuntimeService for Router {
         .await
     }
 
-    async fn reopen_container_log(&self, request: Request<cri::ReopenContainerLogRequest>) -> CriResult<cri::ReopenContainerLogResponse> {
+    async fn reopen_container_log(
+        &self,
+        request: Request<cri::ReopenContainerLogRequest>,
+    ) -> CriResult<cri::ReopenContainerLogResponse> {
         let req = request.into_inner();
         if self.vm.owns_container(&req.container_id).await {
             // The console follower opens the log for every write, so a
             // rotated file is picked up by itself.
             return self
-                .vm("ReopenContainerLog", async { Ok(cri::ReopenContainerLogResponse {}) })
+                .vm("ReopenContainerLog", async {
+                    Ok(cri::ReopenContainerLogResponse {})
+                })
                 .await;
         }
-        self.passthrough("ReopenContainerLog", self.containerd.runtime().reopen_container_log(req))
-            .await
+        self.passthrough(
+            "ReopenContainerLog",
+            self.containerd.runtime().reopen_container_log(req),
+        )
+        .await
     }
 
-    async fn exec_sync(&self, request: Request<cri::ExecSyncRequest>) -> CriResult<cri::ExecSyncResponse> {
+    async fn exec_sync(
+        &self,
+        request: Request<cri::ExecSyncRequest>,
+    ) -> CriResult<cri::ExecSyncResponse> {
         let req = request.into_inner();
         if self.vm.owns_container(&req.container_id).await {
             return self
-                .vm("ExecSync", async { Err(Status::unimplemented(format!("exec {NO_STREAMS}"))) })
+                .vm("ExecSync", async {
+                    Err(Status::unimplemented(format!("exec {NO_STREAMS}")))
+                })
                 .await;
         }
         self.passthrough("ExecSync", self.containerd.runtime().exec_sync(req))
@@ -305,23 +414,32 @@ impl RuntimeService for Router {
         let req = request.into_inner();
         if self.vm.owns_container(&req.container_id).await {
             return self
-                .vm("Exec", async { Err(Status::unimplemented(format!("exec {NO_STREAMS}"))) })
+                .vm("Exec", async {
+                    Err(Status::unimplemented(format!("exec {NO_STREAMS}")))
+                })
                 .await;
         }
-        self.passthrough("Exec", self.containerd.runtime().exec(req)).await
+        self.passthrough("Exec", self.containerd.runtime().exec(req))
+            .await
     }
 
     async fn attach(&self, request: Request<cri::AttachRequest>) -> CriResult<cri::AttachResponse> {
         let req = request.into_inner();
         if self.vm.owns_container(&req.container_id).await {
             return self
-                .vm("Attach", async { Err(Status::unimplemented(format!("attach {NO_STREAMS}"))) })
+                .vm("Attach", async {
+                    Err(Status::unimplemented(format!("attach {NO_STREAMS}")))
+                })
                 .await;
         }
-        self.passthrough("Attach", self.containerd.runtime().attach(req)).await
+        self.passthrough("Attach", self.containerd.runtime().attach(req))
+            .await
     }
 
-    async fn port_forward(&self, request: Request<cri::PortForwardRequest>) -> CriResult<cri::PortForwardResponse> {
+    async fn port_forward(
+        &self,
+        request: Request<cri::PortForwardRequest>,
+    ) -> CriResult<cri::PortForwardResponse> {
         let req = request.into_inner();
         if self.vm.owns_sandbox(&req.pod_sandbox_id).await {
             return self
@@ -334,7 +452,10 @@ impl RuntimeService for Router {
             .await
     }
 
-    async fn container_stats(&self, request: Request<cri::ContainerStatsRequest>) -> CriResult<cri::ContainerStatsResponse> {
+    async fn container_stats(
+        &self,
+        request: Request<cri::ContainerStatsRequest>,
+    ) -> CriResult<cri::ContainerStatsResponse> {
         let req = request.into_inner();
         if self.vm.owns_container(&req.container_id).await {
             return self
@@ -344,22 +465,34 @@ impl RuntimeService for Router {
                 })
                 .await;
         }
-        self.passthrough("ContainerStats", self.containerd.runtime().container_stats(req))
-            .await
+        self.passthrough(
+            "ContainerStats",
+            self.containerd.runtime().container_stats(req),
+        )
+        .await
     }
 
-    async fn list_container_stats(&self, request: Request<cri::ListContainerStatsRequest>) -> CriResult<cri::ListContainerStatsResponse> {
+    async fn list_container_stats(
+        &self,
+        request: Request<cri::ListContainerStatsRequest>,
+    ) -> CriResult<cri::ListContainerStatsResponse> {
         let req = request.into_inner();
         let mut stats = self.vm.list_stats(req.filter.as_ref()).await;
         let theirs = self
-            .passthrough("ListContainerStats", self.containerd.runtime().list_container_stats(req))
+            .passthrough(
+                "ListContainerStats",
+                self.containerd.runtime().list_container_stats(req),
+            )
             .await?
             .into_inner();
         stats.extend(theirs.stats);
         Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
-    async fn pod_sandbox_stats(&self, request: Request<cri::PodSandboxStatsRequest>) -> CriResult<cri::PodSandboxStatsResponse> {
+    async fn pod_sandbox_stats(
+        &self,
+        request: Request<cri::PodSandboxStatsRequest>,
+    ) -> CriResult<cri::PodSandboxStatsResponse> {
         let req = request.into_inner();
         if self.vm.owns_sandbox(&req.pod_sandbox_id).await {
             return self
@@ -369,11 +502,17 @@ impl RuntimeService for Router {
                 })
                 .await;
         }
-        self.passthrough("PodSandboxStats", self.containerd.runtime().pod_sandbox_stats(req))
-            .await
+        self.passthrough(
+            "PodSandboxStats",
+            self.containerd.runtime().pod_sandbox_stats(req),
+        )
+        .await
     }
 
-    async fn list_pod_sandbox_stats(&self, request: Request<cri::ListPodSandboxStatsRequest>) -> CriResult<cri::ListPodSandboxStatsResponse> {
+    async fn list_pod_sandbox_stats(
+        &self,
+        request: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> CriResult<cri::ListPodSandboxStatsResponse> {
         let req = request.into_inner();
         let mut stats = Vec::new();
         let filter = req.filter.clone();
@@ -387,17 +526,25 @@ impl RuntimeService for Router {
             }
         }
         let theirs = self
-            .passthrough("ListPodSandboxStats", self.containerd.runtime().list_pod_sandbox_stats(req))
+            .passthrough(
+                "ListPodSandboxStats",
+                self.containerd.runtime().list_pod_sandbox_stats(req),
+            )
             .await?
             .into_inner();
         stats.extend(theirs.stats);
         Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
-    async fn update_runtime_config(&self, request: Request<cri::UpdateRuntimeConfigRequest>) -> CriResult<cri::UpdateRuntimeConfigResponse> {
+    async fn update_runtime_config(
+        &self,
+        request: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> CriResult<cri::UpdateRuntimeConfigResponse> {
         self.passthrough(
             "UpdateRuntimeConfig",
-            self.containerd.runtime().update_runtime_config(request.into_inner()),
+            self.containerd
+                .runtime()
+                .update_runtime_config(request.into_inner()),
         )
         .await
     }
@@ -413,7 +560,11 @@ impl RuntimeService for Router {
         let condition = cri::RuntimeCondition {
             r#type: "ArktosVMReady".to_string(),
             status: vm.is_ok(),
-            reason: if vm.is_ok() { String::new() } else { "LibvirtUnreachable".to_string() },
+            reason: if vm.is_ok() {
+                String::new()
+            } else {
+                "LibvirtUnreachable".to_string()
+            },
             message: match &vm {
                 Ok(v) => format!("{v}, {}", self.vm.accel().domain_type()),
                 Err(e) => e.to_string(),
@@ -444,7 +595,10 @@ impl RuntimeService for Router {
         Ok(Response::new(inner))
     }
 
-    async fn checkpoint_container(&self, request: Request<cri::CheckpointContainerRequest>) -> CriResult<cri::CheckpointContainerResponse> {
+    async fn checkpoint_container(
+        &self,
+        request: Request<cri::CheckpointContainerRequest>,
+    ) -> CriResult<cri::CheckpointContainerResponse> {
         let req = request.into_inner();
         if self.vm.owns_container(&req.container_id).await {
             return self
@@ -455,40 +609,63 @@ impl RuntimeService for Router {
                 })
                 .await;
         }
-        self.passthrough("CheckpointContainer", self.containerd.runtime().checkpoint_container(req))
-            .await
+        self.passthrough(
+            "CheckpointContainer",
+            self.containerd.runtime().checkpoint_container(req),
+        )
+        .await
     }
 
     type GetContainerEventsStream = tonic::codec::Streaming<cri::ContainerEventResponse>;
 
-    async fn get_container_events(&self, request: Request<cri::GetEventsRequest>) -> CriResult<Self::GetContainerEventsStream> {
+    async fn get_container_events(
+        &self,
+        request: Request<cri::GetEventsRequest>,
+    ) -> CriResult<Self::GetContainerEventsStream> {
         self.passthrough(
             "GetContainerEvents",
-            self.containerd.runtime().get_container_events(request.into_inner()),
+            self.containerd
+                .runtime()
+                .get_container_events(request.into_inner()),
         )
         .await
     }
 
-    async fn list_metric_descriptors(&self, request: Request<cri::ListMetricDescriptorsRequest>) -> CriResult<cri::ListMetricDescriptorsResponse> {
+    async fn list_metric_descriptors(
+        &self,
+        request: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> CriResult<cri::ListMetricDescriptorsResponse> {
         self.passthrough(
             "ListMetricDescriptors",
-            self.containerd.runtime().list_metric_descriptors(request.into_inner()),
+            self.containerd
+                .runtime()
+                .list_metric_descriptors(request.into_inner()),
         )
         .await
     }
 
-    async fn list_pod_sandbox_metrics(&self, request: Request<cri::ListPodSandboxMetricsRequest>) -> CriResult<cri::ListPodSandboxMetricsResponse> {
+    async fn list_pod_sandbox_metrics(
+        &self,
+        request: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> CriResult<cri::ListPodSandboxMetricsResponse> {
         self.passthrough(
             "ListPodSandboxMetrics",
-            self.containerd.runtime().list_pod_sandbox_metrics(request.into_inner()),
+            self.containerd
+                .runtime()
+                .list_pod_sandbox_metrics(request.into_inner()),
         )
         .await
     }
 
-    async fn runtime_config(&self, request: Request<cri::RuntimeConfigRequest>) -> CriResult<cri::RuntimeConfigResponse> {
+    async fn runtime_config(
+        &self,
+        request: Request<cri::RuntimeConfigRequest>,
+    ) -> CriResult<cri::RuntimeConfigResponse> {
         self.passthrough(
             "RuntimeConfig",
-            self.containerd.runtime().runtime_config(request.into_inner()),
+            self.containerd
+                .runtime()
+                .runtime_config(request.into_inner()),
         )
         .await
     }
@@ -496,9 +673,16 @@ impl RuntimeService for Router {
 
 #[tonic::async_trait]
 impl ImageService for Router {
-    async fn list_images(&self, request: Request<cri::ListImagesRequest>) -> CriResult<cri::ListImagesResponse> {
+    async fn list_images(
+        &self,
+        request: Request<cri::ListImagesRequest>,
+    ) -> CriResult<cri::ListImagesResponse> {
         let req = request.into_inner();
-        let wanted = req.filter.as_ref().and_then(|f| f.image.as_ref()).map(|i| i.image.clone());
+        let wanted = req
+            .filter
+            .as_ref()
+            .and_then(|f| f.image.as_ref())
+            .map(|i| i.image.clone());
         let mut images: Vec<cri::Image> = self
             .vm
             .images
@@ -520,10 +704,17 @@ impl ImageService for Router {
         Ok(Response::new(cri::ListImagesResponse { images }))
     }
 
-    async fn image_status(&self, request: Request<cri::ImageStatusRequest>) -> CriResult<cri::ImageStatusResponse> {
+    async fn image_status(
+        &self,
+        request: Request<cri::ImageStatusRequest>,
+    ) -> CriResult<cri::ImageStatusResponse> {
         let req = request.into_inner();
         if self.is_vm_image(req.image.as_ref(), None).await {
-            let reference = req.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+            let reference = req
+                .image
+                .as_ref()
+                .map(|i| i.image.clone())
+                .unwrap_or_default();
             return self
                 .vm("ImageStatus", async {
                     Ok(cri::ImageStatusResponse {
@@ -537,13 +728,20 @@ impl ImageService for Router {
             .await
     }
 
-    async fn pull_image(&self, request: Request<cri::PullImageRequest>) -> CriResult<cri::PullImageResponse> {
+    async fn pull_image(
+        &self,
+        request: Request<cri::PullImageRequest>,
+    ) -> CriResult<cri::PullImageResponse> {
         let req = request.into_inner();
         if self
             .is_vm_image(req.image.as_ref(), req.sandbox_config.as_ref())
             .await
         {
-            let reference = req.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+            let reference = req
+                .image
+                .as_ref()
+                .map(|i| i.image.clone())
+                .unwrap_or_default();
             return self
                 .vm("PullImage", async {
                     if reference.is_empty() {
@@ -558,10 +756,17 @@ impl ImageService for Router {
             .await
     }
 
-    async fn remove_image(&self, request: Request<cri::RemoveImageRequest>) -> CriResult<cri::RemoveImageResponse> {
+    async fn remove_image(
+        &self,
+        request: Request<cri::RemoveImageRequest>,
+    ) -> CriResult<cri::RemoveImageResponse> {
         let req = request.into_inner();
         if self.is_vm_image(req.image.as_ref(), None).await {
-            let reference = req.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+            let reference = req
+                .image
+                .as_ref()
+                .map(|i| i.image.clone())
+                .unwrap_or_default();
             return self
                 .vm("RemoveImage", async {
                     self.vm.remove_image(&reference).await?;
@@ -573,9 +778,15 @@ impl ImageService for Router {
             .await
     }
 
-    async fn image_fs_info(&self, request: Request<cri::ImageFsInfoRequest>) -> CriResult<cri::ImageFsInfoResponse> {
+    async fn image_fs_info(
+        &self,
+        request: Request<cri::ImageFsInfoRequest>,
+    ) -> CriResult<cri::ImageFsInfoResponse> {
         let mut inner = self
-            .passthrough("ImageFsInfo", self.containerd.image().image_fs_info(request.into_inner()))
+            .passthrough(
+                "ImageFsInfo",
+                self.containerd.image().image_fs_info(request.into_inner()),
+            )
             .await?
             .into_inner();
         let (bytes, files) = self.vm.images.usage().await;

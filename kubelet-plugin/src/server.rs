@@ -23,7 +23,8 @@ use crate::vm::{VmConfig, VmRuntime};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum AccelChoice {
-    /// KVM when QEMU can use it, TCG otherwise.
+    /// KVM once a guest has run under it here, TCG otherwise (remembered
+    /// in the state directory).
     Auto,
     Kvm,
     Tcg,
@@ -37,7 +38,11 @@ pub enum AccelChoice {
 )]
 pub struct Cli {
     /// Unix socket the kubelet uses as its runtime and image endpoint.
-    #[arg(long, env = "ARKTOS_NODE_LISTEN", default_value = "/run/arktos-node/arktos-node.sock")]
+    #[arg(
+        long,
+        env = "ARKTOS_NODE_LISTEN",
+        default_value = "/run/arktos-node/arktos-node.sock"
+    )]
     pub listen: PathBuf,
     /// containerd's CRI socket, where every non-VM call goes.
     #[arg(long, default_value = "/run/containerd/containerd.sock")]
@@ -53,7 +58,11 @@ pub struct Cli {
     #[arg(long, default_value = "/etc/cni/net.d")]
     pub cni_conf_dir: PathBuf,
     /// Where CNI plugins are looked for, in order.
-    #[arg(long, value_delimiter = ',', default_value = "/opt/cni/bin,/usr/lib/cni")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "/opt/cni/bin,/usr/lib/cni"
+    )]
     pub cni_bin_dir: Vec<PathBuf>,
     /// YAML file of VM image translations (`translations: [{prefix|name, url}]`).
     #[arg(long)]
@@ -83,23 +92,24 @@ pub struct Cli {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let translations = match &cli.image_translations {
-        Some(path) => Translations::parse(&std::fs::read_to_string(path).map_err(|e| {
-            anyhow::anyhow!("image translations {}: {e}", path.display())
-        })?)?,
+        Some(path) => Translations::parse(
+            &std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("image translations {}: {e}", path.display()))?,
+        )?,
         None => Translations::default(),
     };
-    let accel = crate::vm::libvirt::detect_accel(match cli.accel {
-        AccelChoice::Auto => None,
-        AccelChoice::Kvm => Some(Accel::Kvm),
-        AccelChoice::Tcg => Some(Accel::Tcg),
-    })
-    .await;
+    let accel = match cli.accel {
+        AccelChoice::Auto => crate::vm::libvirt::kvm_candidate(),
+        AccelChoice::Kvm => Accel::Kvm,
+        AccelChoice::Tcg => Accel::Tcg,
+    };
     let images = ImageCache::open(&cli.state_dir.join("images"), translations)?;
     let vm = VmRuntime::open(
         VmConfig {
             state_dir: cli.state_dir.clone(),
             libvirt_uri: cli.libvirt_uri.clone(),
             accel,
+            accel_forced: !matches!(cli.accel, AccelChoice::Auto),
             sizes: SizePolicy {
                 default_memory_mib: cli.vm_default_memory_mib,
                 min_memory_mib: cli.vm_min_memory_mib,
@@ -116,8 +126,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     )
     .await?;
     match vm.ping().await {
-        Ok(v) => tracing::info!(libvirt = %cli.libvirt_uri, hypervisor = %v, accel = accel.domain_type(), "libvirt reachable"),
-        Err(e) => tracing::warn!(error = %e, "libvirt not reachable yet; VM calls fail until it is"),
+        Ok(v) => {
+            tracing::info!(libvirt = %cli.libvirt_uri, hypervisor = %v, accel = vm.accel().domain_type(), "libvirt reachable")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "libvirt not reachable yet; VM calls fail until it is")
+        }
     }
     let metrics = Arc::new(Metrics::new());
     let router = Router {
@@ -129,18 +143,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let health = {
         let vm = vm.clone();
         let metrics = metrics.clone();
-        let healthz = warp::path!("healthz").or(warp::path!("readyz")).unify().then(move || {
-            let vm = vm.clone();
-            async move {
-                match vm.ping().await {
-                    Ok(_) => warp::http::Response::builder().status(200).body("ok".to_string()),
-                    Err(e) => warp::http::Response::builder().status(503).body(e.to_string()),
+        let healthz = warp::path!("healthz")
+            .or(warp::path!("readyz"))
+            .unify()
+            .then(move || {
+                let vm = vm.clone();
+                async move {
+                    match vm.ping().await {
+                        Ok(_) => warp::http::Response::builder()
+                            .status(200)
+                            .body("ok".to_string()),
+                        Err(e) => warp::http::Response::builder()
+                            .status(503)
+                            .body(e.to_string()),
+                    }
                 }
-            }
-        });
+            });
         let livez = warp::path!("livez").map(|| "ok".to_string());
         let metrics = warp::path!("metrics").map(move || metrics.render());
-        healthz.map(|r: Result<_, _>| r.expect("static response")).or(livez).or(metrics)
+        healthz
+            .map(|r: Result<_, _>| r.expect("static response"))
+            .or(livez)
+            .or(metrics)
     };
     let health_address = cli.health_address;
     tokio::spawn(async move { warp::serve(health).run(health_address).await });

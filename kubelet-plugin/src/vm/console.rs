@@ -31,7 +31,9 @@ impl ConsoleLog {
             loop {
                 match self.pump(&mut offset, &mut pending).await {
                     Ok(()) => {}
-                    Err(e) => tracing::debug!(raw = %self.raw.display(), error = %e, "console not readable yet"),
+                    Err(e) => {
+                        tracing::debug!(raw = %self.raw.display(), error = %e, "console not readable yet")
+                    }
                 }
                 tokio::time::sleep(POLL).await;
             }
@@ -171,7 +173,11 @@ mod tests {
         c.pump(&mut offset, &mut pending).await.unwrap();
         assert_eq!(offset, 8);
         assert_eq!(read_offset(&c.offset_file()).await, 8);
-        let mut f = tokio::fs::OpenOptions::new().append(true).open(&c.raw).await.unwrap();
+        let mut f = tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(&c.raw)
+            .await
+            .unwrap();
         f.write_all(b"three\n").await.unwrap();
         let mut offset = read_offset(&c.offset_file()).await;
         c.pump(&mut offset, &mut pending).await.unwrap();

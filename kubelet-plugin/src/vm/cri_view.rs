@@ -40,7 +40,9 @@ pub fn sandbox_matches(s: &SandboxRecord, filter: Option<&cri::PodSandboxFilter>
         return true;
     };
     id_matches(&s.id, &f.id)
-        && f.state.as_ref().is_none_or(|v| v.state == sandbox_state(s) as i32)
+        && f.state
+            .as_ref()
+            .is_none_or(|v| v.state == sandbox_state(s) as i32)
         && labels_match(&s.labels, &f.label_selector)
 }
 
@@ -103,7 +105,9 @@ pub fn container_matches(c: &ContainerRecord, filter: Option<&cri::ContainerFilt
     };
     id_matches(&c.id, &f.id)
         && id_matches(&c.sandbox_id, &f.pod_sandbox_id)
-        && f.state.as_ref().is_none_or(|v| v.state == container_state(c) as i32)
+        && f.state
+            .as_ref()
+            .is_none_or(|v| v.state == container_state(c) as i32)
         && labels_match(&c.labels, &f.label_selector)
 }
 
@@ -218,15 +222,30 @@ pub fn container_stats(
     }
 }
 
-pub fn sandbox_stats(s: &SandboxRecord, containers: Vec<cri::ContainerStats>) -> cri::PodSandboxStats {
+pub fn sandbox_stats(
+    s: &SandboxRecord,
+    containers: Vec<cri::ContainerStats>,
+) -> cri::PodSandboxStats {
     let ts = now_ns();
     let cpu: u64 = containers
         .iter()
-        .filter_map(|c| c.cpu.as_ref()?.usage_core_nano_seconds.as_ref().map(|v| v.value))
+        .filter_map(|c| {
+            c.cpu
+                .as_ref()?
+                .usage_core_nano_seconds
+                .as_ref()
+                .map(|v| v.value)
+        })
         .sum();
     let mem: u64 = containers
         .iter()
-        .filter_map(|c| c.memory.as_ref()?.working_set_bytes.as_ref().map(|v| v.value))
+        .filter_map(|c| {
+            c.memory
+                .as_ref()?
+                .working_set_bytes
+                .as_ref()
+                .map(|v| v.value)
+        })
         .sum();
     cri::PodSandboxStats {
         attributes: Some(cri::PodSandboxAttributes {
@@ -259,11 +278,23 @@ mod tests {
 
     #[test]
     fn selectors_need_every_pair() {
-        let labels = HashMap::from([("a".to_string(), "1".to_string()), ("b".to_string(), "2".to_string())]);
+        let labels = HashMap::from([
+            ("a".to_string(), "1".to_string()),
+            ("b".to_string(), "2".to_string()),
+        ]);
         assert!(labels_match(&labels, &HashMap::new()));
-        assert!(labels_match(&labels, &HashMap::from([("a".to_string(), "1".to_string())])));
-        assert!(!labels_match(&labels, &HashMap::from([("a".to_string(), "2".to_string())])));
-        assert!(!labels_match(&labels, &HashMap::from([("c".to_string(), "1".to_string())])));
+        assert!(labels_match(
+            &labels,
+            &HashMap::from([("a".to_string(), "1".to_string())])
+        ));
+        assert!(!labels_match(
+            &labels,
+            &HashMap::from([("a".to_string(), "2".to_string())])
+        ));
+        assert!(!labels_match(
+            &labels,
+            &HashMap::from([("c".to_string(), "1".to_string())])
+        ));
     }
 
     #[test]

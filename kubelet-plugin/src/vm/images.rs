@@ -28,13 +28,13 @@ pub enum ImageError {
         url: String,
         reason: String,
     },
-    #[error("VM image {reference} ({from}) is not a disk image: {reason}")]
+    #[error("VM image {reference}{from} is not a disk image: {reason}")]
     NotAnImage {
         reference: String,
         from: String,
         reason: String,
     },
-    #[error("VM image {reference} ({from}) is a corrupt qcow2: {reason}")]
+    #[error("VM image {reference}{from} is a corrupt qcow2: {reason}")]
     Corrupt {
         reference: String,
         from: String,
@@ -96,8 +96,9 @@ impl ImageCache {
             .https_or_http()
             .enable_http1()
             .build();
-        let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(https);
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(https);
         Ok(Self {
             dir: dir.to_path_buf(),
             translations,
@@ -114,7 +115,8 @@ impl ImageCache {
     }
 
     pub fn path_of(&self, image: &CachedImage) -> PathBuf {
-        self.dir.join(format!("{}.{}", image.digest(), image.format))
+        self.dir
+            .join(format!("{}.{}", image.digest(), image.format))
     }
 
     /// The cached image a reference (name or id) names.
@@ -143,9 +145,13 @@ impl ImageCache {
             return Ok(img);
         }
         let source = self.translations.source(reference);
+        // Said in errors only when a translation or scheme changed it.
         let from = match &source {
-            ImageSource::Url(u) => u.clone(),
-            ImageSource::Path(p) => p.display().to_string(),
+            ImageSource::Url(u) if u != reference => format!(" (fetched from {u})"),
+            ImageSource::Path(p) if p.as_os_str() != reference => {
+                format!(" (read from {})", p.display())
+            }
+            _ => String::new(),
         };
         let tmp = self.dir.join(format!(".pull-{}", random_suffix()));
         let fetched = match &source {
@@ -220,7 +226,10 @@ impl ImageCache {
     /// Bytes and files the cache holds, for ImageFsInfo.
     pub async fn usage(&self) -> (u64, u64) {
         let index = self.index.lock().await;
-        (index.images.iter().map(|i| i.size).sum(), index.images.len() as u64)
+        (
+            index.images.iter().map(|i| i.size).sum(),
+            index.images.len() as u64,
+        )
     }
 
     pub fn dir(&self) -> &Path {
@@ -232,7 +241,12 @@ impl ImageCache {
         write_atomic(&self.dir.join("index.json"), &bytes).await
     }
 
-    async fn download(&self, reference: &str, url: &str, to: &Path) -> Result<(String, u64), ImageError> {
+    async fn download(
+        &self,
+        reference: &str,
+        url: &str,
+        to: &Path,
+    ) -> Result<(String, u64), ImageError> {
         let unreachable = |url: &str, reason: String| ImageError::Unreachable {
             reference: reference.to_string(),
             url: url.to_string(),
@@ -241,9 +255,14 @@ impl ImageCache {
         let mut url = url.to_string();
         let mut response = None;
         for _ in 0..=MAX_REDIRECTS {
-            let uri: hyper::Uri = url.parse().map_err(|e| unreachable(&url, format!("bad URL: {e}")))?;
+            let uri: hyper::Uri = url
+                .parse()
+                .map_err(|e| unreachable(&url, format!("bad URL: {e}")))?;
             let req = hyper::Request::get(uri)
-                .header("user-agent", concat!("arktos-node/", env!("CARGO_PKG_VERSION")))
+                .header(
+                    "user-agent",
+                    concat!("arktos-node/", env!("CARGO_PKG_VERSION")),
+                )
                 .body(http_body_util::Empty::new())
                 .map_err(|e| unreachable(&url, e.to_string()))?;
             let resp = self
@@ -256,7 +275,9 @@ impl ImageCache {
                     .headers()
                     .get(hyper::header::LOCATION)
                     .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| unreachable(&url, format!("{} without Location", resp.status())))?;
+                    .ok_or_else(|| {
+                        unreachable(&url, format!("{} without Location", resp.status()))
+                    })?;
                 url = resolve_location(&url, next);
                 continue;
             }
@@ -280,14 +301,20 @@ impl ImageCache {
         let started = Instant::now();
         let mut last_report = Instant::now();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| unreachable(&url, format!("body: {}", error_chain(&e))))?;
+            let frame =
+                frame.map_err(|e| unreachable(&url, format!("body: {}", error_chain(&e))))?;
             if let Ok(data) = frame.into_data() {
                 hasher.update(&data);
                 file.write_all(&data).await?;
                 done += data.len() as u64;
                 if last_report.elapsed() >= PROGRESS_EVERY {
                     last_report = Instant::now();
-                    tracing::info!(reference, bytes = done, total_bytes = total, "pulling VM image");
+                    tracing::info!(
+                        reference,
+                        bytes = done,
+                        total_bytes = total,
+                        "pulling VM image"
+                    );
                 }
             }
         }
@@ -295,19 +322,33 @@ impl ImageCache {
         if let Some(total) = total
             && total != done
         {
-            return Err(unreachable(&url, format!("body ended after {done} of {total} bytes")));
+            return Err(unreachable(
+                &url,
+                format!("body ended after {done} of {total} bytes"),
+            ));
         }
-        tracing::info!(reference, bytes = done, seconds = started.elapsed().as_secs_f64(), "VM image fetched");
+        tracing::info!(
+            reference,
+            bytes = done,
+            seconds = started.elapsed().as_secs_f64(),
+            "VM image fetched"
+        );
         Ok((hex(&hasher.finalize()), done))
     }
 }
 
-async fn copy_hashing(reference: &str, from: &Path, to: &Path) -> Result<(String, u64), ImageError> {
-    let mut src = tokio::fs::File::open(from).await.map_err(|e| ImageError::Unreachable {
-        reference: reference.to_string(),
-        url: from.display().to_string(),
-        reason: e.to_string(),
-    })?;
+async fn copy_hashing(
+    reference: &str,
+    from: &Path,
+    to: &Path,
+) -> Result<(String, u64), ImageError> {
+    let mut src = tokio::fs::File::open(from)
+        .await
+        .map_err(|e| ImageError::Unreachable {
+            reference: reference.to_string(),
+            url: from.display().to_string(),
+            reason: e.to_string(),
+        })?;
     let mut dst = tokio::fs::File::create(to).await?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -354,10 +395,13 @@ async fn inspect(reference: &str, from: &str, file: &Path) -> Result<String, Ima
                 from: from.to_string(),
                 reason,
             })?;
-        let info: serde_json::Value = serde_json::from_str(&info).map_err(|e| not_image(e.to_string()))?;
+        let info: serde_json::Value =
+            serde_json::from_str(&info).map_err(|e| not_image(e.to_string()))?;
         if info.get("backing-filename").is_some() {
             // A backing file would make the VM read a host path.
-            return Err(not_image("qcow2 with a backing file is not accepted".into()));
+            return Err(not_image(
+                "qcow2 with a backing file is not accepted".into(),
+            ));
         }
         qemu_img(&["check", "-q", "-f", "qcow2"], file)
             .await
@@ -408,11 +452,16 @@ fn resolve_location(base: &str, location: &str) -> String {
         return location.to_string();
     }
     let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
     if location.starts_with('/') {
         format!("{}{}", &base[..host_end], location)
     } else {
-        let dir_end = base.rfind('/').filter(|&i| i >= host_end).unwrap_or(host_end);
+        let dir_end = base
+            .rfind('/')
+            .filter(|&i| i >= host_end)
+            .unwrap_or(host_end);
         format!("{}/{}", &base[..dir_end], location)
     }
 }
@@ -442,8 +491,14 @@ mod tests {
 
     #[test]
     fn redirects_resolve_against_the_request() {
-        assert_eq!(resolve_location("http://h:1/a/b.img", "/c.img"), "http://h:1/c.img");
-        assert_eq!(resolve_location("http://h:1/a/b.img", "c.img"), "http://h:1/a/c.img");
+        assert_eq!(
+            resolve_location("http://h:1/a/b.img", "/c.img"),
+            "http://h:1/c.img"
+        );
+        assert_eq!(
+            resolve_location("http://h:1/a/b.img", "c.img"),
+            "http://h:1/a/c.img"
+        );
         assert_eq!(resolve_location("http://h/a", "https://o/x"), "https://o/x");
     }
 
@@ -457,7 +512,13 @@ mod tests {
         assert!(err.to_string().contains("it is text"), "{err}");
         let empty = dir.join("e");
         std::fs::write(&empty, "").unwrap();
-        assert!(inspect("x", "h", &empty).await.unwrap_err().to_string().contains("empty"));
+        assert!(
+            inspect("x", "h", &empty)
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
         let mut mbr = vec![0u8; 1024];
         mbr[510] = 0x55;
         mbr[511] = 0xAA;

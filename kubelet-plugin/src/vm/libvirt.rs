@@ -22,6 +22,8 @@ pub enum LibvirtError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DomainFacts {
     pub active: bool,
+    /// Running, not paused (a guest KVM cannot run ends up paused).
+    pub running: bool,
     pub vcpus: u32,
     pub memory_kib: u64,
     pub max_memory_kib: u64,
@@ -43,7 +45,9 @@ fn is_not_running(e: &virt::error::Error) -> bool {
 
 impl Libvirt {
     pub fn new(uri: &str) -> Self {
-        Self { uri: uri.to_string() }
+        Self {
+            uri: uri.to_string(),
+        }
     }
 
     async fn with<T: Send + 'static>(
@@ -65,12 +69,16 @@ impl Libvirt {
 
     /// Checks libvirtd answers; the message says why not.
     pub async fn ping(&self) -> Result<String, LibvirtError> {
-        self.with(|c| c.hyp_version().map(|v| format!("QEMU {}.{}.{}", v / 1_000_000, v / 1000 % 1000, v % 1000)))
-            .await
+        self.with(|c| {
+            c.hyp_version()
+                .map(|v| format!("QEMU {}.{}.{}", v / 1_000_000, v / 1000 % 1000, v % 1000))
+        })
+        .await
     }
 
     pub async fn define(&self, xml: String) -> Result<(), LibvirtError> {
-        self.with(move |c| c.define_domain_xml(&xml).map(|_| ())).await
+        self.with(move |c| c.define_domain_xml(&xml).map(|_| ()))
+            .await
     }
 
     pub async fn start(&self, name: &str) -> Result<(), LibvirtError> {
@@ -118,7 +126,8 @@ impl Libvirt {
                     d.destroy()?;
                 }
                 d.undefine_flags(
-                    sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE,
+                    sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                        | sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE,
                 )
             }
             Err(e) if is_no_domain(&e) => Ok(()),
@@ -139,6 +148,10 @@ impl Libvirt {
                 );
                 Ok(Some(DomainFacts {
                     active,
+                    running: matches!(
+                        info.state,
+                        Enum::Known(DomainState::Running | DomainState::Blocked)
+                    ),
                     vcpus: info.nr_virt_cpu,
                     memory_kib: info.memory,
                     max_memory_kib: info.max_mem,
@@ -152,13 +165,20 @@ impl Libvirt {
     }
 
     /// Applies vCPUs and memory to the running domain and to its definition.
-    pub async fn resize(&self, name: &str, vcpus: u32, memory_mib: u64) -> Result<(), LibvirtError> {
+    pub async fn resize(
+        &self,
+        name: &str,
+        vcpus: u32,
+        memory_mib: u64,
+    ) -> Result<(), LibvirtError> {
         let name = name.to_string();
         self.with(move |c| {
             let d = c.lookup_domain_by_name(&name)?;
             let live = d.is_active()?;
-            let vcpu_flags = sys::VIR_DOMAIN_VCPU_CONFIG | if live { sys::VIR_DOMAIN_VCPU_LIVE } else { 0 };
-            let mem_flags = sys::VIR_DOMAIN_MEM_CONFIG | if live { sys::VIR_DOMAIN_MEM_LIVE } else { 0 };
+            let vcpu_flags =
+                sys::VIR_DOMAIN_VCPU_CONFIG | if live { sys::VIR_DOMAIN_VCPU_LIVE } else { 0 };
+            let mem_flags =
+                sys::VIR_DOMAIN_MEM_CONFIG | if live { sys::VIR_DOMAIN_MEM_LIVE } else { 0 };
             d.set_vcpus_flags(vcpus, vcpu_flags)?;
             d.set_memory_flags(memory_mib * 1024, mem_flags)?;
             Ok(())
@@ -182,47 +202,21 @@ impl Libvirt {
     }
 }
 
-/// KVM when /dev/kvm opens and QEMU can use it, TCG otherwise: nested KVM
-/// often exists as a device but fails at the first vCPU run ("failed to set
-/// MSR"), so a tiny QEMU is started to find out.
-pub async fn detect_accel(force: Option<Accel>) -> Accel {
-    if let Some(a) = force {
-        return a;
-    }
-    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+/// The accelerator to try: KVM when /dev/kvm opens, TCG otherwise. Nested
+/// KVM often opens and even starts QEMU, then fails inside the guest ("KVM
+/// internal error", "failed to set MSR"), which no quick probe without a
+/// guest shows; so the runtime proves KVM with the first real guest (see
+/// `VmRuntime::prove_kvm`).
+pub fn kvm_candidate() -> Accel {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+    {
+        Accel::Kvm
+    } else {
         tracing::info!("no usable /dev/kvm: VMs run under QEMU TCG");
-        return Accel::Tcg;
-    }
-    let probe = tokio::process::Command::new("qemu-system-x86_64")
-        .args([
-            "-accel", "kvm", "-machine", "pc", "-m", "16", "-nodefaults", "-display", "none",
-            "-no-reboot", "-serial", "none", "-S", "-qmp", "stdio",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
-    let Ok(mut child) = probe else {
-        return Accel::Tcg;
-    };
-    use tokio::io::AsyncWriteExt;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin
-            .write_all(b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"cont\"}\n")
-            .await;
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let _ = stdin.write_all(b"{\"execute\":\"quit\"}\n").await;
-    }
-    match tokio::time::timeout(std::time::Duration::from_secs(10), child.wait_with_output()).await {
-        Ok(Ok(out)) if out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("failed") => {
-            tracing::info!("KVM works: VMs use hardware virtualisation");
-            Accel::Kvm
-        }
-        Ok(Ok(out)) => {
-            tracing::info!(stderr = %String::from_utf8_lossy(&out.stderr).trim(), "KVM unusable: VMs run under QEMU TCG");
-            Accel::Tcg
-        }
-        _ => Accel::Tcg,
+        Accel::Tcg
     }
 }

@@ -2,6 +2,7 @@
 //! namespaces, and their one container is a libvirt domain.
 
 pub mod console;
+pub mod cri_view;
 pub mod domain;
 pub mod images;
 pub mod libvirt;
@@ -10,7 +11,6 @@ pub mod records;
 pub mod seed;
 pub mod shape;
 pub mod translate;
-pub mod cri_view;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -45,6 +45,9 @@ pub struct VmConfig {
     pub state_dir: PathBuf,
     pub libvirt_uri: String,
     pub accel: Accel,
+    /// Whether `accel` was chosen by the operator; otherwise KVM is trusted
+    /// only once a guest has booted under it.
+    pub accel_forced: bool,
     pub sizes: SizePolicy,
     pub cni: Cni,
     /// Longest wait for a guest to power off after the ACPI button.
@@ -61,6 +64,45 @@ pub struct VmRuntime {
     /// Lifecycle calls of one sandbox (and its container) run one at a time.
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     tailers: Mutex<HashMap<String, JoinHandle<()>>>,
+    accel: std::sync::Mutex<AccelChoice>,
+}
+
+/// The accelerator VMs get, and whether a guest has proved it works.
+#[derive(Clone, Copy, Debug)]
+struct AccelChoice {
+    accel: Accel,
+    proven: bool,
+}
+
+/// How long the first KVM guest must run before KVM counts as usable:
+/// nested KVM that cannot run guests stops them within seconds (KVM
+/// internal error, the domain pauses).
+const KVM_PROOF: Duration = Duration::from_secs(8);
+
+/// QEMU runs as an unprivileged user (libvirt's DAC driver hands it the
+/// files), so every directory above the VM files must let others through.
+/// Refusing at start beats a "Permission denied" at the first VM.
+fn reachable_by_qemu(state_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut dir = Some(state_dir);
+    while let Some(d) = dir {
+        let mode = std::fs::metadata(d)?.permissions().mode();
+        if mode & 0o001 == 0 {
+            if d == state_dir {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o711))?;
+            } else {
+                anyhow::bail!(
+                    "QEMU cannot reach VM files under {}: {} has mode {:o}, others need search (x) permission; run `chmod o+x {}` or choose another --state-dir",
+                    state_dir.display(),
+                    d.display(),
+                    mode & 0o7777,
+                    d.display()
+                );
+            }
+        }
+        dir = d.parent();
+    }
+    Ok(())
 }
 
 fn now_ns() -> i64 {
@@ -108,6 +150,22 @@ impl VmRuntime {
     /// and running ones get their console followed again.
     pub async fn open(cfg: VmConfig, images: ImageCache) -> anyhow::Result<Arc<Self>> {
         let store = Store::open(&cfg.state_dir)?;
+        reachable_by_qemu(&cfg.state_dir)?;
+        let remembered = std::fs::read_to_string(cfg.state_dir.join("accel")).ok();
+        let accel = match (cfg.accel_forced, remembered.as_deref().map(str::trim)) {
+            (false, Some("tcg")) => AccelChoice {
+                accel: Accel::Tcg,
+                proven: true,
+            },
+            (false, Some("kvm")) if cfg.accel == Accel::Kvm => AccelChoice {
+                accel: Accel::Kvm,
+                proven: true,
+            },
+            _ => AccelChoice {
+                accel: cfg.accel,
+                proven: cfg.accel_forced || cfg.accel == Accel::Tcg,
+            },
+        };
         let (sandboxes, containers) = store.load()?;
         let rt = Arc::new(Self {
             libvirt: Libvirt::new(&cfg.libvirt_uri),
@@ -118,6 +176,7 @@ impl VmRuntime {
             containers: RwLock::new(containers.into_iter().map(|c| (c.id.clone(), c)).collect()),
             locks: Mutex::new(HashMap::new()),
             tailers: Mutex::new(HashMap::new()),
+            accel: std::sync::Mutex::new(accel),
         });
         let ids: Vec<String> = rt.containers.read().await.keys().cloned().collect();
         for id in &ids {
@@ -141,7 +200,23 @@ impl VmRuntime {
     }
 
     pub fn accel(&self) -> Accel {
-        self.cfg.accel
+        self.accel.lock().expect("accel lock").accel
+    }
+
+    fn accel_unproven(&self) -> bool {
+        let a = self.accel.lock().expect("accel lock");
+        a.accel == Accel::Kvm && !a.proven
+    }
+
+    fn settle_accel(&self, accel: Accel) {
+        *self.accel.lock().expect("accel lock") = AccelChoice {
+            accel,
+            proven: true,
+        };
+        let _ = std::fs::write(
+            self.cfg.state_dir.join("accel"),
+            accel.domain_type().replace("qemu", "tcg"),
+        );
     }
 
     pub async fn ping(&self) -> Result<String, LibvirtError> {
@@ -219,7 +294,9 @@ impl VmRuntime {
             .clone()
             .ok_or_else(|| Status::invalid_argument("pod sandbox config has no metadata"))?;
         if meta.name.is_empty() || meta.uid.is_empty() {
-            return Err(Status::invalid_argument("pod sandbox metadata needs a name and a uid"));
+            return Err(Status::invalid_argument(
+                "pod sandbox metadata needs a name and a uid",
+            ));
         }
         let host_network = config
             .linux
@@ -267,7 +344,11 @@ impl VmRuntime {
             ready: true,
         };
         if let Err(e) = self.put_sandbox(record.clone()).await {
-            let _ = self.cfg.cni.teardown(&pod, record.network.as_ref().expect("set")).await;
+            let _ = self
+                .cfg
+                .cni
+                .teardown(&pod, record.network.as_ref().expect("set"))
+                .await;
             return Err(e);
         }
         tracing::info!(sandbox = %id, pod = %meta.name, namespace = %meta.namespace,
@@ -333,7 +414,11 @@ impl VmRuntime {
             .collect()
     }
 
-    pub async fn sandbox_status(&self, id: &str, verbose: bool) -> Result<cri::PodSandboxStatusResponse, Status> {
+    pub async fn sandbox_status(
+        &self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<cri::PodSandboxStatusResponse, Status> {
         let s = self.sandbox(id).await?;
         let mut info = HashMap::new();
         if verbose {
@@ -349,7 +434,7 @@ impl VmRuntime {
                     "runtimeHandler": HANDLER,
                     "netns": s.network.as_ref().map(|n| network::netns_path(&n.netns)),
                     "domains": domains,
-                    "accel": self.cfg.accel.domain_type(),
+                    "accel": self.accel().domain_type(),
                 })
                 .to_string(),
             );
@@ -361,7 +446,10 @@ impl VmRuntime {
         })
     }
 
-    pub async fn list_sandboxes(&self, filter: Option<&cri::PodSandboxFilter>) -> Vec<cri::PodSandbox> {
+    pub async fn list_sandboxes(
+        &self,
+        filter: Option<&cri::PodSandboxFilter>,
+    ) -> Vec<cri::PodSandbox> {
         self.sandboxes
             .read()
             .await
@@ -435,7 +523,12 @@ impl VmRuntime {
         };
         let public_keys: Vec<String> = annotations
             .get(PUBLIC_KEY_ANNOTATION)
-            .map(|k| k.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect())
+            .map(|k| {
+                k.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         let network = sandbox
             .network
@@ -528,19 +621,72 @@ impl VmRuntime {
                 .await
                 .map_err(|e| internal("creating the log directory", e))?;
         }
-        let spec = DomainSpec {
+        self.libvirt
+            .define(self.domain_spec(c, mac).to_xml())
+            .await?;
+        Ok(())
+    }
+
+    fn domain_spec(&self, c: &ContainerRecord, mac: &str) -> DomainSpec {
+        DomainSpec {
             container_id: c.id.clone(),
             sandbox_id: c.sandbox_id.clone(),
-            accel: self.cfg.accel,
+            accel: self.accel(),
             shape: c.shape,
-            disk,
-            seed: iso,
+            disk: c.dir.join("disk.qcow2"),
+            seed: c.dir.join("seed.iso"),
             tap: c.tap.clone(),
             mac: mac.to_string(),
             console: c.dir.join("console.raw"),
-        };
-        self.libvirt.define(spec.to_xml()).await?;
+        }
+    }
+
+    async fn boot(&self, name: &str, tap: &str, netns: &str) -> Result<(), Status> {
+        network::create_tap(tap)
+            .await
+            .map_err(|e| internal("creating the VM's tap", format!("{e:#}")))?;
+        self.libvirt.start(name).await?;
+        network::plug_tap(tap, netns)
+            .await
+            .map_err(|e| internal("wiring the VM into the pod network", format!("{e:#}")))?;
         Ok(())
+    }
+
+    /// The first guest under unproven KVM: if QEMU cannot start it ("failed
+    /// to set MSR") or it stops within KVM_PROOF (KVM internal error, the
+    /// domain pauses), KVM is unusable here.
+    async fn prove_kvm(&self, c: &ContainerRecord, mac: &str, netns: &str) -> Result<(), Status> {
+        let name = domain_name(&c.id);
+        let deadline = Instant::now() + KVM_PROOF;
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if !self.libvirt.facts(&name).await?.is_some_and(|f| f.running) {
+                tracing::warn!(container = %c.id, "the guest stopped under KVM");
+                return self.fall_back_to_tcg(c, mac, netns).await;
+            }
+        }
+        tracing::info!("a guest ran under KVM: KVM is usable on this node");
+        self.settle_accel(Accel::Kvm);
+        Ok(())
+    }
+
+    /// Switches the node to QEMU TCG for good and boots the guest again.
+    async fn fall_back_to_tcg(
+        &self,
+        c: &ContainerRecord,
+        mac: &str,
+        netns: &str,
+    ) -> Result<(), Status> {
+        tracing::warn!("KVM is unusable on this node: VMs run under QEMU TCG from now on");
+        let name = domain_name(&c.id);
+        // Undefined first: a new definition of the name needs a new UUID.
+        self.libvirt.undefine(&name).await?;
+        network::remove_tap(&c.tap, netns).await;
+        self.settle_accel(Accel::Tcg);
+        self.libvirt
+            .define(self.domain_spec(c, mac).to_xml())
+            .await?;
+        self.boot(&name, &c.tap, netns).await
     }
 
     pub async fn start_container(&self, id: &str) -> Result<(), Status> {
@@ -555,24 +701,22 @@ impl VmRuntime {
             )));
         }
         let sandbox = self.sandbox(&c.sandbox_id).await?;
-        let netns = sandbox
+        let (netns, mac) = sandbox
             .network
             .as_ref()
-            .map(|n| n.netns.clone())
+            .map(|n| (n.netns.clone(), n.mac.clone()))
             .ok_or_else(|| Status::failed_precondition("VM pod sandbox has no network"))?;
         let started = Instant::now();
         let name = domain_name(id);
-        let result: Result<(), Status> = async {
-            network::create_tap(&c.tap)
-                .await
-                .map_err(|e| internal("creating the VM's tap", format!("{e:#}")))?;
-            self.libvirt.start(&name).await?;
-            network::plug_tap(&c.tap, &netns)
-                .await
-                .map_err(|e| internal("wiring the VM into the pod network", format!("{e:#}")))?;
-            Ok(())
-        }
-        .await;
+        let result = match self.boot(&name, &c.tap, &netns).await {
+            Err(e) if self.accel_unproven() => {
+                tracing::warn!(container = %id, error = %e.message(), "the guest did not start under KVM");
+                self.fall_back_to_tcg(&c, &mac, &netns).await
+            }
+            Err(e) => Err(e),
+            Ok(()) if self.accel_unproven() => self.prove_kvm(&c, &mac, &netns).await,
+            Ok(()) => Ok(()),
+        };
         if let Err(e) = result {
             let _ = self.libvirt.destroy(&name).await;
             network::remove_tap(&c.tap, &netns).await;
@@ -651,7 +795,12 @@ impl VmRuntime {
         if !powered_off {
             self.libvirt.destroy(&name).await?;
         }
-        if let Some(net) = self.sandbox(&c.sandbox_id).await.ok().and_then(|s| s.network) {
+        if let Some(net) = self
+            .sandbox(&c.sandbox_id)
+            .await
+            .ok()
+            .and_then(|s| s.network)
+        {
             network::remove_tap(&c.tap, &net.netns).await;
         } else {
             network::remove_tap(&c.tap, "").await;
@@ -682,7 +831,12 @@ impl VmRuntime {
             return Ok(());
         };
         self.libvirt.undefine(&domain_name(id)).await?;
-        if let Some(net) = self.sandbox(&c.sandbox_id).await.ok().and_then(|s| s.network) {
+        if let Some(net) = self
+            .sandbox(&c.sandbox_id)
+            .await
+            .ok()
+            .and_then(|s| s.network)
+        {
             network::remove_tap(&c.tap, &net.netns).await;
         } else {
             network::remove_tap(&c.tap, "").await;
@@ -691,9 +845,6 @@ impl VmRuntime {
         remove_all(&c.dir)
             .await
             .map_err(|e| internal("removing the VM's files", e))?;
-        if !c.log_path.is_empty() {
-            let _ = remove_all(Path::new(&c.log_path)).await;
-        }
         self.store
             .delete_container(id)
             .await
@@ -733,7 +884,11 @@ impl VmRuntime {
         let _ = self.put_container(c).await;
     }
 
-    pub async fn container_status(&self, id: &str, verbose: bool) -> Result<cri::ContainerStatusResponse, Status> {
+    pub async fn container_status(
+        &self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<cri::ContainerStatusResponse, Status> {
         self.refresh(id).await;
         let c = self.container(id).await?;
         let mut info = HashMap::new();
@@ -742,7 +897,7 @@ impl VmRuntime {
                 "info".to_string(),
                 serde_json::json!({
                     "domain": domain_name(id),
-                    "accel": self.cfg.accel.domain_type(),
+                    "accel": self.accel().domain_type(),
                     "disk": c.dir.join("disk.qcow2"),
                     "shape": c.shape,
                 })
@@ -755,7 +910,10 @@ impl VmRuntime {
         })
     }
 
-    pub async fn list_containers(&self, filter: Option<&cri::ContainerFilter>) -> Vec<cri::Container> {
+    pub async fn list_containers(
+        &self,
+        filter: Option<&cri::ContainerFilter>,
+    ) -> Vec<cri::Container> {
         let ids: Vec<String> = self.containers.read().await.keys().cloned().collect();
         for id in &ids {
             self.refresh(id).await;
@@ -780,7 +938,9 @@ impl VmRuntime {
         let _guard = lock.lock().await;
         let mut c = self.container(id).await?;
         if c.phase == Phase::Exited {
-            return Err(Status::failed_precondition(format!("VM container {id} has exited")));
+            return Err(Status::failed_precondition(format!(
+                "VM container {id} has exited"
+            )));
         }
         let wanted = Wanted::from_resources(resources, &self.cfg.sizes);
         let shape = c.shape.resized(wanted, &self.cfg.sizes)?;
@@ -799,10 +959,18 @@ impl VmRuntime {
             .await
             .map(|m| m.len())
             .unwrap_or(0);
-        Ok(cri_view::container_stats(&c, facts.filter(|f| f.active), disk, &self.cfg.state_dir))
+        Ok(cri_view::container_stats(
+            &c,
+            facts.filter(|f| f.active),
+            disk,
+            &self.cfg.state_dir,
+        ))
     }
 
-    pub async fn list_stats(&self, filter: Option<&cri::ContainerStatsFilter>) -> Vec<cri::ContainerStats> {
+    pub async fn list_stats(
+        &self,
+        filter: Option<&cri::ContainerStatsFilter>,
+    ) -> Vec<cri::ContainerStats> {
         let ids: Vec<String> = self
             .containers
             .read()

@@ -70,9 +70,9 @@ impl Cni {
             }
         }
         names.sort();
-        let path = names
-            .first()
-            .ok_or_else(|| anyhow::anyhow!("no CNI configuration in {}", self.conf_dir.display()))?;
+        let path = names.first().ok_or_else(|| {
+            anyhow::anyhow!("no CNI configuration in {}", self.conf_dir.display())
+        })?;
         let conf: Value = serde_json::from_slice(&tokio::fs::read(path).await?)
             .map_err(|e| anyhow::anyhow!("CNI configuration {}: {e}", path.display()))?;
         Ok(if conf.get("plugins").is_some() {
@@ -163,7 +163,13 @@ impl Cni {
         Ok(result)
     }
 
-    async fn exec(&self, command: &str, pod: &PodRef<'_>, netns: &str, conf: &Value) -> anyhow::Result<Value> {
+    async fn exec(
+        &self,
+        command: &str,
+        pod: &PodRef<'_>,
+        netns: &str,
+        conf: &Value,
+    ) -> anyhow::Result<Value> {
         let kind = conf["type"]
             .as_str()
             .ok_or_else(|| anyhow::anyhow!("CNI plugin without type"))?;
@@ -204,7 +210,11 @@ impl Cni {
             let err: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
             let msg = err["msg"].as_str().map_or_else(
                 || String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                |m| format!("{m} {}", err["details"].as_str().unwrap_or("")).trim().to_string(),
+                |m| {
+                    format!("{m} {}", err["details"].as_str().unwrap_or(""))
+                        .trim()
+                        .to_string()
+                },
             );
             anyhow::bail!("CNI {command} with plugin {kind} failed: {msg}");
         }

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::network::PodNetwork;
 use super::shape::VmShape;
@@ -116,7 +116,9 @@ fn load_all<T: DeserializeOwned>(dir: &Path) -> anyhow::Result<Vec<T>> {
         match serde_json::from_slice(&bytes) {
             Ok(v) => out.push(v),
             // A record we cannot read is kept for a human, not fatal.
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "unreadable record skipped"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "unreadable record skipped")
+            }
         }
     }
     Ok(out)

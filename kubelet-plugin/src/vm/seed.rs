@@ -47,7 +47,11 @@ impl Seed<'_> {
         let files = dir.join("seed");
         tokio::fs::create_dir_all(&files).await?;
         tokio::fs::write(files.join("meta-data"), self.meta_data()).await?;
-        tokio::fs::write(files.join("user-data"), self.user_data.as_deref().unwrap_or_default()).await?;
+        tokio::fs::write(
+            files.join("user-data"),
+            self.user_data.as_deref().unwrap_or_default(),
+        )
+        .await?;
         let mut names = vec!["meta-data", "user-data"];
         if let Some(net) = self.network_config() {
             tokio::fs::write(files.join("network-config"), net).await?;
@@ -63,7 +67,10 @@ impl Seed<'_> {
             .await
             .map_err(|e| anyhow::anyhow!("genisoimage: {e}"))?;
         if !out.status.success() {
-            anyhow::bail!("genisoimage: {}", String::from_utf8_lossy(&out.stderr).trim());
+            anyhow::bail!(
+                "genisoimage: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(())
     }

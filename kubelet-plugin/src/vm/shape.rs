@@ -55,7 +55,10 @@ pub struct Wanted {
 impl Wanted {
     /// CPU from the CFS quota (the pod's limit) when set, else from the
     /// shares (its request); memory from the limit, else the node default.
-    pub fn from_resources(resources: Option<&LinuxContainerResources>, policy: &SizePolicy) -> Self {
+    pub fn from_resources(
+        resources: Option<&LinuxContainerResources>,
+        policy: &SizePolicy,
+    ) -> Self {
         let Some(r) = resources else {
             return Self {
                 vcpus: 1,
@@ -92,7 +95,9 @@ fn ceil_div(a: i64, b: i64) -> i64 {
 pub enum ShapeError {
     #[error("memory {asked}Mi is below the guest's minimum of {min}Mi")]
     BelowMinimum { asked: u64, min: u64 },
-    #[error("{what} {asked} is above the VM's maximum of {max} (set at creation; raise it with the pod annotation {annotation})")]
+    #[error(
+        "{what} {asked} is above the VM's maximum of {max} (set at creation; raise it with the pod annotation {annotation})"
+    )]
     AboveMaximum {
         what: &'static str,
         asked: u64,
@@ -204,9 +209,21 @@ mod tests {
     fn quota_wins_over_shares_and_rounds_up() {
         let p = SizePolicy::default();
         let w = Wanted::from_resources(Some(&res(150_000, 1024, 512)), &p);
-        assert_eq!(w, Wanted { vcpus: 2, memory_mib: 512 });
+        assert_eq!(
+            w,
+            Wanted {
+                vcpus: 2,
+                memory_mib: 512
+            }
+        );
         let w = Wanted::from_resources(Some(&res(0, 2048, 0)), &p);
-        assert_eq!(w, Wanted { vcpus: 2, memory_mib: 256 });
+        assert_eq!(
+            w,
+            Wanted {
+                vcpus: 2,
+                memory_mib: 256
+            }
+        );
         let w = Wanted::from_resources(Some(&res(0, 2, 0)), &p);
         assert_eq!(w.vcpus, 1);
         assert_eq!(Wanted::from_resources(None, &p).vcpus, 1);
@@ -215,7 +232,10 @@ mod tests {
     #[test]
     fn ceilings_come_from_annotations_or_policy_and_never_below_wanted() {
         let p = SizePolicy::default();
-        let wanted = Wanted { vcpus: 6, memory_mib: 256 };
+        let wanted = Wanted {
+            vcpus: 6,
+            memory_mib: 256,
+        };
         let shape = VmShape::new(wanted, &HashMap::new(), &p).unwrap();
         assert_eq!((shape.max_vcpus, shape.max_memory_mib), (6, 1024));
         let ann = HashMap::from([(MAX_MEMORY_ANNOTATION.to_string(), "2048".to_string())]);
@@ -230,26 +250,92 @@ mod tests {
     #[test]
     fn too_little_memory_is_refused_with_the_minimum() {
         let p = SizePolicy::default();
-        let err = VmShape::new(Wanted { vcpus: 1, memory_mib: 32 }, &HashMap::new(), &p).unwrap_err();
-        assert_eq!(err.to_string(), "memory 32Mi is below the guest's minimum of 128Mi");
+        let err = VmShape::new(
+            Wanted {
+                vcpus: 1,
+                memory_mib: 32,
+            },
+            &HashMap::new(),
+            &p,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "memory 32Mi is below the guest's minimum of 128Mi"
+        );
     }
 
     #[test]
     fn resize_stays_within_the_ceilings() {
         let p = SizePolicy::default();
-        let shape = VmShape::new(Wanted { vcpus: 1, memory_mib: 256 }, &HashMap::new(), &p).unwrap();
-        let grown = shape.resized(Wanted { vcpus: 2, memory_mib: 512 }, &p).unwrap();
-        assert_eq!((grown.vcpus, grown.memory_mib, grown.max_vcpus), (2, 512, 4));
-        let err = shape.resized(Wanted { vcpus: 8, memory_mib: 256 }, &p).unwrap_err();
-        assert!(err.to_string().starts_with("vCPUs 8 is above the VM's maximum of 4"), "{err}");
-        assert!(shape.resized(Wanted { vcpus: 1, memory_mib: 4096 }, &p).is_err());
+        let shape = VmShape::new(
+            Wanted {
+                vcpus: 1,
+                memory_mib: 256,
+            },
+            &HashMap::new(),
+            &p,
+        )
+        .unwrap();
+        let grown = shape
+            .resized(
+                Wanted {
+                    vcpus: 2,
+                    memory_mib: 512,
+                },
+                &p,
+            )
+            .unwrap();
+        assert_eq!(
+            (grown.vcpus, grown.memory_mib, grown.max_vcpus),
+            (2, 512, 4)
+        );
+        let err = shape
+            .resized(
+                Wanted {
+                    vcpus: 8,
+                    memory_mib: 256,
+                },
+                &p,
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("vCPUs 8 is above the VM's maximum of 4"),
+            "{err}"
+        );
+        assert!(
+            shape
+                .resized(
+                    Wanted {
+                        vcpus: 1,
+                        memory_mib: 4096
+                    },
+                    &p
+                )
+                .is_err()
+        );
     }
 
     #[test]
     fn cri_view_round_trips() {
         let p = SizePolicy::default();
-        let shape = VmShape::new(Wanted { vcpus: 2, memory_mib: 384 }, &HashMap::new(), &p).unwrap();
+        let shape = VmShape::new(
+            Wanted {
+                vcpus: 2,
+                memory_mib: 384,
+            },
+            &HashMap::new(),
+            &p,
+        )
+        .unwrap();
         let back = Wanted::from_resources(Some(&shape.as_resources()), &p);
-        assert_eq!(back, Wanted { vcpus: 2, memory_mib: 384 });
+        assert_eq!(
+            back,
+            Wanted {
+                vcpus: 2,
+                memory_mib: 384
+            }
+        );
     }
 }

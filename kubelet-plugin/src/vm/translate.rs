@@ -140,9 +140,14 @@ mod tests {
         let t = rules();
         assert_eq!(
             t.source("download.cirros-cloud.net/0.3.5/cirros-0.3.5-x86_64-disk.img"),
-            ImageSource::Url("http://127.0.0.1:8080/cirros/0.3.5/cirros-0.3.5-x86_64-disk.img".into())
+            ImageSource::Url(
+                "http://127.0.0.1:8080/cirros/0.3.5/cirros-0.3.5-x86_64-disk.img".into()
+            )
         );
-        assert_eq!(t.source("guest"), ImageSource::Path("/srv/guest.qcow2".into()));
+        assert_eq!(
+            t.source("guest"),
+            ImageSource::Path("/srv/guest.qcow2".into())
+        );
         assert_eq!(
             Translations::default().source("example.org/a.img"),
             ImageSource::Url("https://example.org/a.img".into())
