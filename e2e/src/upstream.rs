@@ -230,3 +230,88 @@ mod tests {
         }
     }
 }
+
+/// The upstream programs of the real node's tests, built from the Go module
+/// in `e2e/nodetools` (its go.mod pins them): the distribution registry,
+/// crictl and critest. Kept apart from the Kubernetes bundle so pinning one
+/// never rebuilds the other.
+#[derive(Clone, Debug)]
+pub struct NodeTools {
+    dir: PathBuf,
+}
+
+impl NodeTools {
+    pub fn ensure(home: &ArktosHome) -> Result<Self> {
+        let module = source_root().join("e2e").join("nodetools");
+        let mut hash = Sha256::new();
+        for file in ["go.mod", "go.sum", "tools.go"] {
+            hash.update(read(&module.join(file))?.as_bytes());
+        }
+        hash.update(go_version()?.as_bytes());
+        let dir = home
+            .root()
+            .join("nodetools")
+            .join(hex(&hash.finalize()[..6]));
+        let tools = Self { dir };
+        if !tools.command("critest").exists() {
+            tools.build(&module)?;
+        }
+        Ok(tools)
+    }
+
+    pub fn command(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn build(&self, module: &Path) -> Result<()> {
+        std::fs::create_dir_all(&self.dir)
+            .context(|| format!("creating {}", self.dir.display()))?;
+        eprintln!(
+            "building registry, crictl and critest into {} (about a minute when cold)",
+            self.dir.display()
+        );
+        let started = Instant::now();
+        let partial = self.dir.join("partial");
+        std::fs::create_dir_all(&partial).context(|| format!("creating {}", partial.display()))?;
+        let go = |args: &[&str]| -> Result<()> {
+            let out = Command::new("go")
+                .args(args)
+                .current_dir(module)
+                .output()
+                .context(|| "running `go` (is Go installed?)".into())?;
+            if !out.status.success() {
+                return Err(Error::UpstreamBuild(format!(
+                    "go {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                )));
+            }
+            Ok(())
+        };
+        let out_dir = format!("{}/", partial.display());
+        go(&[
+            "build",
+            "-trimpath",
+            "-ldflags=-s -w",
+            "-o",
+            &out_dir,
+            "github.com/distribution/distribution/v3/cmd/registry",
+            "sigs.k8s.io/cri-tools/cmd/crictl",
+        ])?;
+        // critest is a test binary upstream, built as one.
+        go(&[
+            "test",
+            "-c",
+            "-trimpath",
+            "-o",
+            &format!("{out_dir}critest"),
+            "sigs.k8s.io/cri-tools/cmd/critest",
+        ])?;
+        for name in ["registry", "crictl", "critest"] {
+            std::fs::rename(partial.join(name), self.command(name))
+                .context(|| format!("moving {name} into {}", self.dir.display()))?;
+        }
+        eprintln!("built node tools in {}s", started.elapsed().as_secs());
+        Ok(())
+    }
+}

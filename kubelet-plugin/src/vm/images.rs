@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use super::translate::{ImageSource, Translations};
+use super::translate::{ImageSource, Translations, normalize};
 use crate::fsutil::write_atomic;
 
 const MAX_REDIRECTS: usize = 5;
@@ -121,6 +121,7 @@ impl ImageCache {
 
     /// The cached image a reference (name or id) names.
     pub async fn find(&self, reference: &str) -> Option<CachedImage> {
+        let reference = normalize(reference);
         let index = self.index.lock().await;
         index
             .images
@@ -136,6 +137,7 @@ impl ImageCache {
     /// Fetches `reference` unless it is cached; concurrent pulls of one
     /// reference fetch once.
     pub async fn pull(&self, reference: &str) -> Result<CachedImage, ImageError> {
+        let reference = normalize(reference);
         let gate = {
             let mut pulls = self.pulls.lock().await;
             pulls.entry(reference.to_string()).or_default().clone()
@@ -202,6 +204,7 @@ impl ImageCache {
 
     /// Removes a cached image unless a VM container's disk is built on it.
     pub async fn remove(&self, reference: &str, users: &[String]) -> Result<(), ImageError> {
+        let reference = normalize(reference);
         let mut index = self.index.lock().await;
         let Some(pos) = index
             .images

@@ -36,6 +36,15 @@ pub struct Translations {
 
 const DISK_SUFFIXES: &[&str] = &[".img", ".qcow2", ".qcow", ".raw"];
 
+/// The reference as the user wrote it: the kubelet appends `:latest` to any
+/// image name without a tag, which a VM image URL never has.
+pub fn normalize(reference: &str) -> &str {
+    match reference.strip_suffix(":latest") {
+        Some(rest) if !rest.rsplit('/').next().unwrap_or(rest).contains(':') => rest,
+        _ => reference,
+    }
+}
+
 impl Translations {
     pub fn parse(yaml: &str) -> anyhow::Result<Self> {
         let t: Self = serde_yaml::from_str(yaml)?;
@@ -64,6 +73,7 @@ impl Translations {
 
     /// Whether `reference` names a VM image rather than a container image.
     pub fn is_vm_image(&self, reference: &str) -> bool {
+        let reference = normalize(reference);
         self.translate(reference).is_some()
             || reference.starts_with("http://")
             || reference.starts_with("https://")
@@ -75,6 +85,7 @@ impl Translations {
     /// Where a VM image is fetched from: translations first, then the
     /// reference itself (https assumed when it has no scheme).
     pub fn source(&self, reference: &str) -> ImageSource {
+        let reference = normalize(reference);
         let url = self
             .translate(reference)
             .unwrap_or_else(|| reference.to_string());
@@ -133,6 +144,20 @@ mod tests {
             assert!(!t.is_vm_image(container), "{container}");
         }
         assert!(rules().is_vm_image("guest"));
+    }
+
+    #[test]
+    fn the_kubelets_default_tag_is_dropped() {
+        assert_eq!(
+            normalize("example.org/a/disk.img:latest"),
+            "example.org/a/disk.img"
+        );
+        assert_eq!(normalize("http://h:80/a.img:latest"), "http://h:80/a.img");
+        assert_eq!(normalize("busybox:1.28"), "busybox:1.28");
+        assert!(
+            Translations::default()
+                .is_vm_image("download.cirros-cloud.net/0.3.5/cirros-0.3.5-x86_64-disk.img:latest")
+        );
     }
 
     #[test]
