@@ -48,6 +48,8 @@ pub enum Error {
     },
     #[error("timed out after {secs}s waiting for {what}")]
     Timeout { what: String, secs: u64 },
+    #[error("real node: {0}")]
+    Node(String),
     #[error("{0}")]
     Other(String),
 }

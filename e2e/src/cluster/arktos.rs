@@ -33,6 +33,7 @@ pub const LOCAL_MANIFESTS: &[&str] = &[
     "arktos-apiserver/gateway-info.yaml",
     "arktos-operators/rbac.yaml",
     "arktos-operators/flowschema.yaml",
+    "arktos-node/runtimeclass.yaml",
 ];
 
 /// Applied once arktos-apiserver serves.

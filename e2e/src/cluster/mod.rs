@@ -3,7 +3,9 @@
 //! kube-controller-manager, kube-scheduler, and KWOK simulating nodes.
 
 pub mod arktos;
+mod files;
 pub mod kubeconfig;
+pub mod node;
 mod nodes;
 pub mod pki;
 mod ports;
@@ -43,6 +45,9 @@ pub struct ClusterSpec {
     pub ready_timeout: Duration,
     /// Start the Arktos components too (the bare control plane otherwise).
     pub arktos: bool,
+    /// Run one real node (kubelet + arktos-node + containerd) beside the
+    /// simulated ones.
+    pub real_node: bool,
 }
 
 impl ClusterSpec {
@@ -55,6 +60,7 @@ impl ClusterSpec {
             ephemeral: false,
             ready_timeout: Duration::from_secs(120),
             arktos: true,
+            real_node: true,
         }
     }
 
@@ -75,6 +81,7 @@ pub struct LocalCluster {
     pki: Pki,
     upstream: Upstream,
     components: Vec<Component>,
+    file_servers: Vec<files::FileServer>,
 }
 
 /// arktos-operators replicas the local cluster runs (the webhooks must
@@ -100,9 +107,10 @@ impl LocalCluster {
             pki,
             upstream,
             components: Vec::new(),
+            file_servers: Vec::new(),
         };
         cluster.write_kubeconfigs()?;
-        let total = if cluster.spec.arktos { 9 } else { 6 };
+        let total = 6 + if cluster.spec.arktos { 3 } else { 0 } + u32::from(cluster.spec.real_node);
         let step = |n: u32, what: &str| {
             eprintln!(
                 "[{n}/{total}] {what} ({:.1}s)",
@@ -187,6 +195,17 @@ impl LocalCluster {
                 9,
                 &format!(
                     "arktos-operators: {OPERATOR_REPLICAS} replicas, admission webhooks on port {webhooks}"
+                ),
+            );
+        }
+        if cluster.spec.real_node {
+            cluster.start_real_node().await?;
+            step(
+                total,
+                &format!(
+                    "real node {} Ready (kubelet -> arktos-node -> containerd and libvirt/QEMU); registry {}",
+                    node::NODE_NAME,
+                    cluster.registry()
                 ),
             );
         }
@@ -419,8 +438,13 @@ impl LocalCluster {
 
     /// Stops every component, the last started first.
     pub fn stop(&mut self) {
+        self.drain_real_node();
         while let Some(mut component) = self.components.pop() {
             component.stop(Duration::from_secs(15));
+        }
+        self.file_servers.clear();
+        if self.spec.real_node {
+            self.forget_real_node();
         }
         if self.spec.ephemeral {
             let _ = std::fs::remove_dir_all(self.spec.dir());
@@ -550,6 +574,8 @@ impl LocalCluster {
                 path(&pki.key("kube-apiserver-kubelet-client"))
             ),
             "--feature-gates=ShardedListAndWatch=true".into(),
+            // The real node's name resolves nowhere; its address does.
+            "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
             "--profiling=false".into(),
             "--v=1".into(),
         ];
