@@ -6,6 +6,7 @@
 //! is stopped after the last test, whatever the tests did.
 
 mod foundation;
+mod node_vm;
 mod support;
 mod tenant_admission;
 mod tenant_api;
@@ -155,6 +156,7 @@ fn main() {
     trials.extend(tenant_operator::trials(&ctx));
     trials.extend(tenant_admission::trials(&ctx));
     trials.extend(tenant_sharding::trials(&ctx));
+    trials.extend(node_vm::trials(&ctx));
     let conclusion = libtest_mimic::run(&args, trials);
     if let Ok(mut ctx) = Arc::try_unwrap(ctx) {
         ctx.cluster.stop();

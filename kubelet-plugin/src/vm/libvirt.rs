@@ -14,6 +14,8 @@ use super::domain::{Accel, DOMAIN_PREFIX};
 pub enum LibvirtError {
     #[error("libvirt: {0}")]
     Call(String),
+    #[error("the guest of {0} has not released its vCPU yet")]
+    VcpuUnplugPending(String),
     #[error("libvirt is not reachable at {uri}: {reason}")]
     Unreachable { uri: String, reason: String },
 }
@@ -60,8 +62,7 @@ impl Libvirt {
                 uri: uri.clone(),
                 reason: e.message().to_string(),
             })?;
-            let out = f(&conn).map_err(|e| LibvirtError::Call(e.message().to_string()));
-            out
+            f(&conn).map_err(|e| LibvirtError::Call(e.message().to_string()))
         })
         .await
         .map_err(|e| LibvirtError::Call(e.to_string()))?
@@ -164,7 +165,10 @@ impl Libvirt {
         .await
     }
 
-    /// Applies vCPUs and memory to the running domain and to its definition.
+    /// Applies memory, then vCPUs, to the running domain and its definition.
+    /// Removing a vCPU needs the guest to let it go (ACPI eject); libvirt
+    /// waits a few seconds for that, a slow guest takes longer: then
+    /// `VcpuUnplugPending`, and the caller waits for the count to drop.
     pub async fn resize(
         &self,
         name: &str,
@@ -172,16 +176,35 @@ impl Libvirt {
         memory_mib: u64,
     ) -> Result<(), LibvirtError> {
         let name = name.to_string();
+        let name_for_error = name.clone();
+        let result = self
+            .with(move |c| {
+                let d = c.lookup_domain_by_name(&name)?;
+                let live = d.is_active()?;
+                let mem_flags =
+                    sys::VIR_DOMAIN_MEM_CONFIG | if live { sys::VIR_DOMAIN_MEM_LIVE } else { 0 };
+                d.set_memory_flags(memory_mib * 1024, mem_flags)?;
+                if live {
+                    d.set_vcpus_flags(vcpus, sys::VIR_DOMAIN_VCPU_LIVE)?;
+                }
+                d.set_vcpus_flags(vcpus, sys::VIR_DOMAIN_VCPU_CONFIG)?;
+                Ok(())
+            })
+            .await;
+        match result {
+            Err(LibvirtError::Call(m)) if m.contains("unplug request timed out") => {
+                Err(LibvirtError::VcpuUnplugPending(name_for_error))
+            }
+            other => other,
+        }
+    }
+
+    /// Records a vCPU count in the definition only (after a slow unplug).
+    pub async fn define_vcpus(&self, name: &str, vcpus: u32) -> Result<(), LibvirtError> {
+        let name = name.to_string();
         self.with(move |c| {
-            let d = c.lookup_domain_by_name(&name)?;
-            let live = d.is_active()?;
-            let vcpu_flags =
-                sys::VIR_DOMAIN_VCPU_CONFIG | if live { sys::VIR_DOMAIN_VCPU_LIVE } else { 0 };
-            let mem_flags =
-                sys::VIR_DOMAIN_MEM_CONFIG | if live { sys::VIR_DOMAIN_MEM_LIVE } else { 0 };
-            d.set_vcpus_flags(vcpus, vcpu_flags)?;
-            d.set_memory_flags(memory_mib * 1024, mem_flags)?;
-            Ok(())
+            c.lookup_domain_by_name(&name)?
+                .set_vcpus_flags(vcpus, sys::VIR_DOMAIN_VCPU_CONFIG)
         })
         .await
     }

@@ -78,6 +78,8 @@ struct AccelChoice {
 /// nested KVM that cannot run guests stops them within seconds (KVM
 /// internal error, the domain pauses).
 const KVM_PROOF: Duration = Duration::from_secs(8);
+/// How long a guest may take to release unplugged vCPUs.
+const VCPU_UNPLUG_WAIT: Duration = Duration::from_secs(10);
 
 /// QEMU runs as an unprivileged user (libvirt's DAC driver hands it the
 /// files), so every directory above the VM files must let others through.
@@ -120,7 +122,9 @@ impl From<LibvirtError> for Status {
     fn from(e: LibvirtError) -> Self {
         match e {
             LibvirtError::Unreachable { .. } => Status::unavailable(e.to_string()),
-            LibvirtError::Call(_) => Status::internal(e.to_string()),
+            LibvirtError::Call(_) | LibvirtError::VcpuUnplugPending(_) => {
+                Status::internal(e.to_string())
+            }
         }
     }
 }
@@ -890,7 +894,15 @@ impl VmRuntime {
         verbose: bool,
     ) -> Result<cri::ContainerStatusResponse, Status> {
         self.refresh(id).await;
-        let c = self.container(id).await?;
+        let mut c = self.container(id).await?;
+        // What the VM has now, not what was asked: a vCPU the guest has not
+        // released yet, a balloon still on its way.
+        if c.phase == Phase::Running
+            && let Ok(Some(f)) = self.libvirt.facts(&domain_name(id)).await
+            && f.active
+        {
+            c.shape.vcpus = f.vcpus;
+        }
         let mut info = HashMap::new();
         if verbose {
             info.insert(
@@ -944,12 +956,47 @@ impl VmRuntime {
         }
         let wanted = Wanted::from_resources(resources, &self.cfg.sizes);
         let shape = c.shape.resized(wanted, &self.cfg.sizes)?;
-        self.libvirt
-            .resize(&domain_name(id), shape.vcpus, shape.memory_mib)
-            .await?;
+        let name = domain_name(id);
+        match self
+            .libvirt
+            .resize(&name, shape.vcpus, shape.memory_mib)
+            .await
+        {
+            Ok(()) => {}
+            Err(LibvirtError::VcpuUnplugPending(_)) => {
+                // The definition has the new count; the running guest keeps
+                // the vCPU until it releases it (status reports what it has).
+                self.libvirt.define_vcpus(&name, shape.vcpus).await?;
+                if let Err(e) = self.await_vcpus(&name, shape.vcpus).await {
+                    tracing::warn!(container = %id, error = %e.message(), "vCPU removal pending in the guest");
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
         tracing::info!(container = %id, vcpus = shape.vcpus, memory_mib = shape.memory_mib, "VM resized");
         c.shape = shape;
         self.put_container(c).await
+    }
+
+    /// Waits for a guest to release unplugged vCPUs (a slow TCG guest
+    /// answers the ACPI eject after libvirt stopped waiting).
+    async fn await_vcpus(&self, name: &str, vcpus: u32) -> Result<(), Status> {
+        let deadline = Instant::now() + VCPU_UNPLUG_WAIT;
+        while Instant::now() < deadline {
+            if self
+                .libvirt
+                .facts(name)
+                .await?
+                .is_some_and(|f| f.vcpus <= vcpus)
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(Status::deadline_exceeded(format!(
+            "the guest did not release vCPUs down to {vcpus} within {}s (it must support ACPI CPU hot-unplug)",
+            VCPU_UNPLUG_WAIT.as_secs()
+        )))
     }
 
     pub async fn container_stats(&self, id: &str) -> Result<cri::ContainerStats, Status> {

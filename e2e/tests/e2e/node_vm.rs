@@ -1,0 +1,554 @@
+//! The real node's runtime, arktos-node: VM pods through crictl (the CRI as
+//! the kubelet speaks it), through the real kubelet, and its refusals.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use base64::Engine;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{DeleteParams, LogParams, PostParams};
+use libtest_mimic::Trial;
+
+use crate::support::unique;
+use crate::{Ctx, disruptive_long_trial, long_trial};
+
+/// The kubelet kills sandboxes it did not make (orphans, to it), so tests
+/// that drive the runtime with crictl pause it, and start it again however
+/// the test ends. Running pods are not affected by a kubelet pause.
+struct KubeletPaused<'a>(&'a Ctx);
+
+impl<'a> KubeletPaused<'a> {
+    fn new(ctx: &'a Ctx) -> anyhow::Result<Self> {
+        ctx.cluster
+            .local()
+            .context("this test needs the local cluster's real node")?
+            .kill("kubelet")?;
+        Ok(Self(ctx))
+    }
+}
+
+impl Drop for KubeletPaused<'_> {
+    fn drop(&mut self) {
+        if let Some(mut local) = self.0.cluster.local() {
+            let _ = local.start_again("kubelet");
+        }
+    }
+}
+
+pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
+    vec![
+        disruptive_long_trial(
+            ctx,
+            "node_vm_pod_lifecycle_through_crictl_survives_a_runtime_restart",
+            Duration::from_secs(300),
+            |ctx| async move { vm_pod_lifecycle(&ctx).await },
+        ),
+        disruptive_long_trial(
+            ctx,
+            "node_vm_pod_bad_inputs_fail_clearly_and_leave_nothing",
+            Duration::from_secs(240),
+            |ctx| async move { vm_refusals(&ctx).await },
+        ),
+        long_trial(
+            ctx,
+            "node_kubelet_runs_a_vm_pod_and_a_container_pod",
+            Duration::from_secs(300),
+            |ctx| async move { kubelet_runs_both(&ctx).await },
+        ),
+    ]
+}
+
+/// The node's facts a test needs, copied out of the cluster lock.
+struct Node {
+    crictl: PathBuf,
+    endpoint: String,
+    vm_images: String,
+    registry: String,
+    state: PathBuf,
+    scratch: PathBuf,
+}
+
+fn node(ctx: &Ctx, test: &str) -> anyhow::Result<Node> {
+    let local = ctx
+        .cluster
+        .local()
+        .context("this test needs the local cluster's real node")?;
+    let crictl = local.crictl()?;
+    let paths = local.node_paths();
+    let scratch = paths.dir.join("tests").join(unique(test));
+    std::fs::create_dir_all(&scratch)?;
+    Ok(Node {
+        crictl: PathBuf::from(crictl.get_program()),
+        endpoint: format!("unix://{}", paths.runtime_socket().display()),
+        vm_images: local.vm_image_url(""),
+        registry: local.registry(),
+        state: paths.state.join("arktos-node"),
+        scratch,
+    })
+}
+
+impl Node {
+    /// crictl's stdout, or an error with its stderr.
+    async fn crictl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let (ok, out, err) = self.crictl_status(args).await?;
+        ensure!(ok, "crictl {} failed: {err}", args.join(" "));
+        Ok(out.trim().to_string())
+    }
+
+    /// crictl's stderr when it fails, as a refusal should.
+    async fn crictl_refused(&self, args: &[&str]) -> anyhow::Result<String> {
+        let (ok, out, err) = self.crictl_status(args).await?;
+        ensure!(
+            !ok,
+            "crictl {} should have failed, printed {out}",
+            args.join(" ")
+        );
+        Ok(err)
+    }
+
+    async fn crictl_status(&self, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+        let out = tokio::process::Command::new(&self.crictl)
+            .args([
+                "--runtime-endpoint",
+                &self.endpoint,
+                "--image-endpoint",
+                &self.endpoint,
+            ])
+            .args(["--timeout", "120s"])
+            .args(args)
+            .output()
+            .await?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    fn write(&self, name: &str, value: serde_json::Value) -> anyhow::Result<String> {
+        let path = self.scratch.join(name);
+        std::fs::write(&path, value.to_string())?;
+        Ok(path.display().to_string())
+    }
+
+    fn pod_config(&self, name: &str, user_data: &str) -> anyhow::Result<String> {
+        self.write(
+            &format!("{name}-pod.json"),
+            serde_json::json!({
+                "metadata": {"name": name, "namespace": "e2e", "uid": unique(name), "attempt": 0},
+                "hostname": name,
+                "log_directory": self.scratch.join(name).display().to_string(),
+                "annotations": {
+                    "vm.arktos.io/user-data": base64::engine::general_purpose::STANDARD.encode(user_data),
+                    "vm.arktos.io/public-key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE2e test@arktos",
+                },
+                "linux": {}
+            }),
+        )
+    }
+
+    fn vm_config(&self, name: &str, image: &str, memory_mib: i64) -> anyhow::Result<String> {
+        self.write(
+            &format!("{name}-ctr.json"),
+            serde_json::json!({
+                "metadata": {"name": name, "attempt": 0},
+                "image": {"image": image},
+                "log_path": format!("{name}.log"),
+                "linux": {"resources": {
+                    "cpu_period": 100000, "cpu_quota": 100000,
+                    "memory_limit_in_bytes": memory_mib * 1024 * 1024,
+                }}
+            }),
+        )
+    }
+
+    /// Waits until the container's log (the VM console) has a line with
+    /// `needle`; returns the whole log.
+    async fn wait_for_console(
+        &self,
+        container: &str,
+        needle: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.crictl(&["logs", container]).await.unwrap_or_default();
+            if log.contains(needle) {
+                return Ok(log);
+            }
+            if Instant::now() > deadline {
+                bail!("the console never showed {needle:?}; it showed:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// What is left of a VM container on the host.
+    async fn leftovers(&self, container: &str, sandbox: &str) -> anyhow::Result<Vec<String>> {
+        let mut left = Vec::new();
+        let domains = virsh(&["list", "--all", "--name"]).await?;
+        if domains
+            .lines()
+            .any(|d| d.trim() == format!("arktos-{container}"))
+        {
+            left.push(format!("domain arktos-{container}"));
+        }
+        for p in [
+            self.state.join("vms").join(container),
+            self.state
+                .join("containers")
+                .join(format!("{container}.json")),
+            self.state.join("sandboxes").join(format!("{sandbox}.json")),
+            Path::new("/var/run/netns").join(format!("arktos-{}", &sandbox[..16])),
+        ] {
+            if p.exists() {
+                left.push(p.display().to_string());
+            }
+        }
+        Ok(left)
+    }
+}
+
+async fn virsh(args: &[&str]) -> anyhow::Result<String> {
+    let out = tokio::process::Command::new("virsh")
+        .args(["-c", "qemu:///system"])
+        .args(args)
+        .output()
+        .await?;
+    ensure!(
+        out.status.success(),
+        "virsh {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn dominfo_field(info: &str, field: &str) -> String {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .map(|v| v.trim_start_matches(':').trim().to_string())
+        .unwrap_or_default()
+}
+
+async fn vm_pod_lifecycle(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
+    let node = node(ctx, "crictl")?;
+    let _paused = KubeletPaused::new(ctx)?;
+    let image = format!("{}guest.qcow2", node.vm_images);
+    node.crictl(&["pull", &image]).await?;
+    let images = node.crictl(&["images", "-o", "json"]).await?;
+    ensure!(
+        images.contains("guest.qcow2"),
+        "ListImages lacks the VM image: {images}"
+    );
+
+    let user_data = "#!/bin/sh\necho USERDATA-APPLIED-$(hostname)\n";
+    let pod = node.pod_config("vmcri", user_data)?;
+    let ctr = node.vm_config("vmcri", &image, 256)?;
+    let sandbox = node
+        .crictl(&["runp", "--runtime", "arktos-vm", &pod])
+        .await?;
+    let inspect: serde_json::Value =
+        serde_json::from_str(&node.crictl(&["inspectp", &sandbox]).await?)?;
+    let pod_ip = inspect["status"]["network"]["ip"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    ensure!(!pod_ip.is_empty(), "PodSandboxStatus has no IP: {inspect}");
+    let container = node.crictl(&["create", &sandbox, &ctr, &pod]).await?;
+    node.crictl(&["start", &container]).await?;
+
+    let log = node
+        .wait_for_console(&container, "ARKTOS-GUEST-STATE", Duration::from_secs(90))
+        .await?;
+    for marker in [
+        "ARKTOS-GUEST-BOOTED".to_string(),
+        "USERDATA-APPLIED-vmcri".to_string(),
+        format!("ARKTOS-GUEST-IP eth0 {pod_ip}/"),
+        "ARKTOS-GUEST-KEYS 1".to_string(),
+    ] {
+        ensure!(log.contains(&marker), "console lacks {marker:?}:\n{log}");
+    }
+
+    // Live resize: 1 -> 2 vCPUs, 256 -> 512 MiB, seen by libvirt and the guest.
+    node.crictl(&[
+        "update",
+        "--cpu-period",
+        "100000",
+        "--cpu-quota",
+        "200000",
+        "--memory",
+        "536870912",
+        &container,
+    ])
+    .await?;
+    // The balloon reaches its new size in a moment, not at once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = virsh(&["dominfo", &format!("arktos-{container}")]).await?;
+        if dominfo_field(&info, "CPU(s)") == "2"
+            && dominfo_field(&info, "Used memory") == "524288 KiB"
+        {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "domain not at 2 vCPUs and 512 MiB:\n{info}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    node.wait_for_console(
+        &container,
+        "ARKTOS-GUEST-STATE cpus=2",
+        Duration::from_secs(30),
+    )
+    .await?;
+    let refused = node
+        .crictl_refused(&[
+            "update",
+            "--cpu-period",
+            "100000",
+            "--cpu-quota",
+            "900000",
+            &container,
+        ])
+        .await?;
+    ensure!(
+        refused.contains("above the VM's maximum"),
+        "resize above the maximum: {refused}"
+    );
+
+    // A restart of arktos-node loses nothing: the VM runs on, is listed,
+    // and its console keeps reaching the log.
+    {
+        let mut local = ctx.cluster.local().context("local cluster")?;
+        local.kill("arktos-node")?;
+        local.start_again("arktos-node")?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        match node.crictl(&["ps", "-q", "--state", "running"]).await {
+            Ok(out) if out.contains(&container) => break out,
+            _ if Instant::now() > deadline => {
+                bail!("the VM is not listed running after arktos-node restarted")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    };
+    ensure!(listed.contains(&container));
+    let states = |log: &str| log.matches("ARKTOS-GUEST-STATE").count();
+    let before = states(&node.crictl(&["logs", &container]).await?);
+    node.crictl(&[
+        "update",
+        "--cpu-period",
+        "100000",
+        "--cpu-quota",
+        "200000",
+        "--memory",
+        "402653184",
+        &container,
+    ])
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = node.crictl(&["logs", &container]).await?;
+        if states(&log) > before {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the console after the restart shows no change:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    node.crictl(&["stop", "--timeout", "10", &container])
+        .await?;
+    let status: serde_json::Value =
+        serde_json::from_str(&node.crictl(&["inspect", &container]).await?)?;
+    ensure!(
+        status["status"]["state"] == "CONTAINER_EXITED",
+        "after stop: {}",
+        status["status"]
+    );
+    node.crictl(&["rm", &container]).await?;
+    node.crictl(&["stopp", &sandbox]).await?;
+    node.crictl(&["rmp", &sandbox]).await?;
+    let left = node.leftovers(&container, &sandbox).await?;
+    ensure!(left.is_empty(), "left behind: {left:?}");
+    Ok(())
+}
+
+async fn vm_refusals(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
+    let node = node(ctx, "refusals")?;
+    let _paused = KubeletPaused::new(ctx)?;
+    let pod = node.pod_config("vmbad", "#!/bin/sh\ntrue\n")?;
+    let err = node
+        .crictl_refused(&["runp", "--runtime", "no-such-handler", &pod])
+        .await?;
+    ensure!(
+        err.contains("no runtime for \\\"no-such-handler\\\"") || err.contains("no-such-handler"),
+        "unknown handler: {err}"
+    );
+
+    for (file, expected) in [
+        ("0.3.5/missing.img", "HTTP 404"),
+        ("text.img", "is not a disk image"),
+        ("corrupt.qcow2", "is a corrupt qcow2"),
+    ] {
+        let url = format!("{}{file}", node.vm_images);
+        let err = node.crictl_refused(&["pull", &url]).await?;
+        ensure!(
+            err.contains(expected),
+            "pull {url}: expected {expected:?}, got {err}"
+        );
+    }
+    let cached = std::fs::read_dir(node.state.join("images"))?.count();
+
+    let image = format!("{}guest.qcow2", node.vm_images);
+    node.crictl(&["pull", &image]).await?;
+    let sandbox = node
+        .crictl(&["runp", "--runtime", "arktos-vm", &pod])
+        .await?;
+    let small = node.vm_config("small", &image, 64)?;
+    let err = node
+        .crictl_refused(&["create", &sandbox, &small, &pod])
+        .await?;
+    ensure!(
+        err.contains("below the guest's minimum of 128Mi"),
+        "small memory: {err}"
+    );
+    let first = node.vm_config("first", &image, 192)?;
+    let container = node.crictl(&["create", &sandbox, &first, &pod]).await?;
+    let second = node.vm_config("second", &image, 192)?;
+    let err = node
+        .crictl_refused(&["create", &sandbox, &second, &pod])
+        .await?;
+    ensure!(
+        err.contains("a VM pod holds exactly one container"),
+        "second container: {err}"
+    );
+    let listed = node.crictl(&["ps", "-a", "-q", "--pod", &sandbox]).await?;
+    ensure!(
+        listed.lines().count() == 1,
+        "refusals created containers: {listed}"
+    );
+    node.crictl(&["rmp", "--force", &sandbox]).await?;
+    let left = node.leftovers(&container, &sandbox).await?;
+    ensure!(left.is_empty(), "left behind: {left:?}");
+    // Failed pulls left no file in the cache (index + the one good image).
+    let after = std::fs::read_dir(node.state.join("images"))?.count();
+    ensure!(
+        after <= cached + 1,
+        "failed pulls left files in the image cache"
+    );
+    Ok(())
+}
+
+async fn kubelet_runs_both(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
+    let node = node(ctx, "kubelet")?;
+    let ns = ctx.cluster.namespace("kubelet-vm").await?;
+    let client = ctx.cluster.client().await?;
+    let pods: Api<Pod> = Api::namespaced(client, &ns.name);
+    let vm: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "vm1"},
+        "spec": {
+            "runtimeClassName": "arktos-vm",
+            "terminationGracePeriodSeconds": 10,
+            "containers": [{
+                "name": "vm",
+                // The Arktos example's image, translated to the test guest.
+                "image": "download.cirros-cloud.net/0.3.5/cirros-0.3.5-x86_64-disk.img",
+                "resources": {"limits": {"cpu": "1", "memory": "256Mi"}}
+            }]
+        }
+    }))?;
+    let container: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "container1"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "nodeSelector": {"vm.arktos.io/capable": "true"},
+            "tolerations": [{"key": "node.arktos.io/real", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [{
+                "name": "shell",
+                "image": format!("{}/arktos/bash:5", node.registry),
+                "command": ["/bin/bash", "-c", "echo hello from container1; exec sleep 3600"]
+            }]
+        }
+    }))?;
+    pods.create(&PostParams::default(), &vm).await?;
+    pods.create(&PostParams::default(), &container).await?;
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let running =
+            |p: &Pod| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        let (a, b) = (pods.get("vm1").await?, pods.get("container1").await?);
+        if running(&a) && running(&b) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "pods not Running: vm1 {:?}, container1 {:?}",
+                a.status.and_then(|s| s.container_statuses),
+                b.status.and_then(|s| s.container_statuses)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let log = pods
+            .logs("vm1", &LogParams::default())
+            .await
+            .unwrap_or_default();
+        if log.contains("ARKTOS-GUEST-BOOTED") && log.contains("ARKTOS-GUEST-HOSTNAME vm1") {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("kubectl logs of the VM pod never showed the guest booting:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let log = pods.logs("container1", &LogParams::default()).await?;
+    ensure!(
+        log.contains("hello from container1"),
+        "container log: {log}"
+    );
+
+    let vm_container = pods
+        .get("vm1")
+        .await?
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|c| c.first().and_then(|c| c.container_id.clone()))
+        .and_then(|id| id.split("://").nth(1).map(str::to_string))
+        .context("the VM pod reports no container ID")?;
+    pods.delete("vm1", &DeleteParams::default()).await?;
+    pods.delete("container1", &DeleteParams::default()).await?;
+    // The kubelet stops both pods, then its garbage collection removes them:
+    // no sandbox, container, domain or VM file is left.
+    let label = format!("io.kubernetes.pod.namespace={}", ns.name);
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let sandboxes = node.crictl(&["pods", "-q", "--label", &label]).await?;
+        let containers = node.crictl(&["ps", "-a", "-q", "--label", &label]).await?;
+        let domains = virsh(&["list", "--all", "--name"]).await?;
+        let domain_left = domains
+            .lines()
+            .any(|d| d.trim() == format!("arktos-{vm_container}"));
+        let files_left = node.state.join("vms").join(&vm_container).exists();
+        if sandboxes.is_empty() && containers.is_empty() && !domain_left && !files_left {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "left after deleting the pods: sandboxes {sandboxes:?}, containers {containers:?}, domain {domain_left}, VM files {files_left}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    ns.delete().await?;
+    Ok(())
+}
