@@ -82,17 +82,18 @@ fn ms(d: Duration) -> String {
 /// `baseline` (p50, p99 and throughput).
 pub fn report(samples: &[Sample], baseline: &str) {
     println!(
-        "{:<8} {:<34} {:>6} {:>6} {:>9} {:>9} {:>10}",
-        "op", "target", "n", "errors", "p50 ms", "p99 ms", "ops/s"
+        "{:<8} {:<34} {:>6} {:>6} {:>9} {:>9} {:>9} {:>10}",
+        "op", "target", "n", "errors", "p50 ms", "p95 ms", "p99 ms", "ops/s"
     );
     for s in samples {
         println!(
-            "{:<8} {:<34} {:>6} {:>6} {:>9} {:>9} {:>10.1}",
+            "{:<8} {:<34} {:>6} {:>6} {:>9} {:>9} {:>9} {:>10.1}",
             s.operation,
             s.target,
             s.latencies.len(),
             s.errors,
             ms(s.percentile(50.0)),
+            ms(s.percentile(95.0)),
             ms(s.percentile(99.0)),
             s.throughput()
         );
@@ -109,10 +110,11 @@ pub fn report(samples: &[Sample], baseline: &str) {
         };
         let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(f64::EPSILON);
         println!(
-            "{:<8} {:<34} p50 x{:.2}  p99 x{:.2}  throughput x{:.2}",
+            "{:<8} {:<34} p50 x{:.2}  p95 x{:.2}  p99 x{:.2}  throughput x{:.2}",
             s.operation,
             s.target,
             ratio(s.percentile(50.0), base.percentile(50.0)),
+            ratio(s.percentile(95.0), base.percentile(95.0)),
             ratio(s.percentile(99.0), base.percentile(99.0)),
             s.throughput() / base.throughput().max(f64::EPSILON)
         );

@@ -3,7 +3,7 @@
 //! containerd unchanged.
 #![forbid(unsafe_code)]
 
-pub mod containerd;
+pub mod cri_client;
 pub mod fsutil;
 pub mod ids;
 pub mod metrics;

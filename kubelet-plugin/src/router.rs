@@ -10,7 +10,7 @@ use k8s_cri::v1::image_service_server::ImageService;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
-use crate::containerd::Containerd;
+use crate::cri_client::CriClient;
 use crate::metrics::{Backend, Metrics};
 use crate::vm::{HANDLER, VmRuntime};
 
@@ -19,7 +19,7 @@ const NO_STREAMS: &str = "is not available in VM containers (arktos-vm): the gue
 #[derive(Clone)]
 pub struct Router {
     pub vm: Arc<VmRuntime>,
-    pub containerd: Containerd,
+    pub containerd: CriClient,
     pub metrics: Arc<Metrics>,
 }
 

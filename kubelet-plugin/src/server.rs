@@ -11,7 +11,7 @@ use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use warp::Filter;
 
-use crate::containerd::Containerd;
+use crate::cri_client::CriClient;
 use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::vm::domain::Accel;
@@ -136,7 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let router = Router {
         vm: vm.clone(),
-        containerd: Containerd::connect(cli.containerd_socket.clone())?,
+        containerd: CriClient::connect(cli.containerd_socket.clone())?,
         metrics: metrics.clone(),
     };
 

@@ -20,6 +20,8 @@ mod provisioning;
 mod shards;
 #[path = "arktos-bench/tenant_pods.rs"]
 mod tenant_pods;
+#[path = "arktos-bench/vm_pods.rs"]
+mod vm_pods;
 use kube::Api;
 use kube::api::{DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -77,6 +79,17 @@ enum Bench {
         #[arg(long, default_value_t = 1000)]
         tenants: usize,
     },
+    /// VM pod start through arktos-node vs `virsh create`, one by one and in
+    /// parallel; container pod start through arktos-node vs containerd;
+    /// memory of arktos-node and per VM.
+    VmPods {
+        /// VM pods (and container pods) started one after another, per target.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// VM pods started at once.
+        #[arg(long, default_value_t = 10)]
+        parallel: usize,
+    },
     /// Tenants provisioned per second until Ready, and the operators' memory per tenant.
     Provisioning {
         /// Tenants to create.
@@ -121,6 +134,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cluster.stop();
         return result;
     }
+    if let Bench::VmPods { runs, parallel } = cli.bench {
+        // Needs the local cluster's real node.
+        let mut cluster = start_cluster().await?;
+        let result = vm_pods::run(&mut cluster, runs, parallel).await;
+        cluster.stop();
+        return result;
+    }
     if let Bench::Shards { tenants } = cli.bench {
         let mut cluster = start_cluster().await?;
         let result = shards::run(&mut cluster, tenants, cli.concurrency).await;
@@ -146,7 +166,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Bench::Tenants { count, gets, lists } => {
             tenants(client, count, gets, lists, cli.concurrency).await
         }
-        Bench::TenantPods { .. } | Bench::Provisioning { .. } | Bench::Shards { .. } => {
+        Bench::TenantPods { .. }
+        | Bench::Provisioning { .. }
+        | Bench::Shards { .. }
+        | Bench::VmPods { .. } => {
             unreachable!("handled above")
         }
     };

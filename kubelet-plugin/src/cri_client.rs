@@ -1,5 +1,5 @@
-//! The container runtime behind arktos-node: containerd's CRI socket, to
-//! which every non-VM call is forwarded unchanged.
+//! A CRI client over a unix socket: containerd behind arktos-node (every
+//! non-VM call is forwarded to it unchanged), and benchmarks and tools.
 
 use std::path::PathBuf;
 
@@ -9,11 +9,11 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 #[derive(Clone)]
-pub struct Containerd {
+pub struct CriClient {
     channel: Channel,
 }
 
-impl Containerd {
+impl CriClient {
     /// A lazy channel: arktos-node starts before containerd is up, and a
     /// restarted containerd is reconnected to by itself.
     pub fn connect(socket: PathBuf) -> anyhow::Result<Self> {

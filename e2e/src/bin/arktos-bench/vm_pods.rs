@@ -1,0 +1,583 @@
+//! `arktos-bench vm-pods`: VM pod start latency through arktos-node (CRI
+//! RunPodSandbox to the guest's boot marker on its console) next to the
+//! floor, `virsh create` of the same domain XML; the same with VMs started
+//! in parallel; container pod start through arktos-node next to containerd
+//! directly; arktos-node's memory and the host memory a VM costs.
+//!
+//! The kubelet is paused meanwhile: it would kill sandboxes it did not make.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use arktos_e2e::bench::{Sample, report};
+use arktos_e2e::cluster::LocalCluster;
+use arktos_e2e::observe;
+use arktos_node::cri_client::CriClient;
+use arktos_node::vm::domain::{Accel, DomainSpec};
+use arktos_node::vm::shape::VmShape;
+use k8s_cri::v1 as cri;
+
+const MARKER: &str = "ARKTOS-GUEST-BOOTED";
+const GUEST_MIB: u64 = 256;
+
+pub async fn run(cluster: &mut LocalCluster, runs: usize, parallel: usize) -> anyhow::Result<()> {
+    cluster.kill("kubelet")?;
+    let result = measure(cluster, runs, parallel).await;
+    let _ = cluster.start_again("kubelet");
+    result
+}
+
+struct Bench {
+    node: CriClient,
+    containerd: CriClient,
+    scratch: PathBuf,
+    image: String,
+    base: PathBuf,
+    accel: Accel,
+    registry: String,
+}
+
+async fn measure(cluster: &LocalCluster, runs: usize, parallel: usize) -> anyhow::Result<()> {
+    let paths = cluster.node_paths();
+    // Under the node state: QEMU must reach the floor domains' files.
+    let scratch = paths.state.join("bench");
+    std::fs::create_dir_all(&scratch)?;
+    let node = CriClient::connect(paths.runtime_socket())?;
+    let containerd = CriClient::connect(paths.containerd_socket())?;
+    let image = cluster.vm_image_url("guest.qcow2");
+    let pulled = node
+        .image()
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .image_ref;
+    let state = paths.state.join("arktos-node");
+    let base = state
+        .join("images")
+        .join(format!("{}.qcow2", pulled.trim_start_matches("sha256:")));
+    let mut bench = Bench {
+        node,
+        containerd,
+        scratch,
+        image,
+        base,
+        accel: Accel::Tcg,
+        registry: cluster.registry(),
+    };
+    // The first VM settles the accelerator (KVM proven or TCG for good).
+    eprintln!("warming up (the first VM settles KVM or TCG)");
+    bench.vm_pod(9999).await?;
+    let accel = std::fs::read_to_string(state.join("accel")).unwrap_or_default();
+    bench.accel = if accel.trim() == "kvm" {
+        Accel::Kvm
+    } else {
+        Accel::Tcg
+    };
+    println!(
+        "accelerator: {}",
+        if bench.accel == Accel::Kvm {
+            "KVM"
+        } else {
+            "QEMU TCG (no usable KVM)"
+        }
+    );
+
+    let node_pid = cluster
+        .pids()
+        .into_iter()
+        .find(|(n, _)| n == "arktos-node")
+        .map(|(_, p)| p)
+        .ok_or_else(|| anyhow::anyhow!("arktos-node is not running"))?;
+    let rss_idle = observe::rss_kib(node_pid)?;
+
+    eprintln!("{runs} VM pods one after another, then {runs} virsh create");
+    let mut vm = Vec::new();
+    let mut floor = Vec::new();
+    let started = Instant::now();
+    for i in 0..runs {
+        vm.push(bench.vm_pod(i).await?);
+        eprint!(".");
+    }
+    let vm_wall = started.elapsed();
+    let started = Instant::now();
+    for i in 0..runs {
+        floor.push(bench.floor(i).await?);
+        eprint!(".");
+    }
+    let floor_wall = started.elapsed();
+    eprintln!();
+    report(
+        &[
+            sample("vm-start", "arktos-node (CRI)", vm, vm_wall),
+            sample("vm-start", "virsh create (floor)", floor, floor_wall),
+        ],
+        "virsh create (floor)",
+    );
+
+    eprintln!("{parallel} VM pods at once, then {parallel} virsh create at once");
+    let before = mem_available_kib()?;
+    let started = Instant::now();
+    let (vm, sandboxes) = bench.vm_pods_at_once(parallel).await?;
+    let vm_wall = started.elapsed();
+    // Booted and idle: what the host gave them.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = mem_available_kib()?;
+    let qemu: Vec<(u64, u64)> = qemu_pids().into_iter().filter_map(qemu_memory).collect();
+    let rss_busy = observe::rss_kib(node_pid)?;
+    for id in &sandboxes {
+        bench.remove_sandbox(&bench.node, id).await;
+    }
+    let started = Instant::now();
+    let floor = bench.floors_at_once(parallel).await?;
+    let floor_wall = started.elapsed();
+    report(
+        &[
+            sample(
+                &format!("vm-start x{parallel}"),
+                "arktos-node (CRI)",
+                vm,
+                vm_wall,
+            ),
+            sample(
+                &format!("vm-start x{parallel}"),
+                "virsh create (floor)",
+                floor,
+                floor_wall,
+            ),
+        ],
+        "virsh create (floor)",
+    );
+
+    eprintln!("{runs} container pods through arktos-node, then straight to containerd");
+    let mut through = Vec::new();
+    let mut direct = Vec::new();
+    let started = Instant::now();
+    for i in 0..runs {
+        through.push(bench.container_pod(&bench.node, i).await?);
+    }
+    let through_wall = started.elapsed();
+    let started = Instant::now();
+    for i in 0..runs {
+        direct.push(bench.container_pod(&bench.containerd, i + runs).await?);
+    }
+    let direct_wall = started.elapsed();
+    report(
+        &[
+            sample(
+                "pod-start",
+                "arktos-node -> containerd",
+                through,
+                through_wall,
+            ),
+            sample("pod-start", "containerd (direct)", direct, direct_wall),
+        ],
+        "containerd (direct)",
+    );
+
+    let per_vm = before.saturating_sub(after) / parallel.max(1) as u64;
+    let n = qemu.len().max(1) as u64;
+    let qemu_avg = qemu.iter().map(|(rss, _)| rss).sum::<u64>() / n;
+    let overhead_avg = qemu.iter().map(|(rss, guest)| rss - guest).sum::<u64>() / n;
+    let overhead_max = qemu
+        .iter()
+        .map(|(rss, guest)| rss - guest)
+        .max()
+        .unwrap_or(0);
+    println!("\nmemory (guest memory {GUEST_MIB} MiB each):");
+    println!(
+        "  arktos-node resident: {} MiB idle, {} MiB with {parallel} VMs",
+        rss_idle / 1024,
+        rss_busy / 1024
+    );
+    println!(
+        "  host memory per VM (MemAvailable drop / {parallel}): {} MiB; QEMU resident per VM: {} MiB (over {} processes)",
+        per_vm / 1024,
+        qemu_avg / 1024,
+        qemu.len()
+    );
+    println!(
+        "  QEMU's own memory (resident outside guest RAM): {} MiB average, {} MiB max: the RuntimeClass overhead",
+        overhead_avg / 1024,
+        overhead_max / 1024
+    );
+    Ok(())
+}
+
+fn sample(operation: &str, target: &str, latencies: Vec<Duration>, wall: Duration) -> Sample {
+    Sample {
+        operation: operation.into(),
+        target: target.into(),
+        latencies,
+        wall,
+        errors: 0,
+    }
+}
+
+fn mem_available_kib() -> anyhow::Result<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo")?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no MemAvailable in /proc/meminfo"))
+}
+
+/// A QEMU process's resident memory, and the part of it that is guest RAM
+/// (its largest mapping, the guest's memory at its maximum size).
+fn qemu_memory(pid: u32) -> Option<(u64, u64)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let (mut total, mut guest, mut size) = (0u64, 0u64, 0u64);
+    let mut largest = 0u64;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("Size:") => size = words.next()?.parse().ok()?,
+            Some("Rss:") => {
+                let rss: u64 = words.next()?.parse().ok()?;
+                total += rss;
+                if size > largest {
+                    largest = size;
+                    guest = rss;
+                }
+            }
+            _ => {}
+        }
+    }
+    Some((total, guest))
+}
+
+fn qemu_pids() -> Vec<u32> {
+    let mut pids = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("guest=arktos-") {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+async fn wait_for_marker(file: &Path, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if tokio::fs::read(file)
+            .await
+            .is_ok_and(|b| String::from_utf8_lossy(&b).contains(MARKER))
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no {MARKER} in {} within {timeout:?}",
+            file.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Bench {
+    fn pod_config(&self, name: &str) -> cri::PodSandboxConfig {
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("{name}-{}", std::process::id()),
+                namespace: "bench".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            log_directory: self.scratch.join(name).display().to_string(),
+            linux: Some(Default::default()),
+            ..Default::default()
+        }
+    }
+
+    async fn remove_sandbox(&self, client: &CriClient, id: &str) {
+        let _ = client
+            .runtime()
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await;
+        let _ = client
+            .runtime()
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await;
+    }
+
+    /// RunPodSandbox -> CreateContainer -> StartContainer -> the marker in
+    /// the CRI log; returns the time and the sandbox (still running).
+    async fn start_vm_pod(&self, i: usize) -> anyhow::Result<(Duration, String)> {
+        let name = format!("benchvm{i}");
+        let config = self.pod_config(&name);
+        let log = self.scratch.join(&name).join("vm.log");
+        let _ = std::fs::remove_file(&log);
+        let started = Instant::now();
+        let rt = self.node.runtime();
+        let sandbox = rt
+            .clone()
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: "arktos-vm".into(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id;
+        let container = rt
+            .clone()
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sandbox.clone(),
+                config: Some(cri::ContainerConfig {
+                    metadata: Some(cri::ContainerMetadata {
+                        name: "vm".into(),
+                        attempt: 0,
+                    }),
+                    image: Some(cri::ImageSpec {
+                        image: self.image.clone(),
+                        ..Default::default()
+                    }),
+                    log_path: "vm.log".into(),
+                    linux: Some(cri::LinuxContainerConfig {
+                        resources: Some(cri::LinuxContainerResources {
+                            cpu_period: 100_000,
+                            cpu_quota: 100_000,
+                            memory_limit_in_bytes: (GUEST_MIB * 1024 * 1024) as i64,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                sandbox_config: Some(config),
+            })
+            .await?
+            .into_inner()
+            .container_id;
+        rt.clone()
+            .start_container(cri::StartContainerRequest {
+                container_id: container,
+            })
+            .await?;
+        wait_for_marker(&log, Duration::from_secs(180)).await?;
+        Ok((started.elapsed(), sandbox))
+    }
+
+    async fn vm_pod(&self, i: usize) -> anyhow::Result<Duration> {
+        let (took, sandbox) = self.start_vm_pod(i).await?;
+        self.remove_sandbox(&self.node, &sandbox).await;
+        Ok(took)
+    }
+
+    async fn vm_pods_at_once(&self, n: usize) -> anyhow::Result<(Vec<Duration>, Vec<String>)> {
+        let results = futures::future::join_all((0..n).map(|i| self.start_vm_pod(1000 + i))).await;
+        let mut took = Vec::new();
+        let mut sandboxes = Vec::new();
+        for r in results {
+            let (d, s) = r?;
+            took.push(d);
+            sandboxes.push(s);
+        }
+        Ok((took, sandboxes))
+    }
+
+    /// The same domain XML arktos-node defines, disk overlay, seed and tap
+    /// prepared beforehand; timed from `virsh create` to the marker.
+    async fn prepare_floor(&self, i: usize) -> anyhow::Result<(PathBuf, PathBuf, String)> {
+        let dir = self.scratch.join(format!("floor{i}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let disk = dir.join("disk.qcow2");
+        let seed = dir.join("seed.iso");
+        let console = dir.join("console.raw");
+        exec(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                "qcow2",
+                "-b",
+                &self.base.display().to_string(),
+                &disk.display().to_string(),
+            ],
+        )
+        .await?;
+        std::fs::write(
+            dir.join("meta-data"),
+            format!("instance-id: floor{i}\nlocal-hostname: floor{i}\n"),
+        )?;
+        std::fs::write(dir.join("user-data"), "")?;
+        exec(
+            "genisoimage",
+            &[
+                "-quiet",
+                "-output",
+                &seed.display().to_string(),
+                "-volid",
+                "cidata",
+                "-joliet",
+                "-rock",
+                &dir.join("meta-data").display().to_string(),
+                &dir.join("user-data").display().to_string(),
+            ],
+        )
+        .await?;
+        let tap = format!("akfl{}{i}", std::process::id() % 1000);
+        let _ = exec("ip", &["link", "del", &tap]).await;
+        exec("ip", &["tuntap", "add", "dev", &tap, "mode", "tap"]).await?;
+        let spec = DomainSpec {
+            container_id: format!("floor-{}-{i}", std::process::id()),
+            sandbox_id: "floor".into(),
+            accel: self.accel,
+            shape: VmShape {
+                vcpus: 1,
+                max_vcpus: 4,
+                memory_mib: GUEST_MIB,
+                max_memory_mib: 1024,
+            },
+            disk,
+            seed,
+            tap: tap.clone(),
+            mac: format!("52:54:00:00:{:02x}:{:02x}", (i >> 8) & 255, i & 255),
+            console: console.clone(),
+        };
+        let xml = dir.join("domain.xml");
+        std::fs::write(&xml, spec.to_xml())?;
+        Ok((
+            xml,
+            console,
+            format!(
+                "{}|{tap}",
+                arktos_node::vm::domain::domain_name(&spec.container_id)
+            ),
+        ))
+    }
+
+    async fn boot_floor(xml: &Path, console: &Path) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        exec(
+            "virsh",
+            &["-c", "qemu:///system", "create", &xml.display().to_string()],
+        )
+        .await?;
+        wait_for_marker(console, Duration::from_secs(180)).await?;
+        Ok(started.elapsed())
+    }
+
+    async fn clean_floor(handle: &str) {
+        let (domain, tap) = handle.split_once('|').unwrap_or((handle, ""));
+        let _ = exec("virsh", &["-c", "qemu:///system", "destroy", domain]).await;
+        let _ = exec("ip", &["link", "del", tap]).await;
+    }
+
+    async fn floor(&self, i: usize) -> anyhow::Result<Duration> {
+        let (xml, console, handle) = self.prepare_floor(i).await?;
+        let took = Self::boot_floor(&xml, &console).await;
+        Self::clean_floor(&handle).await;
+        took
+    }
+
+    async fn floors_at_once(&self, n: usize) -> anyhow::Result<Vec<Duration>> {
+        let mut prepared = Vec::new();
+        for i in 0..n {
+            prepared.push(self.prepare_floor(1000 + i).await?);
+        }
+        let results = futures::future::join_all(
+            prepared
+                .iter()
+                .map(|(xml, console, _)| Self::boot_floor(xml, console)),
+        )
+        .await;
+        for (_, _, handle) in &prepared {
+            Self::clean_floor(handle).await;
+        }
+        results.into_iter().collect()
+    }
+
+    /// RunPodSandbox -> CreateContainer -> StartContainer of a shell
+    /// container (image pulled beforehand), timed until StartContainer
+    /// returns.
+    async fn container_pod(&self, client: &CriClient, i: usize) -> anyhow::Result<Duration> {
+        let image = format!("{}/arktos/bash:5", self.registry);
+        client
+            .image()
+            .pull_image(cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?;
+        let config = self.pod_config(&format!("benchctr{i}"));
+        let started = Instant::now();
+        let rt = client.runtime();
+        let sandbox = rt
+            .clone()
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id;
+        let container = rt
+            .clone()
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sandbox.clone(),
+                config: Some(cri::ContainerConfig {
+                    metadata: Some(cri::ContainerMetadata {
+                        name: "shell".into(),
+                        attempt: 0,
+                    }),
+                    image: Some(cri::ImageSpec {
+                        image,
+                        ..Default::default()
+                    }),
+                    command: vec!["/bin/sleep".into(), "600".into()],
+                    log_path: "shell.log".into(),
+                    linux: Some(Default::default()),
+                    ..Default::default()
+                }),
+                sandbox_config: Some(config),
+            })
+            .await?
+            .into_inner()
+            .container_id;
+        rt.clone()
+            .start_container(cri::StartContainerRequest {
+                container_id: container,
+            })
+            .await?;
+        let took = started.elapsed();
+        self.remove_sandbox(client, &sandbox).await;
+        Ok(took)
+    }
+}
+
+async fn exec(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
