@@ -15,8 +15,13 @@ export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
 export GOFLAGS=${GOFLAGS:--mod=readonly}
 
 # Build and runtime needs of the workspace: protoc for the CRI protos,
-# libvirt headers for the virt crate.
-DEBIAN_PACKAGES=(protobuf-compiler libvirt-dev pkg-config gcc libc6-dev git ca-certificates)
+# libvirt headers for the virt crate; the local cluster's real node:
+# libvirt/QEMU, containerd and runc, the CNI plugins, iproute2, genisoimage
+# (cloud-init seeds), skopeo (pushes the test images), and what the guest
+# and image builders use (hack/guest/build, hack/images/build).
+DEBIAN_PACKAGES=(protobuf-compiler libvirt-dev pkg-config gcc libc6-dev git ca-certificates curl
+  libvirt-daemon-system qemu-system-x86 qemu-utils containerd runc containernetworking-plugins
+  iproute2 genisoimage skopeo busybox-static syslinux syslinux-common mtools dosfstools cpio)
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

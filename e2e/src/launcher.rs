@@ -46,6 +46,23 @@ enum Cmd {
     Kubeconfig(NameArg),
     /// Build (or find already built) the pinned upstream components.
     Build,
+    /// Run critest (the CRI validation suite) against the real node's
+    /// runtime on a cluster of its own; arguments after `--` go to critest
+    /// (e.g. `-- -ginkgo.focus=PodSandbox`).
+    Critest(CritestArgs),
+}
+
+#[derive(Debug, Args)]
+struct CritestArgs {
+    /// The runtime critest talks to.
+    #[arg(long, value_enum, default_value = "arktos-node")]
+    target: crate::critest::Target,
+    /// The runtime handler of critest's pod sandboxes (`arktos-vm` for VMs).
+    #[arg(long, default_value = "")]
+    runtime_handler: String,
+    /// Passed to critest as they are.
+    #[arg(last = true)]
+    critest_args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +131,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Kubeconfig(NameArg { name }) => {
             println!("{}", home.cluster_dir(&name).join("kubeconfig").display());
             Ok(())
+        }
+        Cmd::Critest(args) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let code = runtime.block_on(crate::critest::run(
+                args.target,
+                &args.runtime_handler,
+                &args.critest_args,
+            ))?;
+            std::process::exit(code);
         }
         Cmd::Build => {
             let upstream = Upstream::ensure(&home)?;

@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod critest;
 pub mod harness;
 pub mod home;
 pub mod launcher;

@@ -48,6 +48,8 @@ pub struct ClusterSpec {
     /// Run one real node (kubelet + arktos-node + containerd) beside the
     /// simulated ones.
     pub real_node: bool,
+    /// Start the real node's kubelet (not when critest drives the runtime).
+    pub kubelet: bool,
 }
 
 impl ClusterSpec {
@@ -61,6 +63,7 @@ impl ClusterSpec {
             ready_timeout: Duration::from_secs(120),
             arktos: true,
             real_node: true,
+            kubelet: true,
         }
     }
 

@@ -247,6 +247,9 @@ impl LocalCluster {
         wait_for_socket(&paths.containerd_socket(), self.spec.ready_timeout)?;
         self.start_arktos_node(&paths, &cni_dir)?;
         wait_for_socket(&paths.runtime_socket(), self.spec.ready_timeout)?;
+        if !self.spec.kubelet {
+            return Ok(());
+        }
         self.start_kubelet(&paths, &net)?;
         self.wait_for_real_node().await
     }
@@ -505,9 +508,18 @@ registerWithTaints:
     /// runtime, so no VM, container, network namespace or mount outlives
     /// the cluster.
     pub(super) fn drain_real_node(&mut self) {
-        if !self.components.iter().any(|c| c.name == "kubelet") {
+        if !self.components.iter().any(|c| c.name == "arktos-node") {
             return;
         }
+        if self.components.iter().any(|c| c.name == "kubelet") {
+            self.delete_real_node_pods();
+        }
+        if let Ok(mut crictl) = self.crictl() {
+            let _ = crictl.args(["rmp", "--all", "--force"]).output();
+        }
+    }
+
+    fn delete_real_node_pods(&self) {
         let kubeconfig = self.kubeconfig_path();
         let drained = std::thread::scope(|s| {
             s.spawn(|| {
