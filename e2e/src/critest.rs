@@ -2,8 +2,8 @@
 //! e2e/nodetools) against the real node's runtime, on a cluster of its own
 //! whose node runs no kubelet (critest must be the runtime's only client).
 //! The images critest pulls are built locally (`hack/images/build`) and
-//! pushed into the node's registry under the paths critest asks for with
-//! `-registry-prefix`.
+//! pushed into the node's registry under critest's own paths; the node's
+//! containerd mirrors registry.k8s.io, gcr.io and docker.io to it.
 
 use std::path::Path;
 use std::process::Command;
@@ -18,6 +18,8 @@ use crate::upstream::NodeTools;
 /// paths, minus the registry host).
 const IMAGE_PATHS: &[(&str, &str)] = &[
     ("busybox", "e2e-test-images/busybox"),
+    // Short names ("busybox:1") are Docker Hub's library.
+    ("busybox", "library/busybox"),
     ("nginx", "e2e-test-images/nginx"),
     (
         "hostnet-nginx-amd64",
@@ -96,11 +98,12 @@ fn run_on(
     };
     let endpoint = format!("unix://{}", socket.display());
     let tools = NodeTools::ensure(home)?;
+    // critest's images keep their public names: the node's containerd
+    // mirrors those registries to the loopback one.
     let mut critest = Command::new(tools.command("critest"));
     critest
         .arg(format!("-runtime-endpoint={endpoint}"))
         .arg(format!("-image-endpoint={endpoint}"))
-        .arg(format!("-registry-prefix={}", cluster.registry()))
         .arg(format!("-runtime-handler={handler}"))
         .args(extra);
     eprintln!("running {critest:?}");

@@ -57,6 +57,20 @@ impl Router {
         result.map(Response::new)
     }
 
+    /// Deletes and stops are idempotent in the CRI: an ID neither back end
+    /// knows (already removed) is success, which containerd 1.6 answers
+    /// with NotFound.
+    async fn passthrough_idempotent<T: Default>(
+        &self,
+        method: &'static str,
+        fut: impl std::future::Future<Output = Result<Response<T>, Status>>,
+    ) -> CriResult<T> {
+        match self.passthrough(method, fut).await {
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(Response::new(T::default())),
+            other => other,
+        }
+    }
+
     async fn passthrough<T>(
         &self,
         method: &'static str,
@@ -164,7 +178,7 @@ impl RuntimeService for Router {
                 })
                 .await;
         }
-        self.passthrough(
+        self.passthrough_idempotent(
             "StopPodSandbox",
             self.containerd.runtime().stop_pod_sandbox(req),
         )
@@ -184,7 +198,7 @@ impl RuntimeService for Router {
                 })
                 .await;
         }
-        self.passthrough(
+        self.passthrough_idempotent(
             "RemovePodSandbox",
             self.containerd.runtime().remove_pod_sandbox(req),
         )
@@ -287,7 +301,7 @@ impl RuntimeService for Router {
                 })
                 .await;
         }
-        self.passthrough(
+        self.passthrough_idempotent(
             "StopContainer",
             self.containerd.runtime().stop_container(req),
         )
@@ -307,7 +321,7 @@ impl RuntimeService for Router {
                 })
                 .await;
         }
-        self.passthrough(
+        self.passthrough_idempotent(
             "RemoveContainer",
             self.containerd.runtime().remove_container(req),
         )

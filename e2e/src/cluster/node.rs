@@ -350,6 +350,16 @@ state = "{state}"
     conf_dir = "{cni}"
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{registry}"]
     endpoint = ["http://{registry}"]
+  # No outside registry is reachable here: the public names critest and
+  # examples use are served by the loopback registry under the same paths.
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."registry.k8s.io"]
+    endpoint = ["http://{registry}"]
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."gcr.io"]
+    endpoint = ["http://{registry}"]
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."k8s.gcr.io"]
+    endpoint = ["http://{registry}"]
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]
+    endpoint = ["http://{registry}"]
 "#,
                 root = paths.dir.join("containerd").display(),
                 state = paths.run.join("containerd").display(),

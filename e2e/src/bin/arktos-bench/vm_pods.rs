@@ -97,6 +97,7 @@ async fn measure(cluster: &LocalCluster, runs: usize, parallel: usize) -> anyhow
     let rss_idle = observe::rss_kib(node_pid)?;
 
     eprintln!("{runs} VM pods one after another, then {runs} virsh create");
+    // Sequential runs: latencies are what counts (walls include clean-up).
     let mut vm = Vec::new();
     let mut floor = Vec::new();
     let started = Instant::now();
@@ -129,13 +130,22 @@ async fn measure(cluster: &LocalCluster, runs: usize, parallel: usize) -> anyhow
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = mem_available_kib()?;
     let qemu: Vec<(u64, u64)> = qemu_pids().into_iter().filter_map(qemu_memory).collect();
+    // CPU an idle guest costs its host (timer ticks, under TCG emulated).
+    let cpu_before: f64 = qemu_pids()
+        .into_iter()
+        .filter_map(|p| observe::cpu_seconds(p).ok())
+        .sum();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let cpu_after: f64 = qemu_pids()
+        .into_iter()
+        .filter_map(|p| observe::cpu_seconds(p).ok())
+        .sum();
+    let idle_millicores = (cpu_after - cpu_before) / 10.0 / parallel.max(1) as f64 * 1000.0;
     let rss_busy = observe::rss_kib(node_pid)?;
     for id in &sandboxes {
         bench.remove_sandbox(&bench.node, id).await;
     }
-    let started = Instant::now();
-    let floor = bench.floors_at_once(parallel).await?;
-    let floor_wall = started.elapsed();
+    let (floor, floor_wall) = bench.floors_at_once(parallel).await?;
     report(
         &[
             sample(
@@ -205,6 +215,9 @@ async fn measure(cluster: &LocalCluster, runs: usize, parallel: usize) -> anyhow
         "  QEMU's own memory (resident outside guest RAM): {} MiB average, {} MiB max: the RuntimeClass overhead",
         overhead_avg / 1024,
         overhead_max / 1024
+    );
+    println!(
+        "  CPU of an idle VM: {idle_millicores:.0} millicores (QEMU, averaged over {parallel} VMs and 10 s)"
     );
     Ok(())
 }
@@ -490,21 +503,24 @@ impl Bench {
         took
     }
 
-    async fn floors_at_once(&self, n: usize) -> anyhow::Result<Vec<Duration>> {
+    /// The boot times, and the wall time of the boots alone.
+    async fn floors_at_once(&self, n: usize) -> anyhow::Result<(Vec<Duration>, Duration)> {
         let mut prepared = Vec::new();
         for i in 0..n {
             prepared.push(self.prepare_floor(1000 + i).await?);
         }
+        let started = Instant::now();
         let results = futures::future::join_all(
             prepared
                 .iter()
                 .map(|(xml, console, _)| Self::boot_floor(xml, console)),
         )
         .await;
+        let wall = started.elapsed();
         for (_, _, handle) in &prepared {
             Self::clean_floor(handle).await;
         }
-        results.into_iter().collect()
+        Ok((results.into_iter().collect::<anyhow::Result<_>>()?, wall))
     }
 
     /// RunPodSandbox -> CreateContainer -> StartContainer of a shell
