@@ -101,6 +101,20 @@ fn run_on(
     // critest's images keep their public names: the node's containerd
     // mirrors those registries to the loopback one.
     let mut critest = Command::new(tools.command("critest"));
+    if handler == "arktos-vm" {
+        // A VM sandbox's container is a VM: the tests' default container
+        // image is the test guest, named as in Arktos (critest wants a
+        // name that parses as an image reference; the node translates it).
+        let images = cluster.node_paths().dir.join("critest-images.yaml");
+        std::fs::write(
+            &images,
+            format!(
+                "defaultTestContainerImage: {}0.3.5/cirros-0.3.5-x86_64-disk.img\n",
+                crate::cluster::node::CIRROS_PREFIX
+            ),
+        )?;
+        critest.arg(format!("-test-images-file={}", images.display()));
+    }
     critest
         .arg(format!("-runtime-endpoint={endpoint}"))
         .arg(format!("-image-endpoint={endpoint}"))
