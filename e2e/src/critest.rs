@@ -11,7 +11,7 @@ use std::process::Command;
 use anyhow::Context;
 
 use crate::cluster::{ClusterSpec, LocalCluster, Ports};
-use crate::home::{ArktosHome, source_root};
+use crate::home::ArktosHome;
 use crate::upstream::NodeTools;
 
 /// Where critest looks for each locally built image (its default registry
@@ -126,20 +126,8 @@ fn run_on(
 }
 
 fn push_images(cluster: &LocalCluster) -> anyhow::Result<()> {
-    let out = Command::new(source_root().join("hack/images/build"))
-        .arg("--print-dir")
-        .output()
-        .context("running hack/images/build")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "hack/images/build: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
+    let dir = crate::cluster::node::build_with("hack/images/build")?
+        .display()
         .to_string();
     for (layout, path) in IMAGE_PATHS {
         for tag in tags(&Path::new(&dir).join(layout))? {

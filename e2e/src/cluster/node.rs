@@ -122,7 +122,7 @@ fn ensure_libvirt() -> Result<()> {
 }
 
 /// Runs a project build script that prints its output folder last.
-fn build_with(script: &str) -> Result<PathBuf> {
+pub(crate) fn build_with(script: &str) -> Result<PathBuf> {
     let path = source_root().join(script);
     let out = Command::new(&path)
         .arg("--print-dir")

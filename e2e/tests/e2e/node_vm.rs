@@ -165,6 +165,24 @@ impl Node {
         )
     }
 
+    /// `crictl update` to `vcpus` (as a CFS quota) and `memory_mib`.
+    async fn resize(&self, container: &str, vcpus: u32, memory_mib: u64) -> anyhow::Result<()> {
+        let quota = (u64::from(vcpus) * 100_000).to_string();
+        let memory = (memory_mib * 1024 * 1024).to_string();
+        self.crictl(&[
+            "update",
+            "--cpu-period",
+            "100000",
+            "--cpu-quota",
+            &quota,
+            "--memory",
+            &memory,
+            container,
+        ])
+        .await
+        .map(|_| ())
+    }
+
     /// Waits until the container's log (the VM console) has a line with
     /// `needle`; returns the whole log.
     async fn wait_for_console(
@@ -274,17 +292,7 @@ async fn vm_pod_lifecycle(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     }
 
     // Live resize: 1 -> 2 vCPUs, 256 -> 512 MiB, seen by libvirt and the guest.
-    node.crictl(&[
-        "update",
-        "--cpu-period",
-        "100000",
-        "--cpu-quota",
-        "200000",
-        "--memory",
-        "536870912",
-        &container,
-    ])
-    .await?;
+    node.resize(&container, 2, 512).await?;
     // The balloon reaches its new size in a moment, not at once.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -341,17 +349,7 @@ async fn vm_pod_lifecycle(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     ensure!(listed.contains(&container));
     let states = |log: &str| log.matches("ARKTOS-GUEST-STATE").count();
     let before = states(&node.crictl(&["logs", &container]).await?);
-    node.crictl(&[
-        "update",
-        "--cpu-period",
-        "100000",
-        "--cpu-quota",
-        "200000",
-        "--memory",
-        "402653184",
-        &container,
-    ])
-    .await?;
+    node.resize(&container, 2, 384).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let log = node.crictl(&["logs", &container]).await?;

@@ -390,14 +390,15 @@ async fn inspect(reference: &str, from: &str, file: &Path) -> Result<String, Ima
         filled
     };
     let head = &head[..n];
+    let corrupt = |reason: String| ImageError::Corrupt {
+        reference: reference.to_string(),
+        from: from.to_string(),
+        reason,
+    };
     if head.starts_with(b"QFI\xfb") {
         let info = qemu_img(&["info", "--output=json", "-f", "qcow2"], file)
             .await
-            .map_err(|reason| ImageError::Corrupt {
-                reference: reference.to_string(),
-                from: from.to_string(),
-                reason,
-            })?;
+            .map_err(corrupt)?;
         let info: serde_json::Value =
             serde_json::from_str(&info).map_err(|e| not_image(e.to_string()))?;
         if info.get("backing-filename").is_some() {
@@ -408,11 +409,7 @@ async fn inspect(reference: &str, from: &str, file: &Path) -> Result<String, Ima
         }
         qemu_img(&["check", "-q", "-f", "qcow2"], file)
             .await
-            .map_err(|reason| ImageError::Corrupt {
-                reference: reference.to_string(),
-                from: from.to_string(),
-                reason,
-            })?;
+            .map_err(corrupt)?;
         return Ok("qcow2".into());
     }
     let boot_sector = head.len() >= 512 && head[510] == 0x55 && head[511] == 0xAA;

@@ -336,52 +336,29 @@ impl Bench {
         let config = self.pod_config(&name);
         let log = self.scratch.join(&name).join("vm.log");
         let _ = std::fs::remove_file(&log);
-        let started = Instant::now();
-        let rt = self.node.runtime();
-        let sandbox = rt
-            .clone()
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: "arktos-vm".into(),
-            })
-            .await?
-            .into_inner()
-            .pod_sandbox_id;
-        let container = rt
-            .clone()
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: sandbox.clone(),
-                config: Some(cri::ContainerConfig {
-                    metadata: Some(cri::ContainerMetadata {
-                        name: "vm".into(),
-                        attempt: 0,
-                    }),
-                    image: Some(cri::ImageSpec {
-                        image: self.image.clone(),
-                        ..Default::default()
-                    }),
-                    log_path: "vm.log".into(),
-                    linux: Some(cri::LinuxContainerConfig {
-                        resources: Some(cri::LinuxContainerResources {
-                            cpu_period: 100_000,
-                            cpu_quota: 100_000,
-                            memory_limit_in_bytes: (GUEST_MIB * 1024 * 1024) as i64,
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+        let container = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: "vm".into(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: self.image.clone(),
+                ..Default::default()
+            }),
+            log_path: "vm.log".into(),
+            linux: Some(cri::LinuxContainerConfig {
+                resources: Some(cri::LinuxContainerResources {
+                    cpu_period: 100_000,
+                    cpu_quota: 100_000,
+                    memory_limit_in_bytes: (GUEST_MIB * 1024 * 1024) as i64,
                     ..Default::default()
                 }),
-                sandbox_config: Some(config),
-            })
-            .await?
-            .into_inner()
-            .container_id;
-        rt.clone()
-            .start_container(cri::StartContainerRequest {
-                container_id: container,
-            })
-            .await?;
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let sandbox = start_pod(&self.node, "arktos-vm", config, container).await?;
         wait_for_marker(&log, Duration::from_secs(180)).await?;
         Ok((started.elapsed(), sandbox))
     }
@@ -539,49 +516,60 @@ impl Bench {
             })
             .await?;
         let config = self.pod_config(&format!("benchctr{i}"));
+        let container = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: "shell".into(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image,
+                ..Default::default()
+            }),
+            command: vec!["/bin/sleep".into(), "600".into()],
+            log_path: "shell.log".into(),
+            linux: Some(Default::default()),
+            ..Default::default()
+        };
         let started = Instant::now();
-        let rt = client.runtime();
-        let sandbox = rt
-            .clone()
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await?
-            .into_inner()
-            .pod_sandbox_id;
-        let container = rt
-            .clone()
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: sandbox.clone(),
-                config: Some(cri::ContainerConfig {
-                    metadata: Some(cri::ContainerMetadata {
-                        name: "shell".into(),
-                        attempt: 0,
-                    }),
-                    image: Some(cri::ImageSpec {
-                        image,
-                        ..Default::default()
-                    }),
-                    command: vec!["/bin/sleep".into(), "600".into()],
-                    log_path: "shell.log".into(),
-                    linux: Some(Default::default()),
-                    ..Default::default()
-                }),
-                sandbox_config: Some(config),
-            })
-            .await?
-            .into_inner()
-            .container_id;
-        rt.clone()
-            .start_container(cri::StartContainerRequest {
-                container_id: container,
-            })
-            .await?;
+        let sandbox = start_pod(client, "", config, container).await?;
         let took = started.elapsed();
         self.remove_sandbox(client, &sandbox).await;
         Ok(took)
     }
+}
+
+/// RunPodSandbox, CreateContainer, StartContainer: what the kubelet does
+/// to start a pod. Returns the sandbox.
+async fn start_pod(
+    client: &CriClient,
+    handler: &str,
+    config: cri::PodSandboxConfig,
+    container: cri::ContainerConfig,
+) -> anyhow::Result<String> {
+    let rt = client.runtime();
+    let sandbox = rt
+        .clone()
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: handler.into(),
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id;
+    let container_id = rt
+        .clone()
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(container),
+            sandbox_config: Some(config),
+        })
+        .await?
+        .into_inner()
+        .container_id;
+    rt.clone()
+        .start_container(cri::StartContainerRequest { container_id })
+        .await?;
+    Ok(sandbox)
 }
 
 async fn exec(program: &str, args: &[&str]) -> anyhow::Result<String> {
