@@ -24,6 +24,8 @@ use crate::{Error, IoContext, Result};
 
 /// The real node's name.
 pub const NODE_NAME: &str = "arktos-node-0";
+/// The processes the real node adds to a cluster.
+pub const COMPONENTS: &[&str] = &["registry", "containerd", "arktos-node", "kubelet"];
 /// Taint on the real node: only pods that ask for it (the `arktos-vm`
 /// RuntimeClass does) land there, never the simulated workloads of tests.
 pub const REAL_NODE_TAINT: &str = "node.arktos.io/real";

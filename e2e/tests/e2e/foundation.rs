@@ -223,13 +223,28 @@ async fn second_cluster_runs_beside_and_stops_without_leftovers(
             .await
             .with_context(|| format!("start #{round}"))?;
         let pids = cluster.pids();
-        let expected = 6 + usize::from(arktos_e2e::cluster::OPERATOR_REPLICAS);
+        let expected = 6
+            + usize::from(arktos_e2e::cluster::OPERATOR_REPLICAS)
+            + arktos_e2e::cluster::node::COMPONENTS.len();
         ensure!(
             pids.len() == expected,
-            "expected {expected} components (5 upstream, arktos-apiserver, the arktos-operators replicas), got {pids:?}"
+            "expected {expected} components (5 upstream, arktos-apiserver, the arktos-operators replicas, the real node's registry, containerd, arktos-node and kubelet), got {pids:?}"
         );
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(cluster.admin_client().await?);
-        ensure!(nodes.list(&ListParams::default()).await?.items.len() == 1);
+        let names: Vec<String> = nodes
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .collect();
+        ensure!(
+            names.len() == 2
+                && names
+                    .iter()
+                    .any(|n| n == arktos_e2e::cluster::node::NODE_NAME),
+            "expected one simulated node and the real node, got {names:?}"
+        );
         cluster.stop();
         all_gone(&pids, Duration::from_secs(5)).await?;
     }
