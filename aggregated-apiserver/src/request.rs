@@ -7,7 +7,7 @@ use http::{HeaderMap, Method};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use serde_json::Value;
 
-use crate::serve::{Listener, PeerCertificate};
+use crate::serve::{Listener, PeerCertificate, UpgradeSlot};
 
 /// Largest request body accepted (kube-apiserver's limit).
 pub const MAX_BODY_BYTES: u64 = 3 * 1024 * 1024;
@@ -22,6 +22,8 @@ pub struct ApiRequest {
     pub body: Bytes,
     pub peer: PeerCertificate,
     pub listener: Listener,
+    /// Set when the client asked to upgrade the connection (streams).
+    pub upgrade: Option<UpgradeSlot>,
 }
 
 impl ApiRequest {

@@ -41,6 +41,7 @@ pub fn filter(state: Arc<State>) -> ApiFilter {
     warp::any()
         .and(warp::ext::optional::<PeerCertificate>())
         .and(warp::ext::optional::<Listener>())
+        .and(warp::ext::optional::<crate::serve::UpgradeSlot>())
         .and(warp::method())
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
@@ -49,6 +50,7 @@ pub fn filter(state: Arc<State>) -> ApiFilter {
         .then(
             move |peer: Option<PeerCertificate>,
                   listener: Option<Listener>,
+                  upgrade: Option<crate::serve::UpgradeSlot>,
                   method: Method,
                   path: warp::path::FullPath,
                   query: String,
@@ -60,6 +62,7 @@ pub fn filter(state: Arc<State>) -> ApiFilter {
                         Ok(body) => body,
                         Err(response) => return response,
                     };
+                    let upgrade = upgrade.filter(|_| headers.contains_key(http::header::UPGRADE));
                     let request = ApiRequest {
                         method,
                         path: path.as_str().to_string(),
@@ -68,6 +71,7 @@ pub fn filter(state: Arc<State>) -> ApiFilter {
                         body,
                         peer: peer.unwrap_or(PeerCertificate::None),
                         listener: listener.unwrap_or(Listener::Aggregated),
+                        upgrade,
                     };
                     handle(&state, request).await
                 }

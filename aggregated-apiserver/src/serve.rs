@@ -244,6 +244,27 @@ pub enum Listener {
 #[derive(Clone, Copy, Debug)]
 pub struct RemoteAddr(pub SocketAddr);
 
+/// The client side of a connection upgrade (exec, attach, port-forward),
+/// taken once by the handler that bridges it to kube-apiserver.
+#[derive(Clone)]
+pub struct UpgradeSlot(Arc<std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>>);
+
+impl UpgradeSlot {
+    fn new(upgrade: hyper::upgrade::OnUpgrade) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(upgrade))))
+    }
+
+    pub fn take(&self) -> Option<hyper::upgrade::OnUpgrade> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+impl std::fmt::Debug for UpgradeSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpgradeSlot")
+    }
+}
+
 /// The API as warp serves it.
 pub type ApiFilter = warp::filters::BoxedFilter<(warp::reply::Response,)>;
 
@@ -308,6 +329,14 @@ async fn serve_connection<S>(
     }
     let per_request =
         hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+            // warp hands extensions out by clone; a pending upgrade is not
+            // Clone, so it rides in a slot the handler can take it from.
+            if let Some(upgrade) = request
+                .extensions_mut()
+                .remove::<hyper::upgrade::OnUpgrade>()
+            {
+                request.extensions_mut().insert(UpgradeSlot::new(upgrade));
+            }
             request.extensions_mut().insert(peer.clone());
             request.extensions_mut().insert(RemoteAddr(remote));
             request.extensions_mut().insert(kind);

@@ -21,6 +21,17 @@ use crate::authn::UserInfo;
 
 const CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
 
+/// Request headers a connection upgrade needs end to end (websocket and
+/// SPDY, with the stream sub-protocols the client offers).
+const UPGRADE_HEADERS: &[&str] = &[
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+    "x-stream-protocol-version",
+];
+
 /// Turns one JSON answer (object, list, event) into the tenant's view;
 /// `false` drops it (a watch event about something not the tenant's).
 pub type Rewrite = Arc<dyn Fn(&mut Value) -> bool + Send + Sync>;
@@ -108,6 +119,75 @@ impl Backend {
         builder
             .body(body)
             .map_err(|e| status::bad_request(&format!("cannot forward the request: {e}")))
+    }
+
+    /// An upgraded stream (exec, attach, port-forward): the client's upgrade
+    /// request goes to kube-apiserver with the user impersonated; on 101 the
+    /// client gets the same answer (so the websocket accept key matches its
+    /// own key) and both upgraded connections are joined byte for byte.
+    /// Refusals come back as Statuses in the tenant's view.
+    pub async fn upgrade(
+        &self,
+        outgoing: Outgoing<'_>,
+        client_headers: &http::HeaderMap,
+        client: crate::serve::UpgradeSlot,
+        rewrite: Rewrite,
+    ) -> Result<Response, Status> {
+        let mut request = self.build(&outgoing)?;
+        let headers = request.headers_mut();
+        headers.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("Upgrade"),
+        );
+        for name in UPGRADE_HEADERS {
+            for value in client_headers.get_all(*name) {
+                headers.append(*name, value.clone());
+            }
+        }
+        let response = self.client.send(request).await.map_err(unreachable)?;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let code = response.status();
+            let bytes =
+                response.into_body().collect_bytes().await.map_err(|e| {
+                    status::internal(&format!("reading kube-apiserver's answer: {e}"))
+                })?;
+            let mut value: Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code.as_u16(), "message": String::from_utf8_lossy(&bytes)}));
+            rewrite(&mut value);
+            let status: Status = serde_json::from_value(value)
+                .unwrap_or_else(|_| status::internal("kube-apiserver refused the stream"));
+            return Err(status);
+        }
+        let mut reply = Response::new(Default::default());
+        *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        for (name, value) in response.headers() {
+            reply.headers_mut().append(name.clone(), value.clone());
+        }
+        let Some(client_upgrade) = client.take() else {
+            return Err(status::bad_request("the connection was already upgraded"));
+        };
+        tokio::spawn(async move {
+            let backend = match hyper::upgrade::on(response).await {
+                Ok(up) => up,
+                Err(e) => {
+                    tracing::debug!(error = %e, "kube-apiserver's side of a stream did not upgrade");
+                    return;
+                }
+            };
+            let client = match client_upgrade.await {
+                Ok(up) => up,
+                Err(e) => {
+                    tracing::debug!(error = %e, "the client's side of a stream did not upgrade");
+                    return;
+                }
+            };
+            let mut client = hyper_util::rt::TokioIo::new(client);
+            let mut backend = hyper_util::rt::TokioIo::new(backend);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+                tracing::debug!(error = %e, "stream ended");
+            }
+        });
+        Ok(reply)
     }
 
     /// Sends the request; JSON answers are rewritten, others (logs) pass

@@ -214,12 +214,18 @@ impl TenantRoutes {
             .cloned()
             .ok_or_else(|| status::path_not_found(&request.path))?;
         let watch = r.watch || request.is_watch();
-        if let Some(sub) = &r.subresource
-            && matches!(sub.as_str(), "exec" | "attach" | "portforward")
+        let stream = r
+            .subresource
+            .as_deref()
+            .filter(|sub| matches!(*sub, "exec" | "attach" | "portforward"));
+        if let Some(sub) = stream
+            && (request.upgrade.is_none() || r.namespace.is_none())
         {
             return Err(status::method_not_allowed(
                 request.method.as_str(),
-                &format!("{sub} through tenant routes (not supported yet)"),
+                &format!(
+                    "{sub} needs a connection upgrade (websocket or SPDY) on the tenant gateway"
+                ),
             ));
         }
         let mut params = request.params();
@@ -306,6 +312,24 @@ impl TenantRoutes {
         };
         let rewrite_view = view.clone();
         let rewrite: Rewrite = Arc::new(move |value: &mut Value| rewrite_view.response(value));
+        if let (Some(_), Some(slot)) = (stream, &request.upgrade) {
+            // exec, attach, port-forward: the upgraded connection is
+            // bridged byte for byte to kube-apiserver, as the user.
+            let outgoing = Outgoing {
+                method: request.method.clone(),
+                uri: with_query(uri_path, &params),
+                accept: "*/*",
+                content_type: "",
+                body: None,
+                as_user,
+                watch: false,
+                raw_list: None,
+            };
+            return self
+                .backend
+                .upgrade(outgoing, &request.headers, slot.clone(), rewrite)
+                .await;
+        }
         let outgoing = Outgoing {
             method: request.method.clone(),
             uri: with_query(uri_path, &params),

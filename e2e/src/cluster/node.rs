@@ -596,20 +596,13 @@ registerWithTaints:
                 let _ = Command::new("umount").arg("-l").arg(t).status();
             }
         }
+        // The address and the bridge come back at the next start.
+        let node_ip = format!("{}/32", self.node_net().node_ip);
+        let _ = run("ip", &["addr", "del", &node_ip, "dev", "lo"]);
+        let _ = run("ip", &["link", "del", &self.node_net().bridge]);
+        let _ = std::fs::remove_dir_all(&paths.run);
         if self.spec.ephemeral {
-            let _ = run(
-                "ip",
-                &[
-                    "addr",
-                    "del",
-                    &format!("{}/32", self.node_net().node_ip),
-                    "dev",
-                    "lo",
-                ],
-            );
             let _ = std::fs::remove_dir_all(&paths.state);
-            let _ = std::fs::remove_dir_all(&paths.run);
-            let _ = run("ip", &["link", "del", &self.node_net().bridge]);
         }
     }
 }

@@ -249,6 +249,8 @@ async fn second_cluster_runs_beside_and_stops_without_leftovers(
         all_gone(&pids, Duration::from_secs(5)).await?;
     }
     std::fs::remove_dir_all(spec.dir())?;
+    // The real node's state lives outside the cluster folder.
+    let _ = std::fs::remove_dir_all(std::path::Path::new("/var/lib/arktos").join(&spec.name));
     Ok(())
 }
 
@@ -287,6 +289,14 @@ async fn killed_launcher_leaves_no_process_behind(ctx: Arc<Ctx>) -> anyhow::Resu
     launcher.wait().await?;
     all_gone(&pids, Duration::from_secs(5)).await?;
     std::fs::remove_dir_all(home.cluster_dir(&name))?;
+    // A killed launcher cleans nothing up: the kubelet's bind mount of its
+    // root and the real node's state are left, removed here.
+    let state = std::path::Path::new("/var/lib/arktos").join(&name);
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(state.join("kubelet"))
+        .status();
+    let _ = std::fs::remove_dir_all(&state);
     let _ = std::fs::remove_file(&log_path);
     Ok(())
 }

@@ -54,6 +54,12 @@ pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
         ),
         long_trial(
             ctx,
+            "node_tenant_gateway_exec_attach_port_forward_reach_a_real_pod",
+            Duration::from_secs(240),
+            |ctx| async move { gateway_streams(&ctx).await },
+        ),
+        long_trial(
+            ctx,
             "node_kubelet_runs_a_vm_pod_and_a_container_pod",
             Duration::from_secs(300),
             |ctx| async move { kubelet_runs_both(&ctx).await },
@@ -548,5 +554,193 @@ async fn kubelet_runs_both(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     ns.delete().await?;
+    Ok(())
+}
+
+/// exec, attach and port-forward through the tenant gateway reach a pod on
+/// the real node (kubectl with a tenant kubeconfig, websockets), and a
+/// second tenant cannot reach it.
+async fn gateway_streams(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
+    use crate::support::{TenantOwner, kubectl_path, local_parts};
+    let registry = ctx
+        .cluster
+        .local()
+        .context("this test needs the local cluster's real node")?
+        .registry();
+    let owner = TenantOwner::create(ctx, "streams", serde_json::json!({})).await?;
+    owner.namespace("web").await?;
+    let pods: Api<Pod> = Api::namespaced(owner.client.clone(), "web");
+    let pod = |name: &str, command: serde_json::Value, stdin: bool| -> anyhow::Result<Pod> {
+        Ok(serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "nodeSelector": {"vm.arktos.io/capable": "true"},
+                "tolerations": [{"key": "node.arktos.io/real", "operator": "Exists", "effect": "NoSchedule"}],
+                "securityContext": {"runAsNonRoot": true, "runAsUser": 65534, "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{
+                    "name": "main",
+                    "image": format!("{registry}/arktos/bash:5"),
+                    "command": command,
+                    "stdin": stdin,
+                    "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}
+                }]
+            }
+        }))?)
+    };
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "web",
+            serde_json::json!(["/bin/sh", "-c", "mkdir -p /tmp/www && echo hello-through-port-forward > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"]),
+            false,
+        )?,
+    )
+    .await?;
+    pods.create(
+        &PostParams::default(),
+        &pod("att", serde_json::json!(["/bin/cat"]), true)?,
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for name in ["web", "att"] {
+        loop {
+            let p = pods.get(name).await?;
+            if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "pod {name} not Running: {:?}",
+                p.status
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    // A kubeconfig for the tenant owner: plain kubectl, gateway URL.
+    let (pki, _, gateway) = local_parts(ctx)?;
+    let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", owner.tenant));
+    std::fs::write(
+        &kubeconfig,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Config", "current-context": "t",
+            "clusters": [{"name": "t", "cluster": {"server": format!("{gateway}{}", owner.tenant), "certificate-authority": pki.ca_cert()}}],
+            "users": [{"name": "t", "user": {"client-certificate": pki.cert(&owner.user), "client-key": pki.key(&owner.user)}}],
+            "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t", "namespace": "web"}}],
+        })
+        .to_string(),
+    )?;
+    let kubectl = kubectl_path(ctx);
+    let run = |args: Vec<&str>, stdin: &'static str| {
+        let kubectl = kubectl.clone();
+        let kubeconfig = kubeconfig.clone();
+        let args: Vec<String> = args.into_iter().map(str::to_string).collect();
+        async move {
+            use tokio::io::AsyncWriteExt;
+            let mut child = tokio::process::Command::new(kubectl)
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
+                .args(&args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()?;
+            let mut input = child.stdin.take().context("stdin")?;
+            input.write_all(stdin.as_bytes()).await?;
+            // Held open a moment: attach ends its stream at stdin's end,
+            // before the echo comes back otherwise.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            drop(input);
+            let out =
+                tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await??;
+            anyhow::Ok((
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ))
+        }
+    };
+    let (out, err) = run(
+        vec!["exec", "web", "--", "sh", "-c", "echo exec-ok; id -u"],
+        "",
+    )
+    .await?;
+    ensure!(
+        out.contains("exec-ok") && out.contains("65534"),
+        "exec: {out} {err}"
+    );
+    let (out, err) = run(
+        vec!["exec", "-i", "web", "--", "cat"],
+        "stdin-reached-the-pod\n",
+    )
+    .await?;
+    ensure!(
+        out.contains("stdin-reached-the-pod"),
+        "exec with stdin: {out} {err}"
+    );
+    let (out, err) = run(vec!["attach", "-i", "att"], "attached-line\n").await?;
+    ensure!(out.contains("attached-line"), "attach: {out} {err}");
+
+    // port-forward to a loopback port kubectl picks.
+    let mut forward = tokio::process::Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["port-forward", "pod/web", ":8080", "--address", "127.0.0.1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = forward.stdout.take().context("port-forward stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout);
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line),
+    )
+    .await
+    .context("port-forward printed nothing")??;
+    let port = line
+        .trim()
+        .rsplit_once("127.0.0.1:")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .context("no local port in the port-forward output")?
+        .to_string();
+    let page = tokio::process::Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            &format!("http://127.0.0.1:{port}/"),
+        ])
+        .output()
+        .await?;
+    let page = String::from_utf8_lossy(&page.stdout).into_owned();
+    ensure!(
+        page.contains("hello-through-port-forward"),
+        "port-forward answered {page:?} ({line})"
+    );
+    forward.kill().await?;
+
+    // Another tenant has no such pod, whatever it names.
+    let other = TenantOwner::create(ctx, "streams-other", serde_json::json!({})).await?;
+    other.namespace("web").await?;
+    let theirs = std::env::temp_dir().join(format!("{}.kubeconfig", other.tenant));
+    let text = std::fs::read_to_string(&kubeconfig)?
+        .replace(&owner.tenant, &other.tenant)
+        .replace(&owner.user, &other.user);
+    std::fs::write(&theirs, text)?;
+    let out = tokio::process::Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(&theirs)
+        .args(["exec", "web", "--", "true"])
+        .output()
+        .await?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && (err.contains("NotFound") || err.contains("not found")),
+        "another tenant's exec: {err}"
+    );
+    let _ = std::fs::remove_file(&kubeconfig);
+    let _ = std::fs::remove_file(&theirs);
     Ok(())
 }
