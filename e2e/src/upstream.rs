@@ -231,10 +231,11 @@ mod tests {
     }
 }
 
-/// The upstream programs of the real node's tests, built from the Go module
-/// in `e2e/nodetools` (its go.mod pins them): the distribution registry,
-/// crictl and critest. Kept apart from the Kubernetes bundle so pinning one
-/// never rebuilds the other.
+/// Upstream programs the tests use beside the cluster, built from the Go
+/// module in `e2e/nodetools` (its go.mod pins them): the distribution
+/// registry, crictl and critest for the real node, helm for tenant
+/// contexts. Kept apart from the Kubernetes bundle so pinning one never
+/// rebuilds the other.
 #[derive(Clone, Debug)]
 pub struct NodeTools {
     dir: PathBuf,
@@ -253,7 +254,7 @@ impl NodeTools {
             .join("nodetools")
             .join(hex(&hash.finalize()[..6]));
         let tools = Self { dir };
-        if !tools.command("critest").exists() {
+        if !tools.command("helm").exists() {
             tools.build(&module)?;
         }
         Ok(tools)
@@ -267,7 +268,7 @@ impl NodeTools {
         std::fs::create_dir_all(&self.dir)
             .context(|| format!("creating {}", self.dir.display()))?;
         eprintln!(
-            "building registry, crictl and critest into {} (about a minute when cold)",
+            "building registry, crictl, critest and helm into {} (a minute or two when cold)",
             self.dir.display()
         );
         let started = Instant::now();
@@ -297,6 +298,7 @@ impl NodeTools {
             &out_dir,
             "github.com/distribution/distribution/v3/cmd/registry",
             "sigs.k8s.io/cri-tools/cmd/crictl",
+            "helm.sh/helm/v3/cmd/helm",
         ])?;
         // critest is a test binary upstream, built as one.
         go(&[
@@ -307,7 +309,7 @@ impl NodeTools {
             &format!("{out_dir}critest"),
             "sigs.k8s.io/cri-tools/cmd/critest",
         ])?;
-        for name in ["registry", "crictl", "critest"] {
+        for name in ["registry", "crictl", "critest", "helm"] {
             std::fs::rename(partial.join(name), self.command(name))
                 .context(|| format!("moving {name} into {}", self.dir.display()))?;
         }

@@ -561,7 +561,7 @@ async fn kubelet_runs_both(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
 /// the real node (kubectl with a tenant kubeconfig, websockets), and a
 /// second tenant cannot reach it.
 async fn gateway_streams(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
-    use crate::support::{TenantOwner, kubectl_path, local_parts};
+    use crate::support::{TenantOwner, kubectl_path, tenant_kubeconfig};
     let registry = ctx
         .cluster
         .local()
@@ -619,18 +619,7 @@ async fn gateway_streams(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     }
 
     // A kubeconfig for the tenant owner: plain kubectl, gateway URL.
-    let (pki, _, gateway) = local_parts(ctx)?;
-    let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", owner.tenant));
-    std::fs::write(
-        &kubeconfig,
-        serde_json::json!({
-            "apiVersion": "v1", "kind": "Config", "current-context": "t",
-            "clusters": [{"name": "t", "cluster": {"server": format!("{gateway}{}", owner.tenant), "certificate-authority": pki.ca_cert()}}],
-            "users": [{"name": "t", "user": {"client-certificate": pki.cert(&owner.user), "client-key": pki.key(&owner.user)}}],
-            "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t", "namespace": "web"}}],
-        })
-        .to_string(),
-    )?;
+    let kubeconfig = tenant_kubeconfig(ctx, &owner, "web")?;
     let kubectl = kubectl_path(ctx);
     let run = |args: Vec<&str>, stdin: &'static str| {
         let kubectl = kubectl.clone();
@@ -724,11 +713,7 @@ async fn gateway_streams(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     // Another tenant has no such pod, whatever it names.
     let other = TenantOwner::create(ctx, "streams-other", serde_json::json!({})).await?;
     other.namespace("web").await?;
-    let theirs = std::env::temp_dir().join(format!("{}.kubeconfig", other.tenant));
-    let text = std::fs::read_to_string(&kubeconfig)?
-        .replace(&owner.tenant, &other.tenant)
-        .replace(&owner.user, &other.user);
-    std::fs::write(&theirs, text)?;
+    let theirs = tenant_kubeconfig(ctx, &other, "web")?;
     let out = tokio::process::Command::new(&kubectl)
         .arg("--kubeconfig")
         .arg(&theirs)

@@ -242,3 +242,26 @@ pub fn local_parts(ctx: &Ctx) -> anyhow::Result<(arktos_e2e::cluster::pki::Pki, 
         local.gateway_url(""),
     ))
 }
+
+/// A kubeconfig file for a tenant owner, as `kubectl tenant kubeconfig`
+/// would write it: the gateway's `/tenants/<tenant>` URL, the owner's client
+/// certificate, `namespace` as the context's default.
+pub fn tenant_kubeconfig(
+    ctx: &Ctx,
+    owner: &TenantOwner,
+    namespace: &str,
+) -> anyhow::Result<PathBuf> {
+    let (pki, _, gateway) = local_parts(ctx)?;
+    let path = std::env::temp_dir().join(format!("{}.kubeconfig", owner.tenant));
+    std::fs::write(
+        &path,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Config", "current-context": "t",
+            "clusters": [{"name": "t", "cluster": {"server": format!("{gateway}{}", owner.tenant), "certificate-authority": pki.ca_cert()}}],
+            "users": [{"name": "t", "user": {"client-certificate": pki.cert(&owner.user), "client-key": pki.key(&owner.user)}}],
+            "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t", "namespace": namespace}}],
+        })
+        .to_string(),
+    )?;
+    Ok(path)
+}

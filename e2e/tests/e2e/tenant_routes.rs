@@ -19,11 +19,14 @@ use crate::{Ctx, trial};
 pub const NAMES: &[&str] = &["tenants_get_isolated_apis_on_the_gateway"];
 
 pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
-    vec![trial(
-        ctx,
-        NAMES[0],
-        tenants_get_isolated_apis_on_the_gateway,
-    )]
+    vec![
+        trial(
+            ctx,
+            "helm_installs_upgrades_and_uninstalls_a_chart_in_a_tenant",
+            |ctx| async move { helm_in_a_tenant(&ctx).await },
+        ),
+        trial(ctx, NAMES[0], tenants_get_isolated_apis_on_the_gateway),
+    ]
 }
 
 /// Creates tenant `name` owned by user `owner`, with the `use` grant the
@@ -486,5 +489,144 @@ async fn tenants_get_isolated_apis_on_the_gateway(ctx: Arc<Ctx>) -> anyhow::Resu
     )?;
     ensure!(attempts >= 30, "only {attempts} isolation attempts");
     eprintln!("tenant routes: {attempts} isolation attempts refused");
+    Ok(())
+}
+
+/// Helm, unmodified, with a tenant kubeconfig: install (waiting for the
+/// Deployment), upgrade with a new value, list, uninstall. Helm keeps its
+/// release records as Secrets in the tenant's namespace.
+async fn helm_in_a_tenant(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
+    use crate::support::{TenantOwner, tenant_kubeconfig};
+    let helm = {
+        let local = ctx
+            .cluster
+            .local()
+            .ok_or_else(|| anyhow::anyhow!("this test needs the local cluster (for helm)"))?;
+        arktos_e2e::upstream::NodeTools::ensure(&local.spec().home)?.command("helm")
+    };
+    let owner = TenantOwner::create(ctx, "helm", json!({})).await?;
+    owner.namespace("apps").await?;
+    let kubeconfig = tenant_kubeconfig(ctx, &owner, "apps")?;
+    let chart = std::env::temp_dir().join(format!("{}-chart", owner.tenant));
+    std::fs::create_dir_all(chart.join("templates"))?;
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        "apiVersion: v2\nname: demo\nversion: 0.1.0\n",
+    )?;
+    std::fs::write(chart.join("values.yaml"), "greeting: hello\n")?;
+    std::fs::write(
+        chart.join("templates/configmap.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-greeting\ndata:\n  greeting: {{ .Values.greeting | quote }}\n",
+    )?;
+    std::fs::write(
+        chart.join("templates/deployment.yaml"),
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Release.Name }}-app
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: {{ .Release.Name }}}
+  template:
+    metadata:
+      labels: {app: {{ .Release.Name }}}
+    spec:
+      containers:
+        - name: app
+          image: registry.invalid/app:1
+          securityContext:
+            allowPrivilegeEscalation: false
+            runAsNonRoot: true
+            capabilities: {drop: [ALL]}
+            seccompProfile: {type: RuntimeDefault}
+"#,
+    )?;
+    let run = |args: Vec<String>| {
+        let helm = helm.clone();
+        let kubeconfig = kubeconfig.clone();
+        async move {
+            let out = tokio::process::Command::new(helm)
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
+                .args(["--namespace", "apps"])
+                .args(&args)
+                .env(
+                    "HELM_CACHE_HOME",
+                    std::env::temp_dir().join("arktos-e2e-helm/cache"),
+                )
+                .env(
+                    "HELM_CONFIG_HOME",
+                    std::env::temp_dir().join("arktos-e2e-helm/config"),
+                )
+                .env(
+                    "HELM_DATA_HOME",
+                    std::env::temp_dir().join("arktos-e2e-helm/data"),
+                )
+                .output()
+                .await?;
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            ensure!(
+                out.status.success(),
+                "helm {}: {stdout}{stderr}",
+                args.join(" ")
+            );
+            anyhow::Ok(stdout)
+        }
+    };
+    let chart_dir = chart.display().to_string();
+    run(vec![
+        "install".into(),
+        "demo".into(),
+        chart_dir.clone(),
+        "--wait".into(),
+        "--timeout".into(),
+        "90s".into(),
+    ])
+    .await?;
+    let configs: Api<ConfigMap> = Api::namespaced(owner.client.clone(), "apps");
+    let greeting = configs.get("demo-greeting").await?;
+    ensure!(
+        greeting
+            .data
+            .unwrap_or_default()
+            .get("greeting")
+            .map(String::as_str)
+            == Some("hello")
+    );
+    run(vec![
+        "upgrade".into(),
+        "demo".into(),
+        chart_dir,
+        "--set".into(),
+        "greeting=bonjour".into(),
+        "--wait".into(),
+    ])
+    .await?;
+    let greeting = configs.get("demo-greeting").await?;
+    ensure!(
+        greeting
+            .data
+            .unwrap_or_default()
+            .get("greeting")
+            .map(String::as_str)
+            == Some("bonjour")
+    );
+    let list = run(vec!["list".into(), "-o".into(), "json".into()]).await?;
+    let releases: serde_json::Value = serde_json::from_str(&list)?;
+    ensure!(
+        releases[0]["name"] == "demo"
+            && releases[0]["revision"] == "2"
+            && releases[0]["status"] == "deployed",
+        "helm list: {list}"
+    );
+    run(vec!["uninstall".into(), "demo".into(), "--wait".into()]).await?;
+    ensure!(
+        configs.get_opt("demo-greeting").await?.is_none(),
+        "uninstall left the ConfigMap"
+    );
+    let _ = std::fs::remove_dir_all(&chart);
+    let _ = std::fs::remove_file(&kubeconfig);
     Ok(())
 }
