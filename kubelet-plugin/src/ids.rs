@@ -8,6 +8,11 @@ pub fn new_id() -> String {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .expect("reading /dev/urandom");
+    hex(&bytes)
+}
+
+/// Lower-case hex of `bytes` (IDs, image digests).
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -805,10 +805,7 @@ impl ImageService for Router {
             .into_inner();
         let (bytes, files) = self.vm.images.usage().await;
         inner.image_filesystems.push(cri::FilesystemUsage {
-            timestamp: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos() as i64,
+            timestamp: crate::vm::cri_view::now_ns(),
             fs_id: Some(cri::FilesystemIdentifier {
                 mountpoint: self.vm.images.dir().display().to_string(),
             }),

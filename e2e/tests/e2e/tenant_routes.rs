@@ -586,15 +586,17 @@ spec:
     ])
     .await?;
     let configs: Api<ConfigMap> = Api::namespaced(owner.client.clone(), "apps");
-    let greeting = configs.get("demo-greeting").await?;
-    ensure!(
-        greeting
-            .data
-            .unwrap_or_default()
-            .get("greeting")
-            .map(String::as_str)
-            == Some("hello")
-    );
+    let greeting = || async {
+        anyhow::Ok(
+            configs
+                .get("demo-greeting")
+                .await?
+                .data
+                .unwrap_or_default()
+                .remove("greeting"),
+        )
+    };
+    ensure!(greeting().await?.as_deref() == Some("hello"));
     run(vec![
         "upgrade".into(),
         "demo".into(),
@@ -604,15 +606,7 @@ spec:
         "--wait".into(),
     ])
     .await?;
-    let greeting = configs.get("demo-greeting").await?;
-    ensure!(
-        greeting
-            .data
-            .unwrap_or_default()
-            .get("greeting")
-            .map(String::as_str)
-            == Some("bonjour")
-    );
+    ensure!(greeting().await?.as_deref() == Some("bonjour"));
     let list = run(vec!["list".into(), "-o".into(), "json".into()]).await?;
     let releases: serde_json::Value = serde_json::from_str(&list)?;
     ensure!(

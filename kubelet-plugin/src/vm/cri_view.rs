@@ -177,7 +177,8 @@ fn attributes(c: &ContainerRecord) -> cri::ContainerAttributes {
     }
 }
 
-fn now_ns() -> i64 {
+/// Now, as CRI timestamps count it (nanoseconds since the epoch).
+pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 
 use super::translate::{ImageSource, Translations, normalize};
 use crate::fsutil::write_atomic;
+use crate::ids::hex;
 
 const MAX_REDIRECTS: usize = 5;
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -475,10 +476,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     msg
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn random_suffix() -> String {

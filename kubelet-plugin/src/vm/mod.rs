@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tonic::Status;
 
 use self::console::ConsoleLog;
+use self::cri_view::now_ns;
 use self::domain::{Accel, DomainSpec, domain_name};
 use self::images::{CachedImage, ImageCache, ImageError};
 use self::libvirt::{Libvirt, LibvirtError};
@@ -105,13 +106,6 @@ fn reachable_by_qemu(state_dir: &Path) -> anyhow::Result<()> {
         dir = d.parent();
     }
     Ok(())
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as i64
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> Status {

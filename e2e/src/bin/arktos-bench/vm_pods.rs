@@ -45,18 +45,7 @@ async fn measure(cluster: &LocalCluster, runs: usize, parallel: usize) -> anyhow
     let node = CriClient::connect(paths.runtime_socket())?;
     let containerd = CriClient::connect(paths.containerd_socket())?;
     let image = cluster.vm_image_url("guest.qcow2");
-    let pulled = node
-        .image()
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .image_ref;
+    let pulled = pull(&node, &image).await?;
     let state = paths.state.join("arktos-node");
     let base = state
         .join("images")
@@ -505,16 +494,7 @@ impl Bench {
     /// returns.
     async fn container_pod(&self, client: &CriClient, i: usize) -> anyhow::Result<Duration> {
         let image = format!("{}/arktos/bash:5", self.registry);
-        client
-            .image()
-            .pull_image(cri::PullImageRequest {
-                image: Some(cri::ImageSpec {
-                    image: image.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await?;
+        pull(client, &image).await?;
         let config = self.pod_config(&format!("benchctr{i}"));
         let container = cri::ContainerConfig {
             metadata: Some(cri::ContainerMetadata {
@@ -536,6 +516,22 @@ impl Bench {
         self.remove_sandbox(client, &sandbox).await;
         Ok(took)
     }
+}
+
+/// PullImage; returns the image's reference (its ID).
+async fn pull(client: &CriClient, image: &str) -> anyhow::Result<String> {
+    Ok(client
+        .image()
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .image_ref)
 }
 
 /// RunPodSandbox, CreateContainer, StartContainer: what the kubelet does
