@@ -10,6 +10,7 @@ pub mod quantity;
 pub mod sharding;
 pub mod status;
 pub mod tenant;
+pub mod vm;
 
 pub use naming::{NameError, StorageNamespace, TenantName};
 pub use tenant::{Tenant, TenantSpec, TenantStatus};

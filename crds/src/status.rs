@@ -56,6 +56,7 @@ pub enum FieldErrorType {
     Forbidden,
     Duplicate,
     Unknown,
+    NotFound,
 }
 
 impl FieldErrorType {
@@ -68,6 +69,7 @@ impl FieldErrorType {
             Self::Forbidden => "FieldValueForbidden",
             Self::Duplicate => "FieldValueDuplicate",
             Self::Unknown => "FieldValueUnknown",
+            Self::NotFound => "FieldValueNotFound",
         }
     }
 
@@ -80,6 +82,7 @@ impl FieldErrorType {
             Self::Forbidden => "Forbidden",
             Self::Duplicate => "Duplicate value",
             Self::Unknown => "Unknown field",
+            Self::NotFound => "Not found",
         }
     }
 }
