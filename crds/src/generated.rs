@@ -4,12 +4,13 @@
 use kube::CustomResourceExt;
 
 use crate::tenant::{QuotaLedger, storage_crd};
+use crate::vm::action::Action;
 
 const HEADER: &str = "# Generated from the Rust types by `cargo run -p arktos-crds --bin arktos-crdgen`; do not edit.\n";
 
 /// (file name, YAML) of every generated manifest.
 pub fn files() -> Vec<(String, String)> {
-    [storage_crd(), QuotaLedger::crd()]
+    [storage_crd(), QuotaLedger::crd(), Action::crd()]
         .into_iter()
         .map(|crd| {
             let name = crd.metadata.name.clone().unwrap_or_default();

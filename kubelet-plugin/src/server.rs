@@ -88,6 +88,27 @@ pub struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
+    /// This node's name: turns on the node agent (VM Actions, power state,
+    /// NIC and disk hot-plug of this node's VM pods).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Kubeconfig of the node agent; in a pod, its service account.
+    #[arg(long, env = "ARKTOS_NODE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// The node agent's API client: the kubeconfig given, else the usual
+/// inference (in-cluster service account, KUBECONFIG, ~/.kube/config).
+async fn agent_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -132,6 +153,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Err(e) => {
             tracing::warn!(error = %e, "libvirt not reachable yet; VM calls fail until it is")
         }
+    }
+    if let Some(node) = &cli.node_name {
+        let client = agent_client(cli.kubeconfig.as_ref()).await?;
+        let agent = Arc::new(crate::agent::Agent::new(
+            client,
+            node,
+            vm.clone(),
+            &cli.state_dir,
+        ));
+        tokio::spawn(agent.run());
+    } else {
+        tracing::info!("no --node-name: the node agent is off (CRI only)");
     }
     let metrics = Arc::new(Metrics::new());
     let router = Router {

@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod mapping;
 pub mod path;
 mod protobuf;
+mod vm_pods;
 
 use std::sync::Arc;
 
@@ -202,6 +203,10 @@ impl TenantRoutes {
         r: &ResourcePath,
         request: &ApiRequest,
     ) -> Result<Response, Status> {
+        if r.group.is_empty() && r.resource == "pods" && r.subresource.as_deref() == Some("action")
+        {
+            return self.action(user, view, r, request).await;
+        }
         let mut catalog = self.catalog.get(false).await?;
         if catalog
             .resource(&r.group, &r.version, &r.full_resource())
@@ -230,6 +235,8 @@ impl TenantRoutes {
         }
         let mut params = request.params();
         let mut as_user = Some(user);
+        let holds_pods = vm_pods::holds_pods(&r.group, &r.resource);
+        let mut vm_namespace: Option<String> = None;
         let mut raw_list: Option<backend::RawListRewrite> = None;
         let uri_path = if Catalog::shared_read_only(&r.group, &r.resource) {
             if request.method != Method::GET {
@@ -259,6 +266,18 @@ impl TenantRoutes {
                 })
             })?;
             map_params(&view, &mut params, false, false)?;
+            if holds_pods
+                && r.resource == "pods"
+                && r.subresource.is_none()
+                && request.method == Method::PATCH
+                && let Some(name) = &r.name
+                && vm_pods::patches_vm_shape(request)
+            {
+                return self
+                    .patch_vm_pod(user, view, &storage, name, request, &params)
+                    .await;
+            }
+            vm_namespace = Some(storage.clone());
             join(&[
                 &r.prefix(),
                 "namespaces",
@@ -296,7 +315,12 @@ impl TenantRoutes {
             let references = matches!(r.resource.as_str(), "rolebindings" | "events");
             if !watch && !references && !request.accept().contains("as=Table") {
                 let fast_view = view.clone();
-                raw_list = Some(Arc::new(move |bytes: &[u8]| fast_view.list_fast(bytes)));
+                raw_list = Some(Arc::new(move |bytes: &[u8]| {
+                    if holds_pods && vm_pods::mentions_vm_shape(bytes) {
+                        return None;
+                    }
+                    fast_view.list_fast(bytes)
+                }));
             }
             join(&[&r.prefix(), &r.resource])
         } else {
@@ -305,13 +329,30 @@ impl TenantRoutes {
         if watch && !params.iter().any(|(k, _)| k == "watch") {
             params.push(("watch".into(), "true".into()));
         }
+        let vm_body = holds_pods
+            && r.subresource.is_none()
+            && matches!(request.method, Method::POST | Method::PUT)
+            && !request.body.is_empty()
+            && request.content_type() != protobuf::CONTENT_TYPE;
         let body = if request.body.is_empty() {
             None
+        } else if let (true, Some(namespace)) = (vm_body, &vm_namespace) {
+            let mut value = request.json_body()?;
+            self.vm_body(user, namespace, &entry.kind, &mut value)
+                .await?;
+            view.request_body(&mut value, false)?;
+            Some(serde_json::to_vec(&value).map_err(|e| status::internal(&e.to_string()))?)
         } else {
             Some(map_body(&view, request, false)?)
         };
         let rewrite_view = view.clone();
-        let rewrite: Rewrite = Arc::new(move |value: &mut Value| rewrite_view.response(value));
+        let rewrite: Rewrite = Arc::new(move |value: &mut Value| {
+            let mine = rewrite_view.response(value);
+            if holds_pods && mine {
+                vm_pods::response(value);
+            }
+            mine
+        });
         if let (Some(_), Some(slot)) = (stream, &request.upgrade) {
             // exec, attach, port-forward: the upgraded connection is
             // bridged byte for byte to kube-apiserver, as the user.
@@ -345,6 +386,37 @@ impl TenantRoutes {
             raw_list,
         };
         self.backend.send(outgoing, rewrite).await
+    }
+
+    /// `POST pods/{name}/action` (Arktos' VM actions).
+    async fn action(
+        &self,
+        user: &UserInfo,
+        view: Arc<View>,
+        r: &ResourcePath,
+        request: &ApiRequest,
+    ) -> Result<Response, Status> {
+        let (Some(namespace), Some(name)) = (&r.namespace, &r.name) else {
+            return Err(status::path_not_found(&request.path));
+        };
+        if request.method != Method::POST {
+            return Err(status::method_not_allowed(
+                request.method.as_str(),
+                "a pod's action (actions are created with POST)",
+            ));
+        }
+        let storage = view.namespace_to_storage(namespace).map_err(|_| {
+            status::not_found(&Subject {
+                resource: "namespaces",
+                kind: "Namespace",
+                name: namespace,
+                ..Default::default()
+            })
+        })?;
+        let mut params = request.params();
+        map_params(&view, &mut params, false, false)?;
+        self.create_action(user, view, &storage, name, request, &params)
+            .await
     }
 
     /// The storage names of the tenant's namespaces.

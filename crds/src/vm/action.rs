@@ -37,6 +37,7 @@ pub const MAX_REBOOT_DELAY_SECONDS: u32 = 3600;
 #[serde(rename_all = "camelCase")]
 pub struct ActionSpec {
     /// The VM pod, in the Action's namespace.
+    #[serde(default)]
     pub pod_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot: Option<Reboot>,

@@ -93,7 +93,11 @@ pub const POWER_SHUTDOWN: &str = "Shutdown";
 fn pod_parts(kind: &str) -> Option<(&'static str, &'static str)> {
     Some(match kind {
         "Pod" => ("/spec", "/metadata"),
-        "ReplicaSet" | "Deployment" | "Job" | "StatefulSet" | "DaemonSet"
+        "ReplicaSet"
+        | "Deployment"
+        | "Job"
+        | "StatefulSet"
+        | "DaemonSet"
         | "ReplicationController" => ("/spec/template/spec", "/spec/template/metadata"),
         "CronJob" => (
             "/spec/jobTemplate/spec/template/spec",
@@ -333,7 +337,8 @@ pub fn to_storage(object: &mut Value, key_pair: Option<&str>) -> Result<(), Vec<
         resources["limits"]["memory"] = memory;
         notes.insert(ann::MEMORY_LIMIT_DEFAULTED, "true".into());
     }
-    let mut container = json!({"name": name, "image": vm.image, "resources": resources});
+    let mut container = json!({"name": name, "image": vm.image, "resources": resources,
+        "securityContext": vm_security_context()});
     if let Some(policy) = &vm.image_pull_policy {
         container["imagePullPolicy"] = policy.clone().into();
     }
@@ -342,6 +347,9 @@ pub fn to_storage(object: &mut Value, key_pair: Option<&str>) -> Result<(), Vec<
     }
     spec.insert("containers".into(), json!([container]));
     spec.insert("runtimeClassName".into(), RUNTIME_CLASS.into());
+    // A VM has no use for the service account token volume.
+    spec.entry("automountServiceAccountToken")
+        .or_insert(Value::Bool(false));
     if let Some(key) = key_pair {
         notes.insert(ann::PUBLIC_KEY, key.to_string());
         notes.insert(
@@ -362,7 +370,9 @@ pub fn to_storage(object: &mut Value, key_pair: Option<&str>) -> Result<(), Vec<
     }
     notes.insert(
         ann::POWER_SPEC,
-        vm.power_spec.clone().unwrap_or_else(|| POWER_RUNNING.into()),
+        vm.power_spec
+            .clone()
+            .unwrap_or_else(|| POWER_RUNNING.into()),
     );
     if let Some(nics) = &nics {
         notes.insert(ann::NICS, serde_json::to_string(nics).unwrap_or_default());
@@ -385,6 +395,19 @@ pub fn to_storage(object: &mut Value, key_pair: Option<&str>) -> Result<(), Vec<
         annotations.insert(key.into(), value.into());
     }
     Ok(())
+}
+
+/// The guest runs inside QEMU, not in the container's Linux sandbox, so
+/// the container's security context only has to satisfy the namespace's
+/// Pod Security level: the "restricted" one, which every level accepts.
+fn vm_security_context() -> Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": true,
+        "runAsUser": 65534,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    })
 }
 
 /// Turns a stored VM pod (or workload template) back into the Arktos
@@ -417,6 +440,9 @@ pub fn to_arktos(object: &mut Value) {
         containers.remove(0)
     };
     spec.remove("runtimeClassName");
+    if spec.get("automountServiceAccountToken") == Some(&Value::Bool(false)) {
+        spec.remove("automountServiceAccountToken");
+    }
     let mut resources = container.get("resources").cloned();
     if note(ann::MEMORY_LIMIT_DEFAULTED).is_some()
         && let Some(limits) = resources
@@ -484,7 +510,11 @@ fn vm_status(pod: &mut Value, vm: &VirtualMachine, observed: Option<Observed>) {
     };
     let container = status
         .remove("containerStatuses")
-        .and_then(|mut c| c.as_array_mut().filter(|a| !a.is_empty()).map(|a| a.remove(0)))
+        .and_then(|mut c| {
+            c.as_array_mut()
+                .filter(|a| !a.is_empty())
+                .map(|a| a.remove(0))
+        })
         .unwrap_or(Value::Null);
     let (state, reason) = match container.get("state").and_then(Value::as_object) {
         Some(state) if state.contains_key("running") => ("Running", None),
@@ -636,7 +666,10 @@ mod tests {
                 "spec.virtualMachine",
             ),
             (json!({}), "spec.containers"),
-            (json!({"virtualMachine": {"image": "i", "cpus": 2}}), "spec.virtualMachine"),
+            (
+                json!({"virtualMachine": {"image": "i", "cpus": 2}}),
+                "spec.virtualMachine",
+            ),
             (json!({"virtualMachine": {}}), "spec.virtualMachine.image"),
             (
                 json!({"virtualMachine": {"image": "i", "powerSpec": "Paused"}}),
@@ -658,7 +691,10 @@ mod tests {
         for (spec, field) in cases {
             let mut pod = json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": spec});
             let errors = to_storage(&mut pod, None).unwrap_err();
-            assert!(errors.iter().any(|e| e.field == field), "{field}: {errors:?}");
+            assert!(
+                errors.iter().any(|e| e.field == field),
+                "{field}: {errors:?}"
+            );
         }
     }
 

@@ -29,11 +29,13 @@ pub const LOCAL_MANIFESTS: &[&str] = &[
     "namespace.yaml",
     "crds/tenantrecords.storage.tenancy.arktos.io.yaml",
     "crds/quotaledgers.storage.tenancy.arktos.io.yaml",
+    "crds/actions.vm.arktos.io.yaml",
     "arktos-apiserver/rbac.yaml",
     "arktos-apiserver/gateway-info.yaml",
     "arktos-operators/rbac.yaml",
     "arktos-operators/flowschema.yaml",
     "arktos-node/runtimeclass.yaml",
+    "arktos-node/rbac.yaml",
 ];
 
 /// Applied once arktos-apiserver serves.

@@ -398,8 +398,13 @@ state = "{state}"
             "--cni-bin-dir=/usr/lib/cni".into(),
             format!("--image-translations={}", translations.display()),
             format!("--health-address=127.0.0.1:{}", self.arktos_node_health()),
-            // Test VMs are small; the examples ask for up to 512Mi.
+            // Test VMs are small; the examples ask for up to 1Gi.
             "--vm-max-memory-mib=1024".into(),
+            format!("--node-name={NODE_NAME}"),
+            format!(
+                "--kubeconfig={}",
+                self.service_account_kubeconfig("arktos-node")?.display()
+            ),
         ];
         self.spawn_program("arktos-node", arktos::binary("arktos-node")?, args)
     }

@@ -209,6 +209,110 @@ impl Libvirt {
         .await
     }
 
+    /// A hard reset, as the reset button: the guest boots again.
+    pub async fn reset(&self, name: &str) -> Result<(), LibvirtError> {
+        let name = name.to_string();
+        self.with(move |c| c.lookup_domain_by_name(&name)?.reset())
+            .await
+    }
+
+    /// The domain's snapshots, by name, with whether each holds memory
+    /// (taken while the guest ran).
+    pub async fn snapshots(&self, name: &str) -> Result<Vec<(String, bool)>, LibvirtError> {
+        let name = name.to_string();
+        self.with(move |c| {
+            let mut out = Vec::new();
+            for snapshot in c.lookup_domain_by_name(&name)?.list_all_snapshots(0)? {
+                let xml = snapshot.xml_desc(0)?;
+                out.push((snapshot.name()?, xml.contains("<state>running</state>")));
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+
+    /// An internal snapshot (disk, and memory when the guest runs). The
+    /// safe bindings cannot create one, libvirt's own client can.
+    pub async fn create_snapshot(&self, name: &str, snapshot: &str) -> Result<(), LibvirtError> {
+        let out = tokio::process::Command::new("virsh")
+            .args(["-c", &self.uri, "snapshot-create-as", "--atomic"])
+            .args(["--domain", name, "--name", snapshot])
+            .output()
+            .await
+            .map_err(|e| LibvirtError::Call(format!("running virsh: {e}")))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(LibvirtError::Call(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ))
+        }
+    }
+
+    /// Returns the (inactive) domain to a snapshot; with `running` the guest
+    /// resumes from the saved memory.
+    pub async fn revert_snapshot(
+        &self,
+        name: &str,
+        snapshot: &str,
+        running: bool,
+    ) -> Result<(), LibvirtError> {
+        let (name, wanted) = (name.to_string(), snapshot.to_string());
+        let found = self
+            .with(move |c| {
+                let domain = c.lookup_domain_by_name(&name)?;
+                for candidate in domain.list_all_snapshots(0)? {
+                    if candidate.name()? == wanted {
+                        let flags = if running {
+                            sys::VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING
+                        } else {
+                            0
+                        };
+                        candidate.revert(flags)?;
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            })
+            .await?;
+        if found {
+            Ok(())
+        } else {
+            Err(LibvirtError::Call(format!(
+                "the VM has no snapshot {snapshot:?}"
+            )))
+        }
+    }
+
+    /// Plugs a device (XML) into the running domain and its definition.
+    pub async fn attach(&self, name: &str, xml: String) -> Result<(), LibvirtError> {
+        let name = name.to_string();
+        self.with(move |c| {
+            let d = c.lookup_domain_by_name(&name)?;
+            d.attach_device_flags(&xml, affect(d.is_active()?))
+        })
+        .await
+    }
+
+    /// Unplugs a device: the definition at once, the running guest once it
+    /// lets go (ACPI eject; poll `domain_xml` to see it gone).
+    pub async fn detach(&self, name: &str, xml: String) -> Result<(), LibvirtError> {
+        let name = name.to_string();
+        self.with(move |c| {
+            let d = c.lookup_domain_by_name(&name)?;
+            d.detach_device_flags(&xml, affect(d.is_active()?))
+        })
+        .await
+    }
+
+    /// The live definition (or the stored one of an inactive domain).
+    pub async fn domain_xml(&self, name: &str) -> Result<String, LibvirtError> {
+        let name = name.to_string();
+        self.with(move |c| c.lookup_domain_by_name(&name)?.xml_desc(0))
+            .await
+    }
+
     /// Names of the domains arktos-node defined, with whether they run.
     pub async fn ours(&self) -> Result<Vec<(String, bool)>, LibvirtError> {
         self.with(|c| {
@@ -223,6 +327,10 @@ impl Libvirt {
         })
         .await
     }
+}
+
+fn affect(live: bool) -> u32 {
+    sys::VIR_DOMAIN_AFFECT_CONFIG | if live { sys::VIR_DOMAIN_AFFECT_LIVE } else { 0 }
 }
 
 /// The accelerator to try: KVM when /dev/kvm opens, TCG otherwise. Nested

@@ -7,6 +7,7 @@ pub mod domain;
 pub mod images;
 pub mod libvirt;
 pub mod network;
+pub mod operations;
 pub mod records;
 pub mod seed;
 pub mod shape;
@@ -36,11 +37,11 @@ use crate::fsutil::remove_all;
 use crate::ids::new_id;
 
 /// The RuntimeClass handler whose pods are VMs.
-pub const HANDLER: &str = "arktos-vm";
+pub const HANDLER: &str = arktos_crds::vm::RUNTIME_CLASS;
 /// Pod or container annotation: cloud-init user-data, base64.
-pub const USER_DATA_ANNOTATION: &str = "vm.arktos.io/user-data";
+pub const USER_DATA_ANNOTATION: &str = arktos_crds::vm::annotations::USER_DATA;
 /// Pod or container annotation: SSH public keys for the guest, one a line.
-pub const PUBLIC_KEY_ANNOTATION: &str = "vm.arktos.io/public-key";
+pub const PUBLIC_KEY_ANNOTATION: &str = arktos_crds::vm::annotations::PUBLIC_KEY;
 
 pub struct VmConfig {
     pub state_dir: PathBuf,
@@ -66,6 +67,9 @@ pub struct VmRuntime {
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     tailers: Mutex<HashMap<String, JoinHandle<()>>>,
     accel: std::sync::Mutex<AccelChoice>,
+    /// Containers whose domain a VM operation has stopped on purpose for a
+    /// moment (restore): not to be taken for exited.
+    operating: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The accelerator VMs get, and whether a guest has proved it works.
@@ -175,6 +179,7 @@ impl VmRuntime {
             locks: Mutex::new(HashMap::new()),
             tailers: Mutex::new(HashMap::new()),
             accel: std::sync::Mutex::new(accel),
+            operating: Mutex::new(Default::default()),
         });
         let ids: Vec<String> = rt.containers.read().await.keys().cloned().collect();
         for id in &ids {
@@ -563,6 +568,10 @@ impl VmRuntime {
             shape,
             dir: dir.clone(),
             tap: tap_name(&id),
+            powered_off: false,
+            power_spec_applied: String::new(),
+            extra_nics: Vec::new(),
+            data_disks: Vec::new(),
         };
         let seed = Seed {
             instance_id: &id,
@@ -777,6 +786,7 @@ impl VmRuntime {
         if c.phase != Phase::Running {
             return Ok(());
         }
+        c.powered_off = false;
         let name = domain_name(id);
         let grace = Duration::from_secs(timeout_secs.max(0) as u64).min(self.cfg.stop_grace_cap);
         let mut powered_off = false;
@@ -799,9 +809,9 @@ impl VmRuntime {
             .ok()
             .and_then(|s| s.network)
         {
-            network::remove_tap(&c.tap, &net.netns).await;
+            self.remove_taps(&c, &net.netns).await;
         } else {
-            network::remove_tap(&c.tap, "").await;
+            self.remove_taps(&c, "").await;
         }
         self.unfollow_console(&c).await;
         c.phase = Phase::Exited;
@@ -835,9 +845,9 @@ impl VmRuntime {
             .ok()
             .and_then(|s| s.network)
         {
-            network::remove_tap(&c.tap, &net.netns).await;
+            self.remove_taps(&c, &net.netns).await;
         } else {
-            network::remove_tap(&c.tap, "").await;
+            self.remove_taps(&c, "").await;
         }
         self.unfollow_console(&c).await;
         remove_all(&c.dir)
@@ -858,7 +868,7 @@ impl VmRuntime {
         let Ok(mut c) = self.container(id).await else {
             return;
         };
-        if c.phase != Phase::Running {
+        if c.phase != Phase::Running || c.powered_off || self.operating.lock().await.contains(id) {
             return;
         }
         let facts = match self.libvirt.facts(&domain_name(id)).await {

@@ -280,6 +280,30 @@ pub async fn plug_tap(tap: &str, netns: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The tap of a NIC plugged in later: named after the container and the
+/// NIC, within the kernel's 15 characters.
+pub fn extra_tap_name(container_id: &str, nic: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{container_id}/{nic}").as_bytes());
+    format!("an{}", &crate::ids::hex(&digest)[..12])
+}
+
+/// Moves the tap of an extra NIC into the pod's namespace, up but wired to
+/// nothing: the guest sees the NIC, the pod network stays on eth0.
+pub async fn park_tap(tap: &str, netns: &str) -> anyhow::Result<()> {
+    ip(&["link", "set", tap, "netns", netns]).await?;
+    ip(&["-n", netns, "link", "set", tap, "up"]).await?;
+    Ok(())
+}
+
+/// Removes an extra NIC's tap, wherever it is.
+pub async fn remove_extra_tap(tap: &str, netns: &str) {
+    if netns_path(netns).exists() {
+        let _ = ip(&["-n", netns, "link", "del", tap]).await;
+    }
+    let _ = ip(&["link", "del", tap]).await;
+}
+
 /// Removes the tap wherever it is (pod namespace or, before the move, host).
 pub async fn remove_tap(tap: &str, netns: &str) {
     if netns_path(netns).exists() {

@@ -60,6 +60,28 @@ pub struct ContainerRecord {
     /// Directory of the overlay disk, seed and raw console.
     pub dir: PathBuf,
     pub tap: String,
+    /// Powered off by an Action or `powerSpec`: to the kubelet the
+    /// container still runs (its pod keeps its node, disk and IP).
+    #[serde(default)]
+    pub powered_off: bool,
+    /// The pod's `powerSpec` last carried out (a change is acted on once,
+    /// so stop/start Actions in between are not undone).
+    #[serde(default)]
+    pub power_spec_applied: String,
+    /// NICs plugged in after the first, by name.
+    #[serde(default)]
+    pub extra_nics: Vec<String>,
+    /// Data disks plugged in, by name, with their guest device.
+    #[serde(default)]
+    pub data_disks: Vec<DataDisk>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataDisk {
+    pub name: String,
+    /// vdc, vdd, ...
+    pub target: String,
+    pub size_bytes: u64,
 }
 
 /// The records on disk.

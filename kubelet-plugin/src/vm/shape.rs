@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 const MIB: i64 = 1024 * 1024;
 /// Pod annotation raising a VM's ceiling for live vCPU growth.
-pub const MAX_VCPUS_ANNOTATION: &str = "vm.arktos.io/max-vcpus";
+pub const MAX_VCPUS_ANNOTATION: &str = arktos_crds::vm::annotations::MAX_VCPUS;
 /// Pod annotation raising a VM's ceiling for live memory growth (MiB).
-pub const MAX_MEMORY_ANNOTATION: &str = "vm.arktos.io/max-memory-mib";
+pub const MAX_MEMORY_ANNOTATION: &str = arktos_crds::vm::annotations::MAX_MEMORY_MIB;
 
 /// The node's defaults and bounds for VM sizes.
 #[derive(Clone, Debug)]

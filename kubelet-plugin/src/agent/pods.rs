@@ -1,0 +1,241 @@
+//! This node's VM pods: power state, extra NICs and data disks as their
+//! annotations ask, and what each VM has written back to the pod.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arktos_crds::vm::RUNTIME_CLASS;
+use arktos_crds::vm::annotations as ann;
+use arktos_crds::vm::shape::{DataDisk, Nic, Observed, POWER_RUNNING, POWER_SHUTDOWN};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::Agent;
+
+/// How often every VM pod is looked at again without a change to it (the
+/// VM's own changes: a guest that released a vCPU, one that powered off).
+const RESYNC: Duration = Duration::from_secs(10);
+
+fn is_vm(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.runtime_class_name.as_deref())
+        == Some(RUNTIME_CLASS)
+}
+
+fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+impl Agent {
+    pub(super) async fn watch_pods(self: Arc<Self>) {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let config = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node));
+        let known: Arc<Mutex<HashMap<String, Pod>>> = Arc::default();
+        let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let resync = {
+            let (agent, known, busy) = (self.clone(), known.clone(), busy.clone());
+            async move {
+                loop {
+                    tokio::time::sleep(RESYNC).await;
+                    let pods: Vec<Pod> = known.lock().expect("known").values().cloned().collect();
+                    for pod in pods {
+                        agent.clone().reconcile_soon(pod, busy.clone());
+                    }
+                }
+            }
+        };
+        let watch = async {
+            let mut events = watcher(api, config).default_backoff().boxed();
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))
+                        if is_vm(&pod) =>
+                    {
+                        known
+                            .lock()
+                            .expect("known")
+                            .insert(pod.uid().unwrap_or_default(), pod.clone());
+                        self.clone().reconcile_soon(pod, busy.clone());
+                    }
+                    Ok(watcher::Event::Delete(pod)) => {
+                        known
+                            .lock()
+                            .expect("known")
+                            .remove(&pod.uid().unwrap_or_default());
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "watching this node's pods"),
+                }
+            }
+        };
+        tokio::join!(watch, resync);
+    }
+
+    /// Reconciles the pod in the background unless that is under way (the
+    /// next event or resync picks up what changed meanwhile).
+    fn reconcile_soon(self: Arc<Self>, pod: Pod, busy: Arc<Mutex<HashSet<String>>>) {
+        let uid = pod.uid().unwrap_or_default();
+        if !busy.lock().expect("busy").insert(uid.clone()) {
+            return;
+        }
+        tokio::spawn(async move {
+            self.reconcile(&pod).await;
+            busy.lock().expect("busy").remove(&uid);
+        });
+    }
+
+    async fn reconcile(&self, pod: &Pod) {
+        let Some(vm) = self.vms.vm_of_pod(&pod.uid().unwrap_or_default()).await else {
+            return;
+        };
+        let mut problems = Vec::new();
+        let wanted_power = annotation(pod, ann::POWER_SPEC).unwrap_or(POWER_RUNNING);
+        if self.vms.power_spec_applied(&vm).await.as_deref() != Some(wanted_power) {
+            let changed = match wanted_power {
+                POWER_SHUTDOWN => self.vms.power_off(&vm).await,
+                _ => self.vms.power_on(&vm).await,
+            };
+            match changed {
+                Ok(changed) => {
+                    if changed {
+                        self.event(
+                            pod,
+                            false,
+                            "PowerChanged",
+                            format!(
+                                "powerSpec {wanted_power}: the VM was powered {}",
+                                if wanted_power == POWER_SHUTDOWN {
+                                    "off"
+                                } else {
+                                    "on"
+                                }
+                            ),
+                        )
+                        .await;
+                    }
+                    let _ = self.vms.record_power_spec(&vm, wanted_power).await;
+                }
+                Err(e) => problems.push(format!("powerSpec {wanted_power}: {}", e.message())),
+            }
+        }
+        let observed = self.vms.observe(&vm).await.unwrap_or_default();
+        // Arktos' first NIC is the pod's own network; the rest are plugged.
+        let nics: Vec<Nic> = annotation(pod, ann::NICS)
+            .and_then(|n| serde_json::from_str(n).ok())
+            .unwrap_or_default();
+        let wanted_nics: Vec<String> = nics.iter().skip(1).map(|n| n.name.clone()).collect();
+        for nic in wanted_nics.iter().filter(|n| !observed.nics.contains(n)) {
+            match self.vms.attach_nic(&vm, nic).await {
+                Ok(()) => {
+                    self.event(
+                        pod,
+                        false,
+                        "NicAttached",
+                        format!("NIC {nic} plugged into the VM"),
+                    )
+                    .await
+                }
+                Err(e) => problems.push(format!("plugging NIC {nic}: {}", e.message())),
+            }
+        }
+        for nic in observed.nics.iter().filter(|n| !wanted_nics.contains(n)) {
+            match self.vms.detach_nic(&vm, nic).await {
+                Ok(()) => {
+                    self.event(
+                        pod,
+                        false,
+                        "NicDetached",
+                        format!("NIC {nic} unplugged from the VM"),
+                    )
+                    .await
+                }
+                Err(e) => problems.push(format!("unplugging NIC {nic}: {}", e.message())),
+            }
+        }
+        let disks: Vec<DataDisk> = annotation(pod, ann::DISKS)
+            .and_then(|d| serde_json::from_str(d).ok())
+            .unwrap_or_default();
+        for disk in disks.iter().filter(|d| !observed.disks.contains(&d.name)) {
+            let bytes = arktos_crds::quantity::to_milli(&disk.size)
+                .map(|milli| (milli / 1000).max(0) as u64)
+                .unwrap_or(0);
+            match self.vms.attach_disk(&vm, &disk.name, bytes).await {
+                Ok(()) => {
+                    self.event(
+                        pod,
+                        false,
+                        "DiskAttached",
+                        format!("disk {} ({}) plugged into the VM", disk.name, disk.size),
+                    )
+                    .await
+                }
+                Err(e) => problems.push(format!("plugging disk {}: {}", disk.name, e.message())),
+            }
+        }
+        for disk in observed
+            .disks
+            .iter()
+            .filter(|name| !disks.iter().any(|d| &&d.name == name))
+        {
+            match self.vms.detach_disk(&vm, disk).await {
+                Ok(()) => {
+                    self.event(
+                        pod,
+                        false,
+                        "DiskDetached",
+                        format!("disk {disk} unplugged from the VM"),
+                    )
+                    .await
+                }
+                Err(e) => problems.push(format!("unplugging disk {disk}: {}", e.message())),
+            }
+        }
+        if !problems.is_empty() {
+            tracing::warn!(pod = %pod.name_any(), problems = ?problems, "VM pod not as asked");
+        }
+        self.write_observed(pod, &vm, problems.join("; ")).await;
+    }
+
+    /// Reports what the VM has now in the pod's observed annotation.
+    pub(super) async fn observe_pod(&self, pod: &Pod) {
+        if let Some(vm) = self.vms.vm_of_pod(&pod.uid().unwrap_or_default()).await {
+            self.write_observed(pod, &vm, String::new()).await;
+        }
+    }
+
+    async fn write_observed(&self, pod: &Pod, vm: &str, message: String) {
+        let Ok(mut observed) = self.vms.observe(vm).await else {
+            return;
+        };
+        observed.message = message;
+        let text = serde_json::to_string(&observed).unwrap_or_default();
+        let current: Option<Observed> =
+            annotation(pod, ann::OBSERVED).and_then(|o| serde_json::from_str(o).ok());
+        if current.as_ref() == Some(&observed) {
+            return;
+        }
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let patch = json!({"metadata": {"annotations": {ann::OBSERVED: text}}});
+        if let Err(e) = api
+            .patch(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::debug!(error = %e, pod = %pod.name_any(), "cannot report a VM's state");
+        }
+    }
+}

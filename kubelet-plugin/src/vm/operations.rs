@@ -1,0 +1,454 @@
+//! What the node agent does to a running VM pod besides the CRI: power off
+//! and on, reboot, snapshots, NIC and disk hot-plug, and what it observes.
+//! Every operation is idempotent: asking for the state the VM is already in
+//! succeeds and changes nothing.
+
+use std::time::{Duration, Instant};
+
+use arktos_crds::vm::shape::{Observed, POWER_RUNNING, POWER_SHUTDOWN};
+use sha2::Digest;
+use tokio::sync::OwnedMutexGuard;
+use tonic::Status;
+
+use super::domain::{domain_name, xml_escape};
+use super::network::{self, extra_tap_name};
+use super::records::{ContainerRecord, DataDisk, Phase};
+use super::{VmRuntime, internal};
+
+/// How long a guest may take to let go of an unplugged NIC or disk.
+const UNPLUG_WAIT: Duration = Duration::from_secs(30);
+
+impl VmRuntime {
+    /// The VM container of a pod (by UID): the newest one not exited.
+    pub async fn vm_of_pod(&self, uid: &str) -> Option<String> {
+        let sandbox = self.sandbox_of_pod(uid).await?;
+        self.containers
+            .read()
+            .await
+            .values()
+            .filter(|c| c.sandbox_id == sandbox && c.phase != Phase::Exited)
+            .max_by_key(|c| c.created_at)
+            .map(|c| c.id.clone())
+    }
+
+    /// The container's record with its sandbox's lock held.
+    async fn locked(&self, id: &str) -> Result<(OwnedMutexGuard<()>, ContainerRecord), Status> {
+        let sandbox_id = self.container(id).await?.sandbox_id;
+        let guard = self.lock(&sandbox_id).await.lock_owned().await;
+        let c = self.container(id).await?;
+        if c.phase != Phase::Running {
+            return Err(Status::failed_precondition(format!(
+                "VM container {id} is {:?}, not running",
+                c.phase
+            )));
+        }
+        Ok((guard, c))
+    }
+
+    async fn netns_of(&self, c: &ContainerRecord) -> Result<String, Status> {
+        self.sandbox(&c.sandbox_id)
+            .await?
+            .network
+            .map(|n| n.netns)
+            .ok_or_else(|| Status::failed_precondition("VM pod sandbox has no network"))
+    }
+
+    pub async fn reboot(&self, id: &str) -> Result<(), Status> {
+        let (_guard, c) = self.locked(id).await?;
+        if c.powered_off {
+            return Err(Status::failed_precondition(
+                "the VM is powered off; start it instead",
+            ));
+        }
+        self.libvirt.reset(&domain_name(id)).await?;
+        tracing::info!(container = %id, "VM reset");
+        Ok(())
+    }
+
+    /// Powers the guest off (ACPI button, then force after the grace) and
+    /// keeps the pod: the kubelet still sees a running container. False
+    /// when it was off already.
+    pub async fn power_off(&self, id: &str) -> Result<bool, Status> {
+        let (_guard, mut c) = self.locked(id).await?;
+        if c.powered_off {
+            return Ok(false);
+        }
+        let name = domain_name(id);
+        let mut off = false;
+        if self.libvirt.shutdown(&name).await? {
+            let deadline = Instant::now() + self.cfg.stop_grace_cap;
+            while Instant::now() < deadline {
+                if !self.libvirt.facts(&name).await?.is_some_and(|f| f.active) {
+                    off = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if !off {
+            self.libvirt.destroy(&name).await?;
+        }
+        let netns = self.netns_of(&c).await?;
+        self.remove_taps(&c, &netns).await;
+        c.powered_off = true;
+        tracing::info!(container = %id, graceful = off, "VM powered off");
+        self.put_container(c).await?;
+        Ok(true)
+    }
+
+    /// Boots a powered-off VM again; false when it was running.
+    pub async fn power_on(&self, id: &str) -> Result<bool, Status> {
+        let (_guard, mut c) = self.locked(id).await?;
+        if !c.powered_off {
+            return Ok(false);
+        }
+        self.start_domain(&c, None).await?;
+        c.powered_off = false;
+        tracing::info!(container = %id, "VM powered on");
+        self.put_container(c).await?;
+        Ok(true)
+    }
+
+    /// Starts the defined domain with all its taps, fresh or from a
+    /// snapshot (`running`: the snapshot holds memory, the guest resumes).
+    async fn start_domain(
+        &self,
+        c: &ContainerRecord,
+        snapshot: Option<(&str, bool)>,
+    ) -> Result<(), Status> {
+        let netns = self.netns_of(c).await?;
+        let name = domain_name(&c.id);
+        let taps: Vec<String> = std::iter::once(c.tap.clone())
+            .chain(c.extra_nics.iter().map(|nic| extra_tap_name(&c.id, nic)))
+            .collect();
+        for tap in &taps {
+            network::create_tap(tap)
+                .await
+                .map_err(|e| internal("creating a VM tap", format!("{e:#}")))?;
+        }
+        let started = match snapshot {
+            None => self.libvirt.start(&name).await,
+            Some((snapshot, true)) => self.libvirt.revert_snapshot(&name, snapshot, true).await,
+            Some((snapshot, false)) => {
+                match self.libvirt.revert_snapshot(&name, snapshot, false).await {
+                    Ok(()) => self.libvirt.start(&name).await,
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        if let Err(e) = started {
+            for tap in &taps {
+                network::remove_extra_tap(tap, "").await;
+            }
+            return Err(e.into());
+        }
+        network::plug_tap(&c.tap, &netns)
+            .await
+            .map_err(|e| internal("wiring the VM into the pod network", format!("{e:#}")))?;
+        for tap in &taps[1..] {
+            network::park_tap(tap, &netns)
+                .await
+                .map_err(|e| internal("moving a NIC's tap into the pod", format!("{e:#}")))?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn remove_taps(&self, c: &ContainerRecord, netns: &str) {
+        network::remove_tap(&c.tap, netns).await;
+        for nic in &c.extra_nics {
+            network::remove_extra_tap(&extra_tap_name(&c.id, nic), netns).await;
+        }
+    }
+
+    /// Takes snapshot `snapshot` (disk, and memory when the guest runs);
+    /// one that exists already is the answer. Returns whether it holds memory.
+    pub async fn snapshot(&self, id: &str, snapshot: &str) -> Result<bool, Status> {
+        let (_guard, _c) = self.locked(id).await?;
+        let name = domain_name(id);
+        if let Some((_, memory)) = self
+            .libvirt
+            .snapshots(&name)
+            .await?
+            .into_iter()
+            .find(|(s, _)| s == snapshot)
+        {
+            return Ok(memory);
+        }
+        self.libvirt.create_snapshot(&name, snapshot).await?;
+        let memory = self
+            .libvirt
+            .snapshots(&name)
+            .await?
+            .into_iter()
+            .any(|(s, memory)| s == snapshot && memory);
+        tracing::info!(container = %id, snapshot, memory, "VM snapshot taken");
+        Ok(memory)
+    }
+
+    /// Returns the VM to snapshot `snapshot`: with memory, the guest runs on
+    /// from that moment; without, it boots from that disk (or stays off).
+    pub async fn restore(&self, id: &str, snapshot: &str) -> Result<(), Status> {
+        let (_guard, mut c) = self.locked(id).await?;
+        let name = domain_name(id);
+        let Some((_, memory)) = self
+            .libvirt
+            .snapshots(&name)
+            .await?
+            .into_iter()
+            .find(|(s, _)| s == snapshot)
+        else {
+            return Err(Status::not_found(format!(
+                "the VM has no snapshot {snapshot:?}"
+            )));
+        };
+        self.operating.lock().await.insert(id.to_string());
+        let result = async {
+            self.libvirt.destroy(&name).await?;
+            let netns = self.netns_of(&c).await?;
+            self.remove_taps(&c, &netns).await;
+            if memory || !c.powered_off {
+                self.start_domain(&c, Some((snapshot, memory))).await
+            } else {
+                self.libvirt
+                    .revert_snapshot(&name, snapshot, false)
+                    .await
+                    .map_err(Status::from)
+            }
+        }
+        .await;
+        self.operating.lock().await.remove(id);
+        result?;
+        if memory {
+            c.powered_off = false;
+        }
+        tracing::info!(container = %id, snapshot, memory, "VM restored");
+        self.put_container(c).await
+    }
+
+    /// Plugs data disk `disk` of `size_bytes` (a new empty qcow2) into the VM.
+    pub async fn attach_disk(&self, id: &str, disk: &str, size_bytes: u64) -> Result<(), Status> {
+        let (_guard, mut c) = self.locked(id).await?;
+        if c.data_disks.iter().any(|d| d.name == disk) {
+            return Ok(());
+        }
+        let name = domain_name(id);
+        let xml = self.libvirt.domain_xml(&name).await?;
+        let target = (b'c'..=b'z')
+            .map(|letter| format!("vd{}", letter as char))
+            .find(|t| !xml.contains(&format!("dev='{t}'")))
+            .ok_or_else(|| Status::resource_exhausted("no free virtio disk slot"))?;
+        let file = c.dir.join(format!("data-{disk}.qcow2"));
+        let out = tokio::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&file)
+            .arg(size_bytes.to_string())
+            .output()
+            .await
+            .map_err(|e| internal("qemu-img", e))?;
+        if !out.status.success() {
+            return Err(internal(
+                "creating a data disk",
+                String::from_utf8_lossy(&out.stderr).trim(),
+            ));
+        }
+        let record = DataDisk {
+            name: disk.to_string(),
+            target,
+            size_bytes,
+        };
+        self.libvirt.attach(&name, disk_xml(&c, &record)).await?;
+        tracing::info!(container = %id, disk, target = %record.target, "data disk plugged");
+        c.data_disks.push(record);
+        self.put_container(c).await
+    }
+
+    /// Unplugs data disk `disk` and deletes it once the guest let go.
+    pub async fn detach_disk(&self, id: &str, disk: &str) -> Result<(), Status> {
+        let (_guard, mut c) = self.locked(id).await?;
+        let Some(record) = c.data_disks.iter().find(|d| d.name == disk).cloned() else {
+            return Ok(());
+        };
+        let name = domain_name(id);
+        let device = format!("dev='{}'", record.target);
+        if self.libvirt.domain_xml(&name).await?.contains(&device) {
+            self.libvirt.detach(&name, disk_xml(&c, &record)).await?;
+            self.await_unplug(&name, &device).await?;
+        }
+        let _ = tokio::fs::remove_file(c.dir.join(format!("data-{disk}.qcow2"))).await;
+        c.data_disks.retain(|d| d.name != disk);
+        tracing::info!(container = %id, disk, "data disk unplugged");
+        self.put_container(c).await
+    }
+
+    /// Plugs NIC `nic`: a virtio NIC whose tap sits in the pod's namespace.
+    pub async fn attach_nic(&self, id: &str, nic: &str) -> Result<(), Status> {
+        let (_guard, mut c) = self.locked(id).await?;
+        if c.extra_nics.iter().any(|n| n == nic) {
+            return Ok(());
+        }
+        let name = domain_name(id);
+        let tap = extra_tap_name(id, nic);
+        let live = !c.powered_off;
+        if live {
+            network::create_tap(&tap)
+                .await
+                .map_err(|e| internal("creating a NIC's tap", format!("{e:#}")))?;
+        }
+        if let Err(e) = self.libvirt.attach(&name, nic_xml(id, nic)).await {
+            network::remove_extra_tap(&tap, "").await;
+            return Err(e.into());
+        }
+        if live {
+            let netns = self.netns_of(&c).await?;
+            network::park_tap(&tap, &netns)
+                .await
+                .map_err(|e| internal("moving a NIC's tap into the pod", format!("{e:#}")))?;
+        }
+        tracing::info!(container = %id, nic, tap, "NIC plugged");
+        c.extra_nics.push(nic.to_string());
+        self.put_container(c).await
+    }
+
+    /// Unplugs NIC `nic` and removes its tap once the guest let go.
+    pub async fn detach_nic(&self, id: &str, nic: &str) -> Result<(), Status> {
+        let (_guard, mut c) = self.locked(id).await?;
+        if !c.extra_nics.iter().any(|n| n == nic) {
+            return Ok(());
+        }
+        let name = domain_name(id);
+        let tap = extra_tap_name(id, nic);
+        if self
+            .libvirt
+            .domain_xml(&name)
+            .await?
+            .contains(&nic_mac(id, nic))
+        {
+            self.libvirt.detach(&name, nic_xml(id, nic)).await?;
+            self.await_unplug(&name, &nic_mac(id, nic)).await?;
+        }
+        let netns = self.netns_of(&c).await?;
+        network::remove_extra_tap(&tap, &netns).await;
+        c.extra_nics.retain(|n| n != nic);
+        tracing::info!(container = %id, nic, "NIC unplugged");
+        self.put_container(c).await
+    }
+
+    async fn await_unplug(&self, name: &str, marker: &str) -> Result<(), Status> {
+        let deadline = Instant::now() + UNPLUG_WAIT;
+        while Instant::now() < deadline {
+            if !self.libvirt.domain_xml(name).await?.contains(marker) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(Status::deadline_exceeded(format!(
+            "the guest did not release the device within {}s (it must support PCI hot-unplug)",
+            UNPLUG_WAIT.as_secs()
+        )))
+    }
+
+    /// What the VM has now, as libvirt says.
+    pub async fn observe(&self, id: &str) -> Result<Observed, Status> {
+        let c = self.container(id).await?;
+        let name = domain_name(id);
+        let facts = self.libvirt.facts(&name).await?;
+        let xml = self.libvirt.domain_xml(&name).await.unwrap_or_default();
+        let active = facts.is_some_and(|f| f.active);
+        Ok(Observed {
+            power_state: if active && !c.powered_off {
+                POWER_RUNNING
+            } else {
+                POWER_SHUTDOWN
+            }
+            .into(),
+            vcpus: if active {
+                facts.map(|f| f.vcpus).unwrap_or(c.shape.vcpus)
+            } else {
+                c.shape.vcpus
+            },
+            memory_mib: c.shape.memory_mib,
+            nics: c
+                .extra_nics
+                .iter()
+                .filter(|nic| xml.contains(&nic_mac(id, nic)))
+                .cloned()
+                .collect(),
+            disks: c
+                .data_disks
+                .iter()
+                .filter(|d| xml.contains(&format!("dev='{}'", d.target)))
+                .map(|d| d.name.clone())
+                .collect(),
+            snapshots: self
+                .libvirt
+                .snapshots(&name)
+                .await?
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect(),
+            message: String::new(),
+        })
+    }
+
+    /// The pod's `powerSpec` last carried out, and recording a new one.
+    pub async fn power_spec_applied(&self, id: &str) -> Option<String> {
+        self.containers
+            .read()
+            .await
+            .get(id)
+            .map(|c| c.power_spec_applied.clone())
+    }
+
+    pub async fn record_power_spec(&self, id: &str, spec: &str) -> Result<(), Status> {
+        let mut c = self.container(id).await?;
+        c.power_spec_applied = spec.to_string();
+        self.put_container(c).await
+    }
+}
+
+fn disk_xml(c: &ContainerRecord, disk: &DataDisk) -> String {
+    format!(
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{}'/><target dev='{}' bus='virtio'/><serial>{}</serial></disk>",
+        xml_escape(
+            &c.dir
+                .join(format!("data-{}.qcow2", disk.name))
+                .to_string_lossy()
+        ),
+        disk.target,
+        xml_escape(&disk.name),
+    )
+}
+
+/// A stable locally administered MAC per container and NIC.
+fn nic_mac(container_id: &str, nic: &str) -> String {
+    let digest = sha2::Sha256::digest(format!("{container_id}/{nic}/mac").as_bytes());
+    format!(
+        "52:54:00:{:02x}:{:02x}:{:02x}",
+        digest[0], digest[1], digest[2]
+    )
+}
+
+fn nic_xml(container_id: &str, nic: &str) -> String {
+    format!(
+        "<interface type='ethernet'><mac address='{}'/><target dev='{}' managed='no'/><model type='virtio'/></interface>",
+        nic_mac(container_id, nic),
+        extra_tap_name(container_id, nic),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_nics_get_stable_distinct_names_and_macs() {
+        let (a, b) = (
+            extra_tap_name("c0ffee", "eth1"),
+            extra_tap_name("c0ffee", "eth2"),
+        );
+        assert_ne!(a, b);
+        assert!(a.len() <= 15 && a.starts_with("an"));
+        assert_eq!(nic_mac("c0ffee", "eth1"), nic_mac("c0ffee", "eth1"));
+        assert!(nic_xml("c0ffee", "eth1").contains(&format!("<target dev='{a}' managed='no'/>")));
+    }
+}
