@@ -257,6 +257,15 @@ impl TenantRoutes {
                 )));
             }
         }
+        // The containers a read shows are the VM's echo; a patch that
+        // changes the VM leaves the old echo behind.
+        let echo = json!([{"name": current["spec"]["containers"][0]["name"],
+            "image": current["spec"]["containers"][0]["image"]}]);
+        if arktos.pointer("/spec/containers") == Some(&echo)
+            && let Some(spec) = arktos["spec"].as_object_mut()
+        {
+            spec.remove("containers");
+        }
         // Identity stays the stored pod's whatever the patch said.
         for key in ["name", "namespace", "uid"] {
             arktos["metadata"][key] = current["metadata"][key].clone();
@@ -378,7 +387,6 @@ impl TenantRoutes {
             "kind": action::KIND,
             "metadata": {
                 "generateName": format!("{pod_name}-{}-", operation.name()),
-                "namespace": namespace,
                 "labels": labels,
                 "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": pod_name,
                     "uid": pod["metadata"]["uid"]}],

@@ -176,11 +176,12 @@ pub fn to_storage(object: &mut Value, key_pair: Option<&str>) -> Result<(), Vec<
         )]
     })?;
     let mut errors = Vec::new();
-    if containers {
+    let vm_name = if vm.name.is_empty() { "vm" } else { &vm.name };
+    if containers && spec.get("containers") != Some(&echo_containers(vm_name, &vm.image)) {
         errors.push(FieldError::new(
             &vm_field,
             FieldErrorType::Forbidden,
-            "a pod holds either containers or a virtualMachine, not both",
+            "a pod holds either containers or a virtualMachine, not both (the only containers allowed beside a virtualMachine are the [{name, image}] that reads of a VM pod show)",
         ));
     }
     for other in ["initContainers", "ephemeralContainers"] {
@@ -397,6 +398,13 @@ pub fn to_storage(object: &mut Value, key_pair: Option<&str>) -> Result<(), Vec<
     Ok(())
 }
 
+/// The `containers` a VM pod reads back with, naming the VM as its one
+/// container: kubectl picks (and checks) containers from this list for
+/// `logs`, which then shows the VM's serial console.
+fn echo_containers(name: &str, image: &str) -> Value {
+    json!([{"name": name, "image": image}])
+}
+
 /// The guest runs inside QEMU, not in the container's Linux sandbox, so
 /// the container's security context only has to satisfy the namespace's
 /// Pod Security level: the "restricted" one, which every level accepts.
@@ -486,6 +494,7 @@ pub fn to_arktos(object: &mut Value) {
         "virtualMachine".into(),
         serde_json::to_value(&vm).unwrap_or_default(),
     );
+    spec.insert("containers".into(), echo_containers(&vm.name, &vm.image));
     if let Some(nics) = note(ann::NICS).and_then(|n| serde_json::from_str::<Value>(&n).ok()) {
         spec.insert("nics".into(), nics);
     }
@@ -631,7 +640,13 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("vm.arktos.io/public-key");
+        expected["spec"]["containers"] = json!([{"name": "vm",
+            "image": "download.cirros-cloud.net/0.3.5/cirros-0.3.5-x86_64-disk.img"}]);
         assert_eq!(back, expected);
+        // What a read shows can be written back as it is.
+        let mut again = back;
+        to_storage(&mut again, None).unwrap();
+        assert_eq!(again["spec"]["containers"], pod["spec"]["containers"]);
     }
 
     #[test]

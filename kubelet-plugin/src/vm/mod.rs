@@ -69,7 +69,7 @@ pub struct VmRuntime {
     accel: std::sync::Mutex<AccelChoice>,
     /// Containers whose domain a VM operation has stopped on purpose for a
     /// moment (restore): not to be taken for exited.
-    operating: Mutex<std::collections::HashSet<String>>,
+    operating: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// The accelerator VMs get, and whether a guest has proved it works.
@@ -179,7 +179,7 @@ impl VmRuntime {
             locks: Mutex::new(HashMap::new()),
             tailers: Mutex::new(HashMap::new()),
             accel: std::sync::Mutex::new(accel),
-            operating: Mutex::new(Default::default()),
+            operating: Arc::default(),
         });
         let ids: Vec<String> = rt.containers.read().await.keys().cloned().collect();
         for id in &ids {
@@ -868,7 +868,10 @@ impl VmRuntime {
         let Ok(mut c) = self.container(id).await else {
             return;
         };
-        if c.phase != Phase::Running || c.powered_off || self.operating.lock().await.contains(id) {
+        if c.phase != Phase::Running
+            || c.powered_off
+            || self.operating.lock().expect("operating").contains(id)
+        {
             return;
         }
         let facts = match self.libvirt.facts(&domain_name(id)).await {

@@ -3,6 +3,8 @@
 //! Every operation is idempotent: asking for the state the VM is already in
 //! succeeds and changes nothing.
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arktos_crds::vm::shape::{Observed, POWER_RUNNING, POWER_SHUTDOWN};
@@ -18,6 +20,20 @@ use super::{VmRuntime, internal};
 /// How long a guest may take to let go of an unplugged NIC or disk.
 const UNPLUG_WAIT: Duration = Duration::from_secs(30);
 
+/// Held while an operation runs on a VM: its sandbox's lock, and its
+/// mark in the runtime's set of VMs being operated on.
+struct Operating {
+    _lock: OwnedMutexGuard<()>,
+    id: String,
+    set: Arc<std::sync::Mutex<HashSet<String>>>,
+}
+
+impl Drop for Operating {
+    fn drop(&mut self) {
+        self.set.lock().expect("operating").remove(&self.id);
+    }
+}
+
 impl VmRuntime {
     /// The VM container of a pod (by UID): the newest one not exited.
     pub async fn vm_of_pod(&self, uid: &str) -> Option<String> {
@@ -31,10 +47,17 @@ impl VmRuntime {
             .map(|c| c.id.clone())
     }
 
-    /// The container's record with its sandbox's lock held.
-    async fn locked(&self, id: &str) -> Result<(OwnedMutexGuard<()>, ContainerRecord), Status> {
+    /// The container's record with its sandbox's lock held, and marked as
+    /// being operated on: its domain may stop and start meanwhile without
+    /// the container counting as exited.
+    async fn locked(&self, id: &str) -> Result<(Operating, ContainerRecord), Status> {
         let sandbox_id = self.container(id).await?.sandbox_id;
-        let guard = self.lock(&sandbox_id).await.lock_owned().await;
+        let guard = Operating {
+            _lock: self.lock(&sandbox_id).await.lock_owned().await,
+            id: id.to_string(),
+            set: self.operating.clone(),
+        };
+        guard.set.lock().expect("operating").insert(id.to_string());
         let c = self.container(id).await?;
         if c.phase != Phase::Running {
             return Err(Status::failed_precondition(format!(
@@ -201,7 +224,6 @@ impl VmRuntime {
                 "the VM has no snapshot {snapshot:?}"
             )));
         };
-        self.operating.lock().await.insert(id.to_string());
         let result = async {
             self.libvirt.destroy(&name).await?;
             let netns = self.netns_of(&c).await?;
@@ -216,7 +238,6 @@ impl VmRuntime {
             }
         }
         .await;
-        self.operating.lock().await.remove(id);
         result?;
         if memory {
             c.powered_off = false;
