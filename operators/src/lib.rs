@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod quota;
 pub mod sharding;
 pub mod tenant;
+pub mod vm_actions;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -77,6 +78,9 @@ pub struct Config {
     /// Run the controllers (`--controllers=false` for a webhook-only replica).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub controllers: bool,
+    /// Seconds a finished VM Action is kept before it is deleted.
+    #[arg(long, default_value_t = 3600)]
+    pub action_retention_seconds: u64,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
@@ -177,15 +181,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &config.instance,
         std::time::Duration::from_secs(config.lease_seconds.max(3)),
     ));
+    let retention = std::time::Duration::from_secs(config.action_retention_seconds);
     let controllers = async {
         if !config.controllers {
             std::future::pending::<()>().await;
         }
         let mode = match config.sharding {
             Sharding::Off => {
-                // Never stops: the sender lives as long as this future.
+                // Never stop: the senders live as long as this future.
                 let (_keep, stop) = tokio::sync::oneshot::channel();
-                tenant::run(&setup, None, stop).await;
+                let (_keep_too, stop_actions) = tokio::sync::oneshot::channel();
+                tokio::join!(
+                    tenant::run(&setup, None, stop),
+                    vm_actions::run(client.clone(), None, retention, stop_actions)
+                );
                 return;
             }
             Sharding::Auto => sharding::probe(&client, tenant::TENANTS).await,
@@ -200,7 +209,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             metrics.clone(),
             move |shard, stop| {
                 let setup = setup.clone();
-                async move { tenant::run(&setup, Some(shard), stop).await }.boxed()
+                async move {
+                    // One stop for both controllers of the piece.
+                    let (stop_tenants, tenants_stopped) = tokio::sync::oneshot::channel();
+                    let (stop_actions, actions_stopped) = tokio::sync::oneshot::channel();
+                    tokio::spawn(async move {
+                        let _ = stop.await;
+                        let _ = stop_tenants.send(());
+                        let _ = stop_actions.send(());
+                    });
+                    let range = shard.range;
+                    tokio::join!(
+                        tenant::run(&setup, Some(shard), tenants_stopped),
+                        vm_actions::run(
+                            setup.client.clone(),
+                            Some(range),
+                            retention,
+                            actions_stopped
+                        )
+                    );
+                }
+                .boxed()
             },
         )
         .await;

@@ -280,6 +280,11 @@ impl TenantRoutes {
         let mut latest = current;
         let wanted_resources = desired.pointer("/spec/containers/0/resources").cloned();
         if wanted_resources != latest.pointer("/spec/containers/0/resources").cloned() {
+            shape::check_resize(
+                &observed_of(&latest),
+                wanted_resources.as_ref().unwrap_or(&Value::Null),
+            )
+            .map_err(|errors| status::invalid(&pod_subject(name), &errors))?;
             let resize = json!([{"op": "replace", "path": "/spec/containers/0/resources",
                 "value": wanted_resources.unwrap_or_else(|| json!({}))}]);
             latest = self
@@ -524,14 +529,7 @@ pub fn check_action(pod: &Value, operation: &Operation) -> Result<(), Status> {
             name,
         ));
     }
-    let observed: Observed = pod
-        .pointer(&format!(
-            "/metadata/annotations/{}",
-            annotations::OBSERVED.replace('/', "~1")
-        ))
-        .and_then(Value::as_str)
-        .and_then(|text| serde_json::from_str(text).ok())
-        .unwrap_or_default();
+    let observed = observed_of(pod);
     match operation {
         Operation::Restore { snapshot } if !observed.snapshots.contains(snapshot) => Err(invalid(
             "spec.restore.snapshot",
@@ -552,6 +550,17 @@ pub fn check_action(pod: &Value, operation: &Operation) -> Result<(), Status> {
         }
         _ => Ok(()),
     }
+}
+
+/// What the node agent last reported of a stored VM pod.
+fn observed_of(pod: &Value) -> Observed {
+    pod.pointer(&format!(
+        "/metadata/annotations/{}",
+        annotations::OBSERVED.replace('/', "~1")
+    ))
+    .and_then(Value::as_str)
+    .and_then(|text| serde_json::from_str(text).ok())
+    .unwrap_or_default()
 }
 
 fn pod_path(namespace: &str, name: &str) -> String {

@@ -81,9 +81,76 @@ pub struct Observed {
     /// Snapshots the VM has, by name.
     #[serde(default)]
     pub snapshots: Vec<String>,
+    /// The most vCPUs and memory the VM can grow to live (fixed when it
+    /// was created).
+    #[serde(default)]
+    pub max_vcpus: u32,
+    #[serde(default)]
+    pub max_memory_mib: u64,
     /// Why the last reconcile of NICs, disks or power did not finish.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+}
+
+/// The vCPUs and memory (MiB) container resources give a VM, as the node
+/// reads them: CPU from the limit, else the request (rounded up); memory
+/// from the limit.
+pub fn vm_size(resources: &Value) -> (u32, Option<u64>) {
+    let quantity = |path: &str| {
+        resources
+            .pointer(path)
+            .and_then(Value::as_str)
+            .and_then(crate::quantity::to_milli)
+    };
+    let vcpus = quantity("/limits/cpu")
+        .or_else(|| quantity("/requests/cpu"))
+        .map(|milli| ((milli + 999) / 1000).max(1) as u32)
+        .unwrap_or(1);
+    let memory = quantity("/limits/memory").map(|milli| (milli / 1000 / (1024 * 1024)) as u64);
+    (vcpus, memory)
+}
+
+/// Whether a resize to `resources` fits the VM's ceilings, as the node
+/// reported them; errors name the field.
+pub fn check_resize(observed: &Observed, resources: &Value) -> Result<(), Vec<FieldError>> {
+    let (vcpus, memory) = vm_size(resources);
+    let mut errors = Vec::new();
+    if observed.max_vcpus > 0 && vcpus > observed.max_vcpus {
+        errors.push(
+            FieldError::new(
+                "spec.virtualMachine.resources.limits.cpu",
+                FieldErrorType::Invalid,
+                format!(
+                    "{vcpus} vCPUs is above the VM's maximum of {} (fixed at creation by the annotation {} or the node)",
+                    observed.max_vcpus,
+                    ann::MAX_VCPUS
+                ),
+            )
+            .with_value(vcpus.to_string()),
+        );
+    }
+    if let Some(memory) = memory
+        && observed.max_memory_mib > 0
+        && memory > observed.max_memory_mib
+    {
+        errors.push(
+            FieldError::new(
+                "spec.virtualMachine.resources.limits.memory",
+                FieldErrorType::Invalid,
+                format!(
+                    "{memory}Mi is above the VM's maximum of {}Mi (fixed at creation by the annotation {} or the node)",
+                    observed.max_memory_mib,
+                    ann::MAX_MEMORY_MIB
+                ),
+            )
+            .with_value(format!("{memory}Mi")),
+        );
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 pub const POWER_RUNNING: &str = "Running";
@@ -736,6 +803,23 @@ mod tests {
         assert_eq!(status["resources"]["requests"]["cpu"], "2");
         assert!(pod["status"].get("containerStatuses").is_none());
         assert!(pod["metadata"]["annotations"].get(ann::OBSERVED).is_none());
+    }
+
+    #[test]
+    fn resizes_beyond_the_vm_ceiling_are_refused() {
+        let observed = Observed {
+            max_vcpus: 4,
+            max_memory_mib: 1024,
+            ..Default::default()
+        };
+        let fits = json!({"limits": {"cpu": "2", "memory": "512Mi"}, "requests": {"cpu": "100m"}});
+        assert_eq!(vm_size(&fits), (2, Some(512)));
+        assert!(check_resize(&observed, &fits).is_ok());
+        let too_big = json!({"limits": {"cpu": "8", "memory": "2Gi"}});
+        let errors = check_resize(&observed, &too_big).unwrap_err();
+        assert_eq!(errors.len(), 2);
+        assert!(errors[0].message().contains("maximum of 4"), "{errors:?}");
+        assert_eq!(vm_size(&json!({"requests": {"cpu": "1500m"}})), (2, None));
     }
 
     #[test]

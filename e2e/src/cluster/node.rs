@@ -26,9 +26,9 @@ use crate::{Error, IoContext, Result};
 pub const NODE_NAME: &str = "arktos-node-0";
 /// The processes the real node adds to a cluster.
 pub const COMPONENTS: &[&str] = &["registry", "containerd", "arktos-node", "kubelet"];
-/// Taint on the real node: only pods that ask for it (the `arktos-vm`
-/// RuntimeClass does) land there, never the simulated workloads of tests.
-pub const REAL_NODE_TAINT: &str = "node.arktos.io/real";
+/// Taint the real node had before simulated nodes were tainted instead;
+/// removed from a node registered with it by an earlier version.
+const OLD_REAL_NODE_TAINT: &str = "node.arktos.io/real";
 /// Label of nodes that run VM pods (the RuntimeClass selects it).
 pub const VM_CAPABLE_LABEL: &str = "vm.arktos.io/capable";
 /// The VM image server's path prefix that `download.cirros-cloud.net/` is
@@ -461,14 +461,11 @@ imageGCLowThresholdPercent: 99
 makeIPTablesUtilChains: false
 maxPods: 40
 serializeImagePulls: false
-registerWithTaints:
-  - {{key: {taint}, value: "true", effect: NoSchedule}}
 "#,
                 ip = net.node_ip,
                 port = self.spec.ports.component(KUBELET),
                 healthz = self.spec.ports.component(KUBELET_HEALTHZ),
                 ca = pki.ca_cert().display(),
-                taint = REAL_NODE_TAINT,
             ),
         )
         .context(|| "writing the kubelet configuration".into())?;
@@ -496,6 +493,21 @@ registerWithTaints:
                     .and_then(|s| s.conditions)
                     .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
                 if ready {
+                    let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+                    if taints.iter().any(|t| t.key == OLD_REAL_NODE_TAINT) {
+                        let kept: Vec<_> = taints
+                            .into_iter()
+                            .filter(|t| t.key != OLD_REAL_NODE_TAINT)
+                            .collect();
+                        let patch = serde_json::json!({"spec": {"taints": kept}});
+                        nodes
+                            .patch(
+                                NODE_NAME,
+                                &kube::api::PatchParams::default(),
+                                &kube::api::Patch::Merge(&patch),
+                            )
+                            .await?;
+                    }
                     return Ok(());
                 }
             }

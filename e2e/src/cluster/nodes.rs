@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, NodeStatus, NodeSystemInfo};
+use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, NodeSystemInfo, Taint};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
 use crate::Result;
 
@@ -16,6 +16,9 @@ use crate::Result;
 pub const KWOK_SELECTOR: &str = "kwok.x-k8s.io/node=fake";
 /// Label on every simulated node, for selectors in tests and workloads.
 pub const KWOK_LABEL: &str = "type=kwok";
+/// Taint on every simulated node (KWOK's convention): only pods that
+/// tolerate it run there, so ordinary pods go to the real node.
+pub const KWOK_TAINT: &str = "kwok.x-k8s.io/node";
 
 pub fn node_name(index: u32) -> String {
     format!("kwok-node-{index}")
@@ -36,13 +39,32 @@ pub async fn register(client: &kube::Client, count: u32) -> Result<()> {
         }
     }
     for name in wanted {
-        if nodes.get_opt(&name).await?.is_none() {
-            nodes
-                .create(&PostParams::default(), &simulated_node(&name))
-                .await?;
+        match nodes.get_opt(&name).await? {
+            None => {
+                nodes
+                    .create(&PostParams::default(), &simulated_node(&name))
+                    .await?;
+            }
+            // Registered by an earlier version, without the taint.
+            Some(node) if node.spec.as_ref().and_then(|s| s.taints.as_ref()).is_none() => {
+                let patch = serde_json::json!({"spec": {"taints": [kwok_taint()]}});
+                nodes
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+            }
+            Some(_) => {}
         }
     }
     Ok(())
+}
+
+fn kwok_taint() -> Taint {
+    Taint {
+        key: KWOK_TAINT.into(),
+        value: Some("fake".into()),
+        effect: "NoSchedule".into(),
+        ..Default::default()
+    }
 }
 
 fn simulated_node(name: &str) -> Node {
@@ -67,7 +89,10 @@ fn simulated_node(name: &str) -> Node {
             annotations: Some(BTreeMap::from([(key.to_string(), value.to_string())])),
             ..Default::default()
         },
-        spec: None,
+        spec: Some(NodeSpec {
+            taints: Some(vec![kwok_taint()]),
+            ..Default::default()
+        }),
         status: Some(NodeStatus {
             allocatable: Some(capacity.clone()),
             capacity: Some(capacity),

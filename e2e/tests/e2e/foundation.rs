@@ -130,6 +130,7 @@ async fn pod_is_scheduled_onto_a_simulated_node_and_runs(ctx: Arc<Ctx>) -> anyho
         "metadata": {"name": "hello"},
         "spec": {
             "nodeSelector": {"type": "kwok"},
+            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
             "containers": [{"name": "main", "image": "registry.invalid/hello:1"}],
         },
     }))?;

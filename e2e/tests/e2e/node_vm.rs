@@ -475,7 +475,6 @@ async fn kubelet_runs_both(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
         "spec": {
             "terminationGracePeriodSeconds": 1,
             "nodeSelector": {"vm.arktos.io/capable": "true"},
-            "tolerations": [{"key": "node.arktos.io/real", "operator": "Exists", "effect": "NoSchedule"}],
             "containers": [{
                 "name": "shell",
                 "image": format!("{}/arktos/bash:5", node.registry),
@@ -576,7 +575,6 @@ async fn gateway_streams(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
             "spec": {
                 "terminationGracePeriodSeconds": 1,
                 "nodeSelector": {"vm.arktos.io/capable": "true"},
-                "tolerations": [{"key": "node.arktos.io/real", "operator": "Exists", "effect": "NoSchedule"}],
                 "securityContext": {"runAsNonRoot": true, "runAsUser": 65534, "seccompProfile": {"type": "RuntimeDefault"}},
                 "containers": [{
                     "name": "main",

@@ -407,6 +407,8 @@ impl VmRuntime {
                 .into_iter()
                 .map(|(s, _)| s)
                 .collect(),
+            max_vcpus: c.shape.max_vcpus,
+            max_memory_mib: c.shape.max_memory_mib,
             message: String::new(),
         })
     }

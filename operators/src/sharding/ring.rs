@@ -49,6 +49,15 @@ impl Range {
         (!buckets.is_empty()).then(|| format!("{BUCKET_LABEL} in ({})", buckets.join(",")))
     }
 
+    /// Whether an object keyed `key` is this range's, by its bucket: the
+    /// same division as [`Range::label_selector`], for resources that are
+    /// filtered on the client.
+    pub fn owns(&self, key: &str) -> bool {
+        let width = SPACE / u128::from(BUCKETS);
+        let start = u128::from(arktos_crds::sharding::bucket_of(key)) * width;
+        (self.start..self.end).contains(&start)
+    }
+
     /// `start-end` in hex, as kept in a Lease annotation.
     pub fn parse(text: &str) -> Option<Range> {
         let (start, end) = text.split_once('-')?;
