@@ -16,6 +16,9 @@ pub const API_VERSION: &str = "vm.arktos.io/v1alpha1";
 pub const MAX_REBOOT_DELAY_SECONDS: u32 = 3600;
 
 /// An operation on the VM of pod `podName`: exactly one of the operations.
+// Several print columns share `type_ = "string"`, which clippy takes for a
+// repeated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[kube(
     group = "vm.arktos.io",

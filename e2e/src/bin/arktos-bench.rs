@@ -20,6 +20,8 @@ mod provisioning;
 mod shards;
 #[path = "arktos-bench/tenant_pods.rs"]
 mod tenant_pods;
+#[path = "arktos-bench/vm_actions.rs"]
+mod vm_actions;
 #[path = "arktos-bench/vm_pods.rs"]
 mod vm_pods;
 use kube::Api;
@@ -90,6 +92,13 @@ enum Bench {
         #[arg(long, default_value_t = 10)]
         parallel: usize,
     },
+    /// VM Actions (reboot, snapshot, restore, stop, start), live resize and
+    /// NIC/disk hot-plug through the tenant gateway, vs virsh on the same VM.
+    VmActions {
+        /// Runs of each operation.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
     /// Tenants provisioned per second until Ready, and the operators' memory per tenant.
     Provisioning {
         /// Tenants to create.
@@ -141,6 +150,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cluster.stop();
         return result;
     }
+    if let Bench::VmActions { runs } = cli.bench {
+        // Needs the local cluster's real node.
+        let mut cluster = start_cluster().await?;
+        let result = vm_actions::run(&cluster, runs).await;
+        cluster.stop();
+        return result;
+    }
     if let Bench::Shards { tenants } = cli.bench {
         let mut cluster = start_cluster().await?;
         let result = shards::run(&mut cluster, tenants, cli.concurrency).await;
@@ -169,7 +185,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Bench::TenantPods { .. }
         | Bench::Provisioning { .. }
         | Bench::Shards { .. }
-        | Bench::VmPods { .. } => {
+        | Bench::VmPods { .. }
+        | Bench::VmActions { .. } => {
             unreachable!("handled above")
         }
     };

@@ -16,6 +16,7 @@ mod tenant_python;
 mod tenant_routes;
 mod tenant_sharding;
 mod tenant_watch;
+mod vm_pods;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -124,6 +125,8 @@ fn main() {
             .chain(tenant_operator::NAMES)
             .chain(tenant_admission::NAMES)
             .chain(tenant_sharding::NAMES)
+            .chain(node_vm::NAMES)
+            .chain(vm_pods::NAMES)
             .map(|name| Trial::test(*name, || Ok(())));
         libtest_mimic::run(&args, names.collect()).exit();
     }
@@ -157,6 +160,7 @@ fn main() {
     trials.extend(tenant_admission::trials(&ctx));
     trials.extend(tenant_sharding::trials(&ctx));
     trials.extend(node_vm::trials(&ctx));
+    trials.extend(vm_pods::trials(&ctx));
     let conclusion = libtest_mimic::run(&args, trials);
     if let Ok(mut ctx) = Arc::try_unwrap(ctx) {
         ctx.cluster.stop();

@@ -38,32 +38,27 @@ impl Drop for KubeletPaused<'_> {
     }
 }
 
+pub const NAMES: &[&str] = &[
+    "node_vm_pod_lifecycle_through_crictl_survives_a_runtime_restart",
+    "node_vm_pod_bad_inputs_fail_clearly_and_leave_nothing",
+    "node_tenant_gateway_exec_attach_port_forward_reach_a_real_pod",
+    "node_kubelet_runs_a_vm_pod_and_a_container_pod",
+];
+
 pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
     vec![
-        disruptive_long_trial(
-            ctx,
-            "node_vm_pod_lifecycle_through_crictl_survives_a_runtime_restart",
-            Duration::from_secs(300),
-            |ctx| async move { vm_pod_lifecycle(&ctx).await },
-        ),
-        disruptive_long_trial(
-            ctx,
-            "node_vm_pod_bad_inputs_fail_clearly_and_leave_nothing",
-            Duration::from_secs(240),
-            |ctx| async move { vm_refusals(&ctx).await },
-        ),
-        long_trial(
-            ctx,
-            "node_tenant_gateway_exec_attach_port_forward_reach_a_real_pod",
-            Duration::from_secs(240),
-            |ctx| async move { gateway_streams(&ctx).await },
-        ),
-        long_trial(
-            ctx,
-            "node_kubelet_runs_a_vm_pod_and_a_container_pod",
-            Duration::from_secs(300),
-            |ctx| async move { kubelet_runs_both(&ctx).await },
-        ),
+        disruptive_long_trial(ctx, NAMES[0], Duration::from_secs(300), |ctx| async move {
+            vm_pod_lifecycle(&ctx).await
+        }),
+        disruptive_long_trial(ctx, NAMES[1], Duration::from_secs(240), |ctx| async move {
+            vm_refusals(&ctx).await
+        }),
+        long_trial(ctx, NAMES[2], Duration::from_secs(240), |ctx| async move {
+            gateway_streams(&ctx).await
+        }),
+        long_trial(ctx, NAMES[3], Duration::from_secs(300), |ctx| async move {
+            kubelet_runs_both(&ctx).await
+        }),
     ]
 }
 

@@ -160,12 +160,22 @@ pub async fn kubectl_status(
     args: &[&str],
     stdin: Option<&str>,
 ) -> anyhow::Result<(bool, String, String)> {
+    kubectl_with(ctx, ctx.cluster.kubeconfig(), args, stdin).await
+}
+
+/// Runs kubectl with `kubeconfig` and returns (success, stdout, stderr).
+pub async fn kubectl_with(
+    ctx: &Arc<Ctx>,
+    kubeconfig: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> anyhow::Result<(bool, String, String)> {
     use tokio::io::AsyncWriteExt;
     let cache =
         std::env::temp_dir().join(format!("arktos-e2e-kubectl-cache-{}", std::process::id()));
     let mut child = tokio::process::Command::new(kubectl_path(ctx))
         .arg("--kubeconfig")
-        .arg(ctx.cluster.kubeconfig())
+        .arg(kubeconfig)
         .arg("--cache-dir")
         .arg(&cache)
         .args(args)

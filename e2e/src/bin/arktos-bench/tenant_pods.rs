@@ -30,51 +30,64 @@ fn mk_pod(name: &str) -> anyhow::Result<Pod> {
     }))?)
 }
 
-async fn setup(
+/// Tenant `tenant` owned by `owner` (a client certificate of the cluster
+/// CA), with `use` granted at once (the tenant controller would grant it
+/// within a second or so); returns the owner's client on the gateway.
+pub async fn tenant_owner(
     cluster: &LocalCluster,
-    namespaces: usize,
-) -> anyhow::Result<(kube::Client, kube::Client, kube::Client)> {
+    tenant: &str,
+    owner: &str,
+) -> anyhow::Result<kube::Client> {
     let admin = cluster.admin_client().await?;
     let pki = cluster.pki();
     pki.issue_from_cluster_ca(&Leaf {
-        name: OWNER,
-        common_name: OWNER,
+        name: owner,
+        common_name: owner,
         organizations: &[],
         dns_names: &[],
         usage: Usage::Client,
     })?;
-    let tenant: Tenant = serde_json::from_value(json!({
-        "apiVersion": "tenancy.arktos.io/v1alpha1", "kind": "Tenant", "metadata": {"name": TENANT},
-        "spec": {"owners": [{"kind": "User", "name": OWNER}]},
+    let object: Tenant = serde_json::from_value(json!({
+        "apiVersion": "tenancy.arktos.io/v1alpha1", "kind": "Tenant", "metadata": {"name": tenant},
+        "spec": {"owners": [{"kind": "User", "name": owner}]},
     }))?;
     Api::<Tenant>::all(admin.clone())
-        .create(&PostParams::default(), &tenant)
+        .create(&PostParams::default(), &object)
         .await?;
     let apply = PatchParams::apply("arktos-bench").force();
+    let grant = format!("bench:{tenant}:owner");
     let role: ClusterRole = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "bench-owner"},
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": grant},
         "rules": [{"apiGroups": ["tenancy.arktos.io"], "resources": ["tenants", "tenants/api", "tenants/apis", "tenants/namespaces"],
-                   "resourceNames": [TENANT], "verbs": ["use", "get", "list", "watch", "create", "delete", "update", "patch"]}],
+                   "resourceNames": [tenant], "verbs": ["use", "get", "list", "watch", "create", "delete", "update", "patch"]}],
     }))?;
     Api::<ClusterRole>::all(admin.clone())
-        .patch("bench-owner", &apply, &Patch::Apply(&role))
+        .patch(&grant, &apply, &Patch::Apply(&role))
         .await?;
     let binding: ClusterRoleBinding = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "bench-owner"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "bench-owner"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OWNER}],
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": grant},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": grant},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": owner}],
     }))?;
     Api::<ClusterRoleBinding>::all(admin.clone())
-        .patch("bench-owner", &apply, &Patch::Apply(&binding))
+        .patch(&grant, &apply, &Patch::Apply(&binding))
         .await?;
-    let gateway = kubeconfig::client_with(
-        &cluster.gateway_url(TENANT),
+    Ok(kubeconfig::client_with(
+        &cluster.gateway_url(tenant),
         &pki.ca_cert(),
-        &pki.cert(OWNER),
-        &pki.key(OWNER),
+        &pki.cert(owner),
+        &pki.key(owner),
         &[],
     )
-    .await?;
+    .await?)
+}
+
+async fn setup(
+    cluster: &LocalCluster,
+    namespaces: usize,
+) -> anyhow::Result<(kube::Client, kube::Client, kube::Client)> {
+    let gateway = tenant_owner(cluster, TENANT, OWNER).await?;
+    let pki = cluster.pki();
     let aggregated_url = format!(
         "{}/apis/tenancy.arktos.io/v1alpha1/tenants/{TENANT}",
         cluster.apiserver_url()
