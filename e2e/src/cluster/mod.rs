@@ -365,6 +365,9 @@ impl LocalCluster {
                 format!("--tls-cert-file={}", path(&self.pki.cert(serving))),
                 format!("--tls-private-key-file={}", path(&self.pki.key(serving))),
                 format!("--instance={}", Self::operators_name(replica)),
+                // Finished VM Actions go after a minute here (an hour by
+                // default), so tests see the garbage collection.
+                "--action-retention-seconds=60".into(),
             ]
             .into_iter()
             .chain(extra.iter().cloned())

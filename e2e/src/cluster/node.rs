@@ -438,6 +438,10 @@ state = "{state}"
 kind: KubeletConfiguration
 # This host boots cgroup v1 (hybrid); 1.35+ needs this to run there.
 failCgroupV1: false
+# Pod and container stats from the runtime, not cAdvisor: a VM's memory
+# use is only known to arktos-node, and the kubelet needs it to shrink a VM
+# in place.
+featureGates: {{PodAndContainerStatsFromCRI: true}}
 cgroupDriver: cgroupfs
 containerRuntimeEndpoint: {socket}
 imageServiceEndpoint: {socket}

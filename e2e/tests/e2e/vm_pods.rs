@@ -626,7 +626,70 @@ async fn actions(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
             && table.contains("Succeeded"),
         "kubectl get actions:\n{table}"
     );
-    delete_pods(&tenant, &["vm"]).await
+
+    // An Action applied as a plain object (not through pods/{name}/action):
+    // arktos-operators bind it to the pod's node, the node agent carries it
+    // out; one naming a container pod is refused by the operators.
+    tenant
+        .create_pod(serde_json::to_value(crate::support::restricted_pod(
+            "plain",
+        ))?)
+        .await?;
+    let direct = |name: &str, pod: &str| {
+        format!(
+            "apiVersion: vm.arktos.io/v1alpha1\nkind: Action\nmetadata:\n  name: {name}\nspec:\n  podName: {pod}\n  snapshot:\n    name: applied\n"
+        )
+    };
+    tenant
+        .kubectl(ctx, &["apply", "-f", "-"], Some(&direct("applied", "vm")))
+        .await?;
+    tenant
+        .kubectl(ctx, &["apply", "-f", "-"], Some(&direct("wrong", "plain")))
+        .await?;
+    let tenant_ref = &tenant;
+    let phase = move |name: &'static str| async move {
+        tenant_ref
+            .kubectl(
+                ctx,
+                &[
+                    "get",
+                    "action",
+                    name,
+                    "-o",
+                    "jsonpath={.status.phase}|{.status.message}",
+                ],
+                None,
+            )
+            .await
+    };
+    eventually(
+        "the applied Action succeeds",
+        Duration::from_secs(60),
+        || async move { Ok(phase("applied").await?.starts_with("Succeeded")) },
+    )
+    .await?;
+    eventually(
+        "the Action on a container pod is refused",
+        Duration::from_secs(60),
+        || async move {
+            let out = phase("wrong").await?;
+            Ok(out.starts_with("Failed") && out.contains("not a VM pod"))
+        },
+    )
+    .await?;
+    // Finished Actions are deleted after the retention (a minute here).
+    eventually(
+        "finished Actions are garbage-collected",
+        Duration::from_secs(150),
+        || async move {
+            let left = tenant_ref
+                .kubectl(ctx, &["get", "actions", "-o", "name"], None)
+                .await?;
+            Ok(!left.contains("vm-reboot-") && !left.contains("/applied"))
+        },
+    )
+    .await?;
+    delete_pods(&tenant, &["vm", "plain"]).await
 }
 
 async fn power_resize_hot_plug(ctx: &Arc<Ctx>) -> anyhow::Result<()> {

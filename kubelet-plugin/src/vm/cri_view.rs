@@ -185,9 +185,10 @@ pub fn now_ns() -> i64 {
         .as_nanos() as i64
 }
 
-/// CPU time and guest memory from libvirt (the VM's view: memory given to
-/// the guest, as a container's working set is what it holds), the overlay
-/// disk as the writable layer.
+/// CPU time and guest memory from libvirt, the overlay disk as the
+/// writable layer. Memory is what the guest uses (what it could give back
+/// through the balloon does not count), so a resize may shrink a VM down to
+/// that; before the guest reports, the memory it was given.
 pub fn container_stats(
     c: &ContainerRecord,
     facts: Option<DomainFacts>,
@@ -204,12 +205,14 @@ pub fn container_stats(
             }),
             ..Default::default()
         }),
-        memory: Some(cri::MemoryUsage {
-            timestamp: ts,
-            working_set_bytes: Some(cri::UInt64Value {
-                value: facts.map_or(0, |f| f.memory_kib * 1024),
-            }),
-            ..Default::default()
+        memory: Some({
+            let used = facts.map_or(0, |f| f.used_kib.unwrap_or(f.memory_kib) * 1024);
+            cri::MemoryUsage {
+                timestamp: ts,
+                working_set_bytes: Some(cri::UInt64Value { value: used }),
+                usage_bytes: Some(cri::UInt64Value { value: used }),
+                ..Default::default()
+            }
         }),
         writable_layer: Some(cri::FilesystemUsage {
             timestamp: ts,
@@ -264,6 +267,7 @@ pub fn sandbox_stats(
             memory: Some(cri::MemoryUsage {
                 timestamp: ts,
                 working_set_bytes: Some(cri::UInt64Value { value: mem }),
+                usage_bytes: Some(cri::UInt64Value { value: mem }),
                 ..Default::default()
             }),
             containers,

@@ -29,6 +29,9 @@ pub struct DomainFacts {
     pub vcpus: u32,
     pub memory_kib: u64,
     pub max_memory_kib: u64,
+    /// Memory the guest uses (given minus what it could give back), from
+    /// the balloon's statistics; `None` before the guest reports them.
+    pub used_kib: Option<u64>,
     pub cpu_time_ns: u64,
 }
 
@@ -156,6 +159,7 @@ impl Libvirt {
                     vcpus: info.nr_virt_cpu,
                     memory_kib: info.memory,
                     max_memory_kib: info.max_mem,
+                    used_kib: if active { guest_used_kib(&d) } else { None },
                     cpu_time_ns: info.cpu_time,
                 }))
             }
@@ -327,6 +331,17 @@ impl Libvirt {
         })
         .await
     }
+}
+
+/// What a running guest uses: the balloon's current size minus what the
+/// guest reports it could do without (`usable`, else `unused`).
+fn guest_used_kib(d: &virt::domain::Domain) -> Option<u64> {
+    let stats = d.memory_stats(0).ok()?;
+    let stat = |tag: u32| stats.iter().find(|s| s.tag == tag).map(|s| s.val);
+    let actual = stat(sys::VIR_DOMAIN_MEMORY_STAT_ACTUAL_BALLOON)?;
+    let spare = stat(sys::VIR_DOMAIN_MEMORY_STAT_USABLE)
+        .or_else(|| stat(sys::VIR_DOMAIN_MEMORY_STAT_UNUSED))?;
+    Some(actual.saturating_sub(spare))
 }
 
 fn affect(live: bool) -> u32 {

@@ -1,0 +1,290 @@
+//! Tenant-wide lists rewritten as they stream from kube-apiserver, item by
+//! item, so the client receives the first items while kube-apiserver still
+//! writes the last: the gateway adds little more than one item's time.
+//!
+//! kube-apiserver writes a list as `{"kind":..,"apiVersion":..,"metadata":
+//! {..},"items":[{"metadata":{..},..},..]}` with metadata first in every
+//! item; names cannot hold quotes, so an item's first `"namespace":"` is its
+//! own namespace. Items of other namespaces are dropped (they cannot be the
+//! tenant's). Any other shape (custom resources list `apiVersion` first) is
+//! reported before a byte is written, and the caller rewrites the parsed
+//! answer instead.
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::mapping::View;
+
+const ITEMS: &[u8] = b"\"items\":[";
+const ITEM_START: &str = "{\"metadata\":{";
+const NAMESPACE: &str = "\"namespace\":\"";
+
+/// What [`ListStream::push`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Bytes for the client (possibly none yet).
+    Emit(Vec<u8>),
+    /// The answer is not shaped as expected: rewrite it parsed. Nothing has
+    /// been emitted; [`ListStream::into_buffered`] gives back every byte.
+    Unexpected,
+}
+
+enum Stage {
+    /// Before `"items":[`.
+    Head,
+    /// Between items, or inside one (`start` set).
+    Items,
+    /// After the items' closing `]`.
+    Tail,
+}
+
+pub struct ListStream<'a> {
+    view: &'a View,
+    buffer: Vec<u8>,
+    /// Scanned up to here.
+    at: usize,
+    stage: Stage,
+    /// Start of the item being scanned, its brace depth, and string state.
+    start: Option<usize>,
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    emitted_items: usize,
+    /// The rewritten head, held until the first item shows the shape.
+    head: Option<Vec<u8>>,
+    /// The first item (or the end of an empty list) had the expected
+    /// shape: bytes flow to the client from then on, no fallback after.
+    started: bool,
+}
+
+impl<'a> ListStream<'a> {
+    pub fn new(view: &'a View) -> Self {
+        Self {
+            view,
+            buffer: Vec::new(),
+            at: 0,
+            stage: Stage::Head,
+            start: None,
+            depth: 0,
+            in_string: false,
+            escaped: false,
+            emitted_items: 0,
+            head: None,
+            started: false,
+        }
+    }
+
+    /// Every byte received, for the fallback.
+    pub fn into_buffered(self) -> Vec<u8> {
+        self.buffer
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) -> Progress {
+        self.buffer.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        if let Stage::Head = self.stage {
+            if self.view.storage_prefix().is_empty() {
+                return Progress::Unexpected;
+            }
+            let Some(found) = memchr::memmem::find(&self.buffer, ITEMS) else {
+                return Progress::Emit(out);
+            };
+            match self.head(found) {
+                Some(head) => self.head = Some(head),
+                None => return Progress::Unexpected,
+            }
+            self.at = found + ITEMS.len();
+            self.stage = Stage::Items;
+        }
+        if let Stage::Items = self.stage {
+            while self.at < self.buffer.len() {
+                let byte = self.buffer[self.at];
+                match self.start {
+                    None => match byte {
+                        b'{' => {
+                            self.start = Some(self.at);
+                            self.depth = 1;
+                        }
+                        b']' => {
+                            self.begin(&mut out);
+                            self.stage = Stage::Tail;
+                            self.at += 1;
+                            break;
+                        }
+                        _ => {}
+                    },
+                    Some(start) => {
+                        if self.in_string {
+                            if self.escaped {
+                                self.escaped = false;
+                            } else if byte == b'\\' {
+                                self.escaped = true;
+                            } else if byte == b'"' {
+                                self.in_string = false;
+                            }
+                        } else {
+                            match byte {
+                                b'"' => self.in_string = true,
+                                b'{' | b'[' => self.depth += 1,
+                                b'}' | b']' => {
+                                    self.depth -= 1;
+                                    if self.depth == 0 {
+                                        let item = self.item(&self.buffer[start..=self.at]);
+                                        if item.is_some() {
+                                            self.begin(&mut out);
+                                        }
+                                        match item {
+                                            None if !self.started => return Progress::Unexpected,
+                                            // Mid-stream a strange item is
+                                            // dropped rather than leaked.
+                                            None | Some(None) => {}
+                                            Some(Some(rewritten)) => {
+                                                if self.emitted_items > 0 {
+                                                    out.push(b',');
+                                                }
+                                                out.extend_from_slice(&rewritten);
+                                                self.emitted_items += 1;
+                                            }
+                                        }
+                                        self.start = None;
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                self.at += 1;
+            }
+            // Keep only what the item under way still needs.
+            let keep_from = self.start.unwrap_or(self.at);
+            if keep_from > 0 && self.started {
+                self.buffer.drain(..keep_from);
+                self.at -= keep_from;
+                if let Some(start) = self.start.as_mut() {
+                    *start -= keep_from;
+                }
+            }
+        }
+        Progress::Emit(out)
+    }
+
+    /// The shape is known good: the held head goes out first.
+    fn begin(&mut self, out: &mut Vec<u8>) {
+        if let Some(head) = self.head.take() {
+            out.splice(0..0, head);
+        }
+        self.started = true;
+    }
+
+    /// The bytes that close the list; `None` if the answer ended early.
+    pub fn finish(self) -> Option<Vec<u8>> {
+        matches!(self.stage, Stage::Tail).then(|| b"]}".to_vec())
+    }
+
+    /// `{"kind":..,"apiVersion":..,"metadata":{..},"items":[` with the
+    /// `continue` token in the tenant's terms.
+    fn head(&self, items_at: usize) -> Option<Vec<u8>> {
+        let mut text = self.buffer[..items_at].to_vec();
+        // `{...,` up to the items: close it to read it.
+        if text.last() == Some(&b',') {
+            text.pop();
+        }
+        text.push(b'}');
+        let envelope: std::collections::BTreeMap<&str, &RawValue> =
+            serde_json::from_slice(&text).ok()?;
+        let mut metadata: Value = serde_json::from_str(envelope.get("metadata")?.get()).ok()?;
+        if let Some(token) = metadata.get("continue").and_then(Value::as_str) {
+            metadata["continue"] = self.view.continue_to_tenant(token).into();
+        }
+        let mut out = Vec::with_capacity(items_at + 16);
+        out.push(b'{');
+        for key in ["kind", "apiVersion"] {
+            if let Some(value) = envelope.get(key) {
+                out.extend_from_slice(format!("\"{key}\":{},", value.get()).as_bytes());
+            }
+        }
+        out.extend_from_slice(b"\"metadata\":");
+        out.extend_from_slice(&serde_json::to_vec(&metadata).ok()?);
+        out.extend_from_slice(b",\"items\":[");
+        Some(out)
+    }
+
+    /// One item: `None` when not shaped as expected, `Some(None)` when it
+    /// is another tenant's, else the item with its namespace mapped.
+    fn item(&self, item: &[u8]) -> Option<Option<Vec<u8>>> {
+        let text = std::str::from_utf8(item).ok()?;
+        if !text.starts_with(ITEM_START) {
+            return None;
+        }
+        let at = text.find(NAMESPACE)?;
+        let prefix = self.view.storage_prefix();
+        if !text[at + NAMESPACE.len()..].starts_with(prefix) {
+            return Some(None);
+        }
+        let mut out = Vec::with_capacity(item.len());
+        out.extend_from_slice(&item[..at + NAMESPACE.len()]);
+        out.extend_from_slice(&item[at + NAMESPACE.len() + prefix.len()..]);
+        Some(Some(out))
+    }
+}
+
+/// The whole answer at once (the same rewrite, for callers that hold it).
+pub fn rewrite_list(view: &View, body: &[u8]) -> Option<Vec<u8>> {
+    let mut stream = ListStream::new(view);
+    let Progress::Emit(mut out) = stream.push(body) else {
+        return None;
+    };
+    out.extend_from_slice(&stream.finish()?);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use arktos_crds::naming::TenantName;
+
+    use super::*;
+
+    fn view() -> View {
+        View::new(TenantName::new("acme").unwrap())
+    }
+
+    const LIST: &str = r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"9","continue":"x"},"items":[{"metadata":{"name":"a","namespace":"acme--web","annotations":{"q":"}\"{["}},"spec":{}},{"metadata":{"name":"b","namespace":"globex--web"}},{"metadata":{"name":"c","namespace":"acme--db"}}]}"#;
+
+    #[test]
+    fn items_are_rewritten_whatever_the_chunking() {
+        let view = view();
+        let whole = rewrite_list(&view, LIST.as_bytes()).unwrap();
+        let parsed: Value = serde_json::from_slice(&whole).unwrap();
+        let names: Vec<&str> = parsed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["metadata"]["namespace"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["web", "db"]);
+        assert_eq!(parsed["items"][0]["metadata"]["annotations"]["q"], "}\"{[");
+        for size in [1, 2, 3, 7, 50] {
+            let mut stream = ListStream::new(&view);
+            let mut out = Vec::new();
+            for chunk in LIST.as_bytes().chunks(size) {
+                match stream.push(chunk) {
+                    Progress::Emit(bytes) => out.extend_from_slice(&bytes),
+                    Progress::Unexpected => panic!("chunks of {size}"),
+                }
+            }
+            out.extend_from_slice(&stream.finish().unwrap());
+            assert_eq!(out, whole, "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn other_shapes_fall_back_before_anything_is_sent() {
+        let view = view();
+        let custom = r#"{"apiVersion":"x/v1","items":[{"apiVersion":"x/v1","kind":"X","metadata":{"namespace":"acme--web"}}],"kind":"XList","metadata":{}}"#;
+        let mut stream = ListStream::new(&view);
+        assert_eq!(stream.push(custom.as_bytes()), Progress::Unexpected);
+        assert_eq!(stream.into_buffered(), custom.as_bytes());
+        assert!(rewrite_list(&view, b"{\"kind\":\"PodList\",\"items\":[").is_none());
+    }
+}
