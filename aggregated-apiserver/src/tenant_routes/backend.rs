@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use warp::Reply;
 use warp::reply::Response;
 
+use super::list_stream::{ListRewrite, ListStream, Progress};
 use crate::authn::UserInfo;
 
 const CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
@@ -36,10 +37,6 @@ const UPGRADE_HEADERS: &[&str] = &[
 /// `false` drops it (a watch event about something not the tenant's).
 pub type Rewrite = Arc<dyn Fn(&mut Value) -> bool + Send + Sync>;
 
-/// A rewrite of a whole list answer as bytes; `None` falls back to
-/// [`Rewrite`] on the parsed answer.
-pub type RawListRewrite = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
-
 /// One request to kube-apiserver.
 pub struct Outgoing<'a> {
     pub method: Method,
@@ -51,8 +48,9 @@ pub struct Outgoing<'a> {
     /// Impersonate this user; `None` acts as arktos-apiserver.
     pub as_user: Option<&'a UserInfo>,
     pub watch: bool,
-    /// For large lists: a rewrite that needs no full parse.
-    pub raw_list: Option<RawListRewrite>,
+    /// Lists: rewritten item by item as they stream (see `list_stream`),
+    /// with [`Rewrite`] on the parsed answer when not shaped for that.
+    pub list: Option<ListRewrite>,
 }
 
 impl<'a> Outgoing<'a> {
@@ -67,7 +65,7 @@ impl<'a> Outgoing<'a> {
             body: None,
             as_user: None,
             watch: false,
-            raw_list: None,
+            list: None,
         }
     }
 }
@@ -213,29 +211,23 @@ impl Backend {
             stream_events(response.into_body(), rewrite)
         } else if !is_json && code.is_success() {
             stream_raw(response.into_body(), &content_type)
+        } else if let Some(list) = outgoing.list.clone().filter(|_| code.is_success()) {
+            stream_list(
+                response.into_body(),
+                list,
+                code,
+                &content_type,
+                &outgoing.uri,
+                rewrite,
+            )
+            .await?
         } else {
             let bytes = response
                 .into_body()
                 .collect_bytes()
                 .await
                 .map_err(unreachable)?;
-            if code.is_success()
-                && let Some(fast) = outgoing
-                    .raw_list
-                    .as_ref()
-                    .and_then(|rewrite| rewrite(&bytes))
-            {
-                return Ok(crate::respond::raw(code, fast, &content_type));
-            }
-            match serde_json::from_slice::<Value>(&bytes) {
-                Ok(mut value) => {
-                    if !rewrite(&mut value) {
-                        return Err(status::path_not_found(&outgoing.uri));
-                    }
-                    crate::respond::json_with_type(code, &value, &content_type)
-                }
-                Err(_) => crate::respond::raw(code, bytes, &content_type),
-            }
+            parsed(code, bytes.to_vec(), &content_type, &outgoing.uri, &rewrite)?
         };
         *reply.status_mut() = code;
         for warning in warnings {
@@ -257,6 +249,96 @@ impl Backend {
         let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Ok((code, value))
     }
+}
+
+/// A whole JSON answer, parsed and rewritten (others pass as they are).
+fn parsed(
+    code: StatusCode,
+    bytes: Vec<u8>,
+    content_type: &str,
+    uri: &str,
+    rewrite: &Rewrite,
+) -> Result<Response, Status> {
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(mut value) => {
+            if !rewrite(&mut value) {
+                return Err(status::path_not_found(uri));
+            }
+            Ok(crate::respond::json_with_type(code, &value, content_type))
+        }
+        Err(_) => Ok(crate::respond::raw(code, bytes, content_type)),
+    }
+}
+
+/// A list answer rewritten item by item while kube-apiserver writes it;
+/// parsed whole if it is not shaped for that (decided before any byte is
+/// sent).
+async fn stream_list(
+    body: kube::client::Body,
+    list: ListRewrite,
+    code: StatusCode,
+    content_type: &str,
+    uri: &str,
+    rewrite: Rewrite,
+) -> Result<Response, Status> {
+    let mut chunks = body.into_data_stream();
+    let mut stream = ListStream::new(list);
+    let mut first = Vec::new();
+    loop {
+        match chunks.next().await {
+            Some(Ok(chunk)) => match stream.push(&chunk) {
+                Progress::Emit(out) => {
+                    first.extend_from_slice(&out);
+                    if stream.started() {
+                        break;
+                    }
+                }
+                Progress::Unexpected => {
+                    let mut bytes = stream.into_buffered();
+                    while let Some(chunk) = chunks.next().await {
+                        bytes.extend_from_slice(&chunk.map_err(unreachable)?);
+                    }
+                    return parsed(code, bytes, content_type, uri, &rewrite);
+                }
+            },
+            Some(Err(e)) => return Err(unreachable(e)),
+            None => return parsed(code, stream.into_buffered(), content_type, uri, &rewrite),
+        }
+    }
+    let (sender, received) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    tokio::spawn(async move {
+        if sender.send(Ok(Bytes::from(first))).await.is_err() {
+            return;
+        }
+        while let Some(chunk) = chunks.next().await {
+            let out = match chunk {
+                Ok(chunk) => match stream.push(&chunk) {
+                    Progress::Emit(out) => out,
+                    Progress::Unexpected => Vec::new(),
+                },
+                Err(e) => {
+                    let _ = sender.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            if !out.is_empty() && sender.send(Ok(Bytes::from(out))).await.is_err() {
+                return;
+            }
+        }
+        let end = stream
+            .finish()
+            .map(Bytes::from)
+            .ok_or_else(|| std::io::Error::other("kube-apiserver's list ended early"));
+        let _ = sender.send(end).await;
+    });
+    let mut reply = warp::reply::stream(ReceiverStream::new(received)).into_response();
+    *reply.status_mut() = code;
+    if let Ok(value) = HeaderValue::from_str(content_type) {
+        reply
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, value);
+    }
+    Ok(reply)
 }
 
 /// Streams newline-delimited JSON events from kube-apiserver, each passed

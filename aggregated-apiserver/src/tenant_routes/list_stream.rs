@@ -10,6 +10,9 @@
 //! reported before a byte is written, and the caller rewrites the parsed
 //! answer instead.
 
+use std::sync::Arc;
+
+use arktos_crds::vm::annotations::SHAPE;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -38,8 +41,16 @@ enum Stage {
     Tail,
 }
 
-pub struct ListStream<'a> {
-    view: &'a View,
+/// How to rewrite a list answer: the tenant's view, and the kind of its
+/// items when they may be VM pods (or workloads) to show in the Arktos shape.
+#[derive(Clone)]
+pub struct ListRewrite {
+    pub view: Arc<View>,
+    pub vm_kind: Option<String>,
+}
+
+pub struct ListStream {
+    rewrite: ListRewrite,
     buffer: Vec<u8>,
     /// Scanned up to here.
     at: usize,
@@ -57,10 +68,10 @@ pub struct ListStream<'a> {
     started: bool,
 }
 
-impl<'a> ListStream<'a> {
-    pub fn new(view: &'a View) -> Self {
+impl ListStream {
+    pub fn new(rewrite: ListRewrite) -> Self {
         Self {
-            view,
+            rewrite,
             buffer: Vec::new(),
             at: 0,
             stage: Stage::Head,
@@ -74,6 +85,11 @@ impl<'a> ListStream<'a> {
         }
     }
 
+    /// Whether bytes flow to the client (no fallback any more).
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
     /// Every byte received, for the fallback.
     pub fn into_buffered(self) -> Vec<u8> {
         self.buffer
@@ -83,7 +99,7 @@ impl<'a> ListStream<'a> {
         self.buffer.extend_from_slice(chunk);
         let mut out = Vec::new();
         if let Stage::Head = self.stage {
-            if self.view.storage_prefix().is_empty() {
+            if self.rewrite.view.storage_prefix().is_empty() {
                 return Progress::Unexpected;
             }
             let Some(found) = memchr::memmem::find(&self.buffer, ITEMS) else {
@@ -195,7 +211,7 @@ impl<'a> ListStream<'a> {
             serde_json::from_slice(&text).ok()?;
         let mut metadata: Value = serde_json::from_str(envelope.get("metadata")?.get()).ok()?;
         if let Some(token) = metadata.get("continue").and_then(Value::as_str) {
-            metadata["continue"] = self.view.continue_to_tenant(token).into();
+            metadata["continue"] = self.rewrite.view.continue_to_tenant(token).into();
         }
         let mut out = Vec::with_capacity(items_at + 16);
         out.push(b'{');
@@ -218,25 +234,25 @@ impl<'a> ListStream<'a> {
             return None;
         }
         let at = text.find(NAMESPACE)?;
-        let prefix = self.view.storage_prefix();
+        let prefix = self.rewrite.view.storage_prefix();
         if !text[at + NAMESPACE.len()..].starts_with(prefix) {
             return Some(None);
         }
         let mut out = Vec::with_capacity(item.len());
         out.extend_from_slice(&item[..at + NAMESPACE.len()]);
         out.extend_from_slice(&item[at + NAMESPACE.len() + prefix.len()..]);
+        if let Some(kind) = &self.rewrite.vm_kind
+            && memchr::memmem::find(&out, SHAPE.as_bytes()).is_some()
+        {
+            // A VM pod (or template): shown in the Arktos shape.
+            let mut value: Value = serde_json::from_slice(&out).ok()?;
+            value["kind"] = kind.as_str().into();
+            arktos_crds::vm::shape::to_arktos(&mut value);
+            value.as_object_mut()?.remove("kind");
+            return Some(Some(serde_json::to_vec(&value).ok()?));
+        }
         Some(Some(out))
     }
-}
-
-/// The whole answer at once (the same rewrite, for callers that hold it).
-pub fn rewrite_list(view: &View, body: &[u8]) -> Option<Vec<u8>> {
-    let mut stream = ListStream::new(view);
-    let Progress::Emit(mut out) = stream.push(body) else {
-        return None;
-    };
-    out.extend_from_slice(&stream.finish()?);
-    Some(out)
 }
 
 #[cfg(test)]
@@ -245,8 +261,21 @@ mod tests {
 
     use super::*;
 
-    fn view() -> View {
-        View::new(TenantName::new("acme").unwrap())
+    /// The whole answer in one chunk.
+    fn rewrite_list(rewrite: ListRewrite, body: &[u8]) -> Option<Vec<u8>> {
+        let mut stream = ListStream::new(rewrite);
+        let Progress::Emit(mut out) = stream.push(body) else {
+            return None;
+        };
+        out.extend_from_slice(&stream.finish()?);
+        Some(out)
+    }
+
+    fn view() -> ListRewrite {
+        ListRewrite {
+            view: Arc::new(View::new(TenantName::new("acme").unwrap())),
+            vm_kind: Some("Pod".into()),
+        }
     }
 
     const LIST: &str = r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"9","continue":"x"},"items":[{"metadata":{"name":"a","namespace":"acme--web","annotations":{"q":"}\"{["}},"spec":{}},{"metadata":{"name":"b","namespace":"globex--web"}},{"metadata":{"name":"c","namespace":"acme--db"}}]}"#;
@@ -254,7 +283,7 @@ mod tests {
     #[test]
     fn items_are_rewritten_whatever_the_chunking() {
         let view = view();
-        let whole = rewrite_list(&view, LIST.as_bytes()).unwrap();
+        let whole = rewrite_list(view.clone(), LIST.as_bytes()).unwrap();
         let parsed: Value = serde_json::from_slice(&whole).unwrap();
         let names: Vec<&str> = parsed["items"]
             .as_array()
@@ -265,7 +294,7 @@ mod tests {
         assert_eq!(names, ["web", "db"]);
         assert_eq!(parsed["items"][0]["metadata"]["annotations"]["q"], "}\"{[");
         for size in [1, 2, 3, 7, 50] {
-            let mut stream = ListStream::new(&view);
+            let mut stream = ListStream::new(view.clone());
             let mut out = Vec::new();
             for chunk in LIST.as_bytes().chunks(size) {
                 match stream.push(chunk) {
@@ -279,12 +308,38 @@ mod tests {
     }
 
     #[test]
+    fn the_streamed_rewrite_agrees_with_the_full_one() {
+        let list = r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"7"},"items":[{"metadata":{"name":"a","namespace":"acme--web","labels":{"tenancy.arktos.io/tenant":"acme"}},"spec":{"containers":[{"name":"c","env":[{"name":"namespace","value":"acme--x"}]}]}},{"metadata":{"name":"b","namespace":"globex--web"}}]}"#;
+        let fast: Value =
+            serde_json::from_slice(&rewrite_list(view(), list.as_bytes()).unwrap()).unwrap();
+        let mut full: Value = serde_json::from_str(list).unwrap();
+        view().view.response(&mut full);
+        assert_eq!(fast, full);
+        assert_eq!(
+            fast["items"][0]["spec"]["containers"][0]["env"][0]["value"], "acme--x",
+            "user data untouched"
+        );
+        assert!(rewrite_list(view(), b"not json").is_none());
+    }
+
+    #[test]
+    fn vm_pods_in_a_list_are_shown_in_the_arktos_shape() {
+        let list = r#"{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[{"metadata":{"name":"vm1","namespace":"acme--web","annotations":{"vm.arktos.io/shape":"virtualMachine"}},"spec":{"runtimeClassName":"arktos-vm","containers":[{"name":"vm","image":"img"}]}}]}"#;
+        let out = rewrite_list(view(), list.as_bytes()).unwrap();
+        let parsed: Value = serde_json::from_slice(&out).unwrap();
+        let item = &parsed["items"][0];
+        assert_eq!(item["spec"]["virtualMachine"]["image"], "img");
+        assert_eq!(item["metadata"]["namespace"], "web");
+        assert!(item.get("kind").is_none());
+    }
+
+    #[test]
     fn other_shapes_fall_back_before_anything_is_sent() {
         let view = view();
         let custom = r#"{"apiVersion":"x/v1","items":[{"apiVersion":"x/v1","kind":"X","metadata":{"namespace":"acme--web"}}],"kind":"XList","metadata":{}}"#;
-        let mut stream = ListStream::new(&view);
+        let mut stream = ListStream::new(view.clone());
         assert_eq!(stream.push(custom.as_bytes()), Progress::Unexpected);
         assert_eq!(stream.into_buffered(), custom.as_bytes());
-        assert!(rewrite_list(&view, b"{\"kind\":\"PodList\",\"items\":[").is_none());
+        assert!(rewrite_list(view, b"{\"kind\":\"PodList\",\"items\":[").is_none());
     }
 }

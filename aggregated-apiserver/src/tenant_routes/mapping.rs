@@ -244,56 +244,10 @@ impl View {
         }
     }
 
-    /// A fast rewrite of a list answer (the JSON kube-apiserver writes) for
-    /// lists whose items reference namespaces only in `metadata.namespace`:
-    /// items are kept as raw text, and only their first `"namespace":"` is
-    /// rewritten. In kube-apiserver's compact encoding metadata comes first
-    /// and names cannot hold quotes, so that first one is the item's own
-    /// namespace. Items of other namespaces are dropped. `None` when the
-    /// answer is not shaped as expected (the caller rewrites it in full).
-    pub fn list_fast(&self, body: &[u8]) -> Option<Vec<u8>> {
-        use serde_json::value::RawValue;
-        if self.prefix.is_empty() {
-            return None;
-        }
-        let envelope: std::collections::BTreeMap<&str, &RawValue> =
-            serde_json::from_slice(body).ok()?;
-        let items: Vec<&RawValue> = serde_json::from_str(envelope.get("items")?.get()).ok()?;
-        let mut metadata: Value = serde_json::from_str(envelope.get("metadata")?.get()).ok()?;
-        if let Some(token) = metadata.get("continue").and_then(Value::as_str) {
-            metadata["continue"] = self.continue_to_tenant(token).into();
-        }
-        let needle = "\"namespace\":\"";
-        let mine = format!("{needle}{}", self.prefix);
-        let mut out = Vec::with_capacity(body.len());
-        out.extend_from_slice(b"{");
-        for key in ["kind", "apiVersion"] {
-            if let Some(value) = envelope.get(key) {
-                out.extend_from_slice(format!("\"{key}\":{},", value.get()).as_bytes());
-            }
-        }
-        out.extend_from_slice(b"\"metadata\":");
-        out.extend_from_slice(&serde_json::to_vec(&metadata).ok()?);
-        out.extend_from_slice(b",\"items\":[");
-        let mut first = true;
-        for item in items {
-            let text = item.get();
-            if !text.starts_with("{\"metadata\":{") {
-                return None;
-            }
-            let at = text.find(needle)?;
-            if !text[at..].starts_with(&mine) {
-                continue;
-            }
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            out.extend_from_slice(&text.as_bytes()[..at + needle.len()]);
-            out.extend_from_slice(&text.as_bytes()[at + mine.len()..]);
-        }
-        out.extend_from_slice(b"]}");
-        Some(out)
+    /// The prefix of the tenant's storage namespaces (`acme--`; empty for
+    /// the system tenant).
+    pub fn storage_prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// Removes the storage prefix from a text the cluster wrote.
@@ -447,25 +401,6 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0]["cells"][0], "web");
         assert_eq!(rows[0]["object"]["metadata"]["name"], "web");
-    }
-
-    #[test]
-    fn the_fast_list_rewrite_agrees_with_the_full_one() {
-        let list = json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "7"}, "items": [
-            {"metadata": {"name": "a", "namespace": "acme--web", "labels": {"tenancy.arktos.io/tenant": "acme"}},
-             "spec": {"containers": [{"name": "c", "env": [{"name": "namespace", "value": "acme--x"}]}]}},
-            {"metadata": {"name": "b", "namespace": "globex--web"}},
-        ]});
-        let bytes = serde_json::to_vec(&list).unwrap();
-        let fast: Value = serde_json::from_slice(&acme().list_fast(&bytes).unwrap()).unwrap();
-        let mut full = list.clone();
-        acme().response(&mut full);
-        assert_eq!(fast, full);
-        assert_eq!(
-            fast["items"][0]["spec"]["containers"][0]["env"][0]["value"], "acme--x",
-            "user data untouched"
-        );
-        assert!(acme().list_fast(b"not json").is_none());
     }
 
     #[test]

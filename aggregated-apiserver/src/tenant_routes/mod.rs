@@ -11,6 +11,7 @@
 
 pub(crate) mod backend;
 pub mod catalog;
+mod list_stream;
 pub mod mapping;
 pub mod path;
 mod protobuf;
@@ -237,7 +238,7 @@ impl TenantRoutes {
         let mut as_user = Some(user);
         let holds_pods = vm_pods::holds_pods(&r.group, &r.resource);
         let mut vm_namespace: Option<String> = None;
-        let mut raw_list: Option<backend::RawListRewrite> = None;
+        let mut list: Option<list_stream::ListRewrite> = None;
         let uri_path = if Catalog::shared_read_only(&r.group, &r.resource) {
             if request.method != Method::GET {
                 return Err(status::forbidden(
@@ -278,6 +279,9 @@ impl TenantRoutes {
                     .await;
             }
             vm_namespace = Some(storage.clone());
+            if r.name.is_none() && request.method == Method::GET {
+                list = streamed_list(&view, r, request, watch, holds_pods.then_some(&entry.kind));
+            }
             join(&[
                 &r.prefix(),
                 "namespaces",
@@ -311,17 +315,7 @@ impl TenantRoutes {
             }
             as_user = None;
             map_params(&view, &mut params, true, false)?;
-            // Items of these kinds name other namespaces beyond their own.
-            let references = matches!(r.resource.as_str(), "rolebindings" | "events");
-            if !watch && !references && !request.accept().contains("as=Table") {
-                let fast_view = view.clone();
-                raw_list = Some(Arc::new(move |bytes: &[u8]| {
-                    if holds_pods && vm_pods::mentions_vm_shape(bytes) {
-                        return None;
-                    }
-                    fast_view.list_fast(bytes)
-                }));
-            }
+            list = streamed_list(&view, r, request, watch, holds_pods.then_some(&entry.kind));
             join(&[&r.prefix(), &r.resource])
         } else {
             return Err(status::path_not_found(&request.path));
@@ -364,7 +358,7 @@ impl TenantRoutes {
                 body: None,
                 as_user,
                 watch: false,
-                raw_list: None,
+                list: None,
             };
             return self
                 .backend
@@ -383,7 +377,7 @@ impl TenantRoutes {
             body,
             as_user,
             watch,
-            raw_list,
+            list,
         };
         self.backend.send(outgoing, rewrite).await
     }
@@ -477,7 +471,7 @@ impl TenantRoutes {
             body,
             as_user: None,
             watch,
-            raw_list: None,
+            list: None,
         };
         match (&request.method, &r.name, &r.subresource) {
             (&Method::GET, None, None) => {
@@ -658,7 +652,7 @@ impl TenantRoutes {
             body: Some(serde_json::to_vec(&binding).map_err(|e| status::internal(&e.to_string()))?),
             as_user: None,
             watch: false,
-            raw_list: None,
+            list: None,
         };
         let (code, answer) = self.backend.json(outgoing).await?;
         if code.is_success() || code == StatusCode::CONFLICT {
@@ -737,6 +731,24 @@ fn map_body(view: &View, request: &ApiRequest, is_namespace: bool) -> Result<Vec
     let mut value = request.json_body()?;
     view.request_body(&mut value, is_namespace)?;
     serde_json::to_vec(&value).map_err(|e| status::internal(&e.to_string()))
+}
+
+/// How a list answer is rewritten as it streams, when it can be: not
+/// watches or tables, nor kinds whose items name other namespaces beyond
+/// their own (those are parsed and rewritten whole).
+fn streamed_list(
+    view: &Arc<View>,
+    r: &ResourcePath,
+    request: &ApiRequest,
+    watch: bool,
+    vm_kind: Option<&String>,
+) -> Option<list_stream::ListRewrite> {
+    let references = matches!(r.resource.as_str(), "rolebindings" | "events");
+    (!watch && !references && r.subresource.is_none() && !request.accept().contains("as=Table"))
+        .then(|| list_stream::ListRewrite {
+            view: view.clone(),
+            vm_kind: vm_kind.cloned(),
+        })
 }
 
 fn join(parts: &[&str]) -> String {

@@ -61,12 +61,6 @@ fn value_is_event(value: &Value) -> bool {
     value.get("type").is_some() && value.get("kind").is_none()
 }
 
-/// Whether a list answer holds any VM pod in storage form (else the fast
-/// raw rewrite may serve it).
-pub fn mentions_vm_shape(bytes: &[u8]) -> bool {
-    memchr::memmem::find(bytes, annotations::SHAPE.as_bytes()).is_some()
-}
-
 /// Whether a patch touches the Arktos-only parts of a pod.
 pub fn patches_vm_shape(request: &ApiRequest) -> bool {
     let Ok(patch) = serde_json::from_slice::<Value>(&request.body) else {
@@ -301,10 +295,21 @@ impl TenantRoutes {
                 )
                 .await?;
         }
-        // The update carries everything but resources, on the stored pod.
+        // The rest goes as a JSON patch of exactly what changed (no
+        // resourceVersion: the kubelet and the node agent write the pod all
+        // the time, and this patch does not touch what they write).
         let mut update = latest.clone();
         update["metadata"]["labels"] = desired["metadata"]["labels"].clone();
         update["metadata"]["annotations"] = desired["metadata"]["annotations"].clone();
+        if let Some(observed) = latest
+            .pointer(&format!(
+                "/metadata/annotations/{}",
+                annotations::OBSERVED.replace('/', "~1")
+            ))
+            .cloned()
+        {
+            update["metadata"]["annotations"][annotations::OBSERVED] = observed;
+        }
         let container = &desired["spec"]["containers"][0];
         for key in ["image", "imagePullPolicy"] {
             if let Some(value) = container.get(key) {
@@ -318,18 +323,22 @@ impl TenantRoutes {
                 }
             }
         }
-        if update != latest {
-            if let Some(object) = update.as_object_mut() {
+        let mut before = latest.clone();
+        for object in [&mut before, &mut update] {
+            if let Some(object) = object.as_object_mut() {
                 object.remove("status");
             }
+        }
+        let changes = json_patch::diff(&before, &update);
+        if !changes.0.is_empty() {
             latest = self
                 .write_pod(
                     user,
                     &view,
-                    Method::PUT,
+                    Method::PATCH,
                     with_query(pod_path(namespace, name), &dry_run(params)),
-                    "application/json",
-                    update,
+                    "application/json-patch+json",
+                    serde_json::to_value(&changes).map_err(|e| status::internal(&e.to_string()))?,
                 )
                 .await?;
         }
@@ -355,7 +364,7 @@ impl TenantRoutes {
             body: Some(serde_json::to_vec(&body).map_err(|e| status::internal(&e.to_string()))?),
             as_user: Some(user),
             watch: false,
-            raw_list: None,
+            list: None,
         };
         let (code, answer) = self.backend.json(outgoing).await?;
         if code.is_success() {
@@ -416,7 +425,7 @@ impl TenantRoutes {
             body: Some(serde_json::to_vec(&object).map_err(|e| status::internal(&e.to_string()))?),
             as_user: Some(user),
             watch: false,
-            raw_list: None,
+            list: None,
         };
         self.backend.send(outgoing, rewrite).await
     }
