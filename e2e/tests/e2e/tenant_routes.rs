@@ -532,6 +532,9 @@ spec:
     metadata:
       labels: {app: {{ .Release.Name }}}
     spec:
+      # Simulated nodes report the pod ready; `--wait` needs that.
+      nodeSelector: {type: kwok}
+      tolerations: [{key: kwok.x-k8s.io/node, operator: Exists, effect: NoSchedule}]
       containers:
         - name: app
           image: registry.invalid/app:1
