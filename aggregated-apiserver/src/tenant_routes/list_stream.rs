@@ -113,64 +113,75 @@ impl ListStream {
             self.stage = Stage::Items;
         }
         if let Stage::Items = self.stage {
+            // memchr jumps to the next byte that matters; brackets inside an
+            // item need no counting, its braces alone say where it ends.
             while self.at < self.buffer.len() {
-                let byte = self.buffer[self.at];
-                match self.start {
-                    None => match byte {
-                        b'{' => {
-                            self.start = Some(self.at);
-                            self.depth = 1;
+                let rest = &self.buffer[self.at..];
+                let Some(start) = self.start else {
+                    let Some(i) = memchr::memchr2(b'{', b']', rest) else {
+                        self.at = self.buffer.len();
+                        break;
+                    };
+                    let byte = rest[i];
+                    self.at += i + 1;
+                    if byte == b'{' {
+                        self.start = Some(self.at - 1);
+                        self.depth = 1;
+                        continue;
+                    }
+                    self.begin(&mut out);
+                    self.stage = Stage::Tail;
+                    break;
+                };
+                if self.escaped {
+                    self.escaped = false;
+                    self.at += 1;
+                    continue;
+                }
+                if self.in_string {
+                    let Some(i) = memchr::memchr2(b'"', b'\\', rest) else {
+                        self.at = self.buffer.len();
+                        break;
+                    };
+                    self.escaped = rest[i] == b'\\';
+                    self.in_string = self.escaped;
+                    self.at += i + 1;
+                    continue;
+                }
+                let Some(i) = memchr::memchr3(b'"', b'{', b'}', rest) else {
+                    self.at = self.buffer.len();
+                    break;
+                };
+                let byte = rest[i];
+                self.at += i + 1;
+                match byte {
+                    b'"' => self.in_string = true,
+                    b'{' => self.depth += 1,
+                    _ => {
+                        self.depth -= 1;
+                        if self.depth > 0 {
+                            continue;
                         }
-                        b']' => {
+                        self.start = None;
+                        let item = self.item(&self.buffer[start..self.at]);
+                        if item.is_some() {
                             self.begin(&mut out);
-                            self.stage = Stage::Tail;
-                            self.at += 1;
-                            break;
                         }
-                        _ => {}
-                    },
-                    Some(start) => {
-                        if self.in_string {
-                            if self.escaped {
-                                self.escaped = false;
-                            } else if byte == b'\\' {
-                                self.escaped = true;
-                            } else if byte == b'"' {
-                                self.in_string = false;
-                            }
-                        } else {
-                            match byte {
-                                b'"' => self.in_string = true,
-                                b'{' | b'[' => self.depth += 1,
-                                b'}' | b']' => {
-                                    self.depth -= 1;
-                                    if self.depth == 0 {
-                                        let item = self.item(&self.buffer[start..=self.at]);
-                                        if item.is_some() {
-                                            self.begin(&mut out);
-                                        }
-                                        match item {
-                                            None if !self.started => return Progress::Unexpected,
-                                            // Mid-stream a strange item is
-                                            // dropped rather than leaked.
-                                            None | Some(None) => {}
-                                            Some(Some(rewritten)) => {
-                                                if self.emitted_items > 0 {
-                                                    out.push(b',');
-                                                }
-                                                out.extend_from_slice(&rewritten);
-                                                self.emitted_items += 1;
-                                            }
-                                        }
-                                        self.start = None;
-                                    }
+                        match item {
+                            None if !self.started => return Progress::Unexpected,
+                            // Mid-stream a strange item is dropped rather
+                            // than leaked.
+                            None | Some(None) => {}
+                            Some(Some(rewritten)) => {
+                                if self.emitted_items > 0 {
+                                    out.push(b',');
                                 }
-                                _ => {}
+                                out.extend_from_slice(&rewritten);
+                                self.emitted_items += 1;
                             }
                         }
                     }
                 }
-                self.at += 1;
             }
             // Keep only what the item under way still needs.
             let keep_from = self.start.unwrap_or(self.at);

@@ -1,7 +1,7 @@
 //! This node's VM pods: power state, extra NICs and data disks as their
 //! annotations ask, and what each VM has written back to the pod.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +20,9 @@ use super::Agent;
 /// How often every VM pod is looked at again without a change to it (the
 /// VM's own changes: a guest that released a vCPU, one that powered off).
 const RESYNC: Duration = Duration::from_secs(10);
+
+/// Pods being reconciled, each with the newer version that came meanwhile.
+type Busy = Arc<Mutex<HashMap<String, Option<Pod>>>>;
 
 fn is_vm(pod: &Pod) -> bool {
     pod.spec
@@ -41,7 +44,7 @@ impl Agent {
         let api: Api<Pod> = Api::all(self.client.clone());
         let config = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node));
         let known: Arc<Mutex<HashMap<String, Pod>>> = Arc::default();
-        let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let busy: Busy = Arc::default();
         let resync = {
             let (agent, known, busy) = (self.clone(), known.clone(), busy.clone());
             async move {
@@ -81,16 +84,31 @@ impl Agent {
         tokio::join!(watch, resync);
     }
 
-    /// Reconciles the pod in the background unless that is under way (the
-    /// next event or resync picks up what changed meanwhile).
-    fn reconcile_soon(self: Arc<Self>, pod: Pod, busy: Arc<Mutex<HashSet<String>>>) {
+    /// Reconciles the pod in the background; while one reconcile of it is
+    /// under way, the newest version that arrives is reconciled right after.
+    fn reconcile_soon(self: Arc<Self>, pod: Pod, busy: Busy) {
         let uid = pod.uid().unwrap_or_default();
-        if !busy.lock().expect("busy").insert(uid.clone()) {
-            return;
+        {
+            let mut busy = busy.lock().expect("busy");
+            if let Some(next) = busy.get_mut(&uid) {
+                *next = Some(pod);
+                return;
+            }
+            busy.insert(uid.clone(), None);
         }
         tokio::spawn(async move {
-            self.reconcile(&pod).await;
-            busy.lock().expect("busy").remove(&uid);
+            let mut pod = pod;
+            loop {
+                self.reconcile(&pod).await;
+                let mut busy = busy.lock().expect("busy");
+                match busy.get_mut(&uid).and_then(Option::take) {
+                    Some(next) => pod = next,
+                    None => {
+                        busy.remove(&uid);
+                        return;
+                    }
+                }
+            }
         });
     }
 
