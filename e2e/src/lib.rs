@@ -6,6 +6,7 @@
 //! cluster comes up and goes down.
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod bench;
 pub mod cluster;
 pub mod critest;

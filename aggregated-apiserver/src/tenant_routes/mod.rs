@@ -258,14 +258,7 @@ impl TenantRoutes {
                 r.name.as_deref().unwrap_or_default(),
             ])
         } else if let Some(namespace) = &r.namespace {
-            let storage = view.namespace_to_storage(namespace).map_err(|_| {
-                status::not_found(&Subject {
-                    resource: "namespaces",
-                    kind: "Namespace",
-                    name: namespace,
-                    ..Default::default()
-                })
-            })?;
+            let storage = storage_or_not_found(&view, namespace)?;
             map_params(&view, &mut params, false, false)?;
             if holds_pods
                 && r.resource == "pods"
@@ -399,14 +392,7 @@ impl TenantRoutes {
                 "a pod's action (actions are created with POST)",
             ));
         }
-        let storage = view.namespace_to_storage(namespace).map_err(|_| {
-            status::not_found(&Subject {
-                resource: "namespaces",
-                kind: "Namespace",
-                name: namespace,
-                ..Default::default()
-            })
-        })?;
+        let storage = storage_or_not_found(&view, namespace)?;
         let mut params = request.params();
         map_params(&view, &mut params, false, false)?;
         self.create_action(user, view, &storage, name, request, &params)
@@ -731,6 +717,19 @@ fn map_body(view: &View, request: &ApiRequest, is_namespace: bool) -> Result<Vec
     let mut value = request.json_body()?;
     view.request_body(&mut value, is_namespace)?;
     serde_json::to_vec(&value).map_err(|e| status::internal(&e.to_string()))
+}
+
+/// The storage name of the tenant's namespace `namespace`; a name that
+/// cannot be the tenant's is a namespace that does not exist.
+fn storage_or_not_found(view: &View, namespace: &str) -> Result<String, Status> {
+    view.namespace_to_storage(namespace).map_err(|_| {
+        status::not_found(&Subject {
+            resource: "namespaces",
+            kind: "Namespace",
+            name: namespace,
+            ..Default::default()
+        })
+    })
 }
 
 /// How a list answer is rewritten as it streams, when it can be: not

@@ -95,20 +95,8 @@ impl Tenant {
         content_type: &str,
         body: Value,
     ) -> anyhow::Result<Result<Value, kube::core::Status>> {
-        let mut request = http::Request::builder().method(method).uri(path);
-        if !content_type.is_empty() {
-            request = request.header(http::header::CONTENT_TYPE, content_type);
-        }
-        let body = if body.is_null() {
-            Vec::new()
-        } else {
-            serde_json::to_vec(&body)?
-        };
-        match self
-            .owner
-            .client
-            .request::<Value>(request.body(body)?)
-            .await
+        match arktos_e2e::api::request_json(&self.owner.client, method, path, content_type, body)
+            .await?
         {
             Ok(value) => Ok(Ok(value)),
             Err(kube::Error::Api(status)) => Ok(Err(*status)),

@@ -118,33 +118,23 @@ impl Agent {
         };
         let mut problems = Vec::new();
         let wanted_power = annotation(pod, ann::POWER_SPEC).unwrap_or(POWER_RUNNING);
-        if self.vms.power_spec_applied(&vm).await.as_deref() != Some(wanted_power) {
-            let changed = match wanted_power {
-                POWER_SHUTDOWN => self.vms.power_off(&vm).await,
-                _ => self.vms.power_on(&vm).await,
-            };
-            match changed {
-                Ok(changed) => {
-                    if changed {
-                        self.event(
-                            pod,
-                            false,
-                            "PowerChanged",
-                            format!(
-                                "powerSpec {wanted_power}: the VM was powered {}",
-                                if wanted_power == POWER_SHUTDOWN {
-                                    "off"
-                                } else {
-                                    "on"
-                                }
-                            ),
-                        )
-                        .await;
-                    }
-                    let _ = self.vms.record_power_spec(&vm, wanted_power).await;
-                }
-                Err(e) => problems.push(format!("powerSpec {wanted_power}: {}", e.message())),
+        match self.vms.apply_power_spec(&vm, wanted_power).await {
+            Ok(Some(true)) => {
+                let how = if wanted_power == POWER_SHUTDOWN {
+                    "off"
+                } else {
+                    "on"
+                };
+                self.event(
+                    pod,
+                    false,
+                    "PowerChanged",
+                    format!("powerSpec {wanted_power}: the VM was powered {how}"),
+                )
+                .await;
             }
+            Ok(_) => {}
+            Err(e) => problems.push(format!("powerSpec {wanted_power}: {}", e.message())),
         }
         let observed = self.vms.observe(&vm).await.unwrap_or_default();
         // Arktos' first NIC is the pod's own network; the rest are plugged.

@@ -569,7 +569,8 @@ impl VmRuntime {
             dir: dir.clone(),
             tap: tap_name(&id),
             powered_off: false,
-            power_spec_applied: String::new(),
+            // The VM boots running: a later `powerSpec: Shutdown` is a change.
+            power_spec_applied: arktos_crds::vm::shape::POWER_RUNNING.into(),
             extra_nics: Vec::new(),
             data_disks: Vec::new(),
         };
@@ -789,20 +790,7 @@ impl VmRuntime {
         c.powered_off = false;
         let name = domain_name(id);
         let grace = Duration::from_secs(timeout_secs.max(0) as u64).min(self.cfg.stop_grace_cap);
-        let mut powered_off = false;
-        if !grace.is_zero() && self.libvirt.shutdown(&name).await? {
-            let deadline = Instant::now() + grace;
-            while Instant::now() < deadline {
-                if !self.libvirt.facts(&name).await?.is_some_and(|f| f.active) {
-                    powered_off = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        if !powered_off {
-            self.libvirt.destroy(&name).await?;
-        }
+        let powered_off = self.power_off_domain(&name, grace).await?;
         if let Some(net) = self
             .sandbox(&c.sandbox_id)
             .await
@@ -823,6 +811,22 @@ impl VmRuntime {
         };
         tracing::info!(container = %id, graceful = powered_off, "VM stopped");
         self.put_container(c).await
+    }
+
+    /// Presses the ACPI power button and waits up to `grace` for the guest
+    /// to power off, then pulls the plug; true when the guest went itself.
+    async fn power_off_domain(&self, name: &str, grace: Duration) -> Result<bool, Status> {
+        if !grace.is_zero() && self.libvirt.shutdown(name).await? {
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if !self.libvirt.facts(name).await?.is_some_and(|f| f.active) {
+                    return Ok(true);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        self.libvirt.destroy(name).await?;
+        Ok(false)
     }
 
     pub async fn remove_container(&self, id: &str) -> Result<(), Status> {

@@ -92,42 +92,48 @@ impl VmRuntime {
     /// keeps the pod: the kubelet still sees a running container. False
     /// when it was off already.
     pub async fn power_off(&self, id: &str) -> Result<bool, Status> {
-        let (_guard, mut c) = self.locked(id).await?;
-        if c.powered_off {
-            return Ok(false);
-        }
-        let name = domain_name(id);
-        let mut off = false;
-        if self.libvirt.shutdown(&name).await? {
-            let deadline = Instant::now() + self.cfg.stop_grace_cap;
-            while Instant::now() < deadline {
-                if !self.libvirt.facts(&name).await?.is_some_and(|f| f.active) {
-                    off = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        if !off {
-            self.libvirt.destroy(&name).await?;
-        }
-        let netns = self.netns_of(&c).await?;
-        self.remove_taps(&c, &netns).await;
-        c.powered_off = true;
-        tracing::info!(container = %id, graceful = off, "VM powered off");
-        self.put_container(c).await?;
-        Ok(true)
+        let (_guard, c) = self.locked(id).await?;
+        self.set_power(c, false).await
     }
 
     /// Boots a powered-off VM again; false when it was running.
     pub async fn power_on(&self, id: &str) -> Result<bool, Status> {
-        let (_guard, mut c) = self.locked(id).await?;
-        if !c.powered_off {
+        let (_guard, c) = self.locked(id).await?;
+        self.set_power(c, true).await
+    }
+
+    /// Carries out the pod's `powerSpec` if it changed since it was last
+    /// carried out (so stop and start Actions in between are not undone);
+    /// `None` when there was nothing to do, else whether the power changed.
+    pub async fn apply_power_spec(&self, id: &str, wanted: &str) -> Result<Option<bool>, Status> {
+        let (_guard, c) = self.locked(id).await?;
+        if c.power_spec_applied == wanted {
+            return Ok(None);
+        }
+        let changed = self.set_power(c, wanted != POWER_SHUTDOWN).await?;
+        let mut c = self.container(id).await?;
+        c.power_spec_applied = wanted.to_string();
+        self.put_container(c).await?;
+        Ok(Some(changed))
+    }
+
+    /// Powers the VM on or off, its sandbox's lock held by the caller.
+    async fn set_power(&self, mut c: ContainerRecord, on: bool) -> Result<bool, Status> {
+        if c.powered_off != on {
             return Ok(false);
         }
-        self.start_domain(&c, None).await?;
-        c.powered_off = false;
-        tracing::info!(container = %id, "VM powered on");
+        if on {
+            self.start_domain(&c, None).await?;
+            tracing::info!(container = %c.id, "VM powered on");
+        } else {
+            let off = self
+                .power_off_domain(&domain_name(&c.id), self.cfg.stop_grace_cap)
+                .await?;
+            let netns = self.netns_of(&c).await?;
+            self.remove_taps(&c, &netns).await;
+            tracing::info!(container = %c.id, graceful = off, "VM powered off");
+        }
+        c.powered_off = !on;
         self.put_container(c).await?;
         Ok(true)
     }
@@ -411,21 +417,6 @@ impl VmRuntime {
             max_memory_mib: c.shape.max_memory_mib,
             message: String::new(),
         })
-    }
-
-    /// The pod's `powerSpec` last carried out, and recording a new one.
-    pub async fn power_spec_applied(&self, id: &str) -> Option<String> {
-        self.containers
-            .read()
-            .await
-            .get(id)
-            .map(|c| c.power_spec_applied.clone())
-    }
-
-    pub async fn record_power_spec(&self, id: &str, spec: &str) -> Result<(), Status> {
-        let mut c = self.container(id).await?;
-        c.power_spec_applied = spec.to_string();
-        self.put_container(c).await
     }
 }
 

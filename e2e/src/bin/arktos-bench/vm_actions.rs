@@ -43,16 +43,7 @@ impl Bench {
         content_type: &str,
         body: Value,
     ) -> anyhow::Result<Value> {
-        let mut request = http::Request::builder().method(method).uri(path);
-        if !content_type.is_empty() {
-            request = request.header(http::header::CONTENT_TYPE, content_type);
-        }
-        let body = if body.is_null() {
-            Vec::new()
-        } else {
-            serde_json::to_vec(&body)?
-        };
-        Ok(self.client.request::<Value>(request.body(body)?).await?)
+        Ok(arktos_e2e::api::request_json(&self.client, method, path, content_type, body).await??)
     }
 
     async fn pod(&self) -> anyhow::Result<Value> {
