@@ -7,8 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arktos_crds::vm::action::{Action, ActionPhase, Operation};
-use arktos_crds::vm::{NODE_LABEL, RUNTIME_CLASS};
+use arktos_crds::vm::NODE_LABEL;
+use arktos_crds::vm::action::{Action, ActionPhase, check_pod};
+use arktos_crds::vm::shape::Observed;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -110,28 +111,19 @@ async fn reconcile(action: Arc<Action>, context: Arc<Context>) -> Result<Next, E
         return Ok(Next::await_change());
     };
     let spec = pod.spec.clone().unwrap_or_default();
-    if spec.runtime_class_name.as_deref() != Some(RUNTIME_CLASS) {
-        let why = format!(
-            "pod {:?} is not a VM pod (its runtimeClassName is not {RUNTIME_CLASS}); actions apply to VMs only",
-            action.spec.pod_name
-        );
-        fail(&actions, &action, &why).await?;
-        return Ok(Next::await_change());
-    }
-    if let Operation::Restore { snapshot } = &operation {
-        let observed: arktos_crds::vm::shape::Observed = pod
-            .annotations()
+    let observed = Observed::from_annotation(
+        pod.annotations()
             .get(arktos_crds::vm::annotations::OBSERVED)
-            .and_then(|o| serde_json::from_str(o).ok())
-            .unwrap_or_default();
-        if !observed.snapshots.contains(snapshot) {
-            let why = format!(
-                "pod {:?} has no snapshot {snapshot:?} (it has: {:?})",
-                action.spec.pod_name, observed.snapshots
-            );
-            fail(&actions, &action, &why).await?;
-            return Ok(Next::await_change());
-        }
+            .map(String::as_str),
+    );
+    if let Err(error) = check_pod(
+        &action.spec.pod_name,
+        spec.runtime_class_name.as_deref(),
+        &observed,
+        &operation,
+    ) {
+        fail(&actions, &action, &error.message()).await?;
+        return Ok(Next::await_change());
     }
     let Some(node) = spec.node_name else {
         return Ok(Next::requeue(UNSCHEDULED_RETRY));

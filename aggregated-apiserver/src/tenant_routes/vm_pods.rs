@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arktos_crds::status::{self, FieldError, FieldErrorType, Subject};
 use arktos_crds::vm::action::{self, ActionSpec, Operation};
 use arktos_crds::vm::shape::{self, Observed};
-use arktos_crds::vm::{NODE_LABEL, RUNTIME_CLASS, annotations};
+use arktos_crds::vm::{NODE_LABEL, annotations};
 use http::{Method, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use serde_json::{Value, json};
@@ -518,43 +518,23 @@ fn action_spec(body: &Value, pod_name: &str) -> Result<ActionSpec, Status> {
 /// snapshot to restore exists (one to take does not).
 pub fn check_action(pod: &Value, operation: &Operation) -> Result<(), Status> {
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
-    let invalid = |field: &str, kind: FieldErrorType, why: String, value: &str| {
-        status::invalid(
-            &action_subject(""),
-            &[FieldError::new(field, kind, why).with_value(value)],
-        )
-    };
-    if pod
-        .pointer("/spec/runtimeClassName")
-        .and_then(Value::as_str)
-        != Some(RUNTIME_CLASS)
-    {
-        return Err(invalid(
-            "spec.podName",
-            FieldErrorType::Invalid,
-            format!(
-                "pod {name:?} is not a VM pod (its runtimeClassName is not {RUNTIME_CLASS}); actions apply to VMs only"
-            ),
-            name,
-        ));
-    }
     let observed = observed_of(pod);
+    let runtime_class = pod
+        .pointer("/spec/runtimeClassName")
+        .and_then(Value::as_str);
+    let refused = |error: FieldError| status::invalid(&action_subject(""), &[error]);
+    action::check_pod(name, runtime_class, &observed, operation).map_err(refused)?;
+    // Through this route a name already taken is refused; the node agent
+    // would answer with the existing snapshot.
     match operation {
-        Operation::Restore { snapshot } if !observed.snapshots.contains(snapshot) => Err(invalid(
-            "spec.restore.snapshot",
-            FieldErrorType::NotFound,
-            format!(
-                "pod {name:?} has no such snapshot (it has: {:?})",
-                observed.snapshots
-            ),
-            snapshot,
-        )),
         Operation::Snapshot { name: snapshot } if observed.snapshots.contains(snapshot) => {
-            Err(invalid(
-                "spec.snapshot.name",
-                FieldErrorType::Duplicate,
-                format!("pod {name:?} already has a snapshot of that name"),
-                snapshot,
+            Err(refused(
+                FieldError::new(
+                    "spec.snapshot.name",
+                    FieldErrorType::Duplicate,
+                    format!("pod {name:?} already has a snapshot of that name"),
+                )
+                .with_value(snapshot.clone()),
             ))
         }
         _ => Ok(()),
@@ -563,13 +543,13 @@ pub fn check_action(pod: &Value, operation: &Operation) -> Result<(), Status> {
 
 /// What the node agent last reported of a stored VM pod.
 fn observed_of(pod: &Value) -> Observed {
-    pod.pointer(&format!(
-        "/metadata/annotations/{}",
-        annotations::OBSERVED.replace('/', "~1")
-    ))
-    .and_then(Value::as_str)
-    .and_then(|text| serde_json::from_str(text).ok())
-    .unwrap_or_default()
+    Observed::from_annotation(
+        pod.pointer(&format!(
+            "/metadata/annotations/{}",
+            annotations::OBSERVED.replace('/', "~1")
+        ))
+        .and_then(Value::as_str),
+    )
 }
 
 fn pod_path(namespace: &str, name: &str) -> String {
@@ -597,6 +577,8 @@ fn backend_status(view: &View, code: StatusCode, mut answer: Value) -> Status {
 
 #[cfg(test)]
 mod tests {
+    use arktos_crds::vm::RUNTIME_CLASS;
+
     use super::*;
 
     #[test]

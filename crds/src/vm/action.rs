@@ -6,6 +6,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::RUNTIME_CLASS;
+use super::shape::Observed;
 use crate::status::{FieldError, FieldErrorType};
 
 pub const KIND: &str = "Action";
@@ -174,17 +176,46 @@ impl ActionSpec {
 
 /// Snapshot names become libvirt snapshot names and file names: a DNS label.
 pub fn snapshot_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
+    if crate::naming::is_dns_label(name) {
         Ok(())
     } else {
         Err("a snapshot name is a DNS label: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit".into())
+    }
+}
+
+/// What can be known of an Action before a node acts, from its pod: the
+/// pod is a VM (`runtime_class`), and a snapshot to restore exists (as the
+/// node agent last reported in `observed`). The gateway and the operators'
+/// Action controller both ask this.
+pub fn check_pod(
+    pod_name: &str,
+    runtime_class: Option<&str>,
+    observed: &Observed,
+    operation: &Operation,
+) -> Result<(), FieldError> {
+    if runtime_class != Some(RUNTIME_CLASS) {
+        return Err(FieldError::new(
+            "spec.podName",
+            FieldErrorType::Invalid,
+            format!(
+                "pod {pod_name:?} is not a VM pod (its runtimeClassName is not {RUNTIME_CLASS}); actions apply to VMs only"
+            ),
+        )
+        .with_value(pod_name));
+    }
+    match operation {
+        Operation::Restore { snapshot } if !observed.snapshots.contains(snapshot) => {
+            Err(FieldError::new(
+                "spec.restore.snapshot",
+                FieldErrorType::NotFound,
+                format!(
+                    "pod {pod_name:?} has no such snapshot (it has: {:?})",
+                    observed.snapshots
+                ),
+            )
+            .with_value(snapshot.clone()))
+        }
+        _ => Ok(()),
     }
 }
 

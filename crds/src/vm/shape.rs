@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::{RUNTIME_CLASS, annotations as ann};
+use crate::naming::is_dns_label;
 use crate::status::{FieldError, FieldErrorType};
 
 /// The `virtualMachine` of a pod spec, as Arktos users write it.
@@ -150,6 +151,15 @@ pub fn check_resize(observed: &Observed, resources: &Value) -> Result<(), Vec<Fi
         Ok(())
     } else {
         Err(errors)
+    }
+}
+
+impl Observed {
+    /// The node agent's report as kept in the pod annotation; empty when
+    /// there is none yet (or it cannot be read).
+    pub fn from_annotation(text: Option<&str>) -> Self {
+        text.and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default()
     }
 }
 
@@ -653,16 +663,6 @@ fn ensure_object<'a>(object: &'a mut Value, pointer: &str) -> &'a mut Map<String
         at = at.get_mut(part).expect("just made");
     }
     at.as_object_mut().expect("an object")
-}
-
-fn is_dns_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
 }
 
 #[cfg(test)]

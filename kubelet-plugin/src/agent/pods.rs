@@ -227,8 +227,7 @@ impl Agent {
         };
         observed.message = message;
         let text = serde_json::to_string(&observed).unwrap_or_default();
-        let current: Option<Observed> =
-            annotation(pod, ann::OBSERVED).and_then(|o| serde_json::from_str(o).ok());
+        let current = annotation(pod, ann::OBSERVED).map(|o| Observed::from_annotation(Some(o)));
         if current.as_ref() == Some(&observed) {
             return;
         }
