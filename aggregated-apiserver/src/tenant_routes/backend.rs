@@ -81,10 +81,18 @@ impl Backend {
     }
 
     fn build(&self, outgoing: &Outgoing<'_>) -> Result<http::Request<kube::client::Body>, Status> {
+        self.build_accepting(outgoing, &json_accept(outgoing.accept))
+    }
+
+    fn build_accepting(
+        &self,
+        outgoing: &Outgoing<'_>,
+        accept: &str,
+    ) -> Result<http::Request<kube::client::Body>, Status> {
         let mut builder = http::Request::builder()
             .method(outgoing.method.clone())
             .uri(&outgoing.uri)
-            .header(http::header::ACCEPT, json_accept(outgoing.accept));
+            .header(http::header::ACCEPT, accept);
         if !outgoing.content_type.is_empty() {
             builder = builder.header(http::header::CONTENT_TYPE, outgoing.content_type);
         }
@@ -233,6 +241,25 @@ impl Backend {
         for warning in warnings {
             reply.headers_mut().append("warning", warning);
         }
+        Ok(reply)
+    }
+
+    /// A document nothing in it needs rewriting (`/version`, OpenAPI):
+    /// asked for in the client's own `Accept`, so protobuf stays protobuf
+    /// (kubectl reads `/openapi/v2` only as protobuf), and streamed back as
+    /// it comes.
+    pub async fn pass_through(&self, outgoing: Outgoing<'_>) -> Result<Response, Status> {
+        let request = self.build_accepting(&outgoing, outgoing.accept)?;
+        let response = self.client.send(request).await.map_err(unreachable)?;
+        let code = response.status();
+        let content_type = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let mut reply = stream_raw(response.into_body(), &content_type);
+        *reply.status_mut() = code;
         Ok(reply)
     }
 
@@ -391,8 +418,12 @@ fn stream_raw(body: kube::client::Body, content_type: &str) -> Response {
     let (chunks_out, received) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let mut chunks = body.into_data_stream();
     tokio::spawn(async move {
-        while let Some(Ok(chunk)) = chunks.next().await {
-            if chunks_out.send(Ok(chunk)).await.is_err() {
+        while let Some(chunk) = chunks.next().await {
+            // An upstream failure is passed on, so the client's connection
+            // is cut rather than the body ending early as if complete.
+            let chunk = chunk.map_err(|e| std::io::Error::other(e.to_string()));
+            let failed = chunk.is_err();
+            if chunks_out.send(chunk).await.is_err() || failed {
                 return;
             }
         }

@@ -375,6 +375,31 @@ async fn tenants_get_isolated_apis_on_the_gateway(ctx: Arc<Ctx>) -> anyhow::Resu
         },
         &[404],
     )?;
+    // OpenAPI reaches kubectl in the form it asks for: `/openapi/v2` only
+    // as protobuf (kubectl falls back to it when a v3 document fails).
+    let request = http::Request::get("/openapi/v2")
+        .header(
+            http::header::ACCEPT,
+            "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+        )
+        .body(kube::client::Body::empty())?;
+    let response = alice_client.send(request).await?;
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let document = http_body_util::BodyExt::collect(response.into_body())
+        .await?
+        .to_bytes();
+    // Field 1 of openapi_v2.Document, `swagger: "2.0"`, comes first.
+    ensure!(
+        content_type.contains("protobuf") && document.starts_with(b"\x0a\x032.0"),
+        "/openapi/v2 as protobuf through the gateway: {content_type}, {} bytes starting {:?}",
+        document.len(),
+        &document[..document.len().min(16)]
+    );
     // Cluster-scoped kinds a tenant must not see or touch.
     let raw = |path: String| {
         let client = alice_client.clone();
