@@ -247,19 +247,52 @@ impl Backend {
     /// A document nothing in it needs rewriting (`/version`, OpenAPI):
     /// asked for in the client's own `Accept`, so protobuf stays protobuf
     /// (kubectl reads `/openapi/v2` only as protobuf), and streamed back as
-    /// it comes.
-    pub async fn pass_through(&self, outgoing: Outgoing<'_>) -> Result<Response, Status> {
-        let request = self.build_accepting(&outgoing, outgoing.accept)?;
+    /// it comes. The caching headers pass both ways, so clients cache the
+    /// documents as they do on kube-apiserver; a redirect to another
+    /// document (an OpenAPI v3 hash that changed) stays under `prefix`,
+    /// the tenant's route.
+    pub async fn pass_through(
+        &self,
+        outgoing: Outgoing<'_>,
+        client_headers: &http::HeaderMap,
+        prefix: &str,
+    ) -> Result<Response, Status> {
+        let mut request = self.build_accepting(&outgoing, outgoing.accept)?;
+        for name in [http::header::IF_NONE_MATCH, http::header::IF_MODIFIED_SINCE] {
+            if let Some(value) = client_headers.get(&name) {
+                request.headers_mut().insert(name, value.clone());
+            }
+        }
         let response = self.client.send(request).await.map_err(unreachable)?;
         let code = response.status();
-        let content_type = response
-            .headers()
+        let upstream = response.headers().clone();
+        let content_type = upstream
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
         let mut reply = stream_raw(response.into_body(), &content_type);
         *reply.status_mut() = code;
+        let headers = reply.headers_mut();
+        for name in [
+            http::header::ETAG,
+            http::header::CACHE_CONTROL,
+            http::header::EXPIRES,
+            http::header::LAST_MODIFIED,
+            http::header::VARY,
+        ] {
+            if let Some(value) = upstream.get(&name) {
+                headers.insert(name, value.clone());
+            }
+        }
+        if let Some(location) = upstream
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .filter(|l| l.starts_with('/'))
+            .and_then(|l| HeaderValue::from_str(&format!("{prefix}{l}")).ok())
+        {
+            headers.insert(http::header::LOCATION, location);
+        }
         Ok(reply)
     }
 

@@ -148,8 +148,8 @@ impl TenantRoutes {
                     legacy_root,
                 )
             }
-            TenantPath::Version => self.pass_as_us("/version".into(), request).await,
-            TenantPath::OpenApi(path) => self.openapi(&path, request).await,
+            TenantPath::Version => self.pass_as_us("/version".into(), path, request).await,
+            TenantPath::OpenApi(document) => self.openapi(&document, path, request).await,
             TenantPath::Resource(resource) if resource.is_namespaces() => {
                 self.namespaces(user, &tenant_object, view, &resource, request)
                     .await
@@ -158,13 +158,28 @@ impl TenantRoutes {
         }
     }
 
-    async fn pass_as_us(&self, uri: String, request: &ApiRequest) -> Result<Response, Status> {
+    /// `uri` as arktos-apiserver; `tenant_path` is the path as the tenant
+    /// wrote it (the request's path without the tenant's prefix).
+    async fn pass_as_us(
+        &self,
+        uri: String,
+        tenant_path: &str,
+        request: &ApiRequest,
+    ) -> Result<Response, Status> {
         let accept = request.accept();
         let outgoing = Outgoing::get_as_us(uri, &accept);
-        self.backend.pass_through(outgoing).await
+        let prefix = request.path.strip_suffix(tenant_path).unwrap_or_default();
+        self.backend
+            .pass_through(outgoing, &request.headers, prefix)
+            .await
     }
 
-    async fn openapi(&self, path: &str, request: &ApiRequest) -> Result<Response, Status> {
+    async fn openapi(
+        &self,
+        path: &str,
+        tenant_path: &str,
+        request: &ApiRequest,
+    ) -> Result<Response, Status> {
         let catalog = self.catalog.get(false).await?;
         let visible = |gv_path: &str| {
             let parts: Vec<&str> = gv_path.split('/').collect();
@@ -191,7 +206,7 @@ impl TenantRoutes {
         {
             return Err(status::path_not_found(path));
         }
-        self.pass_as_us(format!("{path}?{}", request.query), request)
+        self.pass_as_us(format!("{path}?{}", request.query), tenant_path, request)
             .await
     }
 

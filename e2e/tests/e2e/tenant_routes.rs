@@ -400,6 +400,37 @@ async fn tenants_get_isolated_apis_on_the_gateway(ctx: Arc<Ctx>) -> anyhow::Resu
         document.len(),
         &document[..document.len().min(16)]
     );
+    // An OpenAPI v3 document asked for by an outdated hash redirects to
+    // the current one inside the tenant's route, and is cacheable there.
+    let request =
+        http::Request::get("/openapi/v3/api/v1?hash=0").body(kube::client::Body::empty())?;
+    let response = alice_client.send(request).await?;
+    let location = response
+        .headers()
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    ensure!(
+        response.status() == http::StatusCode::MOVED_PERMANENTLY
+            && location.starts_with(&format!("/tenants/{acme}/openapi/v3/api/v1?hash=")),
+        "outdated OpenAPI hash: {} to {location:?}",
+        response.status()
+    );
+    let current = location.trim_start_matches(&format!("/tenants/{acme}"));
+    let request = http::Request::get(current).body(kube::client::Body::empty())?;
+    let response = alice_client.send(request).await?;
+    let cache_control = response
+        .headers()
+        .get(http::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    ensure!(
+        response.status().is_success() && cache_control.contains("immutable"),
+        "current OpenAPI hash: {}, Cache-Control {cache_control:?}",
+        response.status()
+    );
     // Cluster-scoped kinds a tenant must not see or touch.
     let raw = |path: String| {
         let client = alice_client.clone();
