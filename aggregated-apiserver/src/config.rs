@@ -37,6 +37,16 @@ pub struct Config {
     /// use the service account.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// Resources whose lists the tenant routes answer from arktos-apiserver's
+    /// own copy (VERSION/RESOURCE for the core group, else
+    /// GROUP/VERSION/RESOURCE), comma-separated; empty for none.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "v1/pods",
+        env = "ARKTOS_LIST_CACHE"
+    )]
+    pub list_cache: Vec<String>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,

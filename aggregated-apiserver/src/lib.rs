@@ -184,6 +184,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &anchors,
     )?;
     let authz = Arc::new(authz::Authorizer::new(client.clone()));
+    let cached_lists = config
+        .list_cache
+        .iter()
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            r.parse()
+                .map_err(|e: String| anyhow::anyhow!("--list-cache {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let metrics = metrics::Metrics::new();
     let state = Arc::new(routes::State {
         authn: authn::Authenticator::new(header_names, Some(client.clone())),
         authz: authz.clone(),
@@ -192,9 +202,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             client.clone(),
             authz,
             storage::Storage::new(client.clone()),
-        ),
+        )
+        .with_list_cache(&cached_lists, metrics.list_cache()),
         openapi: openapi::OpenApi::new(client.clone()),
-        metrics: metrics::Metrics::new(),
+        metrics,
         ready: AtomicBool::new(false),
     });
     tokio::spawn(watch_readiness(state.clone()));

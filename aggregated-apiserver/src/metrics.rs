@@ -7,6 +7,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -27,6 +28,16 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<LatencyLabels, Histogram>,
+    list_cache: ListCacheMetrics,
+}
+
+/// The list cache (`tenant_routes::list_cache`), all resources together.
+#[derive(Clone, Debug, Default)]
+pub struct ListCacheMetrics {
+    pub hits: Counter,
+    pub misses: Counter,
+    pub objects: Gauge,
+    pub bytes: Gauge,
 }
 
 impl Metrics {
@@ -46,10 +57,32 @@ impl Metrics {
             "Time to answer (to the first byte for watches), by verb and resource",
             latency.clone(),
         );
+        let list_cache = ListCacheMetrics::default();
+        registry.register(
+            "list_cache_hits",
+            "Lists answered from the list cache",
+            list_cache.hits.clone(),
+        );
+        registry.register(
+            "list_cache_misses",
+            "Lists the cache could not answer at the versions kube-apiserver named in time (answered the ordinary way)",
+            list_cache.misses.clone(),
+        );
+        registry.register(
+            "list_cache_objects",
+            "Objects held by the list cache",
+            list_cache.objects.clone(),
+        );
+        registry.register(
+            "list_cache_bytes",
+            "Bytes of object text held by the list cache",
+            list_cache.bytes.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
             latency,
+            list_cache,
         })
     }
 
@@ -65,6 +98,10 @@ impl Metrics {
         self.latency
             .get_or_create(&LatencyLabels { verb, resource })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn list_cache(&self) -> ListCacheMetrics {
+        self.list_cache.clone()
     }
 
     pub fn render(&self) -> String {

@@ -296,6 +296,17 @@ impl Backend {
         Ok(reply)
     }
 
+    /// Sends the request in its own `Accept` and returns the code and the
+    /// body as it streams.
+    pub async fn raw(
+        &self,
+        outgoing: Outgoing<'_>,
+    ) -> Result<(StatusCode, kube::client::Body), Status> {
+        let request = self.build_accepting(&outgoing, outgoing.accept)?;
+        let response = self.client.send(request).await.map_err(unreachable)?;
+        Ok((response.status(), response.into_body()))
+    }
+
     /// Sends the request and returns the JSON answer, un-rewritten.
     pub async fn json(&self, outgoing: Outgoing<'_>) -> Result<(StatusCode, Value), Status> {
         let request = self.build(&outgoing)?;

@@ -237,33 +237,39 @@ impl ListStream {
         Some(out)
     }
 
-    /// One item: `None` when not shaped as expected, `Some(None)` when it
-    /// is another tenant's, else the item with its namespace mapped.
     fn item(&self, item: &[u8]) -> Option<Option<Vec<u8>>> {
-        let text = std::str::from_utf8(item).ok()?;
-        if !text.starts_with(ITEM_START) {
-            return None;
-        }
-        let at = text.find(NAMESPACE)?;
-        let prefix = self.rewrite.view.storage_prefix();
-        if !text[at + NAMESPACE.len()..].starts_with(prefix) {
-            return Some(None);
-        }
-        let mut out = Vec::with_capacity(item.len());
-        out.extend_from_slice(&item[..at + NAMESPACE.len()]);
-        out.extend_from_slice(&item[at + NAMESPACE.len() + prefix.len()..]);
-        if let Some(kind) = &self.rewrite.vm_kind
-            && memchr::memmem::find(&out, SHAPE.as_bytes()).is_some()
-        {
-            // A VM pod (or template): shown in the Arktos shape.
-            let mut value: Value = serde_json::from_slice(&out).ok()?;
-            value["kind"] = kind.as_str().into();
-            arktos_crds::vm::shape::to_arktos(&mut value);
-            value.as_object_mut()?.remove("kind");
-            return Some(Some(serde_json::to_vec(&value).ok()?));
-        }
-        Some(Some(out))
+        tenant_item(&self.rewrite, item)
     }
+}
+
+/// One list item (`{"metadata":{..` first) in the tenant's terms: `None`
+/// when not shaped as expected, `Some(None)` when it is another tenant's,
+/// else the item with its namespace mapped (and a VM pod in the Arktos
+/// shape).
+pub fn tenant_item(rewrite: &ListRewrite, item: &[u8]) -> Option<Option<Vec<u8>>> {
+    let text = std::str::from_utf8(item).ok()?;
+    if !text.starts_with(ITEM_START) {
+        return None;
+    }
+    let at = text.find(NAMESPACE)?;
+    let prefix = rewrite.view.storage_prefix();
+    if !text[at + NAMESPACE.len()..].starts_with(prefix) {
+        return Some(None);
+    }
+    let mut out = Vec::with_capacity(item.len());
+    out.extend_from_slice(&item[..at + NAMESPACE.len()]);
+    out.extend_from_slice(&item[at + NAMESPACE.len() + prefix.len()..]);
+    if let Some(kind) = &rewrite.vm_kind
+        && memchr::memmem::find(&out, SHAPE.as_bytes()).is_some()
+    {
+        // A VM pod (or template): shown in the Arktos shape.
+        let mut value: Value = serde_json::from_slice(&out).ok()?;
+        value["kind"] = kind.as_str().into();
+        arktos_crds::vm::shape::to_arktos(&mut value);
+        value.as_object_mut()?.remove("kind");
+        return Some(Some(serde_json::to_vec(&value).ok()?));
+    }
+    Some(Some(out))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 
 pub(crate) mod backend;
 pub mod catalog;
+pub mod list_cache;
 mod list_stream;
 pub mod mapping;
 pub mod path;
@@ -45,6 +46,7 @@ pub struct TenantRoutes {
     /// Tenant objects, briefly: every request of a tenant needs its
     /// Tenant, and a read of the storage per request doubles the cost.
     known: crate::cache::TtlCache<String, Arc<Tenant>>,
+    list_cache: list_cache::ListCache,
 }
 
 fn tenant_subject(name: &str) -> Subject<'_> {
@@ -78,7 +80,19 @@ impl TenantRoutes {
             authz,
             tenants,
             known: crate::cache::TtlCache::new(std::time::Duration::from_secs(2), 10_000),
+            list_cache: list_cache::ListCache::default(),
         }
+    }
+
+    /// Answers lists of `resources` from copies kept by watches (see
+    /// `list_cache`); starts the watches.
+    pub fn with_list_cache(
+        mut self,
+        resources: &[list_cache::CachedResource],
+        metrics: crate::metrics::ListCacheMetrics,
+    ) -> Self {
+        self.list_cache = list_cache::ListCache::start(&self.backend, resources, metrics);
+        self
     }
 
     async fn tenant(&self, name: &str) -> Result<Arc<Tenant>, Status> {
@@ -372,6 +386,19 @@ impl TenantRoutes {
                 .backend
                 .upgrade(outgoing, &request.headers, slot.clone(), rewrite)
                 .await;
+        }
+        if let Some(list) = &list
+            && let Some(store) = self.list_cache.store(&r.group, &r.version, &r.resource)
+            && let Some(reply) = store
+                .answer(
+                    &self.backend,
+                    with_query(uri_path.clone(), &params),
+                    as_user,
+                    &list.view,
+                )
+                .await
+        {
+            return Ok(reply);
         }
         let outgoing = Outgoing {
             method: request.method.clone(),

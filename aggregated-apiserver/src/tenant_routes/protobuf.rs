@@ -231,6 +231,105 @@ pub fn name_and_labels(
     Ok((name, labels))
 }
 
+/// `Accept` for a list answered as object metadata only, in protobuf: the
+/// cheapest answer kube-apiserver gives that still names every member.
+pub const METADATA_LIST_ACCEPT: &str =
+    "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+
+/// A list's members as a `PartialObjectMetadataList` names them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MetadataList {
+    pub resource_version: String,
+    pub continue_token: String,
+    pub remaining_item_count: Option<i64>,
+    pub items: Vec<Member>,
+}
+
+/// One member: which object, at which version.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Member {
+    pub namespace: String,
+    pub name: String,
+    pub resource_version: String,
+}
+
+/// Calls `each` with every field of a message (number, wire type, and the
+/// varint's value or the payload), borrowing rather than copying: a list
+/// of thousands of members is read in place. `None` when malformed.
+fn walk<'a>(bytes: &'a [u8], mut each: impl FnMut(u64, u64, &'a [u8])) -> Option<()> {
+    let mut at = 0;
+    while at < bytes.len() {
+        let key = read_varint(bytes, &mut at)?;
+        let (number, wire) = (key >> 3, key & 7);
+        match wire {
+            0 => {
+                let value = read_varint(bytes, &mut at)?;
+                each(number, value, &[]);
+            }
+            2 => {
+                let len = usize::try_from(read_varint(bytes, &mut at)?).ok()?;
+                let payload = bytes.get(at..at.checked_add(len)?)?;
+                at += len;
+                each(number, 0, payload);
+            }
+            1 => at += 8,
+            5 => at += 4,
+            _ => return None,
+        }
+    }
+    (at == bytes.len()).then_some(())
+}
+
+fn utf8(bytes: &[u8]) -> Option<String> {
+    std::str::from_utf8(bytes).ok().map(str::to_string)
+}
+
+/// Reads a protobuf `PartialObjectMetadataList` answer (ListMeta: 2
+/// resourceVersion, 3 continue, 4 remainingItemCount; each item's
+/// ObjectMeta: 1 name, 3 namespace, 6 resourceVersion).
+pub fn metadata_list(body: &[u8]) -> Option<MetadataList> {
+    let mut raw = None;
+    walk(body.strip_prefix(MAGIC)?, |number, _, payload| {
+        if number == 2 {
+            raw = Some(payload);
+        }
+    })?;
+    let mut list = MetadataList::default();
+    let mut ok = true;
+    walk(raw?, |number, _, payload| match number {
+        1 => {
+            ok &= walk(payload, |field, value, text| match field {
+                2 => list.resource_version = utf8(text).unwrap_or_default(),
+                3 => list.continue_token = utf8(text).unwrap_or_default(),
+                4 => list.remaining_item_count = i64::try_from(value).ok(),
+                _ => {}
+            })
+            .is_some();
+        }
+        2 => {
+            let mut member = Member::default();
+            let mut metadata_ok = true;
+            let item_ok = walk(payload, |field, _, metadata| {
+                if field != 1 {
+                    return;
+                }
+                metadata_ok &= walk(metadata, |field, _, text| match field {
+                    1 => member.name = utf8(text).unwrap_or_default(),
+                    3 => member.namespace = utf8(text).unwrap_or_default(),
+                    6 => member.resource_version = utf8(text).unwrap_or_default(),
+                    _ => {}
+                })
+                .is_some();
+            })
+            .is_some();
+            ok &= item_ok && metadata_ok;
+            list.items.push(member);
+        }
+        _ => {}
+    })?;
+    ok.then_some(list)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,5 +461,76 @@ mod tests {
     fn garbage_is_refused() {
         assert!(rewrite(b"not protobuf", &map, None).is_err());
         assert!(rewrite(b"k8s\0\xff\xff", &map, None).is_err());
+    }
+
+    #[test]
+    fn reads_the_members_of_a_metadata_list() {
+        let member = |namespace: &str, name: &str, version: &str| Field {
+            number: 2,
+            wire: 2,
+            data: message(&[Field {
+                number: 1,
+                wire: 2,
+                data: message(&[
+                    string_field(1, name),
+                    string_field(3, namespace),
+                    string_field(5, "uid"),
+                    string_field(6, version),
+                    Field {
+                        number: 11,
+                        wire: 2,
+                        data: message(&[string_field(1, "k"), string_field(2, "v")]),
+                    },
+                ]),
+            }]),
+        };
+        let list_meta = Field {
+            number: 1,
+            wire: 2,
+            data: message(&[
+                string_field(2, "42"),
+                string_field(3, "token"),
+                Field {
+                    number: 4,
+                    wire: 0,
+                    data: vec![7],
+                },
+            ]),
+        };
+        let list = message(&[
+            list_meta,
+            member("acme--web", "a", "40"),
+            member("acme--db", "b", "41"),
+        ]);
+        let mut body = MAGIC.to_vec();
+        body.extend(message(&[
+            string_field(1, ""),
+            Field {
+                number: 2,
+                wire: 2,
+                data: list,
+            },
+        ]));
+        let read = metadata_list(&body).unwrap();
+        assert_eq!(read.resource_version, "42");
+        assert_eq!(read.continue_token, "token");
+        assert_eq!(read.remaining_item_count, Some(7));
+        assert_eq!(
+            read.items,
+            [
+                Member {
+                    namespace: "acme--web".into(),
+                    name: "a".into(),
+                    resource_version: "40".into()
+                },
+                Member {
+                    namespace: "acme--db".into(),
+                    name: "b".into(),
+                    resource_version: "41".into()
+                }
+            ]
+        );
+        assert!(metadata_list(&body[..body.len() - 3]).is_none());
+        assert!(metadata_list(b"{}").is_none());
     }
 }

@@ -1,0 +1,598 @@
+//! Lists answered from arktos-apiserver's own copy of a resource (DESIGN
+//! section 6), kept current by a watch and stored already in each object's
+//! tenant's terms, so a list costs copying bytes rather than kube-apiserver
+//! encoding every object in JSON again.
+//!
+//! kube-apiserver still decides what a list holds: the gateway sends it the
+//! very request it would have sent (same user, same selectors, same
+//! `resourceVersion`, `limit` and `continue`), asking for object metadata
+//! only, in protobuf, several times cheaper to produce. The answer is then
+//! assembled from the copies at exactly the versions kube-apiserver named.
+//! A copy that is missing or at another version (the watch is behind) means
+//! a short wait for the watch, then the ordinary list: an answer from here
+//! is never older, newer or wider than kube-apiserver's own.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use arktos_crds::naming::{TENANT_LABEL, TenantName, split_storage_namespace};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use warp::reply::Response;
+
+use super::backend::{Backend, Outgoing};
+use super::list_stream::{ListRewrite, tenant_item};
+use super::mapping::View;
+use super::protobuf::{METADATA_LIST_ACCEPT, MetadataList, metadata_list};
+use crate::authn::UserInfo;
+use crate::metrics::ListCacheMetrics;
+use crate::respond;
+
+/// How long a list waits for the watch to bring the versions
+/// kube-apiserver named before it is served the ordinary way.
+const CATCH_UP: Duration = Duration::from_millis(250);
+
+/// A resource whose lists are served from a copy: `v1/pods`,
+/// `apps/v1/deployments`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedResource {
+    pub group: String,
+    pub version: String,
+    pub resource: String,
+}
+
+impl CachedResource {
+    fn collection_path(&self) -> String {
+        if self.group.is_empty() {
+            format!("/api/{}/{}", self.version, self.resource)
+        } else {
+            format!("/apis/{}/{}/{}", self.group, self.version, self.resource)
+        }
+    }
+
+    fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+}
+
+impl FromStr for CachedResource {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = text.split('/').collect();
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        };
+        match parts.as_slice() {
+            [version, resource] if valid(version) && valid(resource) => Ok(Self {
+                group: String::new(),
+                version: version.to_string(),
+                resource: resource.to_string(),
+            }),
+            [group, version, resource] if valid(group) && valid(version) && valid(resource) => {
+                Ok(Self {
+                    group: group.to_string(),
+                    version: version.to_string(),
+                    resource: resource.to_string(),
+                })
+            }
+            _ => Err(format!(
+                "{text:?}: expected VERSION/RESOURCE (core) or GROUP/VERSION/RESOURCE"
+            )),
+        }
+    }
+}
+
+/// The copies of every cached resource.
+#[derive(Clone, Default)]
+pub struct ListCache {
+    stores: Vec<Arc<Store>>,
+}
+
+impl ListCache {
+    /// Starts one watch per resource, as arktos-apiserver, over the objects
+    /// carrying the tenant label (every object in a tenant's namespaces).
+    pub fn start(
+        backend: &Backend,
+        resources: &[CachedResource],
+        metrics: ListCacheMetrics,
+    ) -> Self {
+        let stores = resources
+            .iter()
+            .map(|resource| {
+                let store = Arc::new(Store::new(resource.clone(), metrics.clone()));
+                tokio::spawn(reflect(store.clone(), backend.clone()));
+                store
+            })
+            .collect();
+        Self { stores }
+    }
+
+    pub fn store(&self, group: &str, version: &str, resource: &str) -> Option<&Arc<Store>> {
+        self.stores.iter().find(|s| {
+            s.resource.group == group
+                && s.resource.version == version
+                && s.resource.resource == resource
+        })
+    }
+}
+
+/// One object as a tenant sees it, at one version.
+struct Copy {
+    resource_version: String,
+    item: Bytes,
+}
+
+/// The copies of one resource: storage namespace -> name -> copy.
+pub struct Store {
+    resource: CachedResource,
+    /// The kind of the items (`Pod`), learnt from the first list.
+    kind: RwLock<String>,
+    objects: RwLock<HashMap<String, HashMap<String, Copy>>>,
+    changed: tokio::sync::Notify,
+    /// Listed, and watching since: lists may be answered from here.
+    synced: AtomicBool,
+    metrics: ListCacheMetrics,
+}
+
+#[derive(Deserialize)]
+struct Head {
+    metadata: HeadMetadata,
+}
+
+#[derive(Deserialize)]
+struct HeadMetadata {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(rename = "resourceVersion", default)]
+    resource_version: String,
+}
+
+#[derive(Deserialize)]
+struct RawList<'a> {
+    #[serde(default)]
+    kind: String,
+    metadata: ListMetadata,
+    #[serde(borrow)]
+    items: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ListMetadata {
+    #[serde(rename = "resourceVersion", default)]
+    resource_version: String,
+}
+
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(borrow)]
+    object: &'a RawValue,
+}
+
+impl Store {
+    fn new(resource: CachedResource, metrics: ListCacheMetrics) -> Self {
+        Self {
+            resource,
+            kind: RwLock::new(String::new()),
+            objects: RwLock::new(HashMap::new()),
+            changed: tokio::sync::Notify::new(),
+            synced: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
+    /// The list `uri` asks for, as `as_user`, from the copies; `None` when
+    /// it must be answered the ordinary way (the copy is not in step, the
+    /// tenant keeps no prefix, kube-apiserver refused: the ordinary request
+    /// then gets its refusal in full).
+    pub async fn answer(
+        &self,
+        backend: &Backend,
+        uri: String,
+        as_user: Option<&UserInfo>,
+        view: &View,
+    ) -> Option<Response> {
+        if !self.synced.load(Ordering::Relaxed) || view.storage_prefix().is_empty() {
+            return None;
+        }
+        let outgoing = Outgoing {
+            as_user,
+            ..Outgoing::get_as_us(uri, METADATA_LIST_ACCEPT)
+        };
+        let (code, body) = backend.raw(outgoing).await.ok()?;
+        if !code.is_success() {
+            return None;
+        }
+        let bytes = body.collect().await.ok()?.to_bytes();
+        let members = metadata_list(&bytes)?;
+        let body = self.list(&members, view).await?;
+        Some(respond::raw(StatusCode::OK, body, "application/json"))
+    }
+
+    /// `{"kind":"PodList","apiVersion":"v1","metadata":..,"items":[..]}` for
+    /// the members kube-apiserver named, if every one has a copy at its
+    /// version. Members outside the tenant are left out, as the streamed
+    /// list leaves them out.
+    pub async fn list(&self, members: &MetadataList, view: &View) -> Option<Vec<u8>> {
+        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(items) = self.items(members, view) {
+                return Some(self.envelope(members, view, items));
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                self.metrics.misses.inc();
+                return None;
+            }
+        }
+    }
+
+    fn items(&self, members: &MetadataList, view: &View) -> Option<Vec<u8>> {
+        let prefix = view.storage_prefix();
+        let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for member in members
+            .items
+            .iter()
+            .filter(|m| m.namespace.starts_with(prefix))
+        {
+            let copy = objects.get(&member.namespace)?.get(&member.name)?;
+            if copy.resource_version != member.resource_version {
+                return None;
+            }
+            if !out.is_empty() {
+                out.push(b',');
+            }
+            out.extend_from_slice(&copy.item);
+        }
+        Some(out)
+    }
+
+    fn envelope(&self, members: &MetadataList, view: &View, items: Vec<u8>) -> Vec<u8> {
+        let mut metadata = serde_json::Map::new();
+        metadata.insert(
+            "resourceVersion".into(),
+            members.resource_version.clone().into(),
+        );
+        if !members.continue_token.is_empty() {
+            metadata.insert(
+                "continue".into(),
+                view.continue_to_tenant(&members.continue_token).into(),
+            );
+        }
+        if let Some(count) = members.remaining_item_count {
+            metadata.insert("remainingItemCount".into(), count.into());
+        }
+        let head = serde_json::json!({
+            "kind": format!("{}List", self.kind.read().unwrap_or_else(|e| e.into_inner())),
+            "apiVersion": self.resource.api_version(),
+            "metadata": metadata,
+        })
+        .to_string();
+        let mut out = Vec::with_capacity(head.len() + items.len() + 16);
+        out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+        out.extend_from_slice(b",\"items\":[");
+        out.extend_from_slice(&items);
+        out.extend_from_slice(b"]}");
+        self.metrics.hits.inc();
+        out
+    }
+
+    /// An object (as kube-apiserver wrote it, list item or watch object)
+    /// in its tenant's terms, with where it belongs; `None` for objects
+    /// outside tenants or not shaped as lists write them.
+    fn copy_of(&self, object: &str) -> Option<(String, String, Copy)> {
+        let head: Head = serde_json::from_str(object).ok()?;
+        let (tenant, _) = split_storage_namespace(&head.metadata.namespace)?;
+        let kind = self.kind.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let rewrite = ListRewrite {
+            view: Arc::new(View::new(TenantName::new(tenant).ok()?)),
+            vm_kind: super::vm_pods::holds_pods(&self.resource.group, &self.resource.resource)
+                .then_some(kind),
+        };
+        let item = tenant_item(&rewrite, list_item(object).as_bytes())??;
+        Some((
+            head.metadata.namespace,
+            head.metadata.name,
+            Copy {
+                resource_version: head.metadata.resource_version,
+                item: Bytes::from(item),
+            },
+        ))
+    }
+
+    fn replace_all(&self, list: &RawList<'_>) {
+        *self.kind.write().unwrap_or_else(|e| e.into_inner()) = list
+            .kind
+            .strip_suffix("List")
+            .unwrap_or(&list.kind)
+            .to_string();
+        let mut objects: HashMap<String, HashMap<String, Copy>> = HashMap::new();
+        for item in &list.items {
+            if let Some((namespace, name, copy)) = self.copy_of(item.get()) {
+                objects.entry(namespace).or_default().insert(name, copy);
+            }
+        }
+        *self.objects.write().unwrap_or_else(|e| e.into_inner()) = objects;
+        self.changed_now();
+    }
+
+    /// Applies one watch event; returns the version it brings, and an error
+    /// when kube-apiserver ended the watch with one (a relist is due).
+    fn apply(&self, line: &[u8]) -> Result<Option<String>, String> {
+        let Ok(event) = serde_json::from_slice::<RawEvent<'_>>(line) else {
+            return Ok(None);
+        };
+        match event.kind.as_str() {
+            "ADDED" | "MODIFIED" => {
+                let version = self.resource_version_of(event.object);
+                if let Some((namespace, name, copy)) = self.copy_of(event.object.get()) {
+                    let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
+                    objects.entry(namespace).or_default().insert(name, copy);
+                }
+                self.changed_now();
+                Ok(version)
+            }
+            "DELETED" => {
+                let version = self.resource_version_of(event.object);
+                if let Ok(head) = serde_json::from_str::<Head>(event.object.get()) {
+                    let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
+                    if let Some(names) = objects.get_mut(&head.metadata.namespace) {
+                        names.remove(&head.metadata.name);
+                        if names.is_empty() {
+                            objects.remove(&head.metadata.namespace);
+                        }
+                    }
+                }
+                self.changed_now();
+                Ok(version)
+            }
+            "BOOKMARK" => Ok(self.resource_version_of(event.object)),
+            _ => Err(format!("the watch ended with {}", event.object.get())),
+        }
+    }
+
+    fn resource_version_of(&self, object: &RawValue) -> Option<String> {
+        serde_json::from_str::<Head>(object.get())
+            .ok()
+            .map(|head| head.metadata.resource_version)
+    }
+
+    fn changed_now(&self) {
+        let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
+        let (count, bytes) = objects
+            .values()
+            .flat_map(HashMap::values)
+            .fold((0i64, 0i64), |(count, bytes), copy| {
+                (count + 1, bytes + copy.item.len() as i64)
+            });
+        drop(objects);
+        self.metrics.objects.set(count);
+        self.metrics.bytes.set(bytes);
+        self.changed.notify_waiters();
+    }
+}
+
+/// A watch event's object starts `{"kind":..,"apiVersion":..,"metadata"`;
+/// list items start with their metadata and carry no kind.
+fn list_item(object: &str) -> std::borrow::Cow<'_, str> {
+    match object.find("\"metadata\":{") {
+        Some(at) if at > 1 && !object[1..at].contains('{') => format!("{{{}", &object[at..]).into(),
+        _ => object.into(),
+    }
+}
+
+/// Keeps `store` current: list, then watch from the list's version until
+/// kube-apiserver ends the watch with an error (then list again).
+async fn reflect(store: Arc<Store>, backend: Backend) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match relist(&store, &backend).await {
+            Ok(version) => {
+                backoff = Duration::from_secs(1);
+                store.synced.store(true, Ordering::Relaxed);
+                let ended = watch_from(&store, &backend, version).await;
+                store.synced.store(false, Ordering::Relaxed);
+                if let Err(err) = ended {
+                    tracing::info!(resource = %store.resource.resource, error = %err, "list cache: watching again from a new list");
+                }
+            }
+            Err(err) => {
+                tracing::warn!(resource = %store.resource.resource, error = %err, "list cache: cannot list");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+fn as_us(uri: String) -> Outgoing<'static> {
+    Outgoing {
+        method: Method::GET,
+        ..Outgoing::get_as_us(uri, "application/json")
+    }
+}
+
+async fn relist(store: &Store, backend: &Backend) -> Result<String, String> {
+    let uri = format!(
+        "{}?labelSelector={}",
+        store.resource.collection_path(),
+        TENANT_LABEL.replace('/', "%2F")
+    );
+    let (code, body) = backend
+        .raw(as_us(uri))
+        .await
+        .map_err(|s| s.message.unwrap_or_default())?;
+    let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    if !code.is_success() {
+        return Err(format!("{code}: {}", String::from_utf8_lossy(&bytes)));
+    }
+    let list: RawList<'_> = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    store.replace_all(&list);
+    tracing::info!(resource = %store.resource.resource, objects = list.items.len(), "list cache: listed");
+    Ok(list.metadata.resource_version)
+}
+
+async fn watch_from(store: &Store, backend: &Backend, mut version: String) -> Result<(), String> {
+    loop {
+        let uri = format!(
+            "{}?labelSelector={}&watch=true&allowWatchBookmarks=true&timeoutSeconds=300&resourceVersion={version}",
+            store.resource.collection_path(),
+            TENANT_LABEL.replace('/', "%2F"),
+        );
+        let (code, body) = backend
+            .raw(as_us(uri))
+            .await
+            .map_err(|s| s.message.unwrap_or_default())?;
+        if !code.is_success() {
+            return Err(format!("watch answered {code}"));
+        }
+        let mut chunks = body.into_data_stream();
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            pending.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+            while let Some(end) = memchr::memchr(b'\n', &pending) {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if let Some(newer) = store.apply(&line)? {
+                    version = newer;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenant_routes::protobuf::Member;
+
+    fn store() -> Store {
+        let store = Store::new("v1/pods".parse().unwrap(), ListCacheMetrics::default());
+        let list = r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"10"},"items":[
+            {"metadata":{"name":"a","namespace":"acme--web","resourceVersion":"5"},"spec":{}},
+            {"metadata":{"name":"b","namespace":"globex--web","resourceVersion":"6"},"spec":{}},
+            {"metadata":{"name":"c","namespace":"kube-system","resourceVersion":"7"},"spec":{}}]}"#;
+        store.replace_all(&serde_json::from_str(list).unwrap());
+        store
+    }
+
+    fn members(items: &[(&str, &str, &str)]) -> MetadataList {
+        MetadataList {
+            resource_version: "10".into(),
+            continue_token: String::new(),
+            remaining_item_count: None,
+            items: items
+                .iter()
+                .map(|(namespace, name, version)| Member {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                    resource_version: version.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    fn acme() -> View {
+        View::new(TenantName::new("acme").unwrap())
+    }
+
+    #[test]
+    fn resources_parse_core_and_grouped() {
+        assert_eq!(
+            "apps/v1/deployments"
+                .parse::<CachedResource>()
+                .unwrap()
+                .collection_path(),
+            "/apis/apps/v1/deployments"
+        );
+        assert_eq!(
+            "v1/pods"
+                .parse::<CachedResource>()
+                .unwrap()
+                .collection_path(),
+            "/api/v1/pods"
+        );
+        assert!("pods".parse::<CachedResource>().is_err());
+        assert!("v1/po?ds".parse::<CachedResource>().is_err());
+    }
+
+    #[tokio::test]
+    async fn lists_are_assembled_at_exactly_the_named_versions() {
+        let store = store();
+        let listed = store
+            .list(
+                &members(&[("acme--web", "a", "5"), ("globex--web", "b", "6")]),
+                &acme(),
+            )
+            .await
+            .unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&listed).unwrap();
+        assert_eq!(value["kind"], "PodList");
+        assert_eq!(value["metadata"]["resourceVersion"], "10");
+        // Another tenant's member is left out; names are the tenant's.
+        assert_eq!(value["items"].as_array().unwrap().len(), 1);
+        assert_eq!(value["items"][0]["metadata"]["namespace"], "web");
+        // A version the copy does not have: not served from here.
+        assert!(
+            store
+                .list(&members(&[("acme--web", "a", "4")]), &acme())
+                .await
+                .is_none()
+        );
+        assert!(
+            store
+                .list(&members(&[("acme--web", "z", "4")]), &acme())
+                .await
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_list_waits_for_the_watch_to_bring_the_version() {
+        let store = Arc::new(store());
+        let waiting = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .list(&members(&[("acme--web", "a", "8")]), &acme())
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let event = br#"{"type":"MODIFIED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"a","namespace":"acme--web","resourceVersion":"8"},"spec":{"x":1}}}"#;
+        assert_eq!(store.apply(event).unwrap().as_deref(), Some("8"));
+        let listed: serde_json::Value =
+            serde_json::from_slice(&waiting.await.unwrap().unwrap()).unwrap();
+        assert_eq!(listed["items"][0]["spec"]["x"], 1);
+        assert!(listed["items"][0].get("kind").is_none());
+        let deleted = br#"{"type":"DELETED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"a","namespace":"acme--web","resourceVersion":"9"}}}"#;
+        store.apply(deleted).unwrap();
+        assert!(
+            store
+                .list(&members(&[("acme--web", "a", "8")]), &acme())
+                .await
+                .is_none()
+        );
+        let gone = br#"{"type":"ERROR","object":{"kind":"Status","code":410}}"#;
+        assert!(store.apply(gone).is_err());
+    }
+}
