@@ -211,6 +211,11 @@ impl VmRuntime {
         a.accel == Accel::Kvm && !a.proven
     }
 
+    fn kvm_proven(&self) -> bool {
+        let a = self.accel.lock().expect("accel lock");
+        a.accel == Accel::Kvm && a.proven
+    }
+
     fn settle_accel(&self, accel: Accel) {
         *self.accel.lock().expect("accel lock") = AccelChoice {
             accel,
@@ -673,8 +678,11 @@ impl VmRuntime {
                 return self.fall_back_to_tcg(c, mac, netns).await;
             }
         }
-        tracing::info!("a guest ran under KVM: KVM is usable on this node");
-        self.settle_accel(Accel::Kvm);
+        // Another guest may have found KVM unusable meanwhile: TCG stays.
+        if self.accel_unproven() {
+            tracing::info!("a guest ran under KVM: KVM is usable on this node");
+            self.settle_accel(Accel::Kvm);
+        }
         Ok(())
     }
 
@@ -716,18 +724,41 @@ impl VmRuntime {
             .ok_or_else(|| Status::failed_precondition("VM pod sandbox has no network"))?;
         let started = Instant::now();
         let name = domain_name(id);
+        // Guests created together all start under unproven KVM; the first
+        // to fail settles the node on TCG, and the others must follow it
+        // rather than fail for good.
+        let mut under_kvm = self
+            .libvirt
+            .domain_xml(&name)
+            .await
+            .is_ok_and(|xml| xml.starts_with("<domain type='kvm'"));
+        if under_kvm && self.accel() == Accel::Tcg {
+            self.libvirt.undefine(&name).await?;
+            self.libvirt
+                .define(self.domain_spec(&c, &mac).to_xml())
+                .await?;
+            under_kvm = false;
+        }
         let result = match self.boot(&name, &c.tap, &netns).await {
-            Err(e) if self.accel_unproven() => {
+            Err(e) if under_kvm && !self.kvm_proven() => {
                 tracing::warn!(container = %id, error = %e.message(), "the guest did not start under KVM");
                 self.fall_back_to_tcg(&c, &mac, &netns).await
             }
             Err(e) => Err(e),
-            Ok(()) if self.accel_unproven() => self.prove_kvm(&c, &mac, &netns).await,
+            Ok(()) if under_kvm && !self.kvm_proven() => self.prove_kvm(&c, &mac, &netns).await,
             Ok(()) => Ok(()),
         };
         if let Err(e) = result {
             let _ = self.libvirt.destroy(&name).await;
             network::remove_tap(&c.tap, &netns).await;
+            // As containerd does: a container that failed to start has
+            // exited, so the kubelet's next attempt can create another.
+            c.phase = Phase::Exited;
+            c.finished_at = now_ns();
+            c.exit_code = 128;
+            c.reason = "StartError".into();
+            c.message = e.message().to_string();
+            self.put_container(c).await?;
             return Err(e);
         }
         c.phase = Phase::Running;
