@@ -39,6 +39,9 @@ use crate::respond;
 /// kube-apiserver named before it is served the ordinary way.
 const CATCH_UP: Duration = Duration::from_millis(250);
 
+/// Objects per page when (re)listing a resource for the copies.
+const RELIST_PAGE: usize = 500;
+
 /// A resource whose lists are served from a copy: `v1/pods`,
 /// `apps/v1/deployments`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,12 +139,63 @@ struct Copy {
     item: Bytes,
 }
 
-/// The copies of one resource: storage namespace -> name -> copy.
+/// Storage namespace -> name -> copy, with running totals for the
+/// metrics (kept as objects come and go, not recounted).
+#[derive(Default)]
+struct Copies {
+    by_namespace: HashMap<String, HashMap<String, Copy>>,
+    count: i64,
+    bytes: i64,
+}
+
+impl Copies {
+    fn insert(&mut self, namespace: String, name: String, copy: Copy) {
+        self.count += 1;
+        self.bytes += copy.item.len() as i64;
+        if let Some(old) = self
+            .by_namespace
+            .entry(namespace)
+            .or_default()
+            .insert(name, copy)
+        {
+            self.count -= 1;
+            self.bytes -= old.item.len() as i64;
+        }
+    }
+
+    fn remove(&mut self, namespace: &str, name: &str) {
+        let Some(names) = self.by_namespace.get_mut(namespace) else {
+            return;
+        };
+        if let Some(old) = names.remove(name) {
+            self.count -= 1;
+            self.bytes -= old.item.len() as i64;
+        }
+        if names.is_empty() {
+            self.by_namespace.remove(namespace);
+        }
+    }
+
+    fn get(&self, namespace: &str, name: &str) -> Option<&Copy> {
+        self.by_namespace.get(namespace)?.get(name)
+    }
+}
+
+/// Why a list cannot be assembled from the copies.
+#[derive(Debug, PartialEq, Eq)]
+enum Unready {
+    /// A copy is missing or at another version: the watch may bring it.
+    Behind,
+    /// A member has no tenant label, so the watch never brings it.
+    Never,
+}
+
+/// The copies of one resource.
 pub struct Store {
     resource: CachedResource,
     /// The kind of the items (`Pod`), learnt from the first list.
     kind: RwLock<String>,
-    objects: RwLock<HashMap<String, HashMap<String, Copy>>>,
+    objects: RwLock<Copies>,
     changed: tokio::sync::Notify,
     /// Listed, and watching since: lists may be answered from here.
     synced: AtomicBool,
@@ -176,6 +230,8 @@ struct RawList<'a> {
 struct ListMetadata {
     #[serde(rename = "resourceVersion", default)]
     resource_version: String,
+    #[serde(rename = "continue", default)]
+    continue_token: String,
 }
 
 #[derive(Deserialize)]
@@ -191,7 +247,7 @@ impl Store {
         Self {
             resource,
             kind: RwLock::new(String::new()),
-            objects: RwLock::new(HashMap::new()),
+            objects: RwLock::new(Copies::default()),
             changed: tokio::sync::Notify::new(),
             synced: AtomicBool::new(false),
             metrics,
@@ -236,8 +292,13 @@ impl Store {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if let Some(items) = self.items(members, view) {
-                return Some(self.envelope(members, view, items));
+            match self.items(members, view) {
+                Ok(items) => return Some(self.envelope(members, view, items)),
+                Err(Unready::Never) => {
+                    self.metrics.misses.inc();
+                    return None;
+                }
+                Err(Unready::Behind) => {}
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 self.metrics.misses.inc();
@@ -246,25 +307,30 @@ impl Store {
         }
     }
 
-    fn items(&self, members: &MetadataList, view: &View) -> Option<Vec<u8>> {
+    fn items(&self, members: &MetadataList, view: &View) -> Result<Vec<u8>, Unready> {
         let prefix = view.storage_prefix();
         let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(usize::try_from(objects.bytes).unwrap_or(0).min(1 << 26));
         for member in members
             .items
             .iter()
             .filter(|m| m.namespace.starts_with(prefix))
         {
-            let copy = objects.get(&member.namespace)?.get(&member.name)?;
+            if !member.tenant_labelled {
+                return Err(Unready::Never);
+            }
+            let copy = objects
+                .get(&member.namespace, &member.name)
+                .ok_or(Unready::Behind)?;
             if copy.resource_version != member.resource_version {
-                return None;
+                return Err(Unready::Behind);
             }
             if !out.is_empty() {
                 out.push(b',');
             }
             out.extend_from_slice(&copy.item);
         }
-        Some(out)
+        Ok(out)
     }
 
     fn envelope(&self, members: &MetadataList, view: &View, items: Vec<u8>) -> Vec<u8> {
@@ -320,19 +386,23 @@ impl Store {
         ))
     }
 
-    fn replace_all(&self, list: &RawList<'_>) {
-        *self.kind.write().unwrap_or_else(|e| e.into_inner()) = list
-            .kind
+    fn learn_kind(&self, list_kind: &str) {
+        *self.kind.write().unwrap_or_else(|e| e.into_inner()) = list_kind
             .strip_suffix("List")
-            .unwrap_or(&list.kind)
+            .unwrap_or(list_kind)
             .to_string();
-        let mut objects: HashMap<String, HashMap<String, Copy>> = HashMap::new();
-        for item in &list.items {
+    }
+
+    fn add_page(&self, copies: &mut Copies, page: &RawList<'_>) {
+        for item in &page.items {
             if let Some((namespace, name, copy)) = self.copy_of(item.get()) {
-                objects.entry(namespace).or_default().insert(name, copy);
+                copies.insert(namespace, name, copy);
             }
         }
-        *self.objects.write().unwrap_or_else(|e| e.into_inner()) = objects;
+    }
+
+    fn install(&self, copies: Copies) {
+        *self.objects.write().unwrap_or_else(|e| e.into_inner()) = copies;
         self.changed_now();
     }
 
@@ -342,50 +412,39 @@ impl Store {
         let Ok(event) = serde_json::from_slice::<RawEvent<'_>>(line) else {
             return Ok(None);
         };
+        let version = || {
+            serde_json::from_str::<Head>(event.object.get())
+                .ok()
+                .map(|head| head.metadata)
+        };
         match event.kind.as_str() {
             "ADDED" | "MODIFIED" => {
-                let version = self.resource_version_of(event.object);
                 if let Some((namespace, name, copy)) = self.copy_of(event.object.get()) {
                     let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
-                    objects.entry(namespace).or_default().insert(name, copy);
+                    objects.insert(namespace, name, copy);
                 }
                 self.changed_now();
-                Ok(version)
+                Ok(version().map(|m| m.resource_version))
             }
             "DELETED" => {
-                let version = self.resource_version_of(event.object);
-                if let Ok(head) = serde_json::from_str::<Head>(event.object.get()) {
+                let metadata = version();
+                if let Some(m) = &metadata {
                     let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
-                    if let Some(names) = objects.get_mut(&head.metadata.namespace) {
-                        names.remove(&head.metadata.name);
-                        if names.is_empty() {
-                            objects.remove(&head.metadata.namespace);
-                        }
-                    }
+                    objects.remove(&m.namespace, &m.name);
                 }
                 self.changed_now();
-                Ok(version)
+                Ok(metadata.map(|m| m.resource_version))
             }
-            "BOOKMARK" => Ok(self.resource_version_of(event.object)),
+            "BOOKMARK" => Ok(version().map(|m| m.resource_version)),
             _ => Err(format!("the watch ended with {}", event.object.get())),
         }
     }
 
-    fn resource_version_of(&self, object: &RawValue) -> Option<String> {
-        serde_json::from_str::<Head>(object.get())
-            .ok()
-            .map(|head| head.metadata.resource_version)
-    }
-
     fn changed_now(&self) {
-        let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
-        let (count, bytes) = objects
-            .values()
-            .flat_map(HashMap::values)
-            .fold((0i64, 0i64), |(count, bytes), copy| {
-                (count + 1, bytes + copy.item.len() as i64)
-            });
-        drop(objects);
+        let (count, bytes) = {
+            let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
+            (objects.count, objects.bytes)
+        };
         self.metrics.objects.set(count);
         self.metrics.bytes.set(bytes);
         self.changed.notify_waiters();
@@ -432,24 +491,44 @@ fn as_us(uri: String) -> Outgoing<'static> {
     }
 }
 
+/// Lists every labelled object in pages (one snapshot: the pages share
+/// the first one's version) and installs them as the new copies.
 async fn relist(store: &Store, backend: &Backend) -> Result<String, String> {
-    let uri = format!(
-        "{}?labelSelector={}",
-        store.resource.collection_path(),
-        TENANT_LABEL.replace('/', "%2F")
-    );
-    let (code, body) = backend
-        .raw(as_us(uri))
-        .await
-        .map_err(|s| s.message.unwrap_or_default())?;
-    let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    if !code.is_success() {
-        return Err(format!("{code}: {}", String::from_utf8_lossy(&bytes)));
+    let mut copies = Copies::default();
+    let mut continue_token = String::new();
+    let mut version = None;
+    loop {
+        let mut uri = format!(
+            "{}?labelSelector={}&limit={RELIST_PAGE}",
+            store.resource.collection_path(),
+            TENANT_LABEL.replace('/', "%2F")
+        );
+        if !continue_token.is_empty() {
+            uri.push_str("&continue=");
+            uri.push_str(&crate::request::encode(&continue_token));
+        }
+        let (code, body) = backend
+            .raw(as_us(uri))
+            .await
+            .map_err(|s| s.message.unwrap_or_default())?;
+        let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        if !code.is_success() {
+            return Err(format!("{code}: {}", String::from_utf8_lossy(&bytes)));
+        }
+        let page: RawList<'_> = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        if version.is_none() {
+            store.learn_kind(&page.kind);
+            version = Some(page.metadata.resource_version.clone());
+        }
+        store.add_page(&mut copies, &page);
+        continue_token = page.metadata.continue_token.clone();
+        if continue_token.is_empty() {
+            break;
+        }
     }
-    let list: RawList<'_> = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-    store.replace_all(&list);
-    tracing::info!(resource = %store.resource.resource, objects = list.items.len(), "list cache: listed");
-    Ok(list.metadata.resource_version)
+    tracing::info!(resource = %store.resource.resource, objects = copies.count, "list cache: listed");
+    store.install(copies);
+    Ok(version.unwrap_or_default())
 }
 
 async fn watch_from(store: &Store, backend: &Backend, mut version: String) -> Result<(), String> {
@@ -491,7 +570,11 @@ mod tests {
             {"metadata":{"name":"a","namespace":"acme--web","resourceVersion":"5"},"spec":{}},
             {"metadata":{"name":"b","namespace":"globex--web","resourceVersion":"6"},"spec":{}},
             {"metadata":{"name":"c","namespace":"kube-system","resourceVersion":"7"},"spec":{}}]}"#;
-        store.replace_all(&serde_json::from_str(list).unwrap());
+        let page: RawList<'_> = serde_json::from_str(list).unwrap();
+        store.learn_kind(&page.kind);
+        let mut copies = Copies::default();
+        store.add_page(&mut copies, &page);
+        store.install(copies);
         store
     }
 
@@ -506,6 +589,7 @@ mod tests {
                     namespace: namespace.to_string(),
                     name: name.to_string(),
                     resource_version: version.to_string(),
+                    tenant_labelled: true,
                 })
                 .collect(),
         }
@@ -551,6 +635,14 @@ mod tests {
         // Another tenant's member is left out; names are the tenant's.
         assert_eq!(value["items"].as_array().unwrap().len(), 1);
         assert_eq!(value["items"][0]["metadata"]["namespace"], "web");
+        // A member without the tenant label is never copied: no wait.
+        let mut unlabelled = members(&[("acme--web", "a", "5")]);
+        unlabelled.items[0].tenant_labelled = false;
+        assert_eq!(store.items(&unlabelled, &acme()), Err(Unready::Never));
+        assert_eq!(
+            store.items(&members(&[("acme--web", "a", "4")]), &acme()),
+            Err(Unready::Behind)
+        );
         // A version the copy does not have: not served from here.
         assert!(
             store

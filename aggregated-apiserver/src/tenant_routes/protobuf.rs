@@ -7,6 +7,7 @@
 //! Layout: the magic `k8s\0`, then a `runtime.Unknown` message: field 1
 //! TypeMeta (1 apiVersion, 2 kind), field 2 the object's own bytes.
 
+use arktos_crds::naming::TENANT_LABEL;
 use arktos_crds::status;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 
@@ -245,12 +246,14 @@ pub struct MetadataList {
     pub items: Vec<Member>,
 }
 
-/// One member: which object, at which version.
+/// One member: which object, at which version, and whether it carries
+/// the tenant label.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Member {
     pub namespace: String,
     pub name: String,
     pub resource_version: String,
+    pub tenant_labelled: bool,
 }
 
 /// Calls `each` with every field of a message (number, wire type, and the
@@ -317,6 +320,13 @@ pub fn metadata_list(body: &[u8]) -> Option<MetadataList> {
                     1 => member.name = utf8(text).unwrap_or_default(),
                     3 => member.namespace = utf8(text).unwrap_or_default(),
                     6 => member.resource_version = utf8(text).unwrap_or_default(),
+                    11 => {
+                        let _ = walk(text, |part, _, key| {
+                            if part == 1 && key == TENANT_LABEL.as_bytes() {
+                                member.tenant_labelled = true;
+                            }
+                        });
+                    }
                     _ => {}
                 })
                 .is_some();
@@ -465,7 +475,7 @@ mod tests {
 
     #[test]
     fn reads_the_members_of_a_metadata_list() {
-        let member = |namespace: &str, name: &str, version: &str| Field {
+        let member = |namespace: &str, name: &str, version: &str, label: &str| Field {
             number: 2,
             wire: 2,
             data: message(&[Field {
@@ -479,7 +489,7 @@ mod tests {
                     Field {
                         number: 11,
                         wire: 2,
-                        data: message(&[string_field(1, "k"), string_field(2, "v")]),
+                        data: message(&[string_field(1, label), string_field(2, "v")]),
                     },
                 ]),
             }]),
@@ -499,8 +509,8 @@ mod tests {
         };
         let list = message(&[
             list_meta,
-            member("acme--web", "a", "40"),
-            member("acme--db", "b", "41"),
+            member("acme--web", "a", "40", TENANT_LABEL),
+            member("acme--db", "b", "41", "app"),
         ]);
         let mut body = MAGIC.to_vec();
         body.extend(message(&[
@@ -521,12 +531,14 @@ mod tests {
                 Member {
                     namespace: "acme--web".into(),
                     name: "a".into(),
-                    resource_version: "40".into()
+                    resource_version: "40".into(),
+                    tenant_labelled: true,
                 },
                 Member {
                     namespace: "acme--db".into(),
                     name: "b".into(),
-                    resource_version: "41".into()
+                    resource_version: "41".into(),
+                    tenant_labelled: false,
                 }
             ]
         );
