@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{bail, ensure};
+use anyhow::{Context, bail, ensure};
 use arktos_crds::tenant::Tenant;
 use arktos_e2e::cluster::kubeconfig;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
@@ -26,7 +26,131 @@ pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
             |ctx| async move { helm_in_a_tenant(&ctx).await },
         ),
         trial(ctx, NAMES[0], tenants_get_isolated_apis_on_the_gateway),
+        trial(
+            ctx,
+            "tenant_pod_lists_from_the_copy_are_current_and_page",
+            |ctx| async move { lists_from_the_copy(&ctx).await },
+        ),
     ]
+}
+
+/// `arktos_apiserver_list_cache_<name>_total` read from the gateway's
+/// `/metrics` (as the cluster admin).
+async fn list_cache_counter(ctx: &Ctx, name: &str) -> anyhow::Result<u64> {
+    let (pki, _, gateway) = crate::support::local_parts(ctx)?;
+    let admin = kubeconfig::client(gateway.trim_end_matches('/'), &pki, "admin").await?;
+    let text = admin
+        .request_text(http::Request::get("/metrics").body(Vec::new())?)
+        .await?;
+    let metric = format!("arktos_apiserver_list_cache_{name}_total ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&metric))
+        .and_then(|value| value.trim().parse().ok())
+        .with_context(|| format!("no {metric} in the gateway's metrics"))
+}
+
+/// Pod lists through the gateway come from arktos-apiserver's copy
+/// (`list_cache`), and are still exactly what kube-apiserver holds: a write
+/// is in the very next list, a deleted pod is gone from it, pages cover
+/// every pod once, selectors narrow as before.
+async fn lists_from_the_copy(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    let owner = crate::support::TenantOwner::create(ctx, "lists", json!({})).await?;
+    for namespace in ["web", "db"] {
+        owner.namespace(namespace).await?;
+    }
+    let mut expected = std::collections::BTreeSet::new();
+    for i in 0..24 {
+        let namespace = if i % 2 == 0 { "web" } else { "db" };
+        let name = format!("p{i}");
+        let mut pod = crate::support::restricted_pod(&name);
+        // Held back from scheduling: only the API matters here.
+        pod.spec.as_mut().context("spec")?.scheduling_gates =
+            Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {
+                name: "arktos.io/e2e".into(),
+            }]);
+        Api::<Pod>::namespaced(owner.client.clone(), namespace)
+            .create(&PostParams::default(), &pod)
+            .await?;
+        expected.insert((namespace.to_string(), name));
+    }
+    let hits_before = list_cache_counter(ctx, "hits").await?;
+    let web: Api<Pod> = Api::namespaced(owner.client.clone(), "web");
+    let all: Api<Pod> = Api::all(owner.client.clone());
+    let names = |list: kube::core::ObjectList<Pod>| -> Vec<(String, String)> {
+        list.items
+            .into_iter()
+            .map(|p| {
+                (
+                    p.metadata.namespace.unwrap_or_default(),
+                    p.metadata.name.unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    // Read your writes: each label change is in the next list, in one
+    // namespace and across the tenant.
+    for round in 0..10 {
+        let name = format!("p{}", 2 * round);
+        web.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"round": round.to_string()}}})),
+        )
+        .await?;
+        let selector = format!("round={round}");
+        let here = names(web.list(&ListParams::default().labels(&selector)).await?);
+        let everywhere = names(all.list(&ListParams::default().labels(&selector)).await?);
+        let want = vec![("web".to_string(), name.clone())];
+        ensure!(
+            here == want && everywhere == want,
+            "round {round}: web lists {here:?}, the tenant lists {everywhere:?}"
+        );
+    }
+    // A deleted pod is gone from the next list.
+    Api::<Pod>::namespaced(owner.client.clone(), "db")
+        .delete("p1", &Default::default())
+        .await?;
+    expected.remove(&("db".to_string(), "p1".to_string()));
+    let db = names(
+        Api::<Pod>::namespaced(owner.client.clone(), "db")
+            .list(&ListParams::default())
+            .await?,
+    );
+    ensure!(
+        !db.iter().any(|(_, name)| name == "p1") && db.len() == 11,
+        "db after deleting p1: {db:?}"
+    );
+    // Pages of 5 across the tenant: every pod once, tenant names only.
+    let mut paged = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut params = ListParams::default().limit(5);
+        if let Some(token) = &token {
+            params = params.continue_token(token);
+        }
+        let page = all.list(&params).await?;
+        token = page.metadata.continue_.clone().filter(|t| !t.is_empty());
+        paged.extend(names(page));
+        if token.is_none() {
+            break;
+        }
+    }
+    let unique: std::collections::BTreeSet<_> = paged.iter().cloned().collect();
+    ensure!(
+        unique == expected && paged.len() == expected.len(),
+        "paged list: {paged:?}"
+    );
+    let hits = list_cache_counter(ctx, "hits").await? - hits_before;
+    let misses = list_cache_counter(ctx, "misses").await?;
+    eprintln!(
+        "  pod lists answered from the copy: {hits} (misses so far in the cluster: {misses})"
+    );
+    ensure!(
+        hits >= 20,
+        "only {hits} of the test's 27 lists came from the copy"
+    );
+    Ok(())
 }
 
 /// Creates tenant `name` owned by user `owner`, with the `use` grant the
