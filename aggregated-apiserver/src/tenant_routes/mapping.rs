@@ -286,7 +286,9 @@ impl View {
     /// position key is replaced by the tenant's name.
     pub fn continue_to_tenant(&self, token: &str) -> String {
         self.rewrite_continue(token, |start| {
-            start.strip_prefix(&self.prefix).map(str::to_string)
+            let (slash, key) = leading_slash(start);
+            key.strip_prefix(&self.prefix)
+                .map(|rest| format!("{slash}{rest}"))
         })
         .unwrap_or_else(|| token.to_string())
     }
@@ -298,8 +300,11 @@ impl View {
         if !namespaced_key || self.prefix.is_empty() {
             return token.to_string();
         }
-        self.rewrite_continue(token, |start| Some(format!("{}{start}", self.prefix)))
-            .unwrap_or_else(|| token.to_string())
+        self.rewrite_continue(token, |start| {
+            let (slash, key) = leading_slash(start);
+            Some(format!("{slash}{}{key}", self.prefix))
+        })
+        .unwrap_or_else(|| token.to_string())
     }
 
     fn rewrite_continue(
@@ -312,6 +317,15 @@ impl View {
         let start = decoded.get("start")?.as_str()?;
         decoded["start"] = rewrite(start)?.into();
         Some(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&decoded).ok()?))
+    }
+}
+
+/// kube-apiserver starts the position key of a list across namespaces
+/// with `/` (`/acme--web/pod-7`), of a list of namespaces without.
+fn leading_slash(start: &str) -> (&str, &str) {
+    match start.strip_prefix('/') {
+        Some(key) => ("/", key),
+        None => ("", start),
     }
 }
 
@@ -443,5 +457,16 @@ mod tests {
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(back).unwrap()).unwrap();
         assert_eq!(decoded["start"], "acme--web/pod-7\u{0}");
         assert_eq!(decoded["rv"], 42);
+        // Across namespaces the key starts with a slash.
+        let storage = URL_SAFE_NO_PAD
+            .encode(br#"{"v":"meta.k8s.io/v1","rv":42,"start":"/acme--web/pod-7\u0000"}"#);
+        let tenant = acme().continue_to_tenant(&storage);
+        let decoded: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&tenant).unwrap()).unwrap();
+        assert_eq!(decoded["start"], "/web/pod-7\u{0}");
+        let back = acme().continue_to_storage(&tenant, true);
+        let decoded: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(back).unwrap()).unwrap();
+        assert_eq!(decoded["start"], "/acme--web/pod-7\u{0}");
     }
 }

@@ -38,7 +38,8 @@ pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
 /// `/metrics` (as the cluster admin).
 async fn list_cache_counter(ctx: &Ctx, name: &str) -> anyhow::Result<u64> {
     let (pki, _, gateway) = crate::support::local_parts(ctx)?;
-    let admin = kubeconfig::client(gateway.trim_end_matches('/'), &pki, "admin").await?;
+    let root = gateway.trim_end_matches('/').trim_end_matches("/tenants");
+    let admin = kubeconfig::client(root, &pki, "admin").await?;
     let text = admin
         .request_text(http::Request::get("/metrics").body(Vec::new())?)
         .await?;
@@ -135,6 +136,10 @@ async fn lists_from_the_copy(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
         if token.is_none() {
             break;
         }
+        ensure!(
+            paged.len() <= expected.len(),
+            "pages go on past every pod (a continue token that does not advance): {paged:?}"
+        );
     }
     let unique: std::collections::BTreeSet<_> = paged.iter().cloned().collect();
     ensure!(
