@@ -202,12 +202,7 @@ impl Backend {
         let request = self.build(&outgoing)?;
         let response = self.client.send(request).await.map_err(unreachable)?;
         let code = response.status();
-        let content_type = response
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let content_type = content_type_of(response.headers());
         let warnings: Vec<HeaderValue> = response
             .headers()
             .get_all("warning")
@@ -266,11 +261,7 @@ impl Backend {
         let response = self.client.send(request).await.map_err(unreachable)?;
         let code = response.status();
         let upstream = response.headers().clone();
-        let content_type = upstream
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let content_type = content_type_of(&upstream);
         let mut reply = stream_raw(response.into_body(), &content_type);
         *reply.status_mut() = code;
         let headers = reply.headers_mut();
@@ -479,6 +470,14 @@ fn stream_raw(body: kube::client::Body, content_type: &str) -> Response {
             .insert(http::header::CONTENT_TYPE, value);
     }
     reply
+}
+
+fn content_type_of(headers: &http::HeaderMap) -> String {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// JSON and JSON tables only; protobuf would hide names from the rewrite.

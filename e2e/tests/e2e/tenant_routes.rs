@@ -34,6 +34,16 @@ pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
     ]
 }
 
+/// A response header as text ("" when absent).
+fn header(response: &http::Response<kube::client::Body>, name: http::header::HeaderName) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// `arktos_apiserver_list_cache_<name>_total` read from the gateway's
 /// `/metrics` (as the cluster admin).
 async fn list_cache_counter(ctx: &Ctx, name: &str) -> anyhow::Result<u64> {
@@ -515,12 +525,7 @@ async fn tenants_get_isolated_apis_on_the_gateway(ctx: Arc<Ctx>) -> anyhow::Resu
         )
         .body(kube::client::Body::empty())?;
     let response = alice_client.send(request).await?;
-    let content_type = response
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let content_type = header(&response, http::header::CONTENT_TYPE);
     let document = http_body_util::BodyExt::collect(response.into_body())
         .await?
         .to_bytes();
@@ -536,12 +541,7 @@ async fn tenants_get_isolated_apis_on_the_gateway(ctx: Arc<Ctx>) -> anyhow::Resu
     let request =
         http::Request::get("/openapi/v3/api/v1?hash=0").body(kube::client::Body::empty())?;
     let response = alice_client.send(request).await?;
-    let location = response
-        .headers()
-        .get(http::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let location = header(&response, http::header::LOCATION);
     ensure!(
         response.status() == http::StatusCode::MOVED_PERMANENTLY
             && location.starts_with(&format!("/tenants/{acme}/openapi/v3/api/v1?hash=")),
@@ -551,12 +551,7 @@ async fn tenants_get_isolated_apis_on_the_gateway(ctx: Arc<Ctx>) -> anyhow::Resu
     let current = location.trim_start_matches(&format!("/tenants/{acme}"));
     let request = http::Request::get(current).body(kube::client::Body::empty())?;
     let response = alice_client.send(request).await?;
-    let cache_control = response
-        .headers()
-        .get(http::header::CACHE_CONTROL)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let cache_control = header(&response, http::header::CACHE_CONTROL);
     ensure!(
         response.status().is_success() && cache_control.contains("immutable"),
         "current OpenAPI hash: {}, Cache-Control {cache_control:?}",
