@@ -575,9 +575,11 @@ async fn actions(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
             p["status"]["virtualMachineStatus"]["powerState"] == "Shutdown"
         })
         .await?;
+    let state = virsh_state_of(&stopped).await?;
     ensure!(
-        virsh_state_of(&stopped).await? == "shut off",
-        "libvirt says the VM runs"
+        state == "shut off",
+        "libvirt says the VM is {state:?}; the pod reports {}",
+        stopped["status"]["virtualMachineStatus"]
     );
     ensure!(
         stopped["status"]["phase"] == "Running"

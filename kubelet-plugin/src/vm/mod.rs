@@ -813,7 +813,7 @@ impl VmRuntime {
     }
 
     async fn stop_locked(&self, id: &str, timeout_secs: i64) -> Result<(), Status> {
-        self.refresh(id).await;
+        self.refresh_locked(id).await;
         let mut c = self.container(id).await?;
         if c.phase != Phase::Running {
             return Ok(());
@@ -900,6 +900,25 @@ impl VmRuntime {
     /// Brings a running container's record in line with its domain: a guest
     /// that powered itself off, or a domain that vanished, has exited.
     async fn refresh(&self, id: &str) {
+        let Ok(c) = self.container(id).await else {
+            return;
+        };
+        if c.phase != Phase::Running || c.powered_off {
+            return;
+        }
+        // Under the VM's lock, with the record read again: an operation
+        // powering the VM off holds the lock, and a record read before it
+        // began, written back after, would mark a VM stopped on purpose as
+        // exited (the kubelet then replaces the container). Busy: skip.
+        let lock = self.lock(&c.sandbox_id).await;
+        let Ok(_guard) = lock.try_lock() else {
+            return;
+        };
+        self.refresh_locked(id).await;
+    }
+
+    /// [`Self::refresh`] for a caller holding the VM's lock.
+    async fn refresh_locked(&self, id: &str) {
         let Ok(mut c) = self.container(id).await else {
             return;
         };
