@@ -706,9 +706,11 @@ async fn power_resize_hot_plug(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
                 && p["status"]["virtualMachineStatus"]["powerState"] == "Shutdown"
         })
         .await?;
+    let state = virsh_state_of(&off).await?;
     ensure!(
-        virsh_state_of(&off).await? == "shut off",
-        "libvirt says the VM runs"
+        state == "shut off",
+        "libvirt says the VM is {state:?}; the pod reports {}",
+        off["status"]["virtualMachineStatus"]
     );
     ensure!(
         off["status"]["phase"] == "Running",
