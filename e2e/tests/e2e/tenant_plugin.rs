@@ -173,6 +173,90 @@ async fn kubectl_tenant_use_gives_plain_kubectl_a_tenant_api(ctx: Arc<Ctx>) -> a
         !out.contains(&format!("{tenant}--")),
         "a storage name leaked: {out}"
     );
+    // A Deployment, and a pod (held back from scheduling): `get pods -A`
+    // shows this tenant's pod alone, in the tenant's namespace name.
+    let pod = serde_json::json!({"apiVersion": "v1", "spec": {
+        "schedulingGates": [{"name": "arktos.io/e2e"}],
+        "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "p", "image": "x",
+            "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}})
+    .to_string();
+    for args in [
+        vec![
+            "-n",
+            "web",
+            "create",
+            "deployment",
+            "app",
+            "--image=x",
+            "--replicas=0",
+        ],
+        vec![
+            "-n",
+            "web",
+            "run",
+            "p",
+            "--image=x",
+            "--overrides",
+            pod.as_str(),
+        ],
+    ] {
+        let (ok, out, err) = kubectl_as(&ctx, &user_config, &user_cache, &args).await?;
+        ensure!(ok, "kubectl {}: {out} {err}", args.join(" "));
+    }
+    let (ok, out, err) = kubectl_as(
+        &ctx,
+        &user_config,
+        &user_cache,
+        &["-n", "web", "get", "deployments", "-o", "name"],
+    )
+    .await?;
+    ensure!(
+        ok && out.trim() == "deployment.apps/app",
+        "deployments: {out} {err}"
+    );
+    let (ok, out, err) = kubectl_as(
+        &ctx,
+        &user_config,
+        &user_cache,
+        &[
+            "get",
+            "pods",
+            "-A",
+            "--no-headers",
+            "-o",
+            "custom-columns=NS:.metadata.namespace,NAME:.metadata.name",
+        ],
+    )
+    .await?;
+    ensure!(
+        ok && out.split_whitespace().collect::<Vec<_>>() == ["web", "p"],
+        "get pods -A: {out} {err}"
+    );
+    // kubectl --raw on the aggregated path, through kube-apiserver (the
+    // kubeconfig's first context).
+    let (ok, out, err) = kubectl_as(
+        &ctx,
+        &user_config,
+        &user_cache,
+        &[
+            "--context",
+            "local",
+            "get",
+            "--raw",
+            &format!(
+                "/apis/tenancy.arktos.io/v1alpha1/tenants/{tenant}/api/v1/namespaces/web/configmaps"
+            ),
+        ],
+    )
+    .await?;
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    ensure!(
+        ok && listed["items"].as_array().is_some_and(|items| items
+            .iter()
+            .any(|m| m["metadata"]["name"] == "cfg" && m["metadata"]["namespace"] == "web")),
+        "kubectl get --raw on the aggregated path: {out} {err}"
+    );
     let (ok, out, err) = kubectl_as(&ctx, &user_config, &user_cache, &["get", "nodes"]).await?;
     ensure!(
         !ok && !out.contains("kwok"),

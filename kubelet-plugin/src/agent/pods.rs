@@ -136,7 +136,14 @@ impl Agent {
             Ok(_) => {}
             Err(e) => problems.push(format!("powerSpec {wanted_power}: {}", e.message())),
         }
-        let observed = self.vms.observe(&vm).await.unwrap_or_default();
+        // Unavailable while an Action operates on the VM: the Action
+        // reports when it is done, and that report brings the pod back here.
+        let Ok(observed) = self.vms.observe(&vm).await else {
+            if !problems.is_empty() {
+                tracing::warn!(pod = %pod.name_any(), problems = ?problems, "VM pod not as asked");
+            }
+            return;
+        };
         // Arktos' first NIC is the pod's own network; the rest are plugged.
         let nics: Vec<Nic> = annotation(pod, ann::NICS)
             .and_then(|n| serde_json::from_str(n).ok())
@@ -214,11 +221,18 @@ impl Agent {
         self.write_observed(pod, &vm, problems.join("; ")).await;
     }
 
-    /// Reports what the VM has now in the pod's observed annotation.
+    /// Reports what the VM has now in the pod's observed annotation,
+    /// compared with the pod as it is now: the copy an Action started from
+    /// may predate a report written while it ran.
     pub(super) async fn observe_pod(&self, pod: &Pod) {
-        if let Some(vm) = self.vms.vm_of_pod(&pod.uid().unwrap_or_default()).await {
-            self.write_observed(pod, &vm, String::new()).await;
-        }
+        let Some(vm) = self.vms.vm_of_pod(&pod.uid().unwrap_or_default()).await else {
+            return;
+        };
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let current = api.get(&pod.name_any()).await.ok();
+        self.write_observed(current.as_ref().unwrap_or(pod), &vm, String::new())
+            .await;
     }
 
     async fn write_observed(&self, pod: &Pod, vm: &str, message: String) {

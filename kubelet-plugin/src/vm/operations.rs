@@ -374,8 +374,15 @@ impl VmRuntime {
         )))
     }
 
-    /// What the VM has now, as libvirt says.
+    /// What the VM has now, as libvirt says; unavailable while an
+    /// operation runs (a restore destroys and reverts the domain: what
+    /// libvirt says midway is no state to report).
     pub async fn observe(&self, id: &str) -> Result<Observed, Status> {
+        if self.operating.lock().expect("operating").contains(id) {
+            return Err(Status::unavailable(format!(
+                "an operation on VM container {id} is under way"
+            )));
+        }
         let c = self.container(id).await?;
         let name = domain_name(id);
         let facts = self.libvirt.facts(&name).await?;
