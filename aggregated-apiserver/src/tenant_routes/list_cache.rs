@@ -21,7 +21,7 @@ use std::time::Duration;
 use arktos_crds::naming::{TENANT_LABEL, TenantName, split_storage_namespace};
 use bytes::Bytes;
 use futures::StreamExt;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -484,11 +484,15 @@ async fn reflect(store: Arc<Store>, backend: Backend) {
     }
 }
 
-fn as_us(uri: String) -> Outgoing<'static> {
-    Outgoing {
-        method: Method::GET,
-        ..Outgoing::get_as_us(uri, "application/json")
-    }
+/// A GET of the labelled objects of `store`'s resource, as
+/// arktos-apiserver, with `query` added.
+fn labelled(store: &Store, query: &str) -> Outgoing<'static> {
+    let uri = format!(
+        "{}?labelSelector={}&{query}",
+        store.resource.collection_path(),
+        TENANT_LABEL.replace('/', "%2F")
+    );
+    Outgoing::get_as_us(uri, "application/json")
 }
 
 /// Lists every labelled object in pages (one snapshot: the pages share
@@ -498,17 +502,13 @@ async fn relist(store: &Store, backend: &Backend) -> Result<String, String> {
     let mut continue_token = String::new();
     let mut version = None;
     loop {
-        let mut uri = format!(
-            "{}?labelSelector={}&limit={RELIST_PAGE}",
-            store.resource.collection_path(),
-            TENANT_LABEL.replace('/', "%2F")
-        );
+        let mut query = format!("limit={RELIST_PAGE}");
         if !continue_token.is_empty() {
-            uri.push_str("&continue=");
-            uri.push_str(&crate::request::encode(&continue_token));
+            query.push_str("&continue=");
+            query.push_str(&crate::request::encode(&continue_token));
         }
         let (code, body) = backend
-            .raw(as_us(uri))
+            .raw(labelled(store, &query))
             .await
             .map_err(|s| s.message.unwrap_or_default())?;
         let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
@@ -533,13 +533,11 @@ async fn relist(store: &Store, backend: &Backend) -> Result<String, String> {
 
 async fn watch_from(store: &Store, backend: &Backend, mut version: String) -> Result<(), String> {
     loop {
-        let uri = format!(
-            "{}?labelSelector={}&watch=true&allowWatchBookmarks=true&timeoutSeconds=300&resourceVersion={version}",
-            store.resource.collection_path(),
-            TENANT_LABEL.replace('/', "%2F"),
+        let query = format!(
+            "watch=true&allowWatchBookmarks=true&timeoutSeconds=300&resourceVersion={version}"
         );
         let (code, body) = backend
-            .raw(as_us(uri))
+            .raw(labelled(store, &query))
             .await
             .map_err(|s| s.message.unwrap_or_default())?;
         if !code.is_success() {
