@@ -49,8 +49,26 @@ ensure_toolchains() {
     || die "no Rust toolchain: install one with rustup (https://rustup.rs), then run this again"
 }
 
+# libvirt runs QEMU as libvirt-qemu:kvm. Where udev never ran (a brand-new
+# VM or container), /dev/kvm is root:root 0600: QEMU cannot open it and
+# libvirt re-probes QEMU on every call (a `virsh define` took 40 s). udev's
+# rule makes it root:kvm 0660; do the same. Whether KVM then really runs
+# guests (nested KVM often does not) arktos-node finds out by itself.
+ensure_kvm_device() {
+  [ -c /dev/kvm ] || return 0
+  getent group kvm >/dev/null || as_root groupadd --system kvm
+  local was
+  was=$(stat -c '%U:%G %a' /dev/kvm)
+  if [ "$(stat -c %G /dev/kvm)" != kvm ] || [ $(( 0$(stat -c %a /dev/kvm) & 060 )) -ne $(( 060 )) ]; then
+    as_root chgrp kvm /dev/kvm
+    as_root chmod g+rw /dev/kvm
+    say "/dev/kvm was $was; made it $(stat -c '%U:%G %a' /dev/kvm) as udev's rule does, so QEMU (libvirt-qemu:kvm) can open it"
+  fi
+}
+
 ensure_all() {
   ensure_debian_packages "${DEBIAN_PACKAGES[@]}"
+  ensure_kvm_device
   ensure_toolchains
   mkdir -p "$ARKTOS_HOME"
   cd "$ROOT"

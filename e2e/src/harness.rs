@@ -89,6 +89,7 @@ impl TestCluster {
         ns.metadata.name = Some(name.clone());
         ns.metadata.labels = Some([("arktos.io/e2e".to_string(), test.to_string())].into());
         namespaces.create(&PostParams::default(), &ns).await?;
+        created_namespace(&name);
         Ok(TestNamespace { client, name })
     }
 
@@ -117,5 +118,87 @@ impl TestNamespace {
             .await
             .map(|_| ())
             .map_err(Error::from)
+    }
+}
+
+tokio::task_local! {
+    /// What the running test created, to remove should it fail.
+    static CREATED: std::sync::Arc<std::sync::Mutex<Created>>;
+}
+
+/// Tenants and namespaces a test created (recorded by the helpers that
+/// create them), removed after a failure so that one failing test does not
+/// leave VMs holding the node's CPU for the tests after it.
+#[derive(Debug, Default)]
+pub struct Created {
+    tenants: Vec<String>,
+    namespaces: Vec<String>,
+}
+
+/// Records a Tenant the running test created (no-op outside a test).
+pub fn created_tenant(name: &str) {
+    let _ = CREATED.try_with(|c| c.lock().expect("created").tenants.push(name.to_string()));
+}
+
+/// Records a namespace the running test created.
+pub fn created_namespace(name: &str) {
+    let _ = CREATED.try_with(|c| c.lock().expect("created").namespaces.push(name.to_string()));
+}
+
+/// Runs a test, recording what it creates; returns that record with the
+/// test's outcome.
+pub async fn recording<F: std::future::Future>(test: F) -> (F::Output, Created) {
+    let created = std::sync::Arc::new(std::sync::Mutex::new(Created::default()));
+    let outcome = CREATED.scope(created.clone(), test).await;
+    let record = std::mem::take(&mut *created.lock().expect("created"));
+    (outcome, record)
+}
+
+impl Created {
+    pub fn is_empty(&self) -> bool {
+        self.tenants.is_empty() && self.namespaces.is_empty()
+    }
+
+    /// Deletes what was recorded and waits (at most `within`) until no pod
+    /// is left in it: the tenants' namespaces go with the Tenants.
+    pub async fn remove(&self, client: &kube::Client, within: std::time::Duration) -> Result<()> {
+        use k8s_openapi::api::core::v1::Pod;
+        let tenants: Api<arktos_crds::Tenant> = Api::all(client.clone());
+        for tenant in &self.tenants {
+            let _ = tenants.delete(tenant, &DeleteParams::background()).await;
+        }
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        for ns in &self.namespaces {
+            let _ = namespaces.delete(ns, &DeleteParams::background()).await;
+        }
+        let pods: Api<Pod> = Api::all(client.clone());
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left: Vec<String> = pods
+                .list(&Default::default())
+                .await?
+                .items
+                .into_iter()
+                .filter_map(|p| p.metadata.namespace)
+                .filter(|ns| {
+                    self.namespaces.contains(ns)
+                        || self.tenants.iter().any(|t| {
+                            arktos_crds::naming::split_storage_namespace(ns)
+                                .is_some_and(|(owner, _)| owner == t)
+                        })
+                })
+                .collect();
+            if left.is_empty() {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Node(format!(
+                    "{} pods still in namespaces of the failed test after {}s",
+                    left.len(),
+                    within.as_secs()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
     }
 }

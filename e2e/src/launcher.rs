@@ -13,6 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::leftovers::{Leftovers, Owner};
 use crate::cluster::{ClusterSpec, LocalCluster, Ports};
 use crate::home::ArktosHome;
 use crate::upstream::Upstream;
@@ -330,6 +331,7 @@ fn down(home: &ArktosHome, name: &str) -> anyhow::Result<()> {
     let Some(state) = running(&dir) else {
         eprintln!("cluster {name:?} is not running");
         let _ = std::fs::remove_file(state_file(&dir));
+        sweep_stopped();
         return Ok(());
     };
     let launcher = Pid::from_raw(state.pid as i32);
@@ -352,10 +354,26 @@ fn down(home: &ArktosHome, name: &str) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(state_file(&dir));
     eprintln!("cluster {name:?} stopped");
+    sweep_stopped();
     Ok(())
 }
 
+/// Removes what stopped clusters' real nodes left on the host.
+fn sweep_stopped() {
+    let left = Leftovers::find(&Owner::Stopped);
+    if !left.is_empty() {
+        eprintln!("removing what stopped clusters left behind: {left}");
+        left.remove();
+    }
+}
+
 fn status(home: &ArktosHome, name: &str) -> anyhow::Result<()> {
+    let left = Leftovers::find(&Owner::Stopped);
+    if !left.is_empty() {
+        println!(
+            "left behind by stopped clusters (removed by the next start or `arktos-local down`): {left}"
+        );
+    }
     let dir = home.cluster_dir(name);
     let Some(state) = running(&dir) else {
         println!("cluster {name:?}: not running");

@@ -3,7 +3,7 @@
 //! unchanged, otherwise. Lists and stats merge both.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageService;
@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::cri_client::CriClient;
 use crate::metrics::{Backend, Metrics};
-use crate::vm::{HANDLER, VmRuntime};
+use crate::vm::{HANDLER, LibvirtHealth, VmRuntime};
 
 const NO_STREAMS: &str = "is not available in VM containers (arktos-vm): the guest runs no container runtime; read its console with `kubectl logs` or reach it over the pod network";
 
@@ -120,6 +120,33 @@ fn vm_image(img: &crate::vm::images::CachedImage) -> cri::Image {
         ..Default::default()
     }
 }
+
+/// The `ArktosVMReady` condition from the monitor's last look at libvirt
+/// (never a libvirt call of its own: a slow libvirt must not time Status out).
+fn vm_condition(health: &LibvirtHealth, domain_type: &str) -> cri::RuntimeCondition {
+    let stale = health
+        .checked_at
+        .is_none_or(|at| at.elapsed() > Duration::from_secs(STALE_HEALTH_SECS));
+    let (status, reason, message) = match &health.answer {
+        _ if stale => (
+            false,
+            "LibvirtSlow",
+            format!("libvirt has not answered for more than {STALE_HEALTH_SECS}s"),
+        ),
+        Ok(version) => (true, "", format!("{version}, {domain_type}")),
+        Err(e) => (false, "LibvirtUnreachable", e.clone()),
+    };
+    cri::RuntimeCondition {
+        r#type: "ArktosVMReady".to_string(),
+        status,
+        reason: reason.to_string(),
+        message,
+    }
+}
+
+/// The monitor asks every second and gives up on an answer after five; an
+/// answer older than this means it is stuck in a libvirt call.
+const STALE_HEALTH_SECS: u64 = 10;
 
 #[tonic::async_trait]
 impl RuntimeService for Router {
@@ -570,20 +597,7 @@ impl RuntimeService for Router {
             .passthrough("Status", self.containerd.runtime().status(req))
             .await?
             .into_inner();
-        let vm = self.vm.ping().await;
-        let condition = cri::RuntimeCondition {
-            r#type: "ArktosVMReady".to_string(),
-            status: vm.is_ok(),
-            reason: if vm.is_ok() {
-                String::new()
-            } else {
-                "LibvirtUnreachable".to_string()
-            },
-            message: match &vm {
-                Ok(v) => format!("{v}, {}", self.vm.accel().domain_type()),
-                Err(e) => e.to_string(),
-            },
-        };
+        let condition = vm_condition(&self.vm.libvirt_health(), self.vm.accel().domain_type());
         inner
             .status
             .get_or_insert_with(Default::default)
@@ -599,7 +613,7 @@ impl RuntimeService for Router {
             inner.info.insert(
                 "arktos-vm".to_string(),
                 serde_json::json!({
-                    "libvirt": vm.as_ref().map_err(|e| e.to_string()),
+                    "libvirt": self.vm.libvirt_health().answer,
                     "accel": self.vm.accel().domain_type(),
                     "sandboxes": self.vm.list_sandboxes(None).await.len(),
                 })

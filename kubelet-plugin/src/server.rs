@@ -64,6 +64,10 @@ pub struct Cli {
         default_value = "/opt/cni/bin,/usr/lib/cni"
     )]
     pub cni_bin_dir: Vec<PathBuf>,
+    /// Prefix of the network namespaces of VM pods (`<prefix><sandbox>`);
+    /// nodes sharing a host (local clusters) each need their own.
+    #[arg(long, default_value = "arktos-")]
+    pub netns_prefix: String,
     /// YAML file of VM image translations (`translations: [{prefix|name, url}]`).
     #[arg(long)]
     pub image_translations: Option<PathBuf>,
@@ -120,7 +124,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         None => Translations::default(),
     };
     let accel = match cli.accel {
-        AccelChoice::Auto => crate::vm::libvirt::kvm_candidate(),
+        AccelChoice::Auto => crate::vm::kvm::kvm_candidate(),
         AccelChoice::Kvm => Accel::Kvm,
         AccelChoice::Tcg => Accel::Tcg,
     };
@@ -140,20 +144,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             cni: Cni {
                 conf_dir: cli.cni_conf_dir.clone(),
                 bin_dirs: cli.cni_bin_dir.clone(),
+                netns_prefix: cli.netns_prefix.clone(),
             },
             stop_grace_cap: Duration::from_secs(cli.stop_grace_cap_seconds),
         },
         images,
     )
     .await?;
-    match vm.ping().await {
-        Ok(v) => {
-            tracing::info!(libvirt = %cli.libvirt_uri, hypervisor = %v, accel = vm.accel().domain_type(), "libvirt reachable")
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "libvirt not reachable yet; VM calls fail until it is")
-        }
-    }
+    vm.spawn_monitor();
     if let Some(node) = &cli.node_name {
         let client = agent_client(cli.kubeconfig.as_ref()).await?;
         let agent = Arc::new(crate::agent::Agent::new(
@@ -179,18 +177,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         let healthz = warp::path!("healthz")
             .or(warp::path!("readyz"))
             .unify()
-            .then(move || {
-                let vm = vm.clone();
-                async move {
-                    match vm.ping().await {
-                        Ok(_) => warp::http::Response::builder()
-                            .status(200)
-                            .body("ok".to_string()),
-                        Err(e) => warp::http::Response::builder()
-                            .status(503)
-                            .body(e.to_string()),
-                    }
-                }
+            .map(move || match vm.libvirt_health().answer {
+                Ok(_) => warp::http::Response::builder()
+                    .status(200)
+                    .body("ok".to_string()),
+                Err(e) => warp::http::Response::builder().status(503).body(e),
             });
         let livez = warp::path!("livez").map(|| "ok".to_string());
         let metrics = warp::path!("metrics").map(move || metrics.render());

@@ -5,6 +5,7 @@
 pub mod arktos;
 mod files;
 pub mod kubeconfig;
+pub mod leftovers;
 pub mod node;
 mod nodes;
 pub mod pki;
@@ -85,6 +86,8 @@ pub struct LocalCluster {
     upstream: Upstream,
     components: Vec<Component>,
     file_servers: Vec<files::FileServer>,
+    /// Held while the real node runs (see `leftovers`).
+    node_lock: Option<leftovers::NodeLock>,
 }
 
 /// arktos-operators replicas the local cluster runs (the webhooks must
@@ -111,6 +114,7 @@ impl LocalCluster {
             upstream,
             components: Vec::new(),
             file_servers: Vec::new(),
+            node_lock: None,
         };
         cluster.write_kubeconfigs()?;
         let total = 6 + if cluster.spec.arktos { 3 } else { 0 } + u32::from(cluster.spec.real_node);
@@ -449,7 +453,7 @@ impl LocalCluster {
             component.stop(Duration::from_secs(15));
         }
         self.file_servers.clear();
-        if self.spec.real_node {
+        if self.node_lock.is_some() {
             self.forget_real_node();
         }
         if self.spec.ephemeral {

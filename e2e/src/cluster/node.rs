@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
 
+use super::leftovers::{self, Leftovers, NodeLock, Owner, unmount_below};
 use super::process::{Component, Launch};
 use super::{LocalCluster, arktos, files, kubeconfig, pki};
 use crate::home::source_root;
@@ -149,8 +150,8 @@ impl LocalCluster {
     pub fn node_paths(&self) -> NodePaths {
         NodePaths {
             dir: self.spec.dir().join("node"),
-            state: PathBuf::from("/var/lib/arktos").join(&self.spec.name),
-            run: PathBuf::from("/run/arktos").join(&self.spec.name),
+            state: PathBuf::from(leftovers::STATE_ROOT).join(&self.spec.name),
+            run: PathBuf::from(leftovers::RUN_ROOT).join(&self.spec.name),
         }
     }
 
@@ -196,6 +197,16 @@ impl LocalCluster {
     /// returns once the node is Ready.
     pub(super) async fn start_real_node(&mut self) -> Result<()> {
         ensure_libvirt()?;
+        self.node_lock = Some(NodeLock::take(
+            &self.spec.name,
+            self.spec.ports.base,
+            self.spec.ephemeral,
+        )?);
+        let stopped = Leftovers::find(&Owner::Stopped);
+        if !stopped.is_empty() {
+            eprintln!("  removing what stopped clusters left behind: {stopped}");
+            stopped.remove();
+        }
         let guest = build_with("hack/guest/build")?;
         let images = build_with("hack/images/build")?;
         let tools = NodeTools::ensure(&self.spec.home)?;
@@ -394,6 +405,10 @@ state = "{state}"
                 paths.containerd_socket().display()
             ),
             format!("--state-dir={}", paths.state.join("arktos-node").display()),
+            format!(
+                "--netns-prefix={}",
+                leftovers::netns_prefix(&self.spec.name)
+            ),
             format!("--cni-conf-dir={}", cni_dir.display()),
             "--cni-bin-dir=/usr/lib/cni".into(),
             format!("--image-translations={}", translations.display()),
@@ -602,29 +617,22 @@ serializeImagePulls: false
         }
     }
 
-    /// After the processes stopped: the mounts the kubelet left and the
-    /// node's address on lo.
-    pub(super) fn forget_real_node(&self) {
+    /// After the processes stopped: everything of the node still on the
+    /// host (VMs libvirt kept or started late, network namespaces, taps,
+    /// mounts, its bridge and address), then its lock.
+    pub(super) fn forget_real_node(&mut self) {
         let paths = self.node_paths();
-        if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
-            let mut targets: Vec<&str> = mounts
-                .lines()
-                .filter_map(|l| l.split_whitespace().nth(1))
-                .filter(|t| t.starts_with(&*paths.state.to_string_lossy()))
-                .collect();
-            targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
-            for t in targets {
-                let _ = Command::new("umount").arg("-l").arg(t).status();
-            }
+        unmount_below(&paths.state);
+        let own = Owner::Cluster {
+            name: self.spec.name.clone(),
+            base: self.spec.ports.base,
+        };
+        let left = Leftovers::find(&own);
+        if !left.domains.is_empty() || !left.netns.is_empty() {
+            eprintln!("  removing what the node left behind: {left}");
         }
-        // The address and the bridge come back at the next start.
-        let node_ip = format!("{}/32", self.node_net().node_ip);
-        let _ = run("ip", &["addr", "del", &node_ip, "dev", "lo"]);
-        let _ = run("ip", &["link", "del", &self.node_net().bridge]);
-        let _ = std::fs::remove_dir_all(&paths.run);
-        if self.spec.ephemeral {
-            let _ = std::fs::remove_dir_all(&paths.state);
-        }
+        left.remove();
+        self.node_lock = None;
     }
 }
 

@@ -98,7 +98,23 @@ where
             } else {
                 _shared = ctx.exclusive.read().await;
             }
-            tokio::time::timeout(timeout, test(ctx.clone())).await
+            let (outcome, created) =
+                arktos_e2e::harness::recording(tokio::time::timeout(timeout, test(ctx.clone())))
+                    .await;
+            if !matches!(outcome, Ok(Ok(()))) && !created.is_empty() {
+                // Before the next test needs the node: what this one left
+                // (VM pods hold CPU) would make later tests fail too.
+                eprintln!("{name}: failed; removing what it created: {created:?}");
+                match ctx.cluster.client().await {
+                    Ok(client) => {
+                        if let Err(e) = created.remove(&client, CLEANUP_TIMEOUT).await {
+                            eprintln!("{name}: cleaning up: {e}");
+                        }
+                    }
+                    Err(e) => eprintln!("{name}: cleaning up: {e}"),
+                }
+            }
+            outcome
         });
         match outcome {
             Ok(Ok(())) => Ok(()),
@@ -110,6 +126,9 @@ where
         }
     })
 }
+
+/// How long a failed test's clean-up may wait for its pods to go.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn main() {
     let args = Arguments::from_args();

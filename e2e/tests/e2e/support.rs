@@ -59,6 +59,7 @@ impl TenantOwner {
         Api::<arktos_crds::Tenant>::all(admin.clone())
             .create(&Default::default(), &object)
             .await?;
+        arktos_e2e::harness::created_tenant(&tenant);
         let client = arktos_e2e::cluster::kubeconfig::client_with(
             &format!("{gateway}{tenant}"),
             &pki.ca_cert(),

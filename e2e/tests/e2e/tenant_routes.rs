@@ -179,6 +179,7 @@ async fn mk_tenant(admin: &kube::Client, name: &str, owner: &str) -> anyhow::Res
         "spec": {"owners": [{"kind": "User", "name": owner}], "quota": {"hard": {"count/namespaces": "2"}}},
     }))?;
     tenants.create(&PostParams::default(), &tenant).await?;
+    arktos_e2e::harness::created_tenant(name);
     crate::support::grant_use(admin, name, owner).await
 }
 

@@ -8,7 +8,7 @@ use virt::enumutil::Enum;
 use virt::error::ErrorNumber;
 use virt::sys;
 
-use super::domain::{Accel, DOMAIN_PREFIX};
+use super::domain::DOMAIN_PREFIX;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LibvirtError {
@@ -346,23 +346,4 @@ fn guest_used_kib(d: &virt::domain::Domain) -> Option<u64> {
 
 fn affect(live: bool) -> u32 {
     sys::VIR_DOMAIN_AFFECT_CONFIG | if live { sys::VIR_DOMAIN_AFFECT_LIVE } else { 0 }
-}
-
-/// The accelerator to try: KVM when /dev/kvm opens, TCG otherwise. Nested
-/// KVM often opens and even starts QEMU, then fails inside the guest ("KVM
-/// internal error", "failed to set MSR"), which no quick probe without a
-/// guest shows; so the runtime proves KVM with the first real guest (see
-/// `VmRuntime::prove_kvm`).
-pub fn kvm_candidate() -> Accel {
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-    {
-        Accel::Kvm
-    } else {
-        tracing::info!("no usable /dev/kvm: VMs run under QEMU TCG");
-        Accel::Tcg
-    }
 }

@@ -5,6 +5,7 @@ pub mod console;
 pub mod cri_view;
 pub mod domain;
 pub mod images;
+pub mod kvm;
 pub mod libvirt;
 pub mod network;
 pub mod operations;
@@ -28,7 +29,7 @@ use self::console::ConsoleLog;
 use self::cri_view::now_ns;
 use self::domain::{Accel, DomainSpec, domain_name};
 use self::images::{CachedImage, ImageCache, ImageError};
-use self::libvirt::{Libvirt, LibvirtError};
+use self::libvirt::{DomainFacts, Libvirt, LibvirtError};
 use self::network::{Cni, PodRef, tap_name};
 use self::records::{ContainerRecord, Phase, SandboxRecord, Store};
 use self::seed::Seed;
@@ -70,6 +71,29 @@ pub struct VmRuntime {
     /// Containers whose domain a VM operation has stopped on purpose for a
     /// moment (restore): not to be taken for exited.
     operating: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// What the monitor last heard from libvirt: CRI Status and the health
+    /// endpoints answer from it, never with a libvirt call of their own.
+    health: std::sync::RwLock<LibvirtHealth>,
+    /// Running VMs as the monitor last saw them; CRI status, lists and
+    /// stats read these, so a slow libvirt never holds up the kubelet.
+    observed: std::sync::Mutex<HashMap<String, DomainFacts>>,
+}
+
+/// libvirt's last answer to the monitor, and when it came.
+#[derive(Clone, Debug)]
+pub struct LibvirtHealth {
+    /// The hypervisor's version, or why libvirt did not answer.
+    pub answer: Result<String, String>,
+    pub checked_at: Option<Instant>,
+}
+
+impl Default for LibvirtHealth {
+    fn default() -> Self {
+        Self {
+            answer: Err("libvirt has not been asked yet".into()),
+            checked_at: None,
+        }
+    }
 }
 
 /// The accelerator VMs get, and whether a guest has proved it works.
@@ -85,6 +109,10 @@ struct AccelChoice {
 const KVM_PROOF: Duration = Duration::from_secs(8);
 /// How long a guest may take to release unplugged vCPUs.
 const VCPU_UNPLUG_WAIT: Duration = Duration::from_secs(10);
+/// How often the monitor asks libvirt about itself and the running VMs.
+const MONITOR_PERIOD: Duration = Duration::from_secs(1);
+/// A libvirt that takes longer than this to answer counts as not ready.
+const LIBVIRT_ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 /// QEMU runs as an unprivileged user (libvirt's DAC driver hands it the
 /// files), so every directory above the VM files must let others through.
@@ -180,10 +208,11 @@ impl VmRuntime {
             tailers: Mutex::new(HashMap::new()),
             accel: std::sync::Mutex::new(accel),
             operating: Arc::default(),
+            health: Default::default(),
+            observed: Default::default(),
         });
         let ids: Vec<String> = rt.containers.read().await.keys().cloned().collect();
         for id in &ids {
-            rt.refresh(id).await;
             let running = rt
                 .containers
                 .read()
@@ -197,9 +226,81 @@ impl VmRuntime {
         tracing::info!(
             sandboxes = rt.sandboxes.read().await.len(),
             containers = ids.len(),
-            "VM state recovered"
+            "VM state recovered; the monitor checks it against libvirt"
         );
         Ok(rt)
+    }
+
+    /// Starts the monitor: every `MONITOR_PERIOD` it asks libvirt whether it
+    /// answers, then brings each running VM's record in line with its
+    /// domain (a guest that powered itself off has exited). It is the only
+    /// place where libvirt's state is polled.
+    pub fn spawn_monitor(self: &Arc<Self>) -> JoinHandle<()> {
+        let rt = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                rt.check_libvirt_and_vms().await;
+                tokio::time::sleep(MONITOR_PERIOD).await;
+            }
+        })
+    }
+
+    async fn check_libvirt_and_vms(&self) {
+        let answer = match tokio::time::timeout(LIBVIRT_ANSWER_WITHIN, self.libvirt.ping()).await {
+            Ok(Ok(version)) => Ok(version),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "libvirt did not answer within {}s",
+                LIBVIRT_ANSWER_WITHIN.as_secs()
+            )),
+        };
+        let reachable = answer.is_ok();
+        let was = std::mem::replace(
+            &mut *self.health.write().expect("health lock"),
+            LibvirtHealth {
+                answer,
+                checked_at: Some(Instant::now()),
+            },
+        );
+        let now = self.libvirt_health();
+        if was.answer.is_ok() != reachable || was.checked_at.is_none() {
+            match &now.answer {
+                Ok(v) => {
+                    tracing::info!(hypervisor = %v, accel = self.accel().domain_type(), "libvirt answers")
+                }
+                Err(e) => {
+                    tracing::warn!(reason = %e, "libvirt is not ready: VM calls wait or fail until it is")
+                }
+            }
+        }
+        if !reachable {
+            return;
+        }
+        let running: Vec<String> = self
+            .containers
+            .read()
+            .await
+            .values()
+            .filter(|c| c.phase == Phase::Running)
+            .map(|c| c.id.clone())
+            .collect();
+        for id in running {
+            self.refresh(&id).await;
+        }
+    }
+
+    /// libvirt's last answer to the monitor.
+    pub fn libvirt_health(&self) -> LibvirtHealth {
+        self.health.read().expect("health lock").clone()
+    }
+
+    /// The facts the monitor last saw of a running VM.
+    fn observed(&self, id: &str) -> Option<DomainFacts> {
+        self.observed
+            .lock()
+            .expect("observed lock")
+            .get(id)
+            .copied()
     }
 
     pub fn accel(&self) -> Accel {
@@ -225,10 +326,6 @@ impl VmRuntime {
             self.cfg.state_dir.join("accel"),
             accel.domain_type().replace("qemu", "tcg"),
         );
-    }
-
-    pub async fn ping(&self) -> Result<String, LibvirtError> {
-        self.libvirt.ping().await
     }
 
     pub async fn owns_sandbox(&self, id: &str) -> bool {
@@ -874,6 +971,7 @@ impl VmRuntime {
             return Ok(());
         };
         self.libvirt.undefine(&domain_name(id)).await?;
+        self.observed.lock().expect("observed lock").remove(id);
         if let Some(net) = self
             .sandbox(&c.sandbox_id)
             .await
@@ -935,6 +1033,13 @@ impl VmRuntime {
                 return;
             }
         };
+        {
+            let mut observed = self.observed.lock().expect("observed lock");
+            match facts {
+                Some(f) if f.active => observed.insert(id.to_string(), f),
+                _ => observed.remove(id),
+            };
+        }
         let (code, reason, message) = match facts {
             Some(f) if f.active => return,
             Some(_) => (0, "Completed", "the guest powered off"),
@@ -954,13 +1059,11 @@ impl VmRuntime {
         id: &str,
         verbose: bool,
     ) -> Result<cri::ContainerStatusResponse, Status> {
-        self.refresh(id).await;
         let mut c = self.container(id).await?;
         // What the VM has now, not what was asked: a vCPU the guest has not
         // released yet, a balloon still on its way.
         if c.phase == Phase::Running
-            && let Ok(Some(f)) = self.libvirt.facts(&domain_name(id)).await
-            && f.active
+            && let Some(f) = self.observed(id)
         {
             c.shape.vcpus = f.vcpus;
         }
@@ -987,10 +1090,6 @@ impl VmRuntime {
         &self,
         filter: Option<&cri::ContainerFilter>,
     ) -> Vec<cri::Container> {
-        let ids: Vec<String> = self.containers.read().await.keys().cloned().collect();
-        for id in &ids {
-            self.refresh(id).await;
-        }
         self.containers
             .read()
             .await
@@ -1062,14 +1161,14 @@ impl VmRuntime {
 
     pub async fn container_stats(&self, id: &str) -> Result<cri::ContainerStats, Status> {
         let c = self.container(id).await?;
-        let facts = self.libvirt.facts(&domain_name(id)).await?;
+        let facts = self.observed(id).filter(|_| c.phase == Phase::Running);
         let disk = tokio::fs::metadata(c.dir.join("disk.qcow2"))
             .await
             .map(|m| m.len())
             .unwrap_or(0);
         Ok(cri_view::container_stats(
             &c,
-            facts.filter(|f| f.active),
+            facts,
             disk,
             &self.cfg.state_dir,
         ))

@@ -37,10 +37,15 @@ pub struct PodRef<'a> {
 pub struct Cni {
     pub conf_dir: PathBuf,
     pub bin_dirs: Vec<PathBuf>,
+    /// Starts the name of every network namespace this node makes, so that
+    /// what a node left behind can be told from another node's on one host.
+    pub netns_prefix: String,
 }
 
-pub fn netns_name(sandbox_id: &str) -> String {
-    format!("arktos-{}", &sandbox_id[..16.min(sandbox_id.len())])
+/// The network namespace of a sandbox: the node's prefix and 16 hex digits
+/// of the sandbox ID.
+pub fn netns_name(prefix: &str, sandbox_id: &str) -> String {
+    format!("{prefix}{}", &sandbox_id[..16.min(sandbox_id.len())])
 }
 
 pub fn netns_path(name: &str) -> PathBuf {
@@ -84,7 +89,7 @@ impl Cni {
 
     /// Creates the pod's namespace and runs the CNI ADD chain in it.
     pub async fn setup(&self, pod: &PodRef<'_>) -> anyhow::Result<PodNetwork> {
-        let netns = netns_name(pod.sandbox_id);
+        let netns = netns_name(&self.netns_prefix, pod.sandbox_id);
         // A namespace left by a crash of an earlier attempt is reused.
         if !netns_path(&netns).exists() {
             ip(&["netns", "add", &netns]).await?;
@@ -348,7 +353,11 @@ mod tests {
         let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
         assert_eq!(tap_name(id), "ak0123456789ab");
         assert!(tap_name(id).len() <= 15);
-        assert_eq!(netns_name(id), "arktos-0123456789abcdef");
+        assert_eq!(netns_name("arktos-", id), "arktos-0123456789abcdef");
+        assert_eq!(
+            netns_name("arktos-e2e-7-", id),
+            "arktos-e2e-7-0123456789abcdef"
+        );
     }
 
     #[test]
