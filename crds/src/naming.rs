@@ -18,6 +18,16 @@ pub const SEPARATOR: &str = "--";
 pub const SYSTEM_TENANT: &str = "system";
 /// Label on every namespace of a tenant and every object in it.
 pub const TENANT_LABEL: &str = "tenancy.arktos.io/tenant";
+/// Namespaces every tenant has from the start, as every Kubernetes cluster
+/// (and every Arktos tenant) does. The tenant controller keeps them; they
+/// cannot be deleted through a tenant route and do not count against
+/// `count/namespaces`.
+pub const DEFAULT_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
+
+/// Whether a storage namespace is one of its tenant's default namespaces.
+pub fn is_default_storage_namespace(storage: &str) -> bool {
+    split_storage_namespace(storage).is_some_and(|(_, ns)| DEFAULT_NAMESPACES.contains(&ns))
+}
 
 /// Why a name cannot be used; the message names the rule and the limit.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -135,9 +135,11 @@ pub fn add_tenant_context(
     kubeconfig.contexts.retain(|c| c.name != context_name);
     kubeconfig.contexts.push(NamedContext {
         name: context_name.clone(),
+        // Every tenant has `default` (the tenant controller keeps it).
         context: Some(KubeContext {
             cluster: cluster_name,
             user: Some(user),
+            namespace: Some("default".into()),
             ..Default::default()
         }),
         other: Default::default(),

@@ -578,6 +578,21 @@ impl TenantRoutes {
             }
             (&Method::DELETE, Some(name), None) => {
                 let storage = self.own_namespace(&view, name).await?;
+                if arktos_crds::naming::DEFAULT_NAMESPACES.contains(&name.as_str()) {
+                    return Err(status::forbidden(
+                        &Subject {
+                            resource: "namespaces",
+                            kind: "Namespace",
+                            name,
+                            ..Default::default()
+                        },
+                        &format!(
+                            "this namespace may not be deleted: every tenant keeps {} (tenant {:?})",
+                            arktos_crds::naming::DEFAULT_NAMESPACES.join(", "),
+                            view.tenant().as_str()
+                        ),
+                    ));
+                }
                 let uri = with_query(join(&["/api/v1/namespaces", &storage]), &params);
                 let body = (!request.body.is_empty()).then(|| request.body.to_vec());
                 self.backend
@@ -637,7 +652,13 @@ impl TenantRoutes {
         else {
             return Ok(());
         };
-        let used = self.storage_namespaces(view).await?.len();
+        // The tenant's default namespaces come with it, free.
+        let used = self
+            .storage_namespaces(view)
+            .await?
+            .iter()
+            .filter(|ns| !arktos_crds::naming::is_default_storage_namespace(ns))
+            .count();
         if used >= limit {
             return Err(status::quota_exceeded(
                 &Subject {

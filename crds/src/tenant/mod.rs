@@ -65,6 +65,11 @@ pub struct TenantSpec {
     /// all off unless the platform team allows them.
     #[serde(default, skip_serializing_if = "ServiceExposure::is_none")]
     pub service_exposure: ServiceExposure,
+    /// Whether the tenant's pods may pick their node (`spec.nodeName`, or a
+    /// node selector or affinity on `kubernetes.io/hostname`); off unless
+    /// the platform team allows it: tenants cannot see nodes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub node_targeting: bool,
     /// The backend control plane that holds the tenant's objects. Immutable.
     #[serde(default = "default_partition")]
     pub partition: String,
@@ -99,6 +104,7 @@ impl Default for TenantSpec {
             pod_security: PodSecurityLevel::default(),
             network_isolation: true,
             service_exposure: ServiceExposure::default(),
+            node_targeting: false,
             partition: default_partition(),
         }
     }

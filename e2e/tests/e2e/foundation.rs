@@ -386,7 +386,10 @@ async fn killed_launcher_leaves_no_process_behind(ctx: Arc<Ctx>) -> anyhow::Resu
     );
     println!(
         "  killed launcher: status listed {}; down removed them",
-        status.lines().find(|l| l.contains("left behind")).unwrap_or_default()
+        status
+            .lines()
+            .find(|l| l.contains("left behind"))
+            .unwrap_or_default()
     );
     std::fs::remove_dir_all(home.cluster_dir(&name))?;
     // The node state of a cluster that is not ephemeral (its image cache)

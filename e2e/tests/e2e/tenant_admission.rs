@@ -25,6 +25,7 @@ pub const NAMES: &[&str] = &[
     "tenant_quota_holds_under_concurrent_creates",
     "tenant_deletion_removes_namespaces_and_objects_with_progress",
     "tenant_operators_converge_after_being_killed",
+    "tenant_pods_may_not_pick_their_node",
 ];
 
 pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
@@ -38,6 +39,7 @@ pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
         ),
         trial(ctx, NAMES[2], deletion_removes_everything_with_progress),
         disruptive_trial(ctx, NAMES[3], operators_converge_after_being_killed),
+        trial(ctx, NAMES[4], pods_may_not_pick_their_node),
     ]
 }
 
@@ -66,6 +68,86 @@ fn forbidden<T>(
         needles.iter().any(|n| message.contains(n)),
         "{what}: the message says none of {needles:?}: {message}"
     );
+    Ok(())
+}
+
+/// A tenant owner's pods and workloads naming a node are refused, naming
+/// the field, unless the Tenant allows node targeting.
+async fn pods_may_not_pick_their_node(ctx: Arc<Ctx>) -> anyhow::Result<()> {
+    let owner = TenantOwner::create(&ctx, "nt", json!({})).await?;
+    owner.namespace("web").await?;
+    let pods: Api<Pod> = Api::namespaced(owner.client.clone(), "web");
+    let hostname = |op: &str| json!({"key": "kubernetes.io/hostname", "operator": op, "values": ["arktos-node-0"]});
+    let cases = [
+        (
+            "spec.nodeName",
+            json!({"spec": {"nodeName": "arktos-node-0"}}),
+        ),
+        (
+            "spec.nodeSelector[kubernetes.io/hostname]",
+            json!({"spec": {"nodeSelector": {"kubernetes.io/hostname": "arktos-node-0"}}}),
+        ),
+        (
+            "nodeSelectorTerms[0]",
+            json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+            {"nodeSelectorTerms": [{"matchExpressions": [hostname("In")]}]}}}}}),
+        ),
+        (
+            "nodeSelectorTerms[0]",
+            json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+            {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["arktos-node-0"]}]}]}}}}}),
+        ),
+        (
+            "preferredDuringSchedulingIgnoredDuringExecution[0]",
+            json!({"spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution":
+            [{"weight": 1, "preference": {"matchExpressions": [hostname("NotIn")]}}]}}}}),
+        ),
+    ];
+    for (field, patch) in &cases {
+        let pod = pod_with("targeted", patch.clone())?;
+        forbidden(
+            field,
+            pods.create(&PostParams::default(), &pod).await,
+            &[field],
+        )?;
+    }
+    // Through a workload too: its pods would be created by a controller.
+    let deployments: Api<Deployment> = Api::namespaced(owner.client.clone(), "web");
+    let template = pod_with(
+        "t",
+        json!({"metadata": {"labels": {"app": "t"}}, "spec": {"nodeName": "arktos-node-0"}}),
+    )?;
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "targeted"},
+        "spec": {"selector": {"matchLabels": {"app": "t"}}, "template": template},
+    }))?;
+    forbidden(
+        "a Deployment whose pods name a node",
+        deployments
+            .create(&PostParams::default(), &deployment)
+            .await,
+        &["spec.template.spec.nodeName"],
+    )?;
+    ensure!(pods.list(&ListParams::default()).await?.items.is_empty());
+    // Allowed once the platform team says so.
+    Api::<arktos_crds::Tenant>::all(owner.admin.clone())
+        .patch(
+            &owner.tenant,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"nodeTargeting": true}})),
+        )
+        .await?;
+    let pod = pod_with("targeted", cases[0].1.clone())?;
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    eventually(
+        "node targeting allowed",
+        Duration::from_secs(30),
+        || async { Ok(pods.create(&dry_run, &pod).await.is_ok()) },
+    )
+    .await?;
     Ok(())
 }
 

@@ -79,9 +79,13 @@ async fn tenant_controller_provisions_repairs_and_deletes(ctx: Arc<Ctx>) -> anyh
         .await?;
     }
 
-    // Within 5 s: labels, owner bindings, policies for each namespace; status.
+    // Within 5 s: labels, owner bindings, policies for each namespace (the
+    // tenant's default namespaces too, which it has from the start); status.
     let storage = |ns: &str| format!("{tenant}--{ns}");
-    for ns in ["web", "db"] {
+    for ns in ["web", "db"]
+        .into_iter()
+        .chain(arktos_crds::naming::DEFAULT_NAMESPACES)
+    {
         let policies: Api<NetworkPolicy> = Api::namespaced(admin.clone(), &storage(ns));
         let bindings: Api<RoleBinding> = Api::namespaced(admin.clone(), &storage(ns));
         let namespaces: Api<Namespace> = Api::all(admin.clone());
@@ -121,12 +125,34 @@ async fn tenant_controller_provisions_repairs_and_deletes(ctx: Arc<Ctx>) -> anyh
         let tenant = tenant.clone();
         async move {
             let status = tenants.get(&tenant).await?.status.unwrap_or_default();
-            Ok(status.namespaces == Some(2)
+            // The three default namespaces are free: count/namespaces says 2.
+            Ok(status.namespaces == Some(5)
                 && status.used.get("count/namespaces").map(|q| q.0.as_str()) == Some("2")
                 && status.phase == Some(arktos_crds::tenant::TenantPhase::Active))
         }
     })
     .await?;
+
+    // The default namespaces cannot be deleted through the route, and do
+    // not count against count/namespaces (5): three more of the owner's
+    // own fit, a sixth does not.
+    let owned: Api<Namespace> = Api::all(owner_client.clone());
+    for default in arktos_crds::naming::DEFAULT_NAMESPACES {
+        match owned.delete(default, &DeleteParams::default()).await {
+            Err(kube::Error::Api(s))
+                if s.code == 403 && s.message.contains("may not be deleted") => {}
+            other => anyhow::bail!("deleting {default} through the route: {other:?}"),
+        }
+    }
+    for name in ["a", "b", "c"] {
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+        owned.create(&PostParams::default(), &ns).await?;
+    }
+    let sixth: Namespace = serde_json::from_value(json!({"metadata": {"name": "d"}}))?;
+    match owned.create(&PostParams::default(), &sixth).await {
+        Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("count/namespaces") => {}
+        other => anyhow::bail!("a sixth own namespace past count/namespaces=5: {other:?}"),
+    }
 
     // Drift: delete a policy, tamper with a Pod Security label: both come back.
     let policies: Api<NetworkPolicy> = Api::namespaced(admin.clone(), &storage("web"));
@@ -191,7 +217,7 @@ async fn tenant_controller_provisions_repairs_and_deletes(ctx: Arc<Ctx>) -> anyh
     })
     .await?;
     eprintln!(
-        "tenant controller: tenant with 2 namespaces deleted after {} ms",
+        "tenant controller: tenant with 8 namespaces (3 default) deleted after {} ms",
         took.as_millis()
     );
     Ok(())

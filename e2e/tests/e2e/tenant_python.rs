@@ -186,7 +186,10 @@ async fn python_client_works_against_a_tenant_kubeconfig(ctx: Arc<Ctx>) -> anyho
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let mut namespaces: Vec<String> = serde_json::from_value(answer["namespaces"].clone())?;
     namespaces.sort();
-    ensure!(namespaces == ["py", "web"], "namespaces {namespaces:?}");
+    ensure!(
+        namespaces == ["default", "kube-public", "kube-system", "py", "web"],
+        "namespaces {namespaces:?}"
+    );
     ensure!(
         answer["maps"]
             .as_array()

@@ -193,6 +193,24 @@ impl Admission {
             );
         }
         let group = request.resource.group.as_str();
+        if request.operation == Operation::Create
+            && let (Some(pointer), Some(object)) = (
+                policy::pod_spec_pointer(group, &request.resource.resource),
+                &object,
+            )
+            && let Some(spec) = object.pointer(pointer)
+        {
+            let targeting = policy::node_targeting(spec, &field_path(pointer));
+            if !targeting.is_empty() {
+                let allowed = matches!(
+                    self.tenants.get(tenant.as_str()).await,
+                    Ok(Some(t)) if t.spec.node_targeting
+                );
+                if !allowed {
+                    violations.extend(targeting);
+                }
+            }
+        }
         match (group, request.resource.resource.as_str(), &object) {
             ("", "pods", Some(pod)) => violations.extend(policy::pod(pod)),
             ("", "services", Some(service)) => {
@@ -363,6 +381,11 @@ fn deny(
         .and_then(serde_json::from_value::<KubeStatus>)
         .unwrap_or_else(|err| KubeStatus::failure(&err.to_string(), "InternalError"));
     response
+}
+
+/// `/spec/template/spec` as a field path: `spec.template.spec`.
+fn field_path(pointer: &str) -> String {
+    pointer.trim_start_matches('/').replace('/', ".")
 }
 
 #[cfg(test)]

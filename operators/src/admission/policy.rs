@@ -83,6 +83,70 @@ pub fn pod(pod: &Value) -> Vec<String> {
 }
 
 /// Exposure outside the cluster that the tenant was not allowed.
+/// Where a workload of this resource keeps its pod spec (`None`: it has none).
+pub fn pod_spec_pointer(group: &str, resource: &str) -> Option<&'static str> {
+    match (group, resource) {
+        ("", "pods") => Some("/spec"),
+        ("", "podtemplates") => Some("/template/spec"),
+        ("", "replicationcontrollers")
+        | ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets")
+        | ("batch", "jobs") => Some("/spec/template/spec"),
+        ("batch", "cronjobs") => Some("/spec/jobTemplate/spec/template/spec"),
+        _ => None,
+    }
+}
+
+/// The node label that names one node.
+const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+
+/// A pod spec that picks its node instead of leaving it to the scheduler:
+/// `nodeName`, or a node selector or node affinity on the node's hostname
+/// label or name. `at` is the spec's field path.
+pub fn node_targeting(spec: &Value, at: &str) -> Vec<String> {
+    const WHY: &str = "tenants may not choose nodes (they cannot see them); the Tenant's spec.nodeTargeting allows it";
+    let mut violations = Vec::new();
+    if spec
+        .get("nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty())
+    {
+        violations.push(format!("{at}.nodeName: {WHY}"));
+    }
+    if spec
+        .pointer("/nodeSelector")
+        .and_then(|s| s.get(HOSTNAME_LABEL))
+        .is_some()
+    {
+        violations.push(format!("{at}.nodeSelector[{HOSTNAME_LABEL}]: {WHY}"));
+    }
+    let names_a_node = |term: &Value| {
+        items(term, "/matchExpressions").any(|(_, e)| e["key"] == HOSTNAME_LABEL)
+            || items(term, "/matchFields").any(|(_, f)| f["key"] == "metadata.name")
+    };
+    let affinity = format!("{at}.affinity.nodeAffinity");
+    for (i, term) in items(
+        spec,
+        "/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms",
+    ) {
+        if names_a_node(term) {
+            violations.push(format!(
+                "{affinity}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[{i}]: {WHY}"
+            ));
+        }
+    }
+    for (i, preferred) in items(
+        spec,
+        "/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution",
+    ) {
+        if preferred.get("preference").is_some_and(names_a_node) {
+            violations.push(format!(
+                "{affinity}.preferredDuringSchedulingIgnoredDuringExecution[{i}].preference: {WHY}"
+            ));
+        }
+    }
+    violations
+}
+
 pub fn service(service: &Value, allowed: &ServiceExposure) -> Vec<String> {
     let mut violations = Vec::new();
     match service.pointer("/spec/type").and_then(Value::as_str) {
@@ -171,6 +235,49 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn pods_may_not_pick_their_node() {
+        let at = "spec";
+        assert!(node_targeting(&json!({"containers": []}), at).is_empty());
+        let named = node_targeting(&json!({"nodeName": "n1"}), at);
+        assert!(
+            named[0].starts_with("spec.nodeName: tenants may not choose nodes"),
+            "{named:?}"
+        );
+        let selected = node_targeting(
+            &json!({"nodeSelector": {"kubernetes.io/hostname": "n1", "disk": "ssd"}}),
+            at,
+        );
+        assert_eq!(selected.len(), 1);
+        assert!(selected[0].starts_with("spec.nodeSelector[kubernetes.io/hostname]"));
+        let affinity = json!({"affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]},
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 1, "preference": {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}}]}}});
+        let refused = node_targeting(&affinity, at);
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(refused[0].contains("nodeSelectorTerms[1]"));
+        assert!(
+            refused[1].contains("preferredDuringSchedulingIgnoredDuringExecution[0].preference")
+        );
+    }
+
+    #[test]
+    fn workloads_keep_their_pod_spec_where_kubernetes_does() {
+        assert_eq!(pod_spec_pointer("", "pods"), Some("/spec"));
+        assert_eq!(
+            pod_spec_pointer("apps", "deployments"),
+            Some("/spec/template/spec")
+        );
+        assert_eq!(
+            pod_spec_pointer("batch", "cronjobs"),
+            Some("/spec/jobTemplate/spec/template/spec")
+        );
+        assert_eq!(pod_spec_pointer("", "configmaps"), None);
+    }
 
     #[test]
     fn pods_may_not_reach_the_host_or_gain_privilege() {

@@ -147,6 +147,15 @@ pub fn usage(resource: &Counted, object: &Value) -> Usage {
                 usage.insert("services.loadbalancers".into(), 1000);
             }
         }
+        // A tenant's default namespaces come with it, free.
+        "namespaces"
+            if object
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .is_some_and(arktos_crds::naming::is_default_storage_namespace) =>
+        {
+            return usage;
+        }
         "persistentvolumeclaims" => {
             usage.insert("persistentvolumeclaims".into(), 1000);
             let storage = object
@@ -307,6 +316,15 @@ mod tests {
         assert_eq!(usage_of["requests.storage"], (1i128 << 30) * 1000);
         let deployment = usage(counted("apps", "deployments").unwrap(), &json!({}));
         assert_eq!(deployment["count/deployments.apps"], 1000);
+    }
+
+    #[test]
+    fn a_tenants_default_namespaces_are_free() {
+        let namespaces = counted("", "namespaces").unwrap();
+        let default = usage(namespaces, &json!({"metadata": {"name": "acme--default"}}));
+        assert!(default.is_empty());
+        let own = usage(namespaces, &json!({"metadata": {"name": "acme--web"}}));
+        assert_eq!(own["count/namespaces"], 1000);
     }
 
     #[test]

@@ -142,8 +142,11 @@ async fn apply(tenant: &Tenant, context: &Context) -> Result<Action, Error> {
         .patch(&binding.name_any(), &params, &Patch::Apply(&binding))
         .await?;
 
-    let namespaces = tenant_namespaces(client, &name).await?;
     let labels = desired::namespace_labels(tenant);
+    let mut namespaces = tenant_namespaces(client, &name).await?;
+    if ensure_default_namespaces(client, &name, &namespaces, &labels).await? {
+        namespaces = tenant_namespaces(client, &name).await?;
+    }
     for namespace in &namespaces {
         let ns_name = namespace.name_any();
         if namespace.metadata.deletion_timestamp.is_some() {
@@ -169,11 +172,17 @@ async fn apply(tenant: &Tenant, context: &Context) -> Result<Action, Error> {
                 .await?;
         }
     }
-    let count = namespaces
+    let live: Vec<String> = namespaces
         .iter()
         .filter(|ns| ns.metadata.deletion_timestamp.is_none())
+        .map(|ns| ns.name_any())
+        .collect();
+    let count = live.len();
+    let counted = live
+        .iter()
+        .filter(|ns| !arktos_crds::naming::is_default_storage_namespace(ns))
         .count();
-    let used = settle_quota(tenant, context, count).await?;
+    let used = settle_quota(tenant, context, counted).await?;
     write_status(
         tenant,
         context,
@@ -185,6 +194,38 @@ async fn apply(tenant: &Tenant, context: &Context) -> Result<Action, Error> {
     )
     .await?;
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Creates the tenant's default namespaces that are missing (Arktos gives
+/// every tenant `default`, `kube-system` and `kube-public`); true when it
+/// created any. One being deleted is left to go; the next reconcile
+/// brings it back.
+async fn ensure_default_namespaces(
+    client: &kube::Client,
+    tenant: &str,
+    existing: &[Namespace],
+    labels: &BTreeMap<String, String>,
+) -> Result<bool, Error> {
+    let Ok(tenant_name) = TenantName::new(tenant) else {
+        return Ok(false);
+    };
+    let api: Api<Namespace> = Api::all(client.clone());
+    let mut created = false;
+    for default in arktos_crds::naming::DEFAULT_NAMESPACES {
+        let Ok(storage) = tenant_name.storage_namespace(default) else {
+            continue;
+        };
+        if existing.iter().any(|ns| ns.name_any() == storage.as_str()) {
+            continue;
+        }
+        let patch = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": storage.as_str(), "labels": labels}});
+        api.patch(storage.as_str(), &apply_params(), &Patch::Apply(&patch))
+            .await?;
+        tracing::info!(tenant, namespace = default, "created a default namespace");
+        created = true;
+    }
+    Ok(created)
 }
 
 async fn cleanup(tenant: &Tenant, context: &Context) -> Result<Action, Error> {

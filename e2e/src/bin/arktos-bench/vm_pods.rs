@@ -245,7 +245,10 @@ async fn restart_libvirt_cold() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     exec("libvirtd", &["-d"]).await?;
-    while exec("virsh", &["-c", "qemu:///system", "uri"]).await.is_err() {
+    while exec("virsh", &["-c", "qemu:///system", "uri"])
+        .await
+        .is_err()
+    {
         anyhow::ensure!(Instant::now() < deadline, "libvirtd did not come back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
