@@ -111,7 +111,12 @@ async fn watch_readiness(state: Arc<routes::State>) {
     loop {
         let storage = state.tenants.storage();
         let ready = match storage.get(SYSTEM_TENANT).await {
-            Ok(Some(_)) => true,
+            Ok(Some(system)) => {
+                if system.pointer("/status/phase").is_none() {
+                    mark_system_tenant_active(storage).await;
+                }
+                true
+            }
             Ok(None) => create_system_tenant(storage).await,
             Err(_) => false,
         };
@@ -152,6 +157,30 @@ async fn backfill_buckets(storage: &storage::Storage) {
         if let Err(err) = storage.call(http::Method::PATCH, call).await {
             tracing::warn!(tenant = name, error = ?err, "cannot label the tenant with its shard bucket");
         }
+    }
+}
+
+/// The system tenant is the cluster itself: always Active (the tenant
+/// controller never reconciles it, so nobody else writes its status).
+async fn mark_system_tenant_active(storage: &storage::Storage) {
+    let call = storage::Call {
+        name: Some(SYSTEM_TENANT),
+        subresource: Some("status"),
+        content_type: "application/merge-patch+json",
+        body: Some(serde_json::json!({"status": {
+            "phase": "Active",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "SystemTenant",
+                "message": "the cluster's own namespaces",
+                "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string()}],
+        }})),
+        ..Default::default()
+    };
+    match storage.call(http::Method::PATCH, call).await {
+        Ok(answer) if answer.is_success() => tracing::info!("the system tenant is Active"),
+        Ok(answer) => {
+            tracing::warn!(code = %answer.code, body = %answer.body, "cannot mark the system tenant Active")
+        }
+        Err(err) => tracing::warn!(error = ?err, "cannot mark the system tenant Active"),
     }
 }
 

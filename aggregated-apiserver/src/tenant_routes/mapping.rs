@@ -156,6 +156,19 @@ impl View {
         if kind == "Table" {
             if let Some(rows) = value.get_mut("rows").and_then(Value::as_array_mut) {
                 rows.retain_mut(|row| {
+                    // Cells are text the cluster wrote (an event's message
+                    // names the pod as `acme--web/vm1`).
+                    for cell in row
+                        .get_mut("cells")
+                        .and_then(Value::as_array_mut)
+                        .into_iter()
+                        .flatten()
+                        .skip(usize::from(namespaces))
+                    {
+                        if let Value::String(text) = cell {
+                            *text = self.text(text);
+                        }
+                    }
                     if namespaces
                         && let Some(Value::String(name)) =
                             row.get_mut("cells").and_then(|c| c.get_mut(0))
@@ -213,6 +226,16 @@ impl View {
             metadata.insert("namespace".into(), mine.into());
         }
         if let Some(object) = value.as_object_mut() {
+            // Events: the kubelet and the scheduler name pods by their
+            // storage namespace in the text (`Successfully assigned
+            // acme--demo/vm1`, `pod "vm1_acme--demo(..)"`).
+            if object.contains_key("involvedObject") || object.contains_key("regarding") {
+                for key in ["message", "note"] {
+                    if let Some(Value::String(text)) = object.get_mut(key) {
+                        *text = self.text(text);
+                    }
+                }
+            }
             for key in REFERENCE_KEYS {
                 let _ = self.map_references(object.get_mut(*key), &mut |ns| {
                     Ok(self
@@ -402,6 +425,26 @@ mod tests {
             "pods \"x\" is forbidden: in namespace web"
         );
         assert_eq!(status["details"]["name"], "web");
+    }
+
+    #[test]
+    fn event_messages_name_the_tenants_namespaces() {
+        let view = acme();
+        let mut event = json!({"metadata": {"name": "vm1.1", "namespace": "acme--demo"},
+            "involvedObject": {"kind": "Pod", "namespace": "acme--demo", "name": "vm1"},
+            "message": "Successfully assigned acme--demo/vm1 to arktos-node-0"});
+        assert!(view.response(&mut event));
+        assert_eq!(event["message"], "Successfully assigned demo/vm1 to arktos-node-0");
+        assert_eq!(event["involvedObject"]["namespace"], "demo");
+        let mut new_style = json!({"metadata": {"name": "e", "namespace": "acme--demo"},
+            "regarding": {"namespace": "acme--demo"}, "note": "pod: \"vm1_acme--demo(1234)\""});
+        assert!(view.response(&mut new_style));
+        assert_eq!(new_style["note"], "pod: \"vm1_demo(1234)\"");
+        let mut table = json!({"kind": "Table", "rows": [{"cells": ["5s", "Normal", "Scheduled", "pod/vm1",
+            "Successfully assigned acme--demo/vm1 to arktos-node-0"],
+            "object": {"kind": "PartialObjectMetadata", "metadata": {"namespace": "acme--demo"}}}]});
+        assert!(view.response(&mut table));
+        assert_eq!(table["rows"][0]["cells"][4], "Successfully assigned demo/vm1 to arktos-node-0");
     }
 
     #[test]
