@@ -182,7 +182,9 @@ impl ClientCertVerifier for RequestClientCertificate {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.signatures.verify_tls12_signature(message, cert, dss)
+        self.signatures
+            .verify_tls12_signature(message, cert, dss)
+            .inspect_err(|e| log_refused_handshake(cert, e))
     }
 
     fn verify_tls13_signature(
@@ -191,12 +193,27 @@ impl ClientCertVerifier for RequestClientCertificate {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.signatures.verify_tls13_signature(message, cert, dss)
+        self.signatures
+            .verify_tls13_signature(message, cert, dss)
+            .inspect_err(|e| log_refused_handshake(cert, e))
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.signatures.supported_verify_schemes()
     }
+}
+
+/// Says why a client's handshake failed: the TLS alert the client sees
+/// ("unknown certificate") does not.
+fn log_refused_handshake(cert: &CertificateDer<'_>, error: &rustls::Error) {
+    let reason = match x509_parser::parse_x509_certificate(cert.as_ref()) {
+        Ok((_, parsed)) if parsed.version() == x509_parser::x509::X509Version::V1 => {
+            "an X.509 v1 client certificate (kube-apiserver accepts these; this server's TLS library reads v3 only): issue it with extensions, e.g. `openssl x509 -req -extfile <(printf 'basicConstraints=CA:FALSE')`".to_string()
+        }
+        Ok(_) => format!("the client certificate's handshake signature does not verify: {error}"),
+        Err(e) => format!("the client certificate cannot be parsed: {e}"),
+    };
+    tracing::warn!(%reason, "refused a TLS handshake");
 }
 
 /// The TLS configuration of a listener: its serving certificate, and

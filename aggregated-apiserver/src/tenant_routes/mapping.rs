@@ -434,7 +434,10 @@ mod tests {
             "involvedObject": {"kind": "Pod", "namespace": "acme--demo", "name": "vm1"},
             "message": "Successfully assigned acme--demo/vm1 to arktos-node-0"});
         assert!(view.response(&mut event));
-        assert_eq!(event["message"], "Successfully assigned demo/vm1 to arktos-node-0");
+        assert_eq!(
+            event["message"],
+            "Successfully assigned demo/vm1 to arktos-node-0"
+        );
         assert_eq!(event["involvedObject"]["namespace"], "demo");
         let mut new_style = json!({"metadata": {"name": "e", "namespace": "acme--demo"},
             "regarding": {"namespace": "acme--demo"}, "note": "pod: \"vm1_acme--demo(1234)\""});
@@ -444,7 +447,10 @@ mod tests {
             "Successfully assigned acme--demo/vm1 to arktos-node-0"],
             "object": {"kind": "PartialObjectMetadata", "metadata": {"namespace": "acme--demo"}}}]});
         assert!(view.response(&mut table));
-        assert_eq!(table["rows"][0]["cells"][4], "Successfully assigned demo/vm1 to arktos-node-0");
+        assert_eq!(
+            table["rows"][0]["cells"][4],
+            "Successfully assigned demo/vm1 to arktos-node-0"
+        );
     }
 
     #[test]
