@@ -775,7 +775,15 @@ impl ImageService for Router {
                     if reference.is_empty() {
                         return Err(Status::invalid_argument("image reference is empty"));
                     }
-                    let img = self.vm.images.pull(&reference).await?;
+                    let credentials = req
+                        .auth
+                        .as_ref()
+                        .and_then(crate::vm::images::Credentials::from_cri);
+                    let img = self
+                        .vm
+                        .images
+                        .pull(&reference, credentials.as_ref())
+                        .await?;
                     Ok(cri::PullImageResponse { image_ref: img.id })
                 })
                 .await;

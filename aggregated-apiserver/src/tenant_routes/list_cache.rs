@@ -1,6 +1,6 @@
-//! Lists answered from arktos-apiserver's own copy of a resource (DESIGN
-//! section 6), kept current by a watch and stored already in each object's
-//! tenant's terms, so a list costs copying bytes rather than kube-apiserver
+//! Lists answered from arktos-apiserver's own copy of a resource
+//! (docs/tenant-routes.md), kept current by a watch and stored already in
+//! each object's tenant's terms, so a list costs copying bytes rather than kube-apiserver
 //! encoding every object in JSON again.
 //!
 //! kube-apiserver still decides what a list holds: the gateway sends it the

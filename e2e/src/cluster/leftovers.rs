@@ -178,7 +178,7 @@ impl Leftovers {
         );
         let mut kept_domains = Vec::new();
         for domain in all_domains.iter().filter(|d| d.starts_with(DOMAIN_PREFIX)) {
-            let xml = lines("virsh", &["-c", "qemu:///system", "dumpxml", domain]).join("\n");
+            let xml = virsh(&["dumpxml", domain]).join("\n");
             match cluster_of_domain(&xml) {
                 Some(c) if owner.owns(&live, &c) => found.domains.push(domain.clone()),
                 _ => kept_domains.push(domain.clone()),
@@ -325,6 +325,17 @@ pub fn unmount_below(dir: &Path) {
     for t in targets {
         let _ = Command::new("umount").arg("-l").arg(t).status();
     }
+}
+
+/// How long one virsh call may take: a stuck libvirt must not hang a
+/// status or a stop (what it holds is found by the next look).
+const VIRSH_TIMEOUT_SECS: &str = "15";
+
+/// virsh's output lines, within `VIRSH_TIMEOUT_SECS`.
+fn virsh(args: &[&str]) -> Vec<String> {
+    let mut full = vec![VIRSH_TIMEOUT_SECS, "virsh", "-c", "qemu:///system"];
+    full.extend_from_slice(args);
+    lines("timeout", &full)
 }
 
 /// A command's output lines; nothing when it fails or is missing.

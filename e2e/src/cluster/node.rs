@@ -26,7 +26,13 @@ use crate::{Error, IoContext, Result};
 /// The real node's name.
 pub const NODE_NAME: &str = "arktos-node-0";
 /// The processes the real node adds to a cluster.
-pub const COMPONENTS: &[&str] = &["registry", "containerd", "arktos-node", "kubelet"];
+pub const COMPONENTS: &[&str] = &[
+    "registry",
+    "registry-private",
+    "containerd",
+    "arktos-node",
+    "kubelet",
+];
 /// Taint the real node had before simulated nodes were tainted instead;
 /// removed from a node registered with it by an earlier version.
 const OLD_REAL_NODE_TAINT: &str = "node.arktos.io/real";
@@ -42,6 +48,14 @@ const VM_IMAGES: u16 = 9;
 const KUBELET: u16 = 10;
 const KUBELET_HEALTHZ: u16 = 11;
 const ARKTOS_NODE_HEALTH: u16 = 12;
+const PRIVATE_REGISTRY: u16 = 13;
+
+/// The user the node's private image servers (the registry on
+/// `private_registry()` and `private/` of the VM image server) admit.
+pub const PRIVATE_USER: &str = "private-puller";
+/// VM images under this prefix come from the VM image server's `private/`,
+/// which asks for credentials.
+pub const PRIVATE_VM_PREFIX: &str = "vm.private.test/";
 
 /// Where the node keeps things: state QEMU must reach lives outside the
 /// cluster folder (which may be under a home directory others cannot
@@ -173,6 +187,27 @@ impl LocalCluster {
         )
     }
 
+    /// A registry that asks for credentials (`PRIVATE_USER` and
+    /// `private_password()`); it holds `private/bash:5`.
+    pub fn private_registry(&self) -> String {
+        format!("127.0.0.1:{}", self.spec.ports.component(PRIVATE_REGISTRY))
+    }
+
+    /// The password of the private image servers, made at the node's first
+    /// start.
+    pub fn private_password(&self) -> Result<String> {
+        let file = self.node_paths().dir.join("private-password");
+        if let Ok(password) = std::fs::read_to_string(&file) {
+            return Ok(password.trim().to_string());
+        }
+        use sha2::Digest;
+        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+        let password =
+            arktos_node::ids::hex(&sha2::Sha256::digest(seed.as_bytes()))[..24].to_string();
+        std::fs::write(&file, &password).context(|| "writing the private password".into())?;
+        Ok(password)
+    }
+
     pub fn arktos_node_health(&self) -> u16 {
         self.spec.ports.component(ARKTOS_NODE_HEALTH)
     }
@@ -292,28 +327,57 @@ impl LocalCluster {
             std::fs::read(guest.join("guest.qcow2")).context(|| "reading the guest".into())?;
         std::fs::write(root.join("corrupt.qcow2"), &qcow[..qcow.len().min(1 << 20)])
             .context(|| "writing corrupt.qcow2".into())?;
+        // A private image: the same guest, behind credentials.
+        let private = root.join("private");
+        std::fs::create_dir_all(&private).context(|| "creating the private image folder".into())?;
+        link(&guest.join("guest.qcow2"), private.join("guest.qcow2"))?;
         let port = self.spec.ports.component(VM_IMAGES);
-        self.file_servers.push(files::serve(root, port)?);
+        let guarded = files::Guarded {
+            prefix: "/private/".into(),
+            user: PRIVATE_USER.into(),
+            password: self.private_password()?,
+        };
+        self.file_servers
+            .push(files::serve(root, port, Some(guarded))?);
         Ok(())
     }
 
+    /// The node's two registries: an open one for the test images, and one
+    /// that asks for credentials, for private images.
     fn start_registry(&mut self, tools: &NodeTools) -> Result<()> {
         let dir = self.node_paths().dir;
-        let config = dir.join("registry.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {}\n",
-                dir.join("registry").display(),
-                self.registry()
+        let htpasswd = dir.join("htpasswd");
+        let hash = bcrypt::hash(self.private_password()?, 4)
+            .map_err(|e| Error::Node(format!("hashing the private password: {e}")))?;
+        std::fs::write(&htpasswd, format!("{PRIVATE_USER}:{hash}\n"))
+            .context(|| "writing the private registry's users".into())?;
+        for (name, address, auth) in [
+            ("registry", self.registry(), String::new()),
+            (
+                "registry-private",
+                self.private_registry(),
+                format!(
+                    "auth:\n  htpasswd:\n    realm: arktos-private\n    path: {}\n",
+                    htpasswd.display()
+                ),
             ),
-        )
-        .context(|| "writing the registry configuration".into())?;
-        self.spawn_program(
-            "registry",
-            tools.command("registry"),
-            vec!["serve".into(), config.display().to_string()],
-        )
+        ] {
+            let config = dir.join(format!("{name}.yml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {address}\n{auth}",
+                    dir.join(name).display(),
+                ),
+            )
+            .context(|| "writing the registry configuration".into())?;
+            self.spawn_program(
+                name,
+                tools.command("registry"),
+                vec!["serve".into(), config.display().to_string()],
+            )?;
+        }
+        Ok(())
     }
 
     /// Pushes the locally built images into the registry, as a CI would.
@@ -338,6 +402,30 @@ impl LocalCluster {
                 &["copy", "--quiet", "--dest-tls-verify=false", &src, &dst],
             )?;
         }
+        let private = self.private_registry();
+        while std::net::TcpStream::connect(&private).is_err() {
+            if Instant::now() > deadline {
+                return Err(Error::Node(format!(
+                    "the private registry does not listen on {private}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let src = format!("oci:{}:5", images.join("bash").display());
+        let dst = format!("docker://{private}/private/bash:5");
+        let creds = format!("{PRIVATE_USER}:{}", self.private_password()?);
+        run(
+            "skopeo",
+            &[
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                &creds,
+                &src,
+                &dst,
+            ],
+        )?;
         Ok(())
     }
 
@@ -363,6 +451,8 @@ state = "{state}"
     conf_dir = "{cni}"
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{registry}"]
     endpoint = ["http://{registry}"]
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{private}"]
+    endpoint = ["http://{private}"]
   # No outside registry is reachable here: the public names critest and
   # examples use are served by the loopback registry under the same paths.
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."registry.k8s.io"]
@@ -378,6 +468,7 @@ state = "{state}"
                 state = paths.run.join("containerd").display(),
                 socket = paths.containerd_socket().display(),
                 cni = cni_dir.display(),
+                private = self.private_registry(),
             ),
         )
         .context(|| "writing the containerd configuration".into())?;
@@ -393,8 +484,9 @@ state = "{state}"
         std::fs::write(
             &translations,
             format!(
-                "translations:\n  - prefix: {CIRROS_PREFIX}\n    url: {}\n",
-                self.vm_image_url("")
+                "translations:\n  - prefix: {CIRROS_PREFIX}\n    url: {}\n  - prefix: {PRIVATE_VM_PREFIX}\n    url: {}\n",
+                self.vm_image_url(""),
+                self.vm_image_url("private/"),
             ),
         )
         .context(|| "writing the image translations".into())?;

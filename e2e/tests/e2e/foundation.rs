@@ -360,6 +360,9 @@ async fn killed_launcher_leaves_no_process_behind(ctx: Arc<Ctx>) -> anyhow::Resu
     launcher.wait().await?;
     all_gone(&pids, Duration::from_secs(10)).await?;
 
+    // libvirt answers again, and may finish what it was asked before.
+    drop(frozen);
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let status = std::process::Command::new(launcher_bin)
         .args(["status", "--name", &name])
         .output()?;
@@ -368,9 +371,6 @@ async fn killed_launcher_leaves_no_process_behind(ctx: Arc<Ctx>) -> anyhow::Resu
         status.contains(&prefix),
         "`arktos-local status` should list the VM's network namespace; it said: {status}"
     );
-    drop(frozen);
-    // libvirt may still finish what it was asked before it stopped.
-    tokio::time::sleep(Duration::from_secs(5)).await;
     let down = std::process::Command::new(launcher_bin)
         .args(["down", "--name", &name])
         .output()?;

@@ -43,6 +43,7 @@ pub const NAMES: &[&str] = &[
     "node_vm_pod_bad_inputs_fail_clearly_and_leave_nothing",
     "node_tenant_gateway_exec_attach_port_forward_reach_a_real_pod",
     "node_kubelet_runs_a_vm_pod_and_a_container_pod",
+    "node_private_images_need_each_tenants_own_credentials",
 ];
 
 pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
@@ -58,6 +59,9 @@ pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
         }),
         long_trial(ctx, NAMES[3], Duration::from_secs(300), |ctx| async move {
             kubelet_runs_both(&ctx).await
+        }),
+        long_trial(ctx, NAMES[4], Duration::from_secs(300), |ctx| async move {
+            private_images(&ctx).await
         }),
     ]
 }
@@ -560,6 +564,149 @@ async fn kubelet_runs_both(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     ns.delete().await?;
+    Ok(())
+}
+
+/// Shared nodes and private images: tenant A pulls a private container
+/// image and a private VM image with its pull secret; tenant B's pods name
+/// the same images with `IfNotPresent` and no secret, are scheduled to the
+/// same node where both images now are, and must not start (the kubelet's
+/// pull-credential check, KEP-2535, asks the runtime to pull again without
+/// credentials: containerd and arktos-node both ask the server).
+async fn private_images(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
+    use crate::support::TenantOwner;
+    use arktos_e2e::cluster::node::{PRIVATE_USER, PRIVATE_VM_PREFIX};
+    use k8s_openapi::api::core::v1::Secret;
+    let (registry, password) = {
+        let local = ctx
+            .cluster
+            .local()
+            .context("this test needs the local cluster's real node")?;
+        (local.private_registry(), local.private_password()?)
+    };
+    let container_image = format!("{registry}/private/bash:5");
+    let vm_image = format!("{PRIVATE_VM_PREFIX}guest.qcow2");
+    let pods_of = |with_secret: bool| -> anyhow::Result<Vec<Pod>> {
+        let secrets = if with_secret {
+            serde_json::json!([{"name": "private"}])
+        } else {
+            serde_json::json!([])
+        };
+        Ok(vec![
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "c"},
+                "spec": {"terminationGracePeriodSeconds": 1, "imagePullSecrets": secrets,
+                    "nodeSelector": {"vm.arktos.io/capable": "true"},
+                    "containers": [{"name": "c", "image": container_image, "imagePullPolicy": "IfNotPresent",
+                        "command": ["/bin/bash", "-c", "exec sleep 3600"],
+                        "resources": {"requests": {"cpu": "10m"}}}]}
+            }))?,
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "vm"},
+                "spec": {"runtimeClassName": "arktos-vm", "terminationGracePeriodSeconds": 5,
+                    "imagePullSecrets": secrets,
+                    "containers": [{"name": "vm", "image": vm_image, "imagePullPolicy": "IfNotPresent",
+                        "resources": {"requests": {"cpu": "50m"}, "limits": {"memory": "256Mi"}}}]}
+            }))?,
+        ])
+    };
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("{PRIVATE_USER}:{password}"));
+    let docker_config = serde_json::json!({"auths": {
+        registry.clone(): {"auth": auth},
+        PRIVATE_VM_PREFIX.trim_end_matches('/'): {"auth": auth},
+    }});
+    let a = TenantOwner::create(ctx, "pra", serde_json::json!({"podSecurity": "baseline"})).await?;
+    let b = TenantOwner::create(ctx, "prb", serde_json::json!({"podSecurity": "baseline"})).await?;
+    a.namespace("web").await?;
+    b.namespace("web").await?;
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "private"}, "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": docker_config.to_string()},
+    }))?;
+    Api::<Secret>::namespaced(a.client.clone(), "web")
+        .create(&PostParams::default(), &secret)
+        .await?;
+    let a_pods: Api<Pod> = Api::namespaced(a.client.clone(), "web");
+    for pod in pods_of(true)? {
+        a_pods.create(&PostParams::default(), &pod).await?;
+    }
+    let phase = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default()
+    };
+    let waiting = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first())
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.waiting.as_ref())
+            .map(|w| {
+                format!(
+                    "{}: {}",
+                    w.reason.clone().unwrap_or_default(),
+                    w.message.clone().unwrap_or_default()
+                )
+            })
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let (c, vm) = (a_pods.get("c").await?, a_pods.get("vm").await?);
+        if phase(&c) == "Running" && phase(&vm) == "Running" {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "tenant A's private pods with the pull secret not Running: c {} {}, vm {} {}",
+            phase(&c),
+            waiting(&c),
+            phase(&vm),
+            waiting(&vm)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Tenant B: the same images, no secret, the same node.
+    let b_pods: Api<Pod> = Api::namespaced(b.client.clone(), "web");
+    for pod in pods_of(false)? {
+        b_pods.create(&PostParams::default(), &pod).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let refused =
+        |why: &str| why.starts_with("ErrImagePull") || why.starts_with("ImagePullBackOff");
+    loop {
+        let (c, vm) = (b_pods.get("c").await?, b_pods.get("vm").await?);
+        ensure!(
+            phase(&c) != "Running" && phase(&vm) != "Running",
+            "tenant B runs another tenant's private image without credentials: c {}, vm {}",
+            phase(&c),
+            phase(&vm)
+        );
+        let (why_c, why_vm) = (waiting(&c), waiting(&vm));
+        if refused(&why_c) && refused(&why_vm) {
+            eprintln!("  tenant B without credentials: container {why_c}; VM {why_vm}");
+            ensure!(
+                why_vm.contains("401")
+                    || why_vm.contains("credentials")
+                    || why_vm.contains("back-off"),
+                "the VM pod's pull error should say credentials are needed: {why_vm}"
+            );
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "tenant B's pods should fail to pull: c {why_c:?}, vm {why_vm:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for tenant in [&a, &b] {
+        Api::<arktos_crds::Tenant>::all(tenant.admin.clone())
+            .delete(&tenant.tenant, &DeleteParams::default())
+            .await?;
+    }
     Ok(())
 }
 

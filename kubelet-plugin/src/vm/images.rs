@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http_body_util::BodyExt;
+use hyper::Method;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -57,6 +58,49 @@ pub struct CachedImage {
     pub format: String,
     pub size: u64,
     pub pulled_at: u64,
+    /// Fetched with credentials: every later pull asks the server again
+    /// with the puller's own credentials (a tenant without them must not
+    /// get another tenant's private image from this node's cache).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
+}
+
+/// HTTP Basic credentials for a VM image server, from the kubelet's CRI
+/// `AuthConfig` (the pod's image pull secret for the image's host).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl Credentials {
+    /// From CRI's `username`/`password`, else its base64 `auth` (`user:password`).
+    pub fn from_cri(auth: &k8s_cri::v1::AuthConfig) -> Option<Self> {
+        use base64::Engine;
+        if !auth.username.is_empty() {
+            return Some(Self {
+                username: auth.username.clone(),
+                password: auth.password.clone(),
+            });
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth.auth.trim())
+            .ok()?;
+        let (username, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+        Some(Self {
+            username: username.into(),
+            password: password.into(),
+        })
+    }
+
+    fn header(&self) -> String {
+        use base64::Engine;
+        let pair = format!("{}:{}", self.username, self.password);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    }
 }
 
 impl CachedImage {
@@ -136,18 +180,30 @@ impl ImageCache {
     }
 
     /// Fetches `reference` unless it is cached; concurrent pulls of one
-    /// reference fetch once.
-    pub async fn pull(&self, reference: &str) -> Result<CachedImage, ImageError> {
+    /// reference fetch once. A cached image that was fetched with
+    /// credentials is handed out only once the server accepts these
+    /// `credentials` for it (as a registry checks every pull).
+    pub async fn pull(
+        &self,
+        reference: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<CachedImage, ImageError> {
         let reference = normalize(reference);
         let gate = {
             let mut pulls = self.pulls.lock().await;
             pulls.entry(reference.to_string()).or_default().clone()
         };
         let _one_at_a_time = gate.lock().await;
+        let source = self.translations.source(reference);
         if let Some(img) = self.find(reference).await {
+            if img.private
+                && let ImageSource::Url(url) = &source
+            {
+                self.fetch(reference, url, credentials, Method::HEAD)
+                    .await?;
+            }
             return Ok(img);
         }
-        let source = self.translations.source(reference);
         // Said in errors only when a translation or scheme changed it.
         let from = match &source {
             ImageSource::Url(u) if u != reference => format!(" (fetched from {u})"),
@@ -158,7 +214,7 @@ impl ImageCache {
         };
         let tmp = self.dir.join(format!(".pull-{}", random_suffix()));
         let fetched = match &source {
-            ImageSource::Url(url) => self.download(reference, url, &tmp).await,
+            ImageSource::Url(url) => self.download(reference, url, credentials, &tmp).await,
             ImageSource::Path(path) => copy_hashing(reference, path, &tmp).await,
         };
         let (digest, size) = match fetched {
@@ -184,6 +240,7 @@ impl ImageCache {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs(),
+            private: credentials.is_some() && matches!(source, ImageSource::Url(_)),
         };
         let path = self.path_of(&image);
         tokio::fs::rename(&tmp, &path).await?;
@@ -193,6 +250,7 @@ impl ImageCache {
             if !existing.names.iter().any(|n| n == reference) {
                 existing.names.push(reference.to_string());
             }
+            existing.private |= image.private;
             existing.clone()
         } else {
             index.images.push(image.clone());
@@ -245,28 +303,36 @@ impl ImageCache {
         write_atomic(&self.dir.join("index.json"), &bytes).await
     }
 
-    async fn download(
+    /// Asks the server for `url` (following redirects), with the
+    /// credentials if any; the answer once it is a success.
+    async fn fetch(
         &self,
         reference: &str,
         url: &str,
-        to: &Path,
-    ) -> Result<(String, u64), ImageError> {
+        credentials: Option<&Credentials>,
+        method: Method,
+    ) -> Result<(String, hyper::Response<hyper::body::Incoming>), ImageError> {
         let unreachable = |url: &str, reason: String| ImageError::Unreachable {
             reference: reference.to_string(),
             url: url.to_string(),
             reason,
         };
         let mut url = url.to_string();
-        let mut response = None;
         for _ in 0..=MAX_REDIRECTS {
             let uri: hyper::Uri = url
                 .parse()
                 .map_err(|e| unreachable(&url, format!("bad URL: {e}")))?;
-            let req = hyper::Request::get(uri)
+            let mut req = hyper::Request::builder()
+                .method(method.clone())
+                .uri(uri)
                 .header(
                     "user-agent",
                     concat!("arktos-node/", env!("CARGO_PKG_VERSION")),
-                )
+                );
+            if let Some(credentials) = credentials {
+                req = req.header(hyper::header::AUTHORIZATION, credentials.header());
+            }
+            let req = req
                 .body(http_body_util::Empty::new())
                 .map_err(|e| unreachable(&url, e.to_string()))?;
             let resp = self
@@ -285,13 +351,36 @@ impl ImageCache {
                 url = resolve_location(&url, next);
                 continue;
             }
-            if !resp.status().is_success() {
-                return Err(unreachable(&url, format!("HTTP {}", resp.status())));
+            let status = resp.status();
+            if status == hyper::StatusCode::UNAUTHORIZED || status == hyper::StatusCode::FORBIDDEN {
+                let why = if credentials.is_some() {
+                    "the credentials of the pod's image pull secret were refused"
+                } else {
+                    "the server requires credentials: give the pod an image pull secret for this image's host"
+                };
+                return Err(unreachable(&url, format!("HTTP {status}: {why}")));
             }
-            response = Some(resp);
-            break;
+            if !status.is_success() {
+                return Err(unreachable(&url, format!("HTTP {status}")));
+            }
+            return Ok((url, resp));
         }
-        let resp = response.ok_or_else(|| unreachable(&url, "too many redirects".into()))?;
+        Err(unreachable(&url, "too many redirects".into()))
+    }
+
+    async fn download(
+        &self,
+        reference: &str,
+        url: &str,
+        credentials: Option<&Credentials>,
+        to: &Path,
+    ) -> Result<(String, u64), ImageError> {
+        let unreachable = |url: &str, reason: String| ImageError::Unreachable {
+            reference: reference.to_string(),
+            url: url.to_string(),
+            reason,
+        };
+        let (url, resp) = self.fetch(reference, url, credentials, Method::GET).await?;
         let total = resp
             .headers()
             .get(hyper::header::CONTENT_LENGTH)
