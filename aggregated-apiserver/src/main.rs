@@ -7,15 +7,6 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     let config = arktos_apiserver::Config::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("ARKTOS_LOG").unwrap_or_else(|_| "info".into());
-    if config.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    arktos_crds::logging::init(config.log_json, "info");
     arktos_apiserver::run(config).await
 }

