@@ -76,6 +76,15 @@ async fn kubectl_manages_tenants_like_a_builtin_resource(ctx: Arc<Ctx>) -> anyho
         ensure!(header.contains(column), "no {column} column in {header:?}");
     }
     ensure!(table.contains(&name) && table.contains("system"), "{table}");
+    // The system tenant is the cluster itself: Active like any other.
+    let system_row = table
+        .lines()
+        .find(|l| l.starts_with("system "))
+        .unwrap_or_default();
+    ensure!(
+        system_row.contains("Active"),
+        "the system tenant's row: {system_row:?}"
+    );
 
     let yaml = kubectl(&ctx, &["get", "tenant", &name, "-o", "yaml"], None).await?;
     ensure!(

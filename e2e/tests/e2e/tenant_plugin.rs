@@ -103,6 +103,32 @@ async fn kubectl_tenant_use_gives_plain_kubectl_a_tenant_api(ctx: Arc<Ctx>) -> a
     ensure!(ok, "use: {out} {err}");
     let (ok, out, _) = kubectl_as(&ctx, &user_config, &user_cache, &["tenant", "current"]).await?;
     ensure!(ok && out.trim() == tenant, "current: {out}");
+    // The context starts in the tenant's `default` namespace, which exists.
+    let (ok, out, err) = kubectl_as(
+        &ctx,
+        &user_config,
+        &user_cache,
+        &[
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.contexts[0].context.namespace}",
+        ],
+    )
+    .await?;
+    ensure!(
+        ok && out.trim() == "default",
+        "context namespace: {out} {err}"
+    );
+    let (ok, out, err) = kubectl_as(
+        &ctx,
+        &user_config,
+        &user_cache,
+        &["get", "namespace", "default"],
+    )
+    .await?;
+    ensure!(ok, "the tenant's default namespace: {out} {err}");
     for args in [
         vec!["create", "namespace", "web"],
         vec![

@@ -386,6 +386,22 @@ async fn examples(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
             .unwrap_or_default();
         bail!("{e:#}\n{out}");
     }
+    // Events written by the scheduler and the kubelet name the tenant's
+    // namespace, not the storage one, as JSON and as kubectl's table.
+    let storage_prefix = format!("{}--", tenant.owner.tenant);
+    for format in [&["-o", "json"][..], &[][..]] {
+        let events = tenant
+            .kubectl(ctx, &[&["get", "events"][..], format].concat(), None)
+            .await?;
+        ensure!(
+            !events.contains(&storage_prefix),
+            "events name storage namespaces:\n{events}"
+        );
+        ensure!(
+            events.contains("Successfully assigned demo/vm1"),
+            "no scheduling event for demo/vm1:\n{events}"
+        );
+    }
     let yaml = tenant
         .kubectl(ctx, &["get", "pods", "-o", "yaml"], None)
         .await?;
