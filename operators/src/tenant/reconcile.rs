@@ -23,7 +23,7 @@ use tracing::Instrument;
 use arktos_crds::tenant::desired;
 
 use super::Context;
-use super::written::Written;
+use super::written::{self, Written};
 
 /// Removed last, once everything the tenant owns is gone.
 pub const FINALIZER: &str = "tenancy.arktos.io/cleanup";
@@ -177,9 +177,6 @@ async fn apply(tenant: &Tenant, context: &Context) -> Result<Action, Error> {
             policies
                 .delete(desired::ISOLATION_POLICY, &DeleteParams::default())
                 .await?;
-            writes
-                .policies
-                .forget(Some(&ns_name), desired::ISOLATION_POLICY);
         }
     }
     let live: Vec<String> = namespaces
@@ -206,8 +203,8 @@ async fn apply(tenant: &Tenant, context: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-/// Server-side applies `desired` unless this instance applied exactly that
-/// and nobody changed the object since.
+/// Server-side applies `desired` (stamped with the hash of its content)
+/// unless it is in place already: see `written`.
 async fn apply_once<K>(api: &Api<K>, written: &Written<K>, desired: &K) -> Result<(), Error>
 where
     K: Resource<DynamicType = ()>
@@ -219,19 +216,17 @@ where
         + Sync
         + 'static,
 {
-    let (namespace, name) = (desired.namespace(), desired.name_any());
-    if written.unchanged(namespace.as_deref(), &name, desired) {
+    let mut desired = desired.clone();
+    written::stamp(&mut desired);
+    if written.in_place(&desired, MANAGER) {
         return Ok(());
     }
-    let applied = api
-        .patch(&name, &apply_params(), &Patch::Apply(desired))
-        .await?;
-    written.record(
-        namespace.as_deref(),
-        &name,
-        desired,
-        applied.resource_version(),
-    );
+    api.patch(
+        &desired.name_any(),
+        &apply_params(),
+        &Patch::Apply(&desired),
+    )
+    .await?;
     Ok(())
 }
 

@@ -1,17 +1,19 @@
 //! Applies the tenant controller may skip. A tenant is reconciled on every
 //! change in it (each namespace, pod or ConfigMap created re-settles its
 //! quota), and each server-side apply costs kube-apiserver a write path and
-//! three webhook calls, even when it changes nothing. An object this
-//! instance applied, with the same desired content, and unchanged since (the
-//! metadata watch still shows the resourceVersion the apply returned) needs
-//! no second apply. Anything else, someone's edit or deletion included, is
-//! applied again: drift is still repaired at once.
+//! three webhook calls, even when it changes nothing. So every applied
+//! object carries the hash of what was applied (annotation
+//! `tenancy.arktos.io/applied`), and an object whose hash matches what is
+//! desired now, and whose last writer (by its managed fields) is the
+//! controller itself, needs no second apply. Anything else, someone's edit
+//! or deletion included, is applied again: drift is still repaired at once.
+//! The judgement needs only metadata, held by a metadata watch, and no state
+//! of its own: an instance taking over a share skips what is in place.
 
-use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::Mutex;
 
 use futures::Stream;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -19,16 +21,12 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// An object, by namespace (none when cluster-scoped) and name.
-type Key = (Option<String>, String);
-/// The hash of what was applied, and the resourceVersion the apply returned.
-type Applied = (u64, String);
+/// On every object the controller applies: the hash of what it applied.
+pub const APPLIED_ANNOTATION: &str = "tenancy.arktos.io/applied";
 
-/// One kind of object the controller writes.
+/// One kind of object the controller writes, as the metadata watch saw it.
 pub struct Written<K: Resource<DynamicType = ()> + Clone + 'static> {
-    /// What the metadata watch last saw.
     seen: Store<PartialObjectMeta<K>>,
-    applied: Mutex<HashMap<Key, Applied>>,
 }
 
 impl<K> Written<K>
@@ -48,55 +46,45 @@ where
         let api: Api<PartialObjectMeta<K>> = Api::all(client);
         let trigger =
             reflector::reflector(writer, watcher(api, config).default_backoff()).touched_objects();
-        let written = Self {
-            seen,
-            applied: Mutex::default(),
-        };
-        (written, trigger)
+        (Self { seen }, trigger)
     }
 
-    /// Whether `desired` was applied as it is and nobody changed the object since.
-    pub fn unchanged(&self, namespace: Option<&str>, name: &str, desired: &impl Serialize) -> bool {
-        let key = (namespace.map(str::to_string), name.to_string());
-        let Some((hash, version)) = self.applied.lock().expect("applied").get(&key).cloned() else {
+    /// Whether the object `desired` names holds what `stamp` made of it,
+    /// written last by `manager`.
+    pub fn in_place(&self, desired: &K, manager: &str) -> bool {
+        let mut reference = ObjectRef::<PartialObjectMeta<K>>::new(&desired.name_any());
+        if let Some(ns) = desired.namespace() {
+            reference = reference.within(&ns);
+        }
+        let Some(seen) = self.seen.get(&reference) else {
             return false;
         };
-        let mut reference = ObjectRef::<PartialObjectMeta<K>>::new(name);
-        if let Some(ns) = namespace {
-            reference = reference.within(ns);
-        }
-        hash == hash_of(desired)
-            && self
-                .seen
-                .get(&reference)
-                .is_some_and(|meta| meta.resource_version().as_deref() == Some(version.as_str()))
-    }
-
-    /// Records an apply of `desired` that left the object at `version`.
-    pub fn record(
-        &self,
-        namespace: Option<&str>,
-        name: &str,
-        desired: &impl Serialize,
-        version: Option<String>,
-    ) {
-        let key = (namespace.map(str::to_string), name.to_string());
-        let mut applied = self.applied.lock().expect("applied");
-        match version {
-            Some(version) => applied.insert(key, (hash_of(desired), version)),
-            None => applied.remove(&key),
-        };
-    }
-
-    /// Forgets an object (deleted by the controller).
-    pub fn forget(&self, namespace: Option<&str>, name: &str) {
-        let key = (namespace.map(str::to_string), name.to_string());
-        self.applied.lock().expect("applied").remove(&key);
+        let hash = desired.annotations().get(APPLIED_ANNOTATION);
+        hash.is_some()
+            && seen.annotations().get(APPLIED_ANNOTATION) == hash
+            && last_writer(seen.meta().managed_fields.as_deref().unwrap_or_default())
+                == Some(manager)
     }
 }
 
-fn hash_of(desired: &impl Serialize) -> u64 {
-    arktos_crds::sharding::fnv1a64(&serde_json::to_vec(desired).unwrap_or_default())
+/// Stamps `desired` with the hash of its content (before the stamp).
+pub fn stamp<K: Resource + Serialize>(desired: &mut K) {
+    let hash = arktos_crds::sharding::fnv1a64(&serde_json::to_vec(desired).unwrap_or_default());
+    desired
+        .annotations_mut()
+        .insert(APPLIED_ANNOTATION.into(), format!("{hash:016x}"));
+}
+
+/// The manager of the most recent write; `None` when unknown or tied
+/// between managers.
+fn last_writer(fields: &[ManagedFieldsEntry]) -> Option<&str> {
+    let latest = fields.iter().filter_map(|f| f.time.as_ref()).max()?;
+    let mut writers = fields
+        .iter()
+        .filter(|f| f.time.as_ref() == Some(latest))
+        .filter_map(|f| f.manager.as_deref());
+    let first = writers.next()?;
+    writers.all(|w| w == first).then_some(first)
 }
 
 #[cfg(test)]
@@ -107,10 +95,26 @@ mod tests {
 
     use super::*;
 
-    fn mk_meta(namespace: &str, name: &str, version: &str) -> PartialObjectMeta<RoleBinding> {
+    fn mk_binding(user: &str) -> RoleBinding {
+        let mut binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": "owners", "namespace": "acme--web"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+            "subjects": [{"kind": "User", "name": user}],
+        }))
+        .expect("a binding");
+        stamp(&mut binding);
+        binding
+    }
+
+    fn mk_seen(applied: &str, writers: &[(&str, &str)]) -> PartialObjectMeta<RoleBinding> {
+        let fields: Vec<_> = writers
+            .iter()
+            .map(|(manager, time)| json!({"manager": manager, "operation": "Apply", "time": time}))
+            .collect();
         serde_json::from_value(json!({
             "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
-            "metadata": {"name": name, "namespace": namespace, "resourceVersion": version},
+            "metadata": {"name": "owners", "namespace": "acme--web", "resourceVersion": "7",
+                "annotations": {APPLIED_ANNOTATION: applied}, "managedFields": fields},
         }))
         .expect("metadata")
     }
@@ -120,41 +124,58 @@ mod tests {
         reflector::store::Writer<PartialObjectMeta<RoleBinding>>,
     ) {
         let (seen, writer) = reflector::store();
-        let written = Written {
-            seen,
-            applied: Mutex::default(),
-        };
-        (written, writer)
+        (Written { seen }, writer)
     }
 
     #[test]
-    fn an_apply_is_skipped_only_while_nothing_changed() {
+    fn stamps_follow_the_content() {
+        let (alice, bob) = (mk_binding("alice"), mk_binding("bob"));
+        assert_ne!(
+            alice.annotations()[APPLIED_ANNOTATION],
+            bob.annotations()[APPLIED_ANNOTATION]
+        );
+        assert_eq!(
+            alice.annotations()[APPLIED_ANNOTATION],
+            mk_binding("alice").annotations()[APPLIED_ANNOTATION]
+        );
+    }
+
+    #[test]
+    fn an_apply_is_skipped_only_while_what_we_wrote_stands() {
         let (written, mut writer) = mk_written();
-        let desired = json!({"subjects": [{"kind": "User", "name": "alice"}]});
+        let desired = mk_binding("alice");
+        let hash = desired.annotations()[APPLIED_ANNOTATION].clone();
         assert!(
-            !written.unchanged(Some("acme--web"), "owners", &desired),
-            "never applied"
+            !written.in_place(&desired, "arktos-operators"),
+            "never seen"
         );
-        written.record(Some("acme--web"), "owners", &desired, Some("7".into()));
+        let ours = [("arktos-operators", "2026-12-07T06:00:00Z")];
+        writer.apply_watcher_event(&Event::Apply(mk_seen(&hash, &ours)));
+        assert!(written.in_place(&desired, "arktos-operators"));
         assert!(
-            !written.unchanged(Some("acme--web"), "owners", &desired),
-            "not seen yet"
+            !written.in_place(&mk_binding("bob"), "arktos-operators"),
+            "the owners changed"
         );
-        writer.apply_watcher_event(&Event::Apply(mk_meta("acme--web", "owners", "7")));
-        assert!(written.unchanged(Some("acme--web"), "owners", &desired));
-        let other = json!({"subjects": [{"kind": "User", "name": "bob"}]});
-        assert!(
-            !written.unchanged(Some("acme--web"), "owners", &other),
-            "owners changed"
-        );
-        // Someone edited it: its version moved on.
-        writer.apply_watcher_event(&Event::Apply(mk_meta("acme--web", "owners", "9")));
-        assert!(!written.unchanged(Some("acme--web"), "owners", &desired));
+        // Someone wrote after us (an admin's kubectl edit).
+        let edited = [
+            ("arktos-operators", "2026-12-07T06:00:00Z"),
+            ("kubectl-edit", "2026-12-07T06:01:00Z"),
+        ];
+        writer.apply_watcher_event(&Event::Apply(mk_seen(&hash, &edited)));
+        assert!(!written.in_place(&desired, "arktos-operators"));
         // Deleted.
-        written.record(Some("acme--web"), "owners", &desired, Some("9".into()));
-        writer.apply_watcher_event(&Event::Delete(mk_meta("acme--web", "owners", "9")));
-        assert!(!written.unchanged(Some("acme--web"), "owners", &desired));
-        written.forget(Some("acme--web"), "owners");
-        assert!(!written.unchanged(Some("acme--web"), "owners", &desired));
+        writer.apply_watcher_event(&Event::Delete(mk_seen(&hash, &ours)));
+        assert!(!written.in_place(&desired, "arktos-operators"));
+    }
+
+    #[test]
+    fn a_tie_between_writers_is_no_proof() {
+        let fields: Vec<ManagedFieldsEntry> = serde_json::from_value(json!([
+            {"manager": "arktos-operators", "time": "2026-12-07T06:00:00Z"},
+            {"manager": "other", "time": "2026-12-07T06:00:00Z"}]))
+        .unwrap();
+        assert_eq!(last_writer(&fields), None);
+        assert_eq!(last_writer(&fields[..1]), Some("arktos-operators"));
+        assert_eq!(last_writer(&[]), None);
     }
 }
