@@ -43,7 +43,20 @@ pub struct TenantOwner {
 }
 
 impl TenantOwner {
+    /// A new tenant, provisioned (Ready: its default namespaces there), as
+    /// users expect of a tenant they were just given.
     pub async fn create(ctx: &Ctx, prefix: &str, spec: serde_json::Value) -> anyhow::Result<Self> {
+        let owner = Self::create_unprovisioned(ctx, prefix, spec).await?;
+        wait_ready(&owner.admin, &owner.tenant).await?;
+        Ok(owner)
+    }
+
+    /// A new tenant, without waiting for the tenant controller.
+    pub async fn create_unprovisioned(
+        ctx: &Ctx,
+        prefix: &str,
+        spec: serde_json::Value,
+    ) -> anyhow::Result<Self> {
         use kube::Api;
         let (pki, admin_url, gateway) = local_parts(ctx)?;
         let admin = arktos_e2e::cluster::kubeconfig::client(&admin_url, &pki, "admin").await?;
@@ -60,21 +73,6 @@ impl TenantOwner {
             .create(&Default::default(), &object)
             .await?;
         arktos_e2e::harness::created_tenant(&tenant);
-        // Ready: provisioned, its default namespaces there, as users expect
-        // of a tenant they were just given.
-        let tenants = Api::<arktos_crds::Tenant>::all(admin.clone());
-        eventually(
-            &format!("tenant {tenant} Ready"),
-            std::time::Duration::from_secs(60),
-            || async {
-                Ok(tenants.get(&tenant).await?.status.is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                }))
-            },
-        )
-        .await?;
         let client = arktos_e2e::cluster::kubeconfig::client_with(
             &format!("{gateway}{tenant}"),
             &pki.ca_cert(),
@@ -132,6 +130,24 @@ impl TenantOwner {
             .and_then(|t| t.status)
             .and_then(|s| s.used.get(key).map(|q| q.0.clone())))
     }
+}
+
+/// Waits until the tenant controller reports the Tenant Ready.
+pub async fn wait_ready(admin: &kube::Client, tenant: &str) -> anyhow::Result<()> {
+    let tenants = kube::Api::<arktos_crds::Tenant>::all(admin.clone());
+    eventually(
+        &format!("tenant {tenant} Ready"),
+        std::time::Duration::from_secs(60),
+        || async {
+            Ok(tenants.get(tenant).await?.status.is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            }))
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// A pod that passes the `restricted` Pod Security Standard.

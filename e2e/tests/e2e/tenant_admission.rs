@@ -808,21 +808,32 @@ async fn operators_converge_after_being_killed(ctx: Arc<Ctx>) -> anyhow::Result<
     }
     // Mid-provisioning: more tenants just created, then every replica dies.
     for _ in 0..3 {
-        owners.push(TenantOwner::create(&ctx, "kill", json!({"podSecurity": "baseline"})).await?);
+        owners.push(
+            TenantOwner::create_unprovisioned(&ctx, "kill", json!({"podSecurity": "baseline"}))
+                .await?,
+        );
     }
     operators(&ctx, |local, name| local.kill(name))?;
     // While they are down: a tenant changes its level, one more appears.
-    let tenants: Api<arktos_crds::Tenant> = Api::all(owners[0].admin.clone());
-    tenants
-        .patch(
-            &owners[0].tenant,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"podSecurity": "restricted"}})),
-        )
-        .await?;
-    owners.push(TenantOwner::create(&ctx, "kill", json!({"podSecurity": "baseline"})).await?);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // (They come back however this goes: later tests need them.)
+    let while_down = async {
+        let tenants: Api<arktos_crds::Tenant> = Api::all(owners[0].admin.clone());
+        tenants
+            .patch(
+                &owners[0].tenant,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"podSecurity": "restricted"}})),
+            )
+            .await?;
+        let late =
+            TenantOwner::create_unprovisioned(&ctx, "kill", json!({"podSecurity": "baseline"}))
+                .await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        anyhow::Ok(late)
+    }
+    .await;
     operators(&ctx, |local, name| local.start_again(name))?;
+    owners.push(while_down?);
     let started = Instant::now();
     for (i, owner) in owners.iter().enumerate() {
         let level = if i == 0 { "restricted" } else { "baseline" };

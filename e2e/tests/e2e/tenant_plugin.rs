@@ -96,6 +96,8 @@ async fn kubectl_tenant_use_gives_plain_kubectl_a_tenant_api(ctx: Arc<Ctx>) -> a
         "a bad name gives one clear line: {err:?}"
     );
     let admin = kubeconfig::client(&admin_url, &pki, "admin").await?;
+    arktos_e2e::harness::created_tenant(&tenant);
+    crate::support::wait_ready(&admin, &tenant).await?;
     grant_use(&admin, &tenant, &user).await?;
 
     let (ok, out, err) =
@@ -177,8 +179,15 @@ async fn kubectl_tenant_use_gives_plain_kubectl_a_tenant_api(ctx: Arc<Ctx>) -> a
         &["get", "namespaces", "-o", "name"],
     )
     .await?;
+    // Its own, and the three every tenant has.
     ensure!(
-        ok && out.trim() == "namespace/web",
+        ok && out.split_whitespace().collect::<Vec<_>>()
+            == [
+                "namespace/default",
+                "namespace/kube-public",
+                "namespace/kube-system",
+                "namespace/web"
+            ],
         "namespaces: {out} {err}"
     );
     let (ok, out, err) = kubectl_as(

@@ -246,7 +246,7 @@ async fn python_client_works_against_a_tenant_kubeconfig(ctx: Arc<Ctx>) -> anyho
         ("patch by path", &[403, 404]),
         ("delete by path", &[403, 404]),
         ("watch by path", &[403, 404]),
-        ("kube-system by path", &[403, 404]),
+        ("the cluster's kube-system by path", &[403, 404]),
         ("cluster RBAC", &[404]),
         ("use of another tenant", &[403]),
         ("tenant system", &[403]),

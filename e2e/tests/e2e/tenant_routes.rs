@@ -180,6 +180,7 @@ async fn mk_tenant(admin: &kube::Client, name: &str, owner: &str) -> anyhow::Res
     }))?;
     tenants.create(&PostParams::default(), &tenant).await?;
     arktos_e2e::harness::created_tenant(name);
+    crate::support::wait_ready(admin, name).await?;
     crate::support::grant_use(admin, name, owner).await
 }
 
