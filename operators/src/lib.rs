@@ -173,6 +173,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         ledgers,
         log,
+        written: Arc::new(tenant::Writes::watch(&client)),
     });
     let membership = Arc::new(sharding::membership::Membership::new(
         client.clone(),

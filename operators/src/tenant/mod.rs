@@ -38,11 +38,11 @@ pub struct Context {
     pub departures: Arc<Departures>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    pub written: Writes,
+    pub written: Arc<Writes>,
 }
 
 /// What the controller writes, tracked so that applies that would change
-/// nothing are skipped (see `written`).
+/// nothing are skipped (see `written`); one per process.
 pub struct Writes {
     pub role_bindings: written::Written<RoleBinding>,
     pub policies: written::Written<NetworkPolicy>,
@@ -66,6 +66,30 @@ pub struct Setup {
     pub metrics: Arc<Metrics>,
     pub ledgers: Arc<Ledgers>,
     pub log: Arc<ReconcileLog>,
+    /// What the controller wrote, as this instance sees it.
+    pub written: Arc<Writes>,
+}
+
+impl Writes {
+    /// Starts the metadata watches of everything the controller writes.
+    pub fn watch(client: &kube::Client) -> Self {
+        let managed = managed_by_us();
+        Self {
+            role_bindings: written::Written::watch(client.clone(), managed.clone()),
+            policies: written::Written::watch(client.clone(), managed.clone()),
+            cluster_roles: written::Written::watch(client.clone(), managed.clone()),
+            cluster_role_bindings: written::Written::watch(client.clone(), managed),
+        }
+    }
+}
+
+/// What the controller writes carries the managed-by label.
+fn managed_by_us() -> watcher::Config {
+    watcher::Config::default().labels(&format!(
+        "{}={}",
+        desired::MANAGED_BY.0,
+        desired::MANAGED_BY.1
+    ))
 }
 
 /// The collection the tenant controller list-watches (and shards).
@@ -86,26 +110,9 @@ pub async fn run(setup: &Setup, shard: Option<Shard>, stop: Stop) {
         None => (Api::all(client.clone()), watcher::Config::default()),
     };
     let labelled = watcher::Config::default().labels(TENANT_LABEL);
-    let managed = watcher::Config::default().labels(&format!(
-        "{}={}",
-        desired::MANAGED_BY.0,
-        desired::MANAGED_BY.1
-    ));
-    let (role_bindings, role_binding_changes) =
-        written::Written::<RoleBinding>::watch(client.clone(), managed.clone());
-    let (policies, policy_changes) =
-        written::Written::<NetworkPolicy>::watch(client.clone(), managed.clone());
-    let (cluster_roles, cluster_role_changes) =
-        written::Written::<ClusterRole>::watch(client.clone(), managed.clone());
-    let (cluster_role_bindings, cluster_role_binding_changes) =
-        written::Written::<ClusterRoleBinding>::watch(client.clone(), managed);
+    let managed = managed_by_us();
     let context = Arc::new(Context {
-        written: Writes {
-            role_bindings,
-            policies,
-            cluster_roles,
-            cluster_role_bindings,
-        },
+        written: setup.written.clone(),
         client: client.clone(),
         ledgers: setup.ledgers.clone(),
         departures: Arc::default(),
@@ -140,10 +147,26 @@ pub async fn run(setup: &Setup, shard: Option<Shard>, stop: Stop) {
             labelled.clone(),
             owning_tenant,
         )
-        .watches_stream(role_binding_changes, owning_tenant)
-        .watches_stream(policy_changes, owning_tenant)
-        .watches_stream(cluster_role_changes, owning_tenant)
-        .watches_stream(cluster_role_binding_changes, owning_tenant)
+        .watches(
+            Api::<RoleBinding>::all(client.clone()),
+            managed.clone(),
+            owning_tenant,
+        )
+        .watches(
+            Api::<NetworkPolicy>::all(client.clone()),
+            managed.clone(),
+            owning_tenant,
+        )
+        .watches(
+            Api::<ClusterRole>::all(client.clone()),
+            managed.clone(),
+            owning_tenant,
+        )
+        .watches(
+            Api::<ClusterRoleBinding>::all(client.clone()),
+            managed,
+            owning_tenant,
+        )
         .run(reconcile::reconcile, error_policy, context)
         .for_each(|outcome| async move {
             if let Err(err) = outcome {

@@ -12,7 +12,7 @@
 
 use std::fmt::Debug;
 
-use futures::Stream;
+use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -33,20 +33,16 @@ impl<K> Written<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    /// The tracker, and the metadata watch (of every `K`, narrowed by
-    /// `config`) that feeds it; the controller runs the watch as a trigger.
-    pub fn watch(
-        client: kube::Client,
-        config: watcher::Config,
-    ) -> (
-        Self,
-        impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static,
-    ) {
+    /// The tracker, kept current by a metadata watch (of every `K`,
+    /// narrowed by `config`) on a task of its own, for as long as the
+    /// process runs: every controller piece of this instance shares it, so
+    /// a piece started for a range taken over finds it filled.
+    pub fn watch(client: kube::Client, config: watcher::Config) -> Self {
         let (seen, writer) = reflector::store();
         let api: Api<PartialObjectMeta<K>> = Api::all(client);
-        let trigger =
-            reflector::reflector(writer, watcher(api, config).default_backoff()).touched_objects();
-        (Self { seen }, trigger)
+        let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+        tokio::spawn(stream.for_each(|_| futures::future::ready(())));
+        Self { seen }
     }
 
     /// Whether the object `desired` names holds what `stamp` made of it,
