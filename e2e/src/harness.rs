@@ -128,11 +128,23 @@ tokio::task_local! {
 
 /// Tenants and namespaces a test created (recorded by the helpers that
 /// create them), removed after a failure so that one failing test does not
-/// leave VMs holding the node's CPU for the tests after it.
+/// leave VMs holding the node's CPU for the tests after it; and the steps
+/// it reached, so that a test that times out says where it was.
 #[derive(Debug, Default)]
 pub struct Created {
     tenants: Vec<String>,
     namespaces: Vec<String>,
+    started: Option<std::time::Instant>,
+    steps: Vec<String>,
+}
+
+/// Records that the running test begins `what` (no-op outside a test).
+pub fn step(what: &str) {
+    let _ = CREATED.try_with(|c| {
+        let mut c = c.lock().expect("created");
+        let at = c.started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
+        c.steps.push(format!("{at:.1}s {what}"));
+    });
 }
 
 /// Records a Tenant the running test created (no-op outside a test).
@@ -148,7 +160,10 @@ pub fn created_namespace(name: &str) {
 /// Runs a test, recording what it creates; returns that record with the
 /// test's outcome.
 pub async fn recording<F: std::future::Future>(test: F) -> (F::Output, Created) {
-    let created = std::sync::Arc::new(std::sync::Mutex::new(Created::default()));
+    let created = std::sync::Arc::new(std::sync::Mutex::new(Created {
+        started: Some(std::time::Instant::now()),
+        ..Created::default()
+    }));
     let outcome = CREATED.scope(created.clone(), test).await;
     let record = std::mem::take(&mut *created.lock().expect("created"));
     (outcome, record)
@@ -157,6 +172,19 @@ pub async fn recording<F: std::future::Future>(test: F) -> (F::Output, Created) 
 impl Created {
     pub fn is_empty(&self) -> bool {
         self.tenants.is_empty() && self.namespaces.is_empty()
+    }
+
+    /// What would be removed, for the log.
+    pub fn describe(&self) -> String {
+        format!(
+            "tenants {:?}, namespaces {:?}",
+            self.tenants, self.namespaces
+        )
+    }
+
+    /// The steps the test reached, oldest first.
+    pub fn steps(&self) -> &[String] {
+        &self.steps
     }
 
     /// Deletes what was recorded and waits (at most `within`) until no pod

@@ -96,6 +96,6 @@ pub async fn client(server: &str, pki: &Pki, identity: &str) -> Result<kube::Cli
     let kubeconfig = kube::config::Kubeconfig::from_yaml(&render("probe", server, pki, identity)?)?;
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
     config.connect_timeout = Some(std::time::Duration::from_secs(2));
-    config.read_timeout = Some(std::time::Duration::from_secs(10));
+    config.read_timeout = Some(std::time::Duration::from_secs(30));
     Ok(kube::Client::try_from(config)?)
 }

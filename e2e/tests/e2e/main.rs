@@ -101,10 +101,16 @@ where
             let (outcome, created) =
                 arktos_e2e::harness::recording(tokio::time::timeout(timeout, test(ctx.clone())))
                     .await;
+            if !matches!(outcome, Ok(Ok(()))) && !created.steps().is_empty() {
+                eprintln!("{name}: failed; its steps: {:#?}", created.steps());
+            }
             if !matches!(outcome, Ok(Ok(()))) && !created.is_empty() {
                 // Before the next test needs the node: what this one left
                 // (VM pods hold CPU) would make later tests fail too.
-                eprintln!("{name}: failed; removing what it created: {created:?}");
+                eprintln!(
+                    "{name}: failed; removing what it created: {}",
+                    created.describe()
+                );
                 match ctx.cluster.client().await {
                     Ok(client) => {
                         if let Err(e) = created.remove(&client, CLEANUP_TIMEOUT).await {

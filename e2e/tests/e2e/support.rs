@@ -18,6 +18,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<bool>>,
 {
+    arktos_e2e::harness::step(&format!("waiting: {what}"));
     let started = std::time::Instant::now();
     loop {
         if check().await.unwrap_or(false) {

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::support::unique;
 use crate::{Ctx, trial};
+use arktos_e2e::harness::step;
 
 pub const NAMES: &[&str] = &["tenants_get_isolated_apis_on_the_gateway"];
 
@@ -229,6 +230,7 @@ async fn tenants_get_isolated_apis_on_the_gateway(ctx: Arc<Ctx>) -> anyhow::Resu
     let bob_client = as_user(&bob, &globex, vec![]).await?;
 
     // Each creates its own namespace `web`, without conflict.
+    step("each tenant creates its namespace web");
     for client in [&alice_client, &bob_client] {
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "web"}}))?;
         Api::<Namespace>::all(client.clone())
@@ -249,6 +251,7 @@ async fn tenants_get_isolated_apis_on_the_gateway(ctx: Arc<Ctx>) -> anyhow::Resu
     );
 
     // Alice works in her namespace with plain names.
+    step("alice works in her namespace");
     let alice_maps: Api<ConfigMap> = Api::namespaced(alice_client.clone(), "web");
     let map: ConfigMap =
         serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"a": "b"}}))?;
@@ -285,6 +288,7 @@ async fn tenants_get_isolated_apis_on_the_gateway(ctx: Arc<Ctx>) -> anyhow::Resu
     );
 
     // Isolation: each attempt fails closed.
+    step("isolation attempts");
     let mut attempts = 0;
     let mut refused = |what: &str, code: u16, allowed: &[u16]| -> anyhow::Result<()> {
         attempts += 1;
@@ -424,6 +428,7 @@ async fn tenants_get_isolated_apis_on_the_gateway(ctx: Arc<Ctx>) -> anyhow::Resu
         &[403],
     )?;
     // Writes, deletes and watches by path into another tenant's namespace.
+    step("writes, deletes and watches into another tenant's namespace");
     let foreign_maps: Api<ConfigMap> = Api::namespaced(alice_client.clone(), &other);
     let mut replacement = map.clone();
     replacement.metadata.name = Some("cfg".into());
@@ -464,6 +469,7 @@ async fn tenants_get_isolated_apis_on_the_gateway(ctx: Arc<Ctx>) -> anyhow::Resu
         )?,
         &[403, 404],
     )?;
+    step("the cluster's own namespaces");
     // The cluster's own namespaces are out of reach too: `kube-system` in a
     // tenant is the tenant's own (every tenant has one).
     let system_maps = Api::<ConfigMap>::namespaced(alice_client.clone(), "kube-system")
@@ -743,6 +749,7 @@ spec:
         let helm = helm.clone();
         let kubeconfig = kubeconfig.clone();
         async move {
+            step(&format!("helm {}", args.join(" ")));
             let out = tokio::process::Command::new(helm)
                 .arg("--kubeconfig")
                 .arg(kubeconfig)

@@ -146,10 +146,10 @@ impl Libvirt {
         self.with(move |c| match c.lookup_domain_by_name(&name) {
             Ok(d) => {
                 let info = d.info()?;
-                let active = matches!(
-                    info.state,
-                    Enum::Known(DomainState::Running | DomainState::Blocked | DomainState::Paused)
-                );
+                // Not judged from the state: a domain "in shutdown" (or
+                // suspended by its guest) still has its QEMU process, its
+                // taps and its memory; only libvirt's own answer says so.
+                let active = d.is_active()?;
                 Ok(Some(DomainFacts {
                     active,
                     running: matches!(
