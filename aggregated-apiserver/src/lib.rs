@@ -25,6 +25,7 @@ pub mod serve;
 pub mod storage;
 pub mod tenant_routes;
 pub mod tenants;
+pub mod verb;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

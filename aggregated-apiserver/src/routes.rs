@@ -24,7 +24,9 @@ use crate::request::{ApiRequest, MAX_BODY_BYTES};
 use crate::respond;
 use crate::serve::{ApiFilter, Listener, PeerCertificate};
 use crate::tenant_routes::TenantRoutes;
+use crate::tenant_routes::path::TenantPath;
 use crate::tenants::{Target, TenantApi};
+use crate::verb;
 
 pub struct State {
     pub authn: Authenticator,
@@ -109,10 +111,12 @@ enum Route {
     Discovery,
     OpenApi,
     Tenants(Target),
-    /// A tenant route: tenant name and the path as the tenant writes it.
+    /// A tenant route: tenant name, the path as the tenant writes it, and
+    /// what that path asks for (`None`: nothing a tenant may ask for).
     ForTenant {
         tenant: String,
         path: String,
+        parsed: Option<TenantPath>,
     },
     NotFound,
 }
@@ -145,9 +149,14 @@ fn gateway_route(path: &str) -> Route {
         ),
         _ => return Route::NotFound,
     };
+    for_tenant(tenant, inner)
+}
+
+fn for_tenant(tenant: &str, path: String) -> Route {
     Route::ForTenant {
         tenant: tenant.to_string(),
-        path: inner,
+        parsed: crate::tenant_routes::path::parse(&path),
+        path,
     }
 }
 
@@ -217,10 +226,7 @@ fn route(path: &str, watch_prefix: &mut bool) -> Route {
             } else {
                 format!("/{first}/{}", rest.join("/"))
             };
-            Route::ForTenant {
-                tenant: name.to_string(),
-                path: inner.trim_end_matches('/').to_string(),
-            }
+            for_tenant(name, inner.trim_end_matches('/').to_string())
         }
         _ => Route::NotFound,
     }
@@ -234,20 +240,6 @@ fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-}
-
-fn verb(method: &Method, target: &Target, watch: bool) -> &'static str {
-    match (method, target) {
-        (&Method::GET, _) if watch => "watch",
-        (&Method::GET, Target::Collection) => "list",
-        (&Method::GET, Target::Object { .. }) => "get",
-        (&Method::POST, _) => "create",
-        (&Method::PUT, _) => "update",
-        (&Method::PATCH, _) => "patch",
-        (&Method::DELETE, Target::Collection) => "deletecollection",
-        (&Method::DELETE, Target::Object { .. }) => "delete",
-        _ => "unknown",
-    }
 }
 
 pub async fn handle(state: &State, mut request: ApiRequest) -> Response {
@@ -264,31 +256,27 @@ pub async fn handle(state: &State, mut request: ApiRequest) -> Response {
             format!("{}&watch=true", request.query)
         };
     }
-    let (verb, resource, response) = match route {
-        Route::Health => ("get", "healthz", respond::text(StatusCode::OK, "ok")),
+    let (verb, resource) = labels(&route, &request);
+    let response = match route {
+        Route::Health => respond::text(StatusCode::OK, "ok"),
         Route::Ready => {
-            let response = if state.ready.load(Ordering::Relaxed) {
+            if state.ready.load(Ordering::Relaxed) {
                 respond::text(StatusCode::OK, "ok")
             } else {
                 respond::text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the tenant storage is not reachable yet",
                 )
-            };
-            ("get", "readyz", response)
+            }
         }
-        other => {
-            let response = match state
-                .authn
-                .authenticate(&request.peer, &request.headers)
-                .await
-            {
-                Ok(identity) => authorized(state, &request, identity, other).await,
-                Err(denied) => respond::status(denied),
-            };
-            let (verb, resource) = labels(&request);
-            (verb, resource, response)
-        }
+        other => match state
+            .authn
+            .authenticate(&request.peer, &request.headers)
+            .await
+        {
+            Ok(identity) => authorized(state, &request, identity, other).await,
+            Err(denied) => respond::status(denied),
+        },
     };
     let code = response.status().as_u16();
     state
@@ -304,22 +292,35 @@ pub async fn handle(state: &State, mut request: ApiRequest) -> Response {
     response
 }
 
-fn labels(request: &ApiRequest) -> (&'static str, &'static str) {
-    let mut watch_prefix = false;
-    let route = match request.listener {
-        Listener::Aggregated => route(&request.path, &mut watch_prefix),
-        Listener::Gateway => gateway_route(&request.path),
-    };
+/// The verb and resource labels of a request's metrics.
+fn labels(route: &Route, request: &ApiRequest) -> (&'static str, &'static str) {
     match route {
-        Route::ForTenant { .. } => (tenant_route_verb(request), "tenant-routes"),
+        Route::ForTenant {
+            parsed: Some(TenantPath::Resource(r)),
+            ..
+        } => (
+            verb::of(
+                &request.method,
+                r.name.is_some(),
+                r.watch || request.is_watch(),
+            ),
+            "tenant-routes",
+        ),
+        Route::ForTenant { .. } => ("get", "tenant-routes"),
         Route::Tenants(target) => (
-            verb(&request.method, &target, watch_prefix || request.is_watch()),
+            verb::of(
+                &request.method,
+                matches!(target, Target::Object { .. }),
+                request.is_watch(),
+            ),
             "tenants",
         ),
+        Route::Health => ("get", "healthz"),
+        Route::Ready => ("get", "readyz"),
         Route::Discovery => ("get", "discovery"),
         Route::OpenApi => ("get", "openapi"),
         Route::Metrics => ("get", "metrics"),
-        _ => ("get", "other"),
+        Route::NotFound => ("get", "other"),
     }
 }
 
@@ -375,7 +376,11 @@ async fn authorized(
                     "Unauthorized: the request carries no user",
                 ));
             };
-            let verb = verb(&request.method, &target, request.is_watch());
+            let verb = verb::of(
+                &request.method,
+                matches!(target, Target::Object { .. }),
+                request.is_watch(),
+            );
             let (name, subresource) = match &target {
                 Target::Collection => ("", ""),
                 Target::Object { name, status } => {
@@ -388,7 +393,11 @@ async fn authorized(
             }
             state.tenants.handle(&user, request, target).await
         }
-        Route::ForTenant { tenant, path } => {
+        Route::ForTenant {
+            tenant,
+            path,
+            parsed,
+        } => {
             let Identity::User(user) = identity else {
                 return respond::status(status::unauthorized(
                     "Unauthorized: the request carries no user",
@@ -396,22 +405,10 @@ async fn authorized(
             };
             state
                 .tenant_routes
-                .handle(&user, &tenant, &path, request)
+                .handle(&user, &tenant, &path, parsed, request)
                 .await
         }
         _ => respond::status(status::path_not_found(&request.path)),
-    }
-}
-
-fn tenant_route_verb(request: &ApiRequest) -> &'static str {
-    match request.method {
-        Method::GET if request.is_watch() => "watch",
-        Method::GET => "get",
-        Method::POST => "create",
-        Method::PUT => "update",
-        Method::PATCH => "patch",
-        Method::DELETE => "delete",
-        _ => "other",
     }
 }
 
@@ -507,21 +504,5 @@ mod tests {
         ] {
             assert_eq!(target(path).0, Route::NotFound, "{path}");
         }
-    }
-
-    #[test]
-    fn verbs_follow_kubernetes() {
-        let object = Target::Object {
-            name: "a".into(),
-            status: false,
-        };
-        assert_eq!(verb(&Method::GET, &Target::Collection, false), "list");
-        assert_eq!(verb(&Method::GET, &Target::Collection, true), "watch");
-        assert_eq!(verb(&Method::GET, &object, false), "get");
-        assert_eq!(
-            verb(&Method::DELETE, &Target::Collection, false),
-            "deletecollection"
-        );
-        assert_eq!(verb(&Method::PATCH, &object, false), "patch");
     }
 }

@@ -15,6 +15,7 @@ pub mod list_cache;
 mod list_stream;
 pub mod mapping;
 pub mod path;
+pub mod plan;
 mod protobuf;
 mod vm_pods;
 
@@ -32,6 +33,7 @@ use self::backend::{Backend, Outgoing, Rewrite};
 use self::catalog::{AGGREGATED_ACCEPT, Catalog, CatalogCache};
 use self::mapping::View;
 use self::path::{ResourcePath, TenantPath};
+use self::plan::{Forward, Identity, Incoming, NamespaceOp, Plan, join};
 use crate::authn::UserInfo;
 use crate::authz::{Attributes, Authorizer};
 use crate::request::{ApiRequest, encode_query};
@@ -55,20 +57,6 @@ fn tenant_subject(name: &str) -> Subject<'_> {
         resource: PLURAL,
         kind: "Tenant",
         name,
-    }
-}
-
-fn verb_of(method: &Method, named: bool, watch: bool) -> &'static str {
-    match *method {
-        Method::GET if watch => "watch",
-        Method::GET if named => "get",
-        Method::GET => "list",
-        Method::POST => "create",
-        Method::PUT => "update",
-        Method::PATCH => "patch",
-        Method::DELETE if named => "delete",
-        Method::DELETE => "deletecollection",
-        _ => "unknown",
     }
 }
 
@@ -117,18 +105,21 @@ impl TenantRoutes {
         user: &UserInfo,
         tenant: &str,
         path: &str,
+        parsed: Option<TenantPath>,
         request: &ApiRequest,
     ) -> Response {
-        self.serve(user, tenant, path, request)
+        self.serve(user, tenant, path, parsed, request)
             .await
             .unwrap_or_else(respond::status)
     }
 
+    /// `parsed` is `path` parsed (by the router, once).
     async fn serve(
         &self,
         user: &UserInfo,
         tenant: &str,
         path: &str,
+        parsed: Option<TenantPath>,
         request: &ApiRequest,
     ) -> Result<Response, Status> {
         let name =
@@ -147,7 +138,7 @@ impl TenantRoutes {
             ));
         }
         let view = Arc::new(View::new(name));
-        match path::parse(path).ok_or_else(|| status::path_not_found(path))? {
+        match parsed.ok_or_else(|| status::path_not_found(path))? {
             TenantPath::Discovery {
                 group,
                 version,
@@ -224,8 +215,8 @@ impl TenantRoutes {
             .await
     }
 
-    /// A namespaced resource (or a list of one across the tenant), or a
-    /// shared read-only cluster resource.
+    /// A namespaced resource (or a list of one across the tenant), a
+    /// shared read-only cluster resource, or a VM pod's action.
     async fn resource(
         &self,
         user: &UserInfo,
@@ -233,148 +224,87 @@ impl TenantRoutes {
         r: &ResourcePath,
         request: &ApiRequest,
     ) -> Result<Response, Status> {
-        if r.group.is_empty() && r.resource == "pods" && r.subresource.as_deref() == Some("action")
-        {
-            return self.action(user, view, r, request).await;
-        }
-        let mut catalog = self.catalog.get(false).await?;
-        if catalog
-            .resource(&r.group, &r.version, &r.full_resource())
-            .is_none()
-        {
-            catalog = self.catalog.get(true).await?;
-        }
-        let entry = catalog
-            .resource(&r.group, &r.version, &r.full_resource())
-            .cloned()
-            .ok_or_else(|| status::path_not_found(&request.path))?;
-        let watch = r.watch || request.is_watch();
-        let stream = r
-            .subresource
-            .as_deref()
-            .filter(|sub| matches!(*sub, "exec" | "attach" | "portforward"));
-        if let Some(sub) = stream
-            && (request.upgrade.is_none() || r.namespace.is_none())
-        {
-            return Err(status::method_not_allowed(
-                request.method.as_str(),
-                &format!(
-                    "{sub} needs a connection upgrade (websocket or SPDY) on the tenant gateway"
-                ),
-            ));
-        }
-        let mut params = request.params();
-        let mut as_user = Some(user);
-        let holds_pods = vm_pods::holds_pods(&r.group, &r.resource);
-        let mut vm_namespace: Option<String> = None;
-        let mut list: Option<list_stream::ListRewrite> = None;
-        let uri_path = if Catalog::shared_read_only(&r.group, &r.resource) {
-            if request.method != Method::GET {
-                return Err(status::forbidden(
-                    &Subject {
-                        group: &r.group,
-                        resource: &r.resource,
-                        kind: &entry.kind,
-                        name: r.name.as_deref().unwrap_or_default(),
-                    },
-                    "shared cluster objects are read-only for tenants",
-                ));
-            }
-            as_user = None;
-            join(&[
-                &r.prefix(),
-                &r.resource,
-                r.name.as_deref().unwrap_or_default(),
-            ])
-        } else if let Some(namespace) = &r.namespace {
-            let storage = storage_or_not_found(&view, namespace)?;
-            map_params(&view, &mut params, false, false)?;
-            if holds_pods
-                && r.resource == "pods"
-                && r.subresource.is_none()
-                && request.method == Method::PATCH
-                && let Some(name) = &r.name
-                && vm_pods::patches_vm_shape(request)
-            {
-                return self
-                    .patch_vm_pod(user, view, &storage, name, request, &params)
-                    .await;
-            }
-            vm_namespace = Some(storage.clone());
-            if r.name.is_none() && request.method == Method::GET {
-                list = streamed_list(&view, r, request, watch, holds_pods.then_some(&entry.kind));
-            }
-            join(&[
-                &r.prefix(),
-                "namespaces",
-                &storage,
-                &r.resource,
-                r.name.as_deref().unwrap_or_default(),
-                r.subresource.as_deref().unwrap_or_default(),
-            ])
-        } else if entry.namespaced && r.name.is_none() && request.method == Method::GET {
-            // Across all the tenant's namespaces: allowed when the user may
-            // list in each of them; done as us, narrowed by the tenant label.
-            let verb = if watch { "watch" } else { "list" };
-            for namespace in self.storage_namespaces(&view).await? {
-                let attributes = Attributes::Resource {
-                    verb: verb.into(),
-                    group: r.group.clone(),
-                    resource: r.resource.clone(),
-                    subresource: String::new(),
-                    namespace,
-                    name: String::new(),
-                };
-                self.authz
-                    .authorize(user, &attributes)
-                    .await
-                    .map_err(|denied| {
-                        let mut denied = serde_json::to_value(denied).unwrap_or_default();
-                        view.response(&mut denied);
-                        serde_json::from_value(denied)
-                            .unwrap_or_else(|_| status::internal("authorization"))
-                    })?;
-            }
-            as_user = None;
-            map_params(&view, &mut params, true, false)?;
-            list = streamed_list(&view, r, request, watch, holds_pods.then_some(&entry.kind));
-            join(&[&r.prefix(), &r.resource])
-        } else {
-            return Err(status::path_not_found(&request.path));
-        };
-        if watch && !params.iter().any(|(k, _)| k == "watch") {
-            params.push(("watch".into(), "true".into()));
-        }
-        let vm_body = holds_pods
-            && r.subresource.is_none()
-            && matches!(request.method, Method::POST | Method::PUT)
-            && !request.body.is_empty()
-            && request.content_type() != protobuf::CONTENT_TYPE;
-        let body = if request.body.is_empty() {
+        let entry = if plan::is_action(r) {
             None
-        } else if let (true, Some(namespace)) = (vm_body, &vm_namespace) {
-            let mut value = request.json_body()?;
-            self.vm_body(user, namespace, &entry.kind, &mut value)
-                .await?;
-            view.request_body(&mut value, false)?;
-            Some(serde_json::to_vec(&value).map_err(|e| status::internal(&e.to_string()))?)
         } else {
-            Some(map_body(&view, request, false)?)
+            self.catalog_entry(r).await?
+        };
+        let incoming = Incoming::of(request, r);
+        match plan::resource(&view, r, entry.as_ref(), &incoming)? {
+            Plan::Action {
+                namespace,
+                pod,
+                params,
+            } => {
+                self.create_action(user, view, &namespace, &pod, request, &params)
+                    .await
+            }
+            Plan::PatchVmPod {
+                namespace,
+                pod,
+                params,
+            } => {
+                self.patch_vm_pod(user, view, &namespace, &pod, request, &params)
+                    .await
+            }
+            Plan::Forward(forward) => self.forward(user, view, r, request, forward).await,
+        }
+    }
+
+    /// What the catalog says of `r`; refreshed once when it does not know
+    /// it (a CRD installed since).
+    async fn catalog_entry(&self, r: &ResourcePath) -> Result<Option<catalog::Resource>, Status> {
+        let key = r.full_resource();
+        let catalog = self.catalog.get(false).await?;
+        if let Some(entry) = catalog.resource(&r.group, &r.version, &key) {
+            return Ok(Some(entry.clone()));
+        }
+        let catalog = self.catalog.get(true).await?;
+        Ok(catalog.resource(&r.group, &r.version, &key).cloned())
+    }
+
+    /// Carries out a [`Forward`]: checks, body, then the list cache, the
+    /// bridge or kube-apiserver.
+    async fn forward(
+        &self,
+        user: &UserInfo,
+        view: Arc<View>,
+        r: &ResourcePath,
+        request: &ApiRequest,
+        forward: Forward,
+    ) -> Result<Response, Status> {
+        if let Some(verb) = forward.check_each_namespace {
+            self.authorize_each_namespace(user, &view, r, verb).await?;
+        }
+        let as_user = (forward.identity == Identity::User).then_some(user);
+        let body = match &forward.body {
+            plan::Body::None => None,
+            plan::Body::Mapped => Some(map_body(&view, request, false)?),
+            plan::Body::VmPod { namespace, kind } => {
+                let mut value = request.json_body()?;
+                self.vm_body(user, namespace, kind, &mut value).await?;
+                view.request_body(&mut value, false)?;
+                Some(serde_json::to_vec(&value).map_err(|e| status::internal(&e.to_string()))?)
+            }
         };
         let rewrite_view = view.clone();
+        let vm_answers = forward.vm_answers;
         let rewrite: Rewrite = Arc::new(move |value: &mut Value| {
             let mine = rewrite_view.response(value);
-            if holds_pods && mine {
+            if vm_answers && mine {
                 vm_pods::response(value);
             }
             mine
         });
-        if let (Some(_), Some(slot)) = (stream, &request.upgrade) {
+        let uri = with_query(forward.path, &forward.params);
+        if forward.bridge
+            && let Some(slot) = &request.upgrade
+        {
             // exec, attach, port-forward: the upgraded connection is
             // bridged byte for byte to kube-apiserver, as the user.
             let outgoing = Outgoing {
-                method: request.method.clone(),
-                uri: with_query(uri_path, &params),
+                method: forward.method,
+                uri,
                 accept: "*/*",
                 content_type: "",
                 body: None,
@@ -387,22 +317,21 @@ impl TenantRoutes {
                 .upgrade(outgoing, &request.headers, slot.clone(), rewrite)
                 .await;
         }
+        let list = forward.streamed_list.map(|l| list_stream::ListRewrite {
+            view: view.clone(),
+            vm_kind: l.vm_kind,
+        });
         if let Some(list) = &list
             && let Some(store) = self.list_cache.store(&r.group, &r.version, &r.resource)
             && let Some(reply) = store
-                .answer(
-                    &self.backend,
-                    with_query(uri_path.clone(), &params),
-                    as_user,
-                    &list.view,
-                )
+                .answer(&self.backend, uri.clone(), as_user, &list.view)
                 .await
         {
             return Ok(reply);
         }
         let outgoing = Outgoing {
-            method: request.method.clone(),
-            uri: with_query(uri_path, &params),
+            method: forward.method,
+            uri,
             accept: &request.accept(),
             content_type: request
                 .headers
@@ -411,34 +340,41 @@ impl TenantRoutes {
                 .unwrap_or_default(),
             body,
             as_user,
-            watch,
+            watch: forward.watch,
             list,
         };
         self.backend.send(outgoing, rewrite).await
     }
 
-    /// `POST pods/{name}/action` (Arktos' VM actions).
-    async fn action(
+    /// A list across the tenant's namespaces is allowed when the user may
+    /// `verb` the resource in each of them.
+    async fn authorize_each_namespace(
         &self,
         user: &UserInfo,
-        view: Arc<View>,
+        view: &View,
         r: &ResourcePath,
-        request: &ApiRequest,
-    ) -> Result<Response, Status> {
-        let (Some(namespace), Some(name)) = (&r.namespace, &r.name) else {
-            return Err(status::path_not_found(&request.path));
-        };
-        if request.method != Method::POST {
-            return Err(status::method_not_allowed(
-                request.method.as_str(),
-                "a pod's action (actions are created with POST)",
-            ));
+        verb: &str,
+    ) -> Result<(), Status> {
+        for namespace in self.storage_namespaces(view).await? {
+            let attributes = Attributes::Resource {
+                verb: verb.into(),
+                group: r.group.clone(),
+                resource: r.resource.clone(),
+                subresource: String::new(),
+                namespace,
+                name: String::new(),
+            };
+            self.authz
+                .authorize(user, &attributes)
+                .await
+                .map_err(|denied| {
+                    let mut denied = serde_json::to_value(denied).unwrap_or_default();
+                    view.response(&mut denied);
+                    serde_json::from_value(denied)
+                        .unwrap_or_else(|_| status::internal("authorization"))
+                })?;
         }
-        let storage = storage_or_not_found(&view, namespace)?;
-        let mut params = request.params();
-        map_params(&view, &mut params, false, false)?;
-        self.create_action(user, view, &storage, name, request, &params)
-            .await
+        Ok(())
     }
 
     /// The storage names of the tenant's namespaces.
@@ -477,20 +413,23 @@ impl TenantRoutes {
         r: &ResourcePath,
         request: &ApiRequest,
     ) -> Result<Response, Status> {
-        let tenant_name = view.tenant().as_str().to_string();
-        let watch = r.watch || request.is_watch();
-        let verb = verb_of(&request.method, r.name.is_some(), watch);
+        let plan = plan::namespaces(&view, r, &Incoming::of(request, r))?;
         self.authz
             .authorize(
                 user,
-                &Attributes::resource(verb, GROUP, PLURAL, "namespaces", &tenant_name),
+                &Attributes::resource(
+                    plan.verb,
+                    GROUP,
+                    PLURAL,
+                    "namespaces",
+                    view.tenant().as_str(),
+                ),
             )
             .await?;
         let rewrite_view = view.clone();
         let rewrite: Rewrite =
             Arc::new(move |value: &mut Value| rewrite_view.namespace_response(value));
         let accept = request.accept();
-        let mut params = request.params();
         let send = |method: Method, uri: String, body: Option<Vec<u8>>, watch: bool| Outgoing {
             method,
             uri,
@@ -501,109 +440,101 @@ impl TenantRoutes {
             watch,
             list: None,
         };
-        match (&request.method, &r.name, &r.subresource) {
-            (&Method::GET, None, None) => {
-                map_params(&view, &mut params, true, true)?;
-                if watch && !params.iter().any(|(k, _)| k == "watch") {
-                    params.push(("watch".into(), "true".into()));
-                }
-                let uri = with_query("/api/v1/namespaces".into(), &params);
-                self.backend
-                    .send(send(Method::GET, uri, None, watch), rewrite)
-                    .await
+        let outgoing = match plan.op {
+            NamespaceOp::List { params, watch } => send(
+                Method::GET,
+                with_query("/api/v1/namespaces".into(), &params),
+                None,
+                watch,
+            ),
+            NamespaceOp::Get { name, subresource } => {
+                let storage = self.own_namespace(&view, &name).await?;
+                let sub = subresource.unwrap_or_default();
+                send(
+                    Method::GET,
+                    join(&["/api/v1/namespaces", &storage, &sub]),
+                    None,
+                    false,
+                )
             }
-            (&Method::GET, Some(name), sub) => {
-                let storage = self.own_namespace(&view, name).await?;
-                let uri = join(&[
-                    "/api/v1/namespaces",
-                    &storage,
-                    sub.as_deref().unwrap_or_default(),
-                ]);
-                self.backend
-                    .send(send(Method::GET, uri, None, false), rewrite)
-                    .await
+            NamespaceOp::Create { params } => {
+                return self
+                    .create_namespace(tenant, &view, request, &params, send, rewrite)
+                    .await;
             }
-            (&Method::POST, None, None) => {
-                // kubectl's typed `create namespace` sends protobuf: a
-                // namespace is only its name and labels, so it is read
-                // into JSON and created like any other.
-                let mut body = if request.content_type() == protobuf::CONTENT_TYPE {
-                    let (name, labels) = protobuf::name_and_labels(&request.body)?;
-                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
-                } else {
-                    request.json_body()?
-                };
-                let name = body
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                if name.is_empty() {
-                    return Err(status::invalid(
-                        &Subject {
-                            resource: "namespaces",
-                            kind: "Namespace",
-                            ..Default::default()
-                        },
-                        &[status::FieldError::new(
-                            "metadata.name",
-                            status::FieldErrorType::Required,
-                            "name is required",
-                        )],
-                    ));
-                }
-                self.check_namespace_quota(tenant, &view, &name).await?;
-                view.request_body(&mut body, true)?;
-                let labels = body["metadata"]["labels"]
-                    .as_object_mut()
-                    .expect("stamped by request_body");
-                let level = tenant.spec.pod_security.as_str();
-                for mode in ["enforce", "audit", "warn"] {
-                    labels.insert(format!("pod-security.kubernetes.io/{mode}"), level.into());
-                }
-                let bytes =
-                    serde_json::to_vec(&body).map_err(|e| status::internal(&e.to_string()))?;
-                let uri = with_query("/api/v1/namespaces".into(), &params);
-                let response = self
-                    .backend
-                    .send(send(Method::POST, uri, Some(bytes), false), rewrite)
-                    .await?;
-                if response.status() == StatusCode::CREATED
-                    && !params.iter().any(|(k, _)| k == "dryRun")
-                {
-                    let storage = view.namespace_to_storage(&name)?;
-                    self.bind_owners(tenant, &view, &storage).await?;
-                }
-                Ok(response)
-            }
-            (&Method::DELETE, Some(name), None) => {
-                let storage = self.own_namespace(&view, name).await?;
-                if arktos_crds::naming::DEFAULT_NAMESPACES.contains(&name.as_str()) {
-                    return Err(status::forbidden(
-                        &Subject {
-                            resource: "namespaces",
-                            kind: "Namespace",
-                            name,
-                            ..Default::default()
-                        },
-                        &format!(
-                            "this namespace may not be deleted: every tenant keeps {} (tenant {:?})",
-                            arktos_crds::naming::DEFAULT_NAMESPACES.join(", "),
-                            view.tenant().as_str()
-                        ),
-                    ));
-                }
-                let uri = with_query(join(&["/api/v1/namespaces", &storage]), &params);
+            NamespaceOp::Delete { name, params } => {
+                let storage = self.own_namespace(&view, &name).await?;
                 let body = (!request.body.is_empty()).then(|| request.body.to_vec());
-                self.backend
-                    .send(send(Method::DELETE, uri, body, false), rewrite)
-                    .await
+                send(
+                    Method::DELETE,
+                    with_query(join(&["/api/v1/namespaces", &storage]), &params),
+                    body,
+                    false,
+                )
             }
-            (method, _, _) => Err(status::method_not_allowed(
-                method.as_str(),
-                "a tenant's namespace (they are created and deleted only; their labels belong to Arktos)",
-            )),
+        };
+        self.backend.send(outgoing, rewrite).await
+    }
+
+    /// A new namespace of the tenant: within its quota, stamped with its
+    /// label and Pod Security level, its owners bound as admins.
+    async fn create_namespace<'a>(
+        &self,
+        tenant: &Tenant,
+        view: &View,
+        request: &ApiRequest,
+        params: &[(String, String)],
+        send: impl Fn(Method, String, Option<Vec<u8>>, bool) -> Outgoing<'a>,
+        rewrite: Rewrite,
+    ) -> Result<Response, Status> {
+        // kubectl's typed `create namespace` sends protobuf: a namespace
+        // is only its name and labels, so it is read into JSON and
+        // created like any other.
+        let mut body = if request.content_type() == protobuf::CONTENT_TYPE {
+            let (name, labels) = protobuf::name_and_labels(&request.body)?;
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+        } else {
+            request.json_body()?
+        };
+        let name = body
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if name.is_empty() {
+            return Err(status::invalid(
+                &Subject {
+                    resource: "namespaces",
+                    kind: "Namespace",
+                    ..Default::default()
+                },
+                &[status::FieldError::new(
+                    "metadata.name",
+                    status::FieldErrorType::Required,
+                    "name is required",
+                )],
+            ));
         }
+        self.check_namespace_quota(tenant, view, &name).await?;
+        view.request_body(&mut body, true)?;
+        let labels = body["metadata"]["labels"]
+            .as_object_mut()
+            .expect("stamped by request_body");
+        let level = tenant.spec.pod_security.as_str();
+        for mode in ["enforce", "audit", "warn"] {
+            labels.insert(format!("pod-security.kubernetes.io/{mode}"), level.into());
+        }
+        let bytes = serde_json::to_vec(&body).map_err(|e| status::internal(&e.to_string()))?;
+        let uri = with_query("/api/v1/namespaces".into(), params);
+        let response = self
+            .backend
+            .send(send(Method::POST, uri, Some(bytes), false), rewrite)
+            .await?;
+        if response.status() == StatusCode::CREATED && !params.iter().any(|(k, _)| k == "dryRun") {
+            let storage = view.namespace_to_storage(&name)?;
+            self.bind_owners(tenant, view, &storage).await?;
+        }
+        Ok(response)
     }
 
     /// The storage name of the tenant's namespace `name`, if it exists and
@@ -715,37 +646,6 @@ impl TenantRoutes {
     }
 }
 
-/// Maps the query of a tenant request into storage terms. `across`: the
-/// list spans namespaces (position keys start with a namespace, and the
-/// tenant label narrows it); `namespace_names`: the objects are namespaces.
-fn map_params(
-    view: &View,
-    params: &mut Vec<(String, String)>,
-    across: bool,
-    namespace_names: bool,
-) -> Result<(), Status> {
-    let mut has_label = false;
-    for (key, value) in params.iter_mut() {
-        match key.as_str() {
-            "fieldSelector" => *value = view.field_selector_to_storage(value, namespace_names)?,
-            "continue" => *value = view.continue_to_storage(value, across),
-            "labelSelector" if across => {
-                has_label = true;
-                *value = if value.is_empty() {
-                    view.label_term()
-                } else {
-                    format!("{value},{}", view.label_term())
-                };
-            }
-            _ => {}
-        }
-    }
-    if across && !has_label {
-        params.push(("labelSelector".into(), view.label_term()));
-    }
-    Ok(())
-}
-
 fn map_body(view: &View, request: &ApiRequest, is_namespace: bool) -> Result<Vec<u8>, Status> {
     let content_type = request.content_type();
     if content_type == protobuf::CONTENT_TYPE {
@@ -780,48 +680,6 @@ fn map_body(view: &View, request: &ApiRequest, is_namespace: bool) -> Result<Vec
     let mut value = request.json_body()?;
     view.request_body(&mut value, is_namespace)?;
     serde_json::to_vec(&value).map_err(|e| status::internal(&e.to_string()))
-}
-
-/// The storage name of the tenant's namespace `namespace`; a name that
-/// cannot be the tenant's is a namespace that does not exist.
-fn storage_or_not_found(view: &View, namespace: &str) -> Result<String, Status> {
-    view.namespace_to_storage(namespace).map_err(|_| {
-        status::not_found(&Subject {
-            resource: "namespaces",
-            kind: "Namespace",
-            name: namespace,
-            ..Default::default()
-        })
-    })
-}
-
-/// How a list answer is rewritten as it streams, when it can be: not
-/// watches or tables, nor kinds whose items name other namespaces beyond
-/// their own (those are parsed and rewritten whole).
-fn streamed_list(
-    view: &Arc<View>,
-    r: &ResourcePath,
-    request: &ApiRequest,
-    watch: bool,
-    vm_kind: Option<&String>,
-) -> Option<list_stream::ListRewrite> {
-    let references = matches!(r.resource.as_str(), "rolebindings" | "events");
-    (!watch && !references && r.subresource.is_none() && !request.accept().contains("as=Table"))
-        .then(|| list_stream::ListRewrite {
-            view: view.clone(),
-            vm_kind: vm_kind.cloned(),
-        })
-}
-
-fn join(parts: &[&str]) -> String {
-    let mut path = String::new();
-    for part in parts.iter().filter(|p| !p.is_empty()) {
-        if !part.starts_with('/') {
-            path.push('/');
-        }
-        path.push_str(part.trim_end_matches('/'));
-    }
-    path
 }
 
 fn with_query(path: String, params: &[(String, String)]) -> String {

@@ -114,6 +114,8 @@ pub fn parse(path: &str) -> Option<TenantPath> {
         rest => (false, rest),
     };
     let (namespace, rest) = match rest {
+        // The namespace's own subresources, not a resource in it.
+        ["namespaces", _, "status" | "finalize"] => (None, rest.to_vec()),
         ["namespaces", ns, resource, rest @ ..] => (Some(ns.to_string()), {
             let mut v = vec![*resource];
             v.extend_from_slice(rest);
@@ -179,6 +181,9 @@ mod tests {
         assert_eq!((all.namespace, all.name), (None, None));
         let ns = resource("/api/v1/namespaces/web");
         assert!(ns.is_namespaces() && ns.name.as_deref() == Some("web"));
+        let status = resource("/api/v1/namespaces/web/status");
+        assert!(status.is_namespaces() && status.subresource.as_deref() == Some("status"));
+        assert_eq!(status.namespace, None);
         assert!(resource("/api/v1/watch/namespaces/web/pods").watch);
         assert_eq!(
             parse("/apis/apps"),

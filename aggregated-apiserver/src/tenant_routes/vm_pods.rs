@@ -62,8 +62,8 @@ fn value_is_event(value: &Value) -> bool {
 }
 
 /// Whether a patch touches the Arktos-only parts of a pod.
-pub fn patches_vm_shape(request: &ApiRequest) -> bool {
-    let Ok(patch) = serde_json::from_slice::<Value>(&request.body) else {
+pub fn patches_vm_shape(body: &[u8]) -> bool {
+    let Ok(patch) = serde_json::from_slice::<Value>(body) else {
         return false;
     };
     match &patch {
