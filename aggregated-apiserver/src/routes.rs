@@ -242,6 +242,7 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
+#[tracing::instrument(name = "request", skip_all, fields(method = %request.method, path = %request.path))]
 pub async fn handle(state: &State, mut request: ApiRequest) -> Response {
     let started = Instant::now();
     let mut watch_prefix = false;

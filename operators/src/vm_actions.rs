@@ -60,6 +60,11 @@ pub async fn run(client: kube::Client, range: Option<Range>, retention: Duration
         .await;
 }
 
+#[tracing::instrument(
+    name = "action",
+    skip_all,
+    fields(namespace = action.namespace().unwrap_or_default(), name = %action.name_any())
+)]
 async fn reconcile(action: Arc<Action>, context: Arc<Context>) -> Result<Next, Error> {
     let uid = action.uid().unwrap_or_default();
     if !context.range.owns(&uid) {

@@ -114,6 +114,7 @@ impl TenantRoutes {
     }
 
     /// `parsed` is `path` parsed (by the router, once).
+    #[tracing::instrument(name = "tenant_route", skip_all, fields(tenant = %tenant, user = %user.name))]
     async fn serve(
         &self,
         user: &UserInfo,

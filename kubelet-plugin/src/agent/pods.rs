@@ -112,6 +112,7 @@ impl Agent {
         });
     }
 
+    #[tracing::instrument(name = "vm_pod", skip_all, fields(pod = %pod.name_any()))]
     async fn reconcile(&self, pod: &Pod) {
         let Some(vm) = self.vms.vm_of_pod(&pod.uid().unwrap_or_default()).await else {
             return;

@@ -393,6 +393,7 @@ impl VmRuntime {
 
     // ---- sandboxes ----
 
+    #[tracing::instrument(name = "run_sandbox", skip_all, fields(pod = config.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or_default()))]
     pub async fn run_sandbox(&self, config: cri::PodSandboxConfig) -> Result<String, Status> {
         let meta = config
             .metadata
@@ -462,6 +463,7 @@ impl VmRuntime {
         Ok(id)
     }
 
+    #[tracing::instrument(name = "stop_sandbox", skip_all, fields(sandbox = %id))]
     pub async fn stop_sandbox(&self, id: &str) -> Result<(), Status> {
         let lock = self.lock(id).await;
         let _guard = lock.lock().await;
@@ -487,6 +489,7 @@ impl VmRuntime {
         self.put_sandbox(sandbox).await
     }
 
+    #[tracing::instrument(name = "remove_sandbox", skip_all, fields(sandbox = %id))]
     pub async fn remove_sandbox(&self, id: &str) -> Result<(), Status> {
         if !self.owns_sandbox(id).await {
             return Ok(());
@@ -566,6 +569,7 @@ impl VmRuntime {
 
     // ---- containers ----
 
+    #[tracing::instrument(name = "create_container", skip_all, fields(sandbox = %sandbox_id))]
     pub async fn create_container(
         &self,
         sandbox_id: &str,
@@ -802,6 +806,7 @@ impl VmRuntime {
         self.boot(&name, &c.tap, netns).await
     }
 
+    #[tracing::instrument(name = "start_container", skip_all, fields(container = %id))]
     pub async fn start_container(&self, id: &str) -> Result<(), Status> {
         let c = self.container(id).await?;
         let lock = self.lock(&c.sandbox_id).await;
@@ -902,6 +907,7 @@ impl VmRuntime {
         }
     }
 
+    #[tracing::instrument(name = "stop_container", skip_all, fields(container = %id))]
     pub async fn stop_container(&self, id: &str, timeout_secs: i64) -> Result<(), Status> {
         let c = self.container(id).await?;
         let lock = self.lock(&c.sandbox_id).await;

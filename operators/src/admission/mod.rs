@@ -83,6 +83,16 @@ pub fn routes(admission: Arc<Admission>) -> warp::filters::BoxedFilter<(warp::re
 use warp::Reply;
 
 impl Admission {
+    #[tracing::instrument(
+        name = "admission",
+        skip_all,
+        fields(
+            webhook = %webhook,
+            resource = tracing::field::Empty,
+            namespace = tracing::field::Empty,
+            name = tracing::field::Empty
+        )
+    )]
     async fn review(
         &self,
         webhook: &'static str,
@@ -93,6 +103,13 @@ impl Admission {
             Ok(request) => request,
             Err(err) => return AdmissionResponse::invalid(err.to_string()).into_review(),
         };
+        let span = tracing::Span::current();
+        span.record("resource", request.resource.resource.as_str());
+        span.record(
+            "namespace",
+            request.namespace.as_deref().unwrap_or_default(),
+        );
+        span.record("name", request.name.as_str());
         let response = match webhook {
             "mutate" => self.mutate(&request).await,
             "validate" => self.validate(&request).await,
