@@ -346,30 +346,7 @@ async fn authorized(
     }
     match route {
         Route::Discovery | Route::OpenApi | Route::Metrics => {
-            if let Identity::User(user) = &identity {
-                let attributes = Attributes::NonResource {
-                    verb: "get".into(),
-                    path: request.path.clone(),
-                };
-                if let Err(denied) = state.authz.authorize(user, &attributes).await {
-                    return respond::status(denied);
-                }
-            } else if route == Route::Metrics {
-                return respond::status(status::forbidden_path(
-                    "system:kube-aggregator",
-                    "get",
-                    "/metrics",
-                ));
-            }
-            match route {
-                Route::Discovery => discovery_document(request),
-                Route::OpenApi => openapi_document(state, request).await,
-                _ => respond::raw(
-                    StatusCode::OK,
-                    state.metrics.render(),
-                    "text/plain; version=0.0.4; charset=utf-8",
-                ),
-            }
+            own_document(state, request, &identity, &route).await
         }
         Route::Tenants(target) => {
             let Identity::User(user) = identity else {
@@ -410,6 +387,40 @@ async fn authorized(
                 .await
         }
         _ => respond::status(status::path_not_found(&request.path)),
+    }
+}
+
+/// Discovery, OpenAPI and metrics of arktos-apiserver itself: for users
+/// allowed to read the path, and the aggregator (not metrics).
+async fn own_document(
+    state: &State,
+    request: &ApiRequest,
+    identity: &Identity,
+    route: &Route,
+) -> Response {
+    if let Identity::User(user) = identity {
+        let attributes = Attributes::NonResource {
+            verb: "get".into(),
+            path: request.path.clone(),
+        };
+        if let Err(denied) = state.authz.authorize(user, &attributes).await {
+            return respond::status(denied);
+        }
+    } else if *route == Route::Metrics {
+        return respond::status(status::forbidden_path(
+            "system:kube-aggregator",
+            "get",
+            "/metrics",
+        ));
+    }
+    match route {
+        Route::Discovery => discovery_document(request),
+        Route::OpenApi => openapi_document(state, request).await,
+        _ => respond::raw(
+            StatusCode::OK,
+            state.metrics.render(),
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
     }
 }
 

@@ -116,9 +116,108 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let kube_config = kube_config(&config).await?;
     let client = kube::Client::try_from(kube_config.clone())?;
     let metrics = metrics::Metrics::new();
-    let served = metrics.clone();
     let log = Arc::new(sharding::log::ReconcileLog::default());
-    let reconciles = log.clone();
+    serve_health(&config, metrics.clone(), log.clone());
+    let ledgers = Arc::new(quota::ledger::Ledgers::new(client.clone()));
+    if let Some(address) = config.webhook_address {
+        serve_webhooks(&config, address, &client, ledgers.clone(), metrics.clone())?;
+    }
+    let setup = Arc::new(tenant::Setup {
+        client: client.clone(),
+        config: kube_config,
+        metrics: metrics.clone(),
+        ledgers,
+        log,
+        written: Arc::new(tenant::Writes::watch(&client)),
+    });
+    let membership = Arc::new(sharding::membership::Membership::new(
+        client.clone(),
+        &config.shard_namespace,
+        "tenants",
+        &config.instance,
+        std::time::Duration::from_secs(config.lease_seconds.max(3)),
+    ));
+    let controllers = run_controllers(&config, &client, setup, membership.clone(), metrics);
+    tokio::select! {
+        _ = controllers => {}
+        _ = terminate.recv() => tracing::info!("terminated; stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+    }
+    if config.controllers && config.sharding != Sharding::Off {
+        // Leave at once, so the others need not wait for the Lease to expire.
+        membership.leave().await;
+    }
+    Ok(())
+}
+
+/// The tenant and Action controllers, sharded as configured (or nothing
+/// with `--controllers=false`); runs until the process stops.
+async fn run_controllers(
+    config: &Config,
+    client: &kube::Client,
+    setup: Arc<tenant::Setup>,
+    membership: Arc<sharding::membership::Membership>,
+    metrics: Arc<metrics::Metrics>,
+) {
+    let retention = std::time::Duration::from_secs(config.action_retention_seconds);
+    if !config.controllers {
+        std::future::pending::<()>().await;
+    }
+    let mode = match config.sharding {
+        Sharding::Off => {
+            // Never stop: the senders live as long as this future.
+            let (_keep, stop) = tokio::sync::oneshot::channel();
+            let (_keep_too, stop_actions) = tokio::sync::oneshot::channel();
+            tokio::join!(
+                tenant::run(&setup, None, stop),
+                vm_actions::run(client.clone(), None, retention, stop_actions)
+            );
+            return;
+        }
+        Sharding::Auto => sharding::probe(client, tenant::TENANTS).await,
+        Sharding::Server => sharding::Mode::Server,
+        Sharding::Labels => sharding::Mode::Labels,
+    };
+    tracing::info!(?mode, instance = %config.instance, "running the tenant controller sharded");
+    let setup = setup.clone();
+    sharding::run(
+        membership.clone(),
+        mode,
+        metrics.clone(),
+        move |shard, stop| {
+            let setup = setup.clone();
+            async move {
+                // One stop for both controllers of the piece.
+                let (stop_tenants, tenants_stopped) = tokio::sync::oneshot::channel();
+                let (stop_actions, actions_stopped) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
+                    let _ = stop.await;
+                    let _ = stop_tenants.send(());
+                    let _ = stop_actions.send(());
+                });
+                let range = shard.range;
+                tokio::join!(
+                    tenant::run(&setup, Some(shard), tenants_stopped),
+                    vm_actions::run(
+                        setup.client.clone(),
+                        Some(range),
+                        retention,
+                        actions_stopped
+                    )
+                );
+            }
+            .boxed()
+        },
+    )
+    .await;
+}
+
+/// Health, metrics and the reconcile log on `--health-address`.
+fn serve_health(
+    config: &Config,
+    metrics: Arc<metrics::Metrics>,
+    reconciles: Arc<sharding::log::ReconcileLog>,
+) {
     let instance = config.instance.clone();
     let health = warp::path!("healthz")
         .or(warp::path!("readyz"))
@@ -126,7 +225,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .or(warp::path!("livez"))
         .unify()
         .map(|| String::from("ok"))
-        .or(warp::path!("metrics").map(move || served.render()))
+        .or(warp::path!("metrics").map(move || metrics.render()))
         .unify()
         .map(|body: String| {
             warp::reply::with_status(body, warp::http::StatusCode::OK).into_response()
@@ -144,105 +243,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         warp::serve(health).run(health_address).await;
     });
     tracing::info!(%health_address, "serving health and metrics");
-    let ledgers = Arc::new(quota::ledger::Ledgers::new(client.clone()));
-    if let Some(address) = config.webhook_address {
-        let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_private_key_file) else {
-            anyhow::bail!("--webhook-address needs --tls-cert-file and --tls-private-key-file");
-        };
-        let tls = admission::serve::tls_config(cert, key)?;
-        let listener = admission::serve::listen(address)?;
-        let admission = Arc::new(admission::Admission {
-            tenants: admission::Tenants::watch(client.clone()),
-            ledgers: ledgers.clone(),
-            trust: admission::Trust {
-                users: config.trusted_users.clone(),
-                groups: config.trusted_groups.clone(),
-            },
-            metrics: metrics.clone(),
-        });
-        tokio::spawn(admission::serve::serve(
-            listener,
-            tls,
-            admission::routes(admission),
-        ));
-        tracing::info!(%address, "serving admission webhooks");
-    }
-    let setup = Arc::new(tenant::Setup {
-        client: client.clone(),
-        config: kube_config,
-        metrics: metrics.clone(),
-        ledgers,
-        log,
-        written: Arc::new(tenant::Writes::watch(&client)),
-    });
-    let membership = Arc::new(sharding::membership::Membership::new(
-        client.clone(),
-        &config.shard_namespace,
-        "tenants",
-        &config.instance,
-        std::time::Duration::from_secs(config.lease_seconds.max(3)),
-    ));
-    let retention = std::time::Duration::from_secs(config.action_retention_seconds);
-    let controllers = async {
-        if !config.controllers {
-            std::future::pending::<()>().await;
-        }
-        let mode = match config.sharding {
-            Sharding::Off => {
-                // Never stop: the senders live as long as this future.
-                let (_keep, stop) = tokio::sync::oneshot::channel();
-                let (_keep_too, stop_actions) = tokio::sync::oneshot::channel();
-                tokio::join!(
-                    tenant::run(&setup, None, stop),
-                    vm_actions::run(client.clone(), None, retention, stop_actions)
-                );
-                return;
-            }
-            Sharding::Auto => sharding::probe(&client, tenant::TENANTS).await,
-            Sharding::Server => sharding::Mode::Server,
-            Sharding::Labels => sharding::Mode::Labels,
-        };
-        tracing::info!(?mode, instance = %config.instance, "running the tenant controller sharded");
-        let setup = setup.clone();
-        sharding::run(
-            membership.clone(),
-            mode,
-            metrics.clone(),
-            move |shard, stop| {
-                let setup = setup.clone();
-                async move {
-                    // One stop for both controllers of the piece.
-                    let (stop_tenants, tenants_stopped) = tokio::sync::oneshot::channel();
-                    let (stop_actions, actions_stopped) = tokio::sync::oneshot::channel();
-                    tokio::spawn(async move {
-                        let _ = stop.await;
-                        let _ = stop_tenants.send(());
-                        let _ = stop_actions.send(());
-                    });
-                    let range = shard.range;
-                    tokio::join!(
-                        tenant::run(&setup, Some(shard), tenants_stopped),
-                        vm_actions::run(
-                            setup.client.clone(),
-                            Some(range),
-                            retention,
-                            actions_stopped
-                        )
-                    );
-                }
-                .boxed()
-            },
-        )
-        .await;
+}
+
+/// The admission webhooks (policy, defaults, the tenant-wide quota).
+fn serve_webhooks(
+    config: &Config,
+    address: std::net::SocketAddr,
+    client: &kube::Client,
+    ledgers: Arc<quota::ledger::Ledgers>,
+    metrics: Arc<metrics::Metrics>,
+) -> anyhow::Result<()> {
+    let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_private_key_file) else {
+        anyhow::bail!("--webhook-address needs --tls-cert-file and --tls-private-key-file");
     };
-    tokio::select! {
-        _ = controllers => {}
-        _ = terminate.recv() => tracing::info!("terminated; stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
-    }
-    if config.controllers && config.sharding != Sharding::Off {
-        // Leave at once, so the others need not wait for the Lease to expire.
-        membership.leave().await;
-    }
+    let tls = admission::serve::tls_config(cert, key)?;
+    let listener = admission::serve::listen(address)?;
+    let admission = Arc::new(admission::Admission {
+        tenants: admission::Tenants::watch(client.clone()),
+        ledgers,
+        trust: admission::Trust {
+            users: config.trusted_users.clone(),
+            groups: config.trusted_groups.clone(),
+        },
+        metrics,
+    });
+    tokio::spawn(admission::serve::serve(
+        listener,
+        tls,
+        admission::routes(admission),
+    ));
+    tracing::info!(%address, "serving admission webhooks");
     Ok(())
 }

@@ -85,92 +85,35 @@ fn filter_group_list(list: &Value, catalog: &mut Catalog) -> Value {
     let mut out = list.clone();
     let mut kept_groups = Vec::new();
     for group in list["items"].as_array().into_iter().flatten() {
-        let name = group["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if HIDDEN_GROUPS.contains(&name.as_str()) {
+        let name = group["metadata"]["name"].as_str().unwrap_or_default();
+        if HIDDEN_GROUPS.contains(&name) {
             continue;
         }
         let mut group = group.clone();
         let mut kept_versions = Vec::new();
         for version in group["versions"].as_array().into_iter().flatten() {
-            let version_name = version["version"].as_str().unwrap_or_default().to_string();
+            let version_name = version["version"].as_str().unwrap_or_default();
+            let entries = catalog
+                .versions
+                .entry((name.to_string(), version_name.to_string()))
+                .or_default();
+            let kept: Vec<Value> = version["resources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|resource| keep_resource(name, resource, entries))
+                .collect();
+            if kept.is_empty() {
+                if entries.is_empty() {
+                    catalog
+                        .versions
+                        .remove(&(name.to_string(), version_name.to_string()));
+                }
+                continue;
+            }
             let mut version = version.clone();
-            let mut kept = Vec::new();
-            for resource in version["resources"].as_array().into_iter().flatten() {
-                let plural = resource["resource"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                let namespaced = resource["scope"] == "Namespaced";
-                let shared = Catalog::shared_read_only(&name, &plural);
-                let is_namespaces = name.is_empty() && plural == "namespaces";
-                if !(namespaced || shared || is_namespaces) || BLOCKED.contains(&plural.as_str()) {
-                    continue;
-                }
-                let mut resource = resource.clone();
-                if shared {
-                    resource["verbs"] = serde_json::json!(["get", "list", "watch"]);
-                    resource["subresources"] = serde_json::json!([]);
-                }
-                let verbs: Vec<String> = resource["verbs"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect();
-                let kind = resource["responseKind"]["kind"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                let entries = catalog
-                    .versions
-                    .entry((name.clone(), version_name.clone()))
-                    .or_default();
-                entries.insert(
-                    plural.clone(),
-                    Resource {
-                        namespaced,
-                        kind,
-                        verbs,
-                    },
-                );
-                if let Some(subresources) = resource["subresources"].as_array_mut() {
-                    subresources.retain(|sub| {
-                        let full = format!(
-                            "{plural}/{}",
-                            sub["subresource"].as_str().unwrap_or_default()
-                        );
-                        !BLOCKED.contains(&full.as_str())
-                    });
-                    for sub in subresources.iter() {
-                        let full = format!(
-                            "{plural}/{}",
-                            sub["subresource"].as_str().unwrap_or_default()
-                        );
-                        let verbs = sub["verbs"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|v| v.as_str().map(str::to_string))
-                            .collect();
-                        entries.insert(
-                            full,
-                            Resource {
-                                namespaced,
-                                kind: String::new(),
-                                verbs,
-                            },
-                        );
-                    }
-                }
-                kept.push(resource);
-            }
-            if !kept.is_empty() {
-                version["resources"] = Value::Array(kept);
-                kept_versions.push(version);
-            }
+            version["resources"] = Value::Array(kept);
+            kept_versions.push(version);
         }
         if !kept_versions.is_empty() {
             group["versions"] = Value::Array(kept_versions);
@@ -179,6 +122,67 @@ fn filter_group_list(list: &Value, catalog: &mut Catalog) -> Value {
     }
     out["items"] = Value::Array(kept_groups);
     out
+}
+
+/// A resource of `group` as tenants see it (and recorded in `entries`
+/// with its subresources), or `None` when tenants may not use it.
+fn keep_resource(
+    group: &str,
+    resource: &Value,
+    entries: &mut BTreeMap<String, Resource>,
+) -> Option<Value> {
+    let plural = resource["resource"].as_str().unwrap_or_default();
+    let namespaced = resource["scope"] == "Namespaced";
+    let shared = Catalog::shared_read_only(group, plural);
+    let is_namespaces = group.is_empty() && plural == "namespaces";
+    if !(namespaced || shared || is_namespaces) || BLOCKED.contains(&plural) {
+        return None;
+    }
+    let mut resource = resource.clone();
+    if shared {
+        resource["verbs"] = serde_json::json!(["get", "list", "watch"]);
+        resource["subresources"] = serde_json::json!([]);
+    }
+    let kind = resource["responseKind"]["kind"]
+        .as_str()
+        .unwrap_or_default();
+    entries.insert(
+        plural.to_string(),
+        Resource {
+            namespaced,
+            kind: kind.to_string(),
+            verbs: verbs_of(&resource),
+        },
+    );
+    if let Some(subresources) = resource["subresources"].as_array_mut() {
+        let full = |sub: &Value| {
+            format!(
+                "{plural}/{}",
+                sub["subresource"].as_str().unwrap_or_default()
+            )
+        };
+        subresources.retain(|sub| !BLOCKED.contains(&full(sub).as_str()));
+        for sub in subresources.iter() {
+            entries.insert(
+                full(sub),
+                Resource {
+                    namespaced,
+                    kind: String::new(),
+                    verbs: verbs_of(sub),
+                },
+            );
+        }
+    }
+    Some(resource)
+}
+
+fn verbs_of(resource: &Value) -> Vec<String> {
+    resource["verbs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
 }
 
 /// The catalog, fetched from kube-apiserver and kept fresh.

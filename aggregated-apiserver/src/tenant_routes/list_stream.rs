@@ -99,101 +99,127 @@ impl ListStream {
         self.buffer.extend_from_slice(chunk);
         let mut out = Vec::new();
         if let Stage::Head = self.stage {
-            if self.rewrite.view.storage_prefix().is_empty() {
-                return Progress::Unexpected;
-            }
-            let Some(found) = memchr::memmem::find(&self.buffer, ITEMS) else {
-                return Progress::Emit(out);
-            };
-            match self.head(found) {
-                Some(head) => self.head = Some(head),
+            match self.find_head() {
+                Some(true) => {}
+                Some(false) => return Progress::Emit(out),
                 None => return Progress::Unexpected,
             }
-            self.at = found + ITEMS.len();
-            self.stage = Stage::Items;
         }
         if let Stage::Items = self.stage {
-            // memchr jumps to the next byte that matters; brackets inside an
-            // item need no counting, its braces alone say where it ends.
-            while self.at < self.buffer.len() {
-                let rest = &self.buffer[self.at..];
-                let Some(start) = self.start else {
-                    let Some(i) = memchr::memchr2(b'{', b']', rest) else {
-                        self.at = self.buffer.len();
-                        break;
-                    };
-                    let byte = rest[i];
-                    self.at += i + 1;
-                    if byte == b'{' {
-                        self.start = Some(self.at - 1);
-                        self.depth = 1;
-                        continue;
-                    }
-                    self.begin(&mut out);
-                    self.stage = Stage::Tail;
-                    break;
-                };
-                if self.escaped {
-                    self.escaped = false;
-                    self.at += 1;
-                    continue;
-                }
-                if self.in_string {
-                    let Some(i) = memchr::memchr2(b'"', b'\\', rest) else {
-                        self.at = self.buffer.len();
-                        break;
-                    };
-                    self.escaped = rest[i] == b'\\';
-                    self.in_string = self.escaped;
-                    self.at += i + 1;
-                    continue;
-                }
-                let Some(i) = memchr::memchr3(b'"', b'{', b'}', rest) else {
+            if self.scan_items(&mut out).is_none() {
+                return Progress::Unexpected;
+            }
+            self.drop_consumed();
+        }
+        Progress::Emit(out)
+    }
+
+    /// Looks for the end of the head (all before the first item): `false`
+    /// while it has not all arrived, `None` for a list not of the expected
+    /// shape.
+    fn find_head(&mut self) -> Option<bool> {
+        if self.rewrite.view.storage_prefix().is_empty() {
+            return None;
+        }
+        let Some(found) = memchr::memmem::find(&self.buffer, ITEMS) else {
+            return Some(false);
+        };
+        self.head = Some(self.head(found)?);
+        self.at = found + ITEMS.len();
+        self.stage = Stage::Items;
+        Some(true)
+    }
+
+    /// Reads items as far as the buffer goes, rewriting each complete one
+    /// into `out`; `None` when the first item is not of the expected shape.
+    fn scan_items(&mut self, out: &mut Vec<u8>) -> Option<()> {
+        // memchr jumps to the next byte that matters; brackets inside an
+        // item need no counting, its braces alone say where it ends.
+        while self.at < self.buffer.len() {
+            let rest = &self.buffer[self.at..];
+            let Some(start) = self.start else {
+                let Some(i) = memchr::memchr2(b'{', b']', rest) else {
                     self.at = self.buffer.len();
                     break;
                 };
                 let byte = rest[i];
                 self.at += i + 1;
-                match byte {
-                    b'"' => self.in_string = true,
-                    b'{' => self.depth += 1,
-                    _ => {
-                        self.depth -= 1;
-                        if self.depth > 0 {
-                            continue;
-                        }
+                if byte == b'{' {
+                    self.start = Some(self.at - 1);
+                    self.depth = 1;
+                    continue;
+                }
+                self.begin(out);
+                self.stage = Stage::Tail;
+                break;
+            };
+            if self.escaped {
+                self.escaped = false;
+                self.at += 1;
+                continue;
+            }
+            if self.in_string {
+                let Some(i) = memchr::memchr2(b'"', b'\\', rest) else {
+                    self.at = self.buffer.len();
+                    break;
+                };
+                self.escaped = rest[i] == b'\\';
+                self.in_string = self.escaped;
+                self.at += i + 1;
+                continue;
+            }
+            let Some(i) = memchr::memchr3(b'"', b'{', b'}', rest) else {
+                self.at = self.buffer.len();
+                break;
+            };
+            let byte = rest[i];
+            self.at += i + 1;
+            match byte {
+                b'"' => self.in_string = true,
+                b'{' => self.depth += 1,
+                _ => {
+                    self.depth -= 1;
+                    if self.depth == 0 {
                         self.start = None;
-                        let item = self.item(&self.buffer[start..self.at]);
-                        if item.is_some() {
-                            self.begin(&mut out);
-                        }
-                        match item {
-                            None if !self.started => return Progress::Unexpected,
-                            // Mid-stream a strange item is dropped rather
-                            // than leaked.
-                            None | Some(None) => {}
-                            Some(Some(rewritten)) => {
-                                if self.emitted_items > 0 {
-                                    out.push(b',');
-                                }
-                                out.extend_from_slice(&rewritten);
-                                self.emitted_items += 1;
-                            }
-                        }
+                        self.end_item(start, out)?;
                     }
                 }
             }
-            // Keep only what the item under way still needs.
-            let keep_from = self.start.unwrap_or(self.at);
-            if keep_from > 0 && self.started {
-                self.buffer.drain(..keep_from);
-                self.at -= keep_from;
-                if let Some(start) = self.start.as_mut() {
-                    *start -= keep_from;
+        }
+        Some(())
+    }
+
+    /// The item from `start` to here is complete: rewritten into `out`.
+    fn end_item(&mut self, start: usize, out: &mut Vec<u8>) -> Option<()> {
+        let item = self.item(&self.buffer[start..self.at]);
+        if item.is_some() {
+            self.begin(out);
+        }
+        match item {
+            None if !self.started => return None,
+            // Mid-stream a strange item is dropped rather than leaked.
+            None | Some(None) => {}
+            Some(Some(rewritten)) => {
+                if self.emitted_items > 0 {
+                    out.push(b',');
                 }
+                out.extend_from_slice(&rewritten);
+                self.emitted_items += 1;
             }
         }
-        Progress::Emit(out)
+        Some(())
+    }
+
+    /// Keeps only what the item under way still needs.
+    fn drop_consumed(&mut self) {
+        let keep_from = self.start.unwrap_or(self.at);
+        if keep_from > 0 && self.started {
+            self.buffer.drain(..keep_from);
+            self.at -= keep_from;
+            if let Some(start) = self.start.as_mut() {
+                *start -= keep_from;
+            }
+        }
     }
 
     /// The shape is known good: the held head goes out first.

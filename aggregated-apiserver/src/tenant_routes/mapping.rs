@@ -155,32 +155,7 @@ impl View {
         }
         if kind == "Table" {
             if let Some(rows) = value.get_mut("rows").and_then(Value::as_array_mut) {
-                rows.retain_mut(|row| {
-                    // Cells are text the cluster wrote (an event's message
-                    // names the pod as `acme--web/vm1`).
-                    for cell in row
-                        .get_mut("cells")
-                        .and_then(Value::as_array_mut)
-                        .into_iter()
-                        .flatten()
-                        .skip(usize::from(namespaces))
-                    {
-                        if let Value::String(text) = cell {
-                            *text = self.text(text);
-                        }
-                    }
-                    if namespaces
-                        && let Some(Value::String(name)) =
-                            row.get_mut("cells").and_then(|c| c.get_mut(0))
-                    {
-                        match self.namespace_to_tenant(name) {
-                            Some(mine) => *name = mine.to_string(),
-                            None => return false,
-                        }
-                    }
-                    row.get_mut("object")
-                        .is_none_or(|object| self.answer(object, namespaces))
-                });
+                rows.retain_mut(|row| self.table_row(row, namespaces));
             }
             return true;
         }
@@ -201,6 +176,38 @@ impl View {
         // List items carry no kind; in an answer about namespaces they are namespaces.
         let is_namespace = kind == "Namespace"
             || (namespaces && (kind.is_empty() || kind == "PartialObjectMetadata"));
+        self.object(value, is_namespace)
+    }
+
+    /// One row of a Table; `false` drops it (not the tenant's).
+    fn table_row(&self, row: &mut Value, namespaces: bool) -> bool {
+        // Cells are text the cluster wrote (an event's message names the
+        // pod as `acme--web/vm1`).
+        for cell in row
+            .get_mut("cells")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+            .skip(usize::from(namespaces))
+        {
+            if let Value::String(text) = cell {
+                *text = self.text(text);
+            }
+        }
+        if namespaces
+            && let Some(Value::String(name)) = row.get_mut("cells").and_then(|c| c.get_mut(0))
+        {
+            match self.namespace_to_tenant(name) {
+                Some(mine) => *name = mine.to_string(),
+                None => return false,
+            }
+        }
+        row.get_mut("object")
+            .is_none_or(|object| self.answer(object, namespaces))
+    }
+
+    /// One object; `false` drops it (not the tenant's).
+    fn object(&self, value: &mut Value, is_namespace: bool) -> bool {
         let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) else {
             return true;
         };

@@ -67,44 +67,10 @@ pub fn parse(path: &str) -> Option<TenantPath> {
     if trimmed.is_empty() || segments.iter().any(|s| !segment_ok(s)) {
         return None;
     }
+    if let Some(other) = not_a_resource(&segments, trimmed) {
+        return Some(other);
+    }
     let (group, version, rest) = match segments.as_slice() {
-        ["version"] => return Some(TenantPath::Version),
-        ["openapi", ..] => return Some(TenantPath::OpenApi(trimmed.to_string())),
-        ["api"] => {
-            return Some(TenantPath::Discovery {
-                group: None,
-                version: None,
-                legacy_root: true,
-            });
-        }
-        ["apis"] => {
-            return Some(TenantPath::Discovery {
-                group: None,
-                version: None,
-                legacy_root: false,
-            });
-        }
-        ["api", "v1"] => {
-            return Some(TenantPath::Discovery {
-                group: Some(String::new()),
-                version: Some("v1".into()),
-                legacy_root: false,
-            });
-        }
-        ["apis", group] => {
-            return Some(TenantPath::Discovery {
-                group: Some(group.to_string()),
-                version: None,
-                legacy_root: false,
-            });
-        }
-        ["apis", group, version] => {
-            return Some(TenantPath::Discovery {
-                group: Some(group.to_string()),
-                version: Some(version.to_string()),
-                legacy_root: false,
-            });
-        }
         ["api", version, rest @ ..] => (String::new(), version.to_string(), rest),
         ["apis", group, version, rest @ ..] => (group.to_string(), version.to_string(), rest),
         _ => return None,
@@ -150,6 +116,27 @@ pub fn parse(path: &str) -> Option<TenantPath> {
         subresource,
         watch,
     }))
+}
+
+/// Discovery, version and OpenAPI paths.
+fn not_a_resource(segments: &[&str], path: &str) -> Option<TenantPath> {
+    let discovery = |group: Option<&str>, version: Option<&str>, legacy_root: bool| {
+        Some(TenantPath::Discovery {
+            group: group.map(str::to_string),
+            version: version.map(str::to_string),
+            legacy_root,
+        })
+    };
+    match segments {
+        ["version"] => Some(TenantPath::Version),
+        ["openapi", ..] => Some(TenantPath::OpenApi(path.to_string())),
+        ["api"] => discovery(None, None, true),
+        ["apis"] => discovery(None, None, false),
+        ["api", "v1"] => discovery(Some(""), Some("v1"), false),
+        ["apis", group] => discovery(Some(group), None, false),
+        ["apis", group, version] => discovery(Some(group), Some(version), false),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

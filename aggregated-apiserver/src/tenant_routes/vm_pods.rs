@@ -210,64 +210,7 @@ impl TenantRoutes {
         params: &[(String, String)],
     ) -> Result<Response, Status> {
         let current = self.stored_pod(user, &view, namespace, name).await?;
-        let mut arktos = current.clone();
-        arktos["kind"] = "Pod".into();
-        shape::to_arktos(&mut arktos);
-        if arktos.pointer("/spec/virtualMachine").is_none() {
-            return Err(status::invalid(
-                &pod_subject(name),
-                &[FieldError::new(
-                    "spec.virtualMachine",
-                    FieldErrorType::Forbidden,
-                    "a container pod cannot become a VM pod",
-                )],
-            ));
-        }
-        let mut patch: Value = serde_json::from_slice(&request.body)
-            .map_err(|e| status::bad_request(&format!("the patch is malformed: {e}")))?;
-        match request.content_type().as_str() {
-            "application/json-patch+json" => {
-                let operations: json_patch::Patch = serde_json::from_value(patch).map_err(|e| {
-                    status::bad_request(&format!("the JSON patch is malformed: {e}"))
-                })?;
-                json_patch::patch(&mut arktos, &operations).map_err(|e| {
-                    status::invalid(
-                        &pod_subject(name),
-                        &[FieldError::new(
-                            "spec",
-                            FieldErrorType::Invalid,
-                            e.to_string(),
-                        )],
-                    )
-                })?;
-            }
-            "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-                drop_directives(&mut patch);
-                json_patch::merge(&mut arktos, &patch);
-            }
-            other => {
-                return Err(status::unsupported_media_type(&format!(
-                    "{other} (a VM pod's virtualMachine is patched with a JSON, merge or strategic merge patch)"
-                )));
-            }
-        }
-        // The containers a read shows are the VM's echo; a patch that
-        // changes the VM leaves the old echo behind.
-        let echo = json!([{"name": current["spec"]["containers"][0]["name"],
-            "image": current["spec"]["containers"][0]["image"]}]);
-        if arktos.pointer("/spec/containers") == Some(&echo)
-            && let Some(spec) = arktos["spec"].as_object_mut()
-        {
-            spec.remove("containers");
-        }
-        // Identity stays the stored pod's whatever the patch said.
-        for key in ["name", "namespace", "uid"] {
-            arktos["metadata"][key] = current["metadata"][key].clone();
-        }
-        let mut desired = arktos;
-        if let Some(status) = desired.as_object_mut() {
-            status.remove("status");
-        }
+        let mut desired = patched_arktos(&current, name, &request.content_type(), &request.body)?;
         self.vm_body(user, namespace, "Pod", &mut desired).await?;
         view.request_body(&mut desired, false)?;
 
@@ -298,38 +241,7 @@ impl TenantRoutes {
         // The rest goes as a JSON patch of exactly what changed (no
         // resourceVersion: the kubelet and the node agent write the pod all
         // the time, and this patch does not touch what they write).
-        let mut update = latest.clone();
-        update["metadata"]["labels"] = desired["metadata"]["labels"].clone();
-        update["metadata"]["annotations"] = desired["metadata"]["annotations"].clone();
-        if let Some(observed) = latest
-            .pointer(&format!(
-                "/metadata/annotations/{}",
-                annotations::OBSERVED.replace('/', "~1")
-            ))
-            .cloned()
-        {
-            update["metadata"]["annotations"][annotations::OBSERVED] = observed;
-        }
-        let container = &desired["spec"]["containers"][0];
-        for key in ["image", "imagePullPolicy"] {
-            if let Some(value) = container.get(key) {
-                update["spec"]["containers"][0][key] = value.clone();
-            }
-        }
-        if let Some(spec) = desired["spec"].as_object() {
-            for (key, value) in spec {
-                if !matches!(key.as_str(), "containers" | "runtimeClassName") {
-                    update["spec"][key] = value.clone();
-                }
-            }
-        }
-        let mut before = latest.clone();
-        for object in [&mut before, &mut update] {
-            if let Some(object) = object.as_object_mut() {
-                object.remove("status");
-            }
-        }
-        let changes = json_patch::diff(&before, &update);
+        let changes = changes_besides_resources(&latest, &desired);
         if !changes.0.is_empty() {
             latest = self
                 .write_pod(
@@ -434,6 +346,122 @@ impl TenantRoutes {
 /// The spec of an action request: our `Action` (or its spec), or Arktos'
 /// `CustomAction` (`operation`, `rebootParams`, `snapshotParams`,
 /// `restoreParams`). The pod is the one in the path.
+/// The stored pod `current` in the Arktos shape with the request's patch
+/// applied: what the tenant wants, before it is put in storage form.
+fn patched_arktos(
+    current: &Value,
+    name: &str,
+    content_type: &str,
+    patch: &[u8],
+) -> Result<Value, Status> {
+    let mut arktos = current.clone();
+    arktos["kind"] = "Pod".into();
+    shape::to_arktos(&mut arktos);
+    if arktos.pointer("/spec/virtualMachine").is_none() {
+        return Err(status::invalid(
+            &pod_subject(name),
+            &[FieldError::new(
+                "spec.virtualMachine",
+                FieldErrorType::Forbidden,
+                "a container pod cannot become a VM pod",
+            )],
+        ));
+    }
+    apply_patch(&mut arktos, name, content_type, patch)?;
+    // The containers a read shows are the VM's echo; a patch that changes
+    // the VM leaves the old echo behind.
+    let echo = json!([{"name": current["spec"]["containers"][0]["name"],
+        "image": current["spec"]["containers"][0]["image"]}]);
+    if arktos.pointer("/spec/containers") == Some(&echo)
+        && let Some(spec) = arktos["spec"].as_object_mut()
+    {
+        spec.remove("containers");
+    }
+    // Identity stays the stored pod's whatever the patch said.
+    for key in ["name", "namespace", "uid"] {
+        arktos["metadata"][key] = current["metadata"][key].clone();
+    }
+    if let Some(object) = arktos.as_object_mut() {
+        object.remove("status");
+    }
+    Ok(arktos)
+}
+
+/// Applies a JSON, merge or strategic merge patch (its directives
+/// dropped: the Arktos shape has no patch strategy) to `target`.
+fn apply_patch(
+    target: &mut Value,
+    name: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Result<(), Status> {
+    let mut patch: Value = serde_json::from_slice(body)
+        .map_err(|e| status::bad_request(&format!("the patch is malformed: {e}")))?;
+    match content_type {
+        "application/json-patch+json" => {
+            let operations: json_patch::Patch = serde_json::from_value(patch)
+                .map_err(|e| status::bad_request(&format!("the JSON patch is malformed: {e}")))?;
+            json_patch::patch(target, &operations).map_err(|e| {
+                status::invalid(
+                    &pod_subject(name),
+                    &[FieldError::new(
+                        "spec",
+                        FieldErrorType::Invalid,
+                        e.to_string(),
+                    )],
+                )
+            })
+        }
+        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+            drop_directives(&mut patch);
+            json_patch::merge(target, &patch);
+            Ok(())
+        }
+        other => Err(status::unsupported_media_type(&format!(
+            "{other} (a VM pod's virtualMachine is patched with a JSON, merge or strategic merge patch)"
+        ))),
+    }
+}
+
+/// What `desired` (storage form) changes in the stored pod `latest`
+/// besides the container's resources (resized apart): labels,
+/// annotations (the node agent's report kept), image, and the rest of the
+/// spec.
+fn changes_besides_resources(latest: &Value, desired: &Value) -> json_patch::Patch {
+    let mut update = latest.clone();
+    update["metadata"]["labels"] = desired["metadata"]["labels"].clone();
+    update["metadata"]["annotations"] = desired["metadata"]["annotations"].clone();
+    if let Some(observed) = latest
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            annotations::OBSERVED.replace('/', "~1")
+        ))
+        .cloned()
+    {
+        update["metadata"]["annotations"][annotations::OBSERVED] = observed;
+    }
+    let container = &desired["spec"]["containers"][0];
+    for key in ["image", "imagePullPolicy"] {
+        if let Some(value) = container.get(key) {
+            update["spec"]["containers"][0][key] = value.clone();
+        }
+    }
+    if let Some(spec) = desired["spec"].as_object() {
+        for (key, value) in spec {
+            if !matches!(key.as_str(), "containers" | "runtimeClassName") {
+                update["spec"][key] = value.clone();
+            }
+        }
+    }
+    let mut before = latest.clone();
+    for object in [&mut before, &mut update] {
+        if let Some(object) = object.as_object_mut() {
+            object.remove("status");
+        }
+    }
+    json_patch::diff(&before, &update)
+}
+
 fn action_spec(body: &Value, pod_name: &str) -> Result<ActionSpec, Status> {
     let malformed = |why: String| {
         status::invalid(
@@ -646,5 +674,77 @@ mod tests {
             directive,
             json!({"spec": {"virtualMachine": {"powerSpec": "Shutdown"}}})
         );
+    }
+
+    /// A VM pod as kube-apiserver stores it.
+    fn stored_vm_pod() -> Value {
+        let mut pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "vm1", "namespace": "acme--web", "uid": "u1",
+                "labels": {"app": "a"}},
+            "spec": {"virtualMachine": {
+                "name": "vm", "image": "vm.test/guest.qcow2",
+                "resources": {"requests": {"cpu": "1", "memory": "256Mi"}},
+                "powerSpec": "Running"
+            }},
+            "status": {"phase": "Running"}
+        });
+        shape::to_storage(&mut pod, None).unwrap();
+        pod
+    }
+
+    #[test]
+    fn a_merge_patch_changes_the_arktos_shape_and_keeps_identity() {
+        let stored = stored_vm_pod();
+        let patch = br#"{"metadata": {"name": "other", "uid": "forged"},
+            "spec": {"virtualMachine": {"powerSpec": "Shutdown"}}}"#;
+        let desired =
+            patched_arktos(&stored, "vm1", "application/merge-patch+json", patch).unwrap();
+        assert_eq!(desired["spec"]["virtualMachine"]["powerSpec"], "Shutdown");
+        assert_eq!(desired["metadata"]["name"], "vm1");
+        assert_eq!(desired["metadata"]["uid"], "u1");
+        assert!(desired.get("status").is_none());
+        assert!(
+            desired["spec"].get("containers").is_none(),
+            "the echo of the VM is dropped"
+        );
+    }
+
+    #[test]
+    fn a_json_patch_that_does_not_apply_is_invalid() {
+        let stored = stored_vm_pod();
+        let patch = br#"[{"op": "remove", "path": "/spec/virtualMachine/nope"}]"#;
+        let refused = patched_arktos(&stored, "vm1", "application/json-patch+json", patch);
+        assert_eq!(refused.unwrap_err().code, Some(422));
+    }
+
+    #[test]
+    fn a_vm_pod_patch_needs_a_known_patch_type_and_a_vm_pod() {
+        let stored = stored_vm_pod();
+        let patch = br#"{"spec": {"virtualMachine": {}}}"#;
+        let apply = patched_arktos(&stored, "vm1", "application/apply-patch+yaml", patch);
+        assert_eq!(apply.unwrap_err().code, Some(415));
+        let malformed = patched_arktos(&stored, "vm1", "application/merge-patch+json", b"{");
+        assert_eq!(malformed.unwrap_err().code, Some(400));
+        let container = json!({"metadata": {"name": "c"}, "spec": {"containers": [{"name": "c", "image": "x"}]}});
+        let refused = patched_arktos(&container, "c", "application/merge-patch+json", patch);
+        assert_eq!(refused.unwrap_err().code, Some(422));
+    }
+
+    #[test]
+    fn the_rest_of_a_vm_pod_patch_keeps_the_node_agents_report_and_resources() {
+        let mut latest = stored_vm_pod();
+        latest["metadata"]["annotations"][annotations::OBSERVED] = "{}".into();
+        let mut desired = latest.clone();
+        desired["metadata"]["labels"]["app"] = "b".into();
+        desired["metadata"]["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove(annotations::OBSERVED);
+        desired["spec"]["containers"][0]["resources"] = json!({"limits": {"cpu": "2"}});
+        let changes = changes_besides_resources(&latest, &desired);
+        let paths: Vec<String> = changes.0.iter().map(|op| op.path().to_string()).collect();
+        assert_eq!(paths, ["/metadata/labels/app"], "{changes:?}");
+        assert!(changes_besides_resources(&latest, &latest).0.is_empty());
     }
 }

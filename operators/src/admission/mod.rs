@@ -188,64 +188,11 @@ impl Admission {
         }
         let object = request.object.as_ref().map(to_value);
         let old = request.old_object.as_ref().map(to_value);
-        let mut violations = Vec::new();
-        let namespace = is_namespace(request);
-        if let (Some(old), Some(object)) = (&old, &object) {
-            violations.extend(policy::changed_labels(old, object, |key| {
-                key == TENANT_LABEL || (namespace && key.starts_with("pod-security.kubernetes.io/"))
-            }));
+        let mut violations = protected_changes(request, old.as_ref(), object.as_ref());
+        if let Some(object) = &object {
+            violations.extend(self.node_targeting(request, &tenant, object).await);
         }
-        let managed = old.as_ref().is_some_and(|old| {
-            old.pointer(&format!(
-                "/metadata/labels/{}",
-                desired::MANAGED_BY.0.replace('/', "~1")
-            ))
-            .and_then(Value::as_str)
-                == Some(desired::MANAGED_BY.1)
-        });
-        if managed && matches!(request.operation, Operation::Update | Operation::Delete) {
-            violations.push(
-                "the object is kept by arktos-operators; tenants may not change or delete it"
-                    .into(),
-            );
-        }
-        let group = request.resource.group.as_str();
-        if request.operation == Operation::Create
-            && let (Some(pointer), Some(object)) = (
-                policy::pod_spec_pointer(group, &request.resource.resource),
-                &object,
-            )
-            && let Some(spec) = object.pointer(pointer)
-        {
-            let targeting = policy::node_targeting(spec, &field_path(pointer));
-            if !targeting.is_empty() {
-                let allowed = matches!(
-                    self.tenants.get(tenant.as_str()).await,
-                    Ok(Some(t)) if t.spec.node_targeting
-                );
-                if !allowed {
-                    violations.extend(targeting);
-                }
-            }
-        }
-        match (group, request.resource.resource.as_str(), &object) {
-            ("", "pods", Some(pod)) => violations.extend(policy::pod(pod)),
-            ("", "services", Some(service)) => {
-                let exposure = match self.tenants.get(tenant.as_str()).await {
-                    Ok(Some(t)) => t.spec.service_exposure,
-                    _ => Default::default(),
-                };
-                violations.extend(policy::service(service, &exposure));
-            }
-            ("rbac.authorization.k8s.io", "rolebindings", Some(binding)) => {
-                violations.extend(policy::role_binding(binding, &tenant));
-            }
-            ("", "resourcequotas" | "limitranges", _) => violations.push(format!(
-                "{} are set by the platform team; tenants may not create, change or delete them",
-                request.resource.resource
-            )),
-            _ => {}
-        }
+        violations.extend(self.resource_rules(request, &tenant, object.as_ref()).await);
         if violations.is_empty() {
             return AdmissionResponse::from(request);
         }
@@ -256,6 +203,63 @@ impl Admission {
                 &format!("tenant {}: {}", tenant.as_str(), violations.join("; ")),
             ),
         )
+    }
+
+    /// Pods (and pod templates) created naming their node, unless the
+    /// Tenant allows node targeting.
+    async fn node_targeting(
+        &self,
+        request: &Request,
+        tenant: &TenantName,
+        object: &Value,
+    ) -> Vec<String> {
+        let group = request.resource.group.as_str();
+        let Some(pointer) = policy::pod_spec_pointer(group, &request.resource.resource) else {
+            return Vec::new();
+        };
+        let Some(spec) = object.pointer(pointer) else {
+            return Vec::new();
+        };
+        if request.operation != Operation::Create {
+            return Vec::new();
+        }
+        let targeting = policy::node_targeting(spec, &field_path(pointer));
+        if targeting.is_empty() {
+            return targeting;
+        }
+        match self.tenants.get(tenant.as_str()).await {
+            Ok(Some(t)) if t.spec.node_targeting => Vec::new(),
+            _ => targeting,
+        }
+    }
+
+    /// The rules of each kind tenants write: pods, Services, RoleBindings,
+    /// and the objects only the platform team sets.
+    async fn resource_rules(
+        &self,
+        request: &Request,
+        tenant: &TenantName,
+        object: Option<&Value>,
+    ) -> Vec<String> {
+        let group = request.resource.group.as_str();
+        match (group, request.resource.resource.as_str(), object) {
+            ("", "pods", Some(pod)) => policy::pod(pod),
+            ("", "services", Some(service)) => {
+                let exposure = match self.tenants.get(tenant.as_str()).await {
+                    Ok(Some(t)) => t.spec.service_exposure,
+                    _ => Default::default(),
+                };
+                policy::service(service, &exposure)
+            }
+            ("rbac.authorization.k8s.io", "rolebindings", Some(binding)) => {
+                policy::role_binding(binding, tenant)
+            }
+            ("", "resourcequotas" | "limitranges", _) => vec![format!(
+                "{} are set by the platform team; tenants may not create, change or delete them",
+                request.resource.resource
+            )],
+            _ => Vec::new(),
+        }
     }
 
     /// Charges a create against the tenant-wide quota, atomically.
@@ -363,6 +367,36 @@ fn is_namespace(request: &Request) -> bool {
 }
 
 /// The tenant whose namespace the request is about, by the one name mapping.
+/// Changes to what Arktos keeps: the tenant label (and a namespace's Pod
+/// Security labels), and objects the operators manage.
+fn protected_changes(
+    request: &Request,
+    old: Option<&Value>,
+    object: Option<&Value>,
+) -> Vec<String> {
+    let mut violations = Vec::new();
+    let namespace = is_namespace(request);
+    if let (Some(old), Some(object)) = (old, object) {
+        violations.extend(policy::changed_labels(old, object, |key| {
+            key == TENANT_LABEL || (namespace && key.starts_with("pod-security.kubernetes.io/"))
+        }));
+    }
+    let managed = old.is_some_and(|old| {
+        old.pointer(&format!(
+            "/metadata/labels/{}",
+            desired::MANAGED_BY.0.replace('/', "~1")
+        ))
+        .and_then(Value::as_str)
+            == Some(desired::MANAGED_BY.1)
+    });
+    if managed && matches!(request.operation, Operation::Update | Operation::Delete) {
+        violations.push(
+            "the object is kept by arktos-operators; tenants may not change or delete it".into(),
+        );
+    }
+    violations
+}
+
 fn tenant_of(request: &Request) -> Option<TenantName> {
     let home = if is_namespace(request) {
         request.name.clone()

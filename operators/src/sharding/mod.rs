@@ -24,7 +24,7 @@ use futures::future::BoxFuture;
 use kube::runtime::watcher;
 
 use crate::metrics::Metrics;
-use membership::Membership;
+use membership::{Member, Membership};
 use ring::Range;
 
 /// How an instance asks the API server for its range (`--sharding`
@@ -157,23 +157,12 @@ where
     let claim: Arc<tokio::sync::Mutex<Option<Range>>> = Arc::default();
     let renewed = Arc::new(std::sync::Mutex::new(Instant::now()));
     // Renewal runs on its own, so that a long drain never lets the Lease lapse.
-    let renewing = tokio::spawn({
-        let (membership, claim, renewed) = (membership.clone(), claim.clone(), renewed.clone());
-        async move {
-            loop {
-                let current = claim.lock().await;
-                // The Lease says when the request was made, not when it
-                // landed: judge our own freshness the way others will.
-                let sent = Instant::now();
-                match membership.renew(*current).await {
-                    Ok(()) => *renewed.lock().unwrap_or_else(|e| e.into_inner()) = sent,
-                    Err(err) => tracing::warn!(error = %err, "cannot renew the shard lease"),
-                }
-                drop(current);
-                tokio::time::sleep(renew_every).await;
-            }
-        }
-    });
+    let renewing = spawn_renewal(
+        membership.clone(),
+        claim.clone(),
+        renewed.clone(),
+        renew_every,
+    );
     let mut pieces: Vec<Piece> = Vec::new();
     let mut last_seen: Vec<String> = Vec::new();
     loop {
@@ -238,25 +227,7 @@ where
             drop(published);
         }
         if let Some(wanted) = wanted {
-            let kept: Vec<Range> = pieces.iter().map(|p| p.range).collect();
-            for gap in gaps(wanted, &kept) {
-                let contested = members.iter().any(|m| {
-                    m.instance != membership.instance()
-                        && m.claim.is_some_and(|c| c.intersects(&gap))
-                });
-                if contested {
-                    tracing::info!(range = %gap, "waiting for the previous owner to hand over");
-                    continue;
-                }
-                tracing::info!(range = %gap, share = wanted.fraction(), members = names.len(), "starting on a range");
-                let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-                let work = start(Shard { range: gap, mode }, rx);
-                pieces.push(Piece {
-                    range: gap,
-                    stop: tx,
-                    work: tokio::spawn(work),
-                });
-            }
+            start_gaps(&membership, &members, wanted, mode, &start, &mut pieces);
         }
         let owned: f64 = pieces.iter().map(|p| p.range.fraction()).sum();
         metrics.shard_owned(owned);
@@ -264,6 +235,61 @@ where
         if renewing.is_finished() {
             return;
         }
+    }
+}
+
+/// Keeps this instance's Lease renewed with the current claim.
+fn spawn_renewal(
+    membership: Arc<Membership>,
+    claim: Arc<tokio::sync::Mutex<Option<Range>>>,
+    renewed: Arc<std::sync::Mutex<Instant>>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let current = claim.lock().await;
+            // The Lease says when the request was made, not when it
+            // landed: judge our own freshness the way others will.
+            let sent = Instant::now();
+            match membership.renew(*current).await {
+                Ok(()) => *renewed.lock().unwrap_or_else(|e| e.into_inner()) = sent,
+                Err(err) => tracing::warn!(error = %err, "cannot renew the shard lease"),
+            }
+            drop(current);
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
+/// Starts a controller piece on each part of `wanted` that no piece runs
+/// on yet and that no other member still claims.
+fn start_gaps<S>(
+    membership: &Membership,
+    members: &[Member],
+    wanted: Range,
+    mode: Mode,
+    start: &S,
+    pieces: &mut Vec<Piece>,
+) where
+    S: Fn(Shard, Stop) -> BoxFuture<'static, ()>,
+{
+    let kept: Vec<Range> = pieces.iter().map(|p| p.range).collect();
+    for gap in gaps(wanted, &kept) {
+        let contested = members.iter().any(|m| {
+            m.instance != membership.instance() && m.claim.is_some_and(|c| c.intersects(&gap))
+        });
+        if contested {
+            tracing::info!(range = %gap, "waiting for the previous owner to hand over");
+            continue;
+        }
+        tracing::info!(range = %gap, share = wanted.fraction(), members = members.len(), "starting on a range");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let work = start(Shard { range: gap, mode }, rx);
+        pieces.push(Piece {
+            range: gap,
+            stop: tx,
+            work: tokio::spawn(work),
+        });
     }
 }
 

@@ -126,16 +126,7 @@ pub async fn run(setup: &Setup, shard: Option<Shard>, stop: Stop) {
     let controller = Controller::new(tenants, tenant_watch);
     // How many Tenants this controller holds, for the shard metrics.
     let held = Arc::new(AtomicI64::new(0));
-    let counting = tokio::spawn({
-        let (store, metrics, held) = (controller.store(), setup.metrics.clone(), held.clone());
-        async move {
-            loop {
-                let now = i64::try_from(store.state().len()).unwrap_or(i64::MAX);
-                metrics.shard_objects_changed(now - held.swap(now, Ordering::Relaxed));
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
-    });
+    let counting = count_held(controller.store(), setup.metrics.clone(), held.clone());
     controller
         .with_config(controller::Config::default().debounce(Duration::from_millis(200)))
         .graceful_shutdown_on(async move {
@@ -178,6 +169,21 @@ pub async fn run(setup: &Setup, shard: Option<Shard>, stop: Stop) {
     setup
         .metrics
         .shard_objects_changed(-held.load(Ordering::Relaxed));
+}
+
+/// Reports, every 2 s, how many Tenants the controller's store holds.
+fn count_held(
+    store: kube::runtime::reflector::Store<Tenant>,
+    metrics: Arc<crate::metrics::Metrics>,
+    held: Arc<AtomicI64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let now = i64::try_from(store.state().len()).unwrap_or(i64::MAX);
+            metrics.shard_objects_changed(now - held.swap(now, Ordering::Relaxed));
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    })
 }
 
 fn error_policy(tenant: Arc<Tenant>, error: &reconcile::Error, context: Arc<Context>) -> Action {
