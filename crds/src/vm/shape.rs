@@ -252,11 +252,57 @@ pub fn to_storage(object: &mut Value, key_pair: Option<&str>) -> Result<(), Vec<
             e.to_string(),
         )]
     })?;
+    let name = if vm.name.is_empty() { "vm" } else { &vm.name };
+    let mut errors = check_vm_pod_spec(spec, &prefix, &vm_field, name, &vm.image, containers);
+    errors.extend(check_vm(&vm, name, &vm_field, key_pair));
+    let nics = match spec.remove("nics").map(|raw| parse_nics(raw, &prefix)) {
+        None => None,
+        Some(Ok(nics)) => Some(nics),
+        Some(Err(wrong)) => {
+            errors.extend(wrong);
+            None
+        }
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    let mut notes = vm_notes(&vm, key_pair, nics.as_deref());
+    spec.insert(
+        "containers".into(),
+        json!([vm_container(&vm, name, &mut notes)]),
+    );
+    spec.insert("runtimeClassName".into(), RUNTIME_CLASS.into());
+    // A VM has no use for the service account token volume.
+    spec.entry("automountServiceAccountToken")
+        .or_insert(Value::Bool(false));
+    let metadata = ensure_object(object, metadata_at);
+    let annotations = metadata
+        .entry("annotations")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .expect("annotations is an object");
+    // What the tenant wrote under our prefix is replaced, never trusted.
+    annotations.retain(|key, _| !ann::INTERNAL.contains(&key.as_str()));
+    for (key, value) in notes {
+        annotations.insert(key.into(), value.into());
+    }
+    Ok(())
+}
+
+/// What a VM pod's spec may hold beside its `virtualMachine`.
+fn check_vm_pod_spec(
+    spec: &serde_json::Map<String, Value>,
+    prefix: &str,
+    vm_field: &str,
+    name: &str,
+    image: &str,
+    containers: bool,
+) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    let vm_name = if vm.name.is_empty() { "vm" } else { &vm.name };
-    if containers && spec.get("containers") != Some(&echo_containers(vm_name, &vm.image)) {
+    if containers && spec.get("containers") != Some(&echo_containers(name, image)) {
         errors.push(FieldError::new(
-            &vm_field,
+            vm_field,
             FieldErrorType::Forbidden,
             "a pod holds either containers or a virtualMachine, not both (the only containers allowed beside a virtualMachine are the [{name, image}] that reads of a VM pod show)",
         ));
@@ -286,7 +332,18 @@ pub fn to_storage(object: &mut Value, key_pair: Option<&str>) -> Result<(), Vec<
             .with_value(class),
         );
     }
-    let name = if vm.name.is_empty() { "vm" } else { &vm.name };
+    errors
+}
+
+/// The `virtualMachine` itself: name, image, keys, user data, power,
+/// disks.
+fn check_vm(
+    vm: &VirtualMachine,
+    name: &str,
+    vm_field: &str,
+    key_pair: Option<&str>,
+) -> Vec<FieldError> {
+    let mut errors = Vec::new();
     if !is_dns_label(name) {
         errors.push(
             FieldError::new(
@@ -304,19 +361,25 @@ pub fn to_storage(object: &mut Value, key_pair: Option<&str>) -> Result<(), Vec<
             "the VM's disk image (an http(s) URL or a name the node translates)",
         ));
     }
-    if vm.key_pair_name.is_some() && vm.public_key.is_some() {
-        errors.push(FieldError::new(
-            format!("{vm_field}.publicKey"),
-            FieldErrorType::Forbidden,
+    for (both, field, message) in [
+        (
+            vm.key_pair_name.is_some() && vm.public_key.is_some(),
+            "publicKey",
             "set keyPairName or publicKey, not both",
-        ));
-    }
-    if vm.user_data.is_some() && vm.cloud_init_user_data_script.is_some() {
-        errors.push(FieldError::new(
-            format!("{vm_field}.cloudInitUserDataScript"),
-            FieldErrorType::Forbidden,
+        ),
+        (
+            vm.user_data.is_some() && vm.cloud_init_user_data_script.is_some(),
+            "cloudInitUserDataScript",
             "set userData or cloudInitUserDataScript, not both",
-        ));
+        ),
+    ] {
+        if both {
+            errors.push(FieldError::new(
+                format!("{vm_field}.{field}"),
+                FieldErrorType::Forbidden,
+                message,
+            ));
+        }
     }
     if let Some(data) = &vm.user_data
         && base64::engine::general_purpose::STANDARD
@@ -342,7 +405,23 @@ pub fn to_storage(object: &mut Value, key_pair: Option<&str>) -> Result<(), Vec<
             .with_value(power.clone()),
         );
     }
-    for (i, disk) in vm.disks.iter().enumerate() {
+    errors.extend(check_disks(&vm.disks, vm_field));
+    if vm.key_pair_name.is_some() && key_pair.is_none() {
+        errors.push(
+            FieldError::new(
+                format!("{vm_field}.keyPairName"),
+                FieldErrorType::NotFound,
+                "no Secret of that name with a `publicKey` entry in the namespace",
+            )
+            .with_value(vm.key_pair_name.clone().unwrap_or_default()),
+        );
+    }
+    errors
+}
+
+fn check_disks(disks: &[DataDisk], vm_field: &str) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    for (i, disk) in disks.iter().enumerate() {
         if !is_dns_label(&disk.name) {
             errors.push(
                 FieldError::new(
@@ -364,48 +443,41 @@ pub fn to_storage(object: &mut Value, key_pair: Option<&str>) -> Result<(), Vec<
             );
         }
     }
-    if vm.key_pair_name.is_some() && key_pair.is_none() {
-        errors.push(
-            FieldError::new(
-                format!("{vm_field}.keyPairName"),
-                FieldErrorType::NotFound,
-                "no Secret of that name with a `publicKey` entry in the namespace",
-            )
-            .with_value(vm.key_pair_name.clone().unwrap_or_default()),
-        );
-    }
-    let nics: Option<Vec<Nic>> = match spec.remove("nics") {
-        None => None,
-        Some(raw) => match serde_json::from_value(raw) {
-            Ok(nics) => Some(nics),
-            Err(e) => {
-                errors.push(FieldError::new(
-                    format!("{prefix}.nics"),
-                    FieldErrorType::Invalid,
-                    e.to_string(),
-                ));
-                None
-            }
-        },
-    };
-    for (i, nic) in nics.iter().flatten().enumerate() {
-        if !is_dns_label(&nic.name) || nic.name.len() > 15 {
-            errors.push(
-                FieldError::new(
-                    format!("{prefix}.nics[{i}].name"),
-                    FieldErrorType::Invalid,
-                    "a DNS label of at most 15 characters",
-                )
-                .with_value(nic.name.clone()),
-            );
-        }
-    }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
+    errors
+}
 
-    let mut notes: BTreeMap<&str, String> = BTreeMap::new();
-    notes.insert(ann::SHAPE, "virtualMachine".into());
+/// A pod's `nics`, each named as a Linux interface may be.
+fn parse_nics(raw: Value, prefix: &str) -> Result<Vec<Nic>, Vec<FieldError>> {
+    let nics: Vec<Nic> = serde_json::from_value(raw).map_err(|e| {
+        vec![FieldError::new(
+            format!("{prefix}.nics"),
+            FieldErrorType::Invalid,
+            e.to_string(),
+        )]
+    })?;
+    let errors: Vec<FieldError> = nics
+        .iter()
+        .enumerate()
+        .filter(|(_, nic)| !is_dns_label(&nic.name) || nic.name.len() > 15)
+        .map(|(i, nic)| {
+            FieldError::new(
+                format!("{prefix}.nics[{i}].name"),
+                FieldErrorType::Invalid,
+                "a DNS label of at most 15 characters",
+            )
+            .with_value(nic.name.clone())
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(nics)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The one container that stands for the VM in storage (the node runs it
+/// as the VM); a memory request without a limit becomes the limit.
+fn vm_container(vm: &VirtualMachine, name: &str, notes: &mut BTreeMap<&str, String>) -> Value {
     let mut resources = vm.resources.clone().unwrap_or_else(|| json!({}));
     if resources.pointer("/limits/memory").is_none()
         && let Some(memory) = resources.pointer("/requests/memory").cloned()
@@ -423,11 +495,17 @@ pub fn to_storage(object: &mut Value, key_pair: Option<&str>) -> Result<(), Vec<
     if let Some(mounts) = &vm.volume_mounts {
         container["volumeMounts"] = mounts.clone();
     }
-    spec.insert("containers".into(), json!([container]));
-    spec.insert("runtimeClassName".into(), RUNTIME_CLASS.into());
-    // A VM has no use for the service account token volume.
-    spec.entry("automountServiceAccountToken")
-        .or_insert(Value::Bool(false));
+    container
+}
+
+/// The annotations that carry the rest of the Arktos shape.
+fn vm_notes(
+    vm: &VirtualMachine,
+    key_pair: Option<&str>,
+    nics: Option<&[Nic]>,
+) -> BTreeMap<&'static str, String> {
+    let mut notes: BTreeMap<&str, String> = BTreeMap::new();
+    notes.insert(ann::SHAPE, "virtualMachine".into());
     if let Some(key) = key_pair {
         notes.insert(ann::PUBLIC_KEY, key.to_string());
         notes.insert(
@@ -452,7 +530,7 @@ pub fn to_storage(object: &mut Value, key_pair: Option<&str>) -> Result<(), Vec<
             .clone()
             .unwrap_or_else(|| POWER_RUNNING.into()),
     );
-    if let Some(nics) = &nics {
+    if let Some(nics) = nics {
         notes.insert(ann::NICS, serde_json::to_string(nics).unwrap_or_default());
     }
     if !vm.disks.is_empty() {
@@ -461,18 +539,7 @@ pub fn to_storage(object: &mut Value, key_pair: Option<&str>) -> Result<(), Vec<
             serde_json::to_string(&vm.disks).unwrap_or_default(),
         );
     }
-    let metadata = ensure_object(object, metadata_at);
-    let annotations = metadata
-        .entry("annotations")
-        .or_insert_with(|| json!({}))
-        .as_object_mut()
-        .expect("annotations is an object");
-    // What the tenant wrote under our prefix is replaced, never trusted.
-    annotations.retain(|key, _| !ann::INTERNAL.contains(&key.as_str()));
-    for (key, value) in notes {
-        annotations.insert(key.into(), value.into());
-    }
-    Ok(())
+    notes
 }
 
 /// The `containers` a VM pod reads back with, naming the VM as its one
