@@ -1,6 +1,7 @@
 //! Issue #5 (tenant controller): provisioning within seconds, drift repair,
 //! status, and deletion of everything a tenant owns.
 
+use anyhow::Context;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -186,6 +187,9 @@ async fn tenant_controller_provisions_repairs_and_deletes(ctx: Arc<Ctx>) -> anyh
 
     // Deletion removes the namespaces, the grant, then the tenant.
     tenants.delete(&tenant, &DeleteParams::default()).await?;
+    // What was left at the last look, for the message should it time out.
+    let last = std::sync::Mutex::new(String::new());
+    let last_ref = &last;
     let took = eventually("tenant deletion", Duration::from_secs(90), || {
         let (tenants, namespaces, roles, tenant, role) = (
             tenants.clone(),
@@ -208,13 +212,14 @@ async fn tenant_controller_provisions_repairs_and_deletes(ctx: Arc<Ctx>) -> anyh
                 .await?
                 .map(|t| (t.metadata.finalizers, t.status.map(|s| s.conditions)));
             let role_left = roles.get_opt(&role).await?.is_some();
-            if left > 0 || tenant_left.is_some() || role_left {
-                tracing::warn!(left, ?tenant_left, role_left, "deletion in progress");
-            }
+            *last_ref.lock().expect("last") = format!(
+                "{left} namespaces left, tenant {tenant_left:?}, owner role left: {role_left}"
+            );
             Ok(left == 0 && tenant_left.is_none() && !role_left)
         }
     })
-    .await?;
+    .await
+    .with_context(|| last.lock().expect("last").clone())?;
     eprintln!(
         "tenant controller: tenant with 8 namespaces (3 default) deleted after {} ms",
         took.as_millis()
