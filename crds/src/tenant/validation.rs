@@ -1,7 +1,7 @@
 //! The rules a Tenant must satisfy, beyond its schema. Each failure names
 //! its field and the limit, for a 422 `Status`.
 
-use super::{OwnerKind, Tenant};
+use super::{Owner, OwnerKind, Tenant, TenantQuota};
 use crate::naming::{TenantName, is_dns_label};
 use crate::quantity;
 use crate::status::{FieldError, FieldErrorType};
@@ -57,7 +57,26 @@ pub fn validate(tenant: &Tenant) -> Vec<FieldError> {
         ));
     }
     let spec = &tenant.spec;
-    for (i, owner) in spec.owners.iter().enumerate() {
+    errors.extend(check_owners(&spec.owners));
+    if let Some(quota) = &spec.quota {
+        errors.extend(check_quota(quota));
+    }
+    if !is_dns_label(&spec.partition) {
+        errors.push(
+            FieldError::new(
+                "spec.partition",
+                FieldErrorType::Invalid,
+                "a partition name must be a DNS label (lowercase letters, digits and '-')",
+            )
+            .with_value(&spec.partition),
+        );
+    }
+    errors
+}
+
+fn check_owners(owners: &[Owner]) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    for (i, owner) in owners.iter().enumerate() {
         let field = format!("spec.owners[{i}]");
         if owner.name.is_empty() {
             errors.push(FieldError::new(
@@ -82,52 +101,45 @@ pub fn validate(tenant: &Tenant) -> Vec<FieldError> {
             _ => {}
         }
     }
-    if let Some(quota) = &spec.quota {
-        for (key, value) in &quota.hard {
-            let field = format!("spec.quota.hard[{key}]");
-            if !is_quota_key(key) {
-                errors.push(
-                    FieldError::new(
-                        field.clone(),
-                        FieldErrorType::NotSupported,
-                        format!(
-                            "supported keys: {}, count/<resource>[.<group>], requests.<domain>/<name>",
-                            QUOTA_KEYS.join(", ")
-                        ),
-                    )
-                    .with_value(key),
-                );
-            }
-            if !quantity::is_valid(&value.0) {
-                errors.push(
-                    FieldError::new(
-                        field,
-                        FieldErrorType::Invalid,
-                        "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
-                    )
-                    .with_value(&value.0),
-                );
-            } else if quantity::is_negative(&value.0) {
-                errors.push(
-                    FieldError::new(
-                        field,
-                        FieldErrorType::Invalid,
-                        "must be greater than or equal to 0",
-                    )
-                    .with_value(&value.0),
-                );
-            }
+    errors
+}
+
+fn check_quota(quota: &TenantQuota) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    for (key, value) in &quota.hard {
+        let field = format!("spec.quota.hard[{key}]");
+        if !is_quota_key(key) {
+            errors.push(
+                FieldError::new(
+                    field.clone(),
+                    FieldErrorType::NotSupported,
+                    format!(
+                        "supported keys: {}, count/<resource>[.<group>], requests.<domain>/<name>",
+                        QUOTA_KEYS.join(", ")
+                    ),
+                )
+                .with_value(key),
+            );
         }
-    }
-    if !is_dns_label(&spec.partition) {
-        errors.push(
-            FieldError::new(
-                "spec.partition",
-                FieldErrorType::Invalid,
-                "a partition name must be a DNS label (lowercase letters, digits and '-')",
-            )
-            .with_value(&spec.partition),
-        );
+        if !quantity::is_valid(&value.0) {
+            errors.push(
+                FieldError::new(
+                    field,
+                    FieldErrorType::Invalid,
+                    "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+                )
+                .with_value(&value.0),
+            );
+        } else if quantity::is_negative(&value.0) {
+            errors.push(
+                FieldError::new(
+                    field,
+                    FieldErrorType::Invalid,
+                    "must be greater than or equal to 0",
+                )
+                .with_value(&value.0),
+            );
+        }
     }
     errors
 }
