@@ -595,6 +595,31 @@ pub fn to_arktos(object: &mut Value) {
     if spec.get("automountServiceAccountToken") == Some(&Value::Bool(false)) {
         spec.remove("automountServiceAccountToken");
     }
+    let vm = vm_of(&container, &note);
+    spec.insert(
+        "virtualMachine".into(),
+        serde_json::to_value(&vm).unwrap_or_default(),
+    );
+    spec.insert("containers".into(), echo_containers(&vm.name, &vm.image));
+    if let Some(nics) = note(ann::NICS).and_then(|n| serde_json::from_str::<Value>(&n).ok()) {
+        spec.insert("nics".into(), nics);
+    }
+    if let Some(annotations) = object
+        .pointer_mut(metadata_at)
+        .and_then(|m| m.get_mut("annotations"))
+        .and_then(Value::as_object_mut)
+    {
+        annotations.retain(|key, _| !ann::INTERNAL.contains(&key.as_str()));
+    }
+    if kind == "Pod" {
+        let observed = note(ann::OBSERVED).and_then(|o| serde_json::from_str(&o).ok());
+        vm_status(object, &vm, observed);
+    }
+}
+
+/// The `virtualMachine` a stored VM pod's one container and annotations
+/// (`note`) stand for.
+fn vm_of(container: &Value, note: &dyn Fn(&str) -> Option<String>) -> VirtualMachine {
     let mut resources = container.get("resources").cloned();
     if note(ann::MEMORY_LIMIT_DEFAULTED).is_some()
         && let Some(limits) = resources
@@ -611,7 +636,7 @@ pub fn to_arktos(object: &mut Value) {
     }
     let script = note(ann::USER_DATA_IS_SCRIPT).is_some();
     let user_data = note(ann::USER_DATA);
-    let vm = VirtualMachine {
+    VirtualMachine {
         name: container["name"].as_str().unwrap_or("vm").to_string(),
         image: container["image"].as_str().unwrap_or_default().to_string(),
         image_pull_policy: container["imagePullPolicy"].as_str().map(str::to_string),
@@ -633,25 +658,6 @@ pub fn to_arktos(object: &mut Value) {
         disks: note(ann::DISKS)
             .and_then(|d| serde_json::from_str(&d).ok())
             .unwrap_or_default(),
-    };
-    spec.insert(
-        "virtualMachine".into(),
-        serde_json::to_value(&vm).unwrap_or_default(),
-    );
-    spec.insert("containers".into(), echo_containers(&vm.name, &vm.image));
-    if let Some(nics) = note(ann::NICS).and_then(|n| serde_json::from_str::<Value>(&n).ok()) {
-        spec.insert("nics".into(), nics);
-    }
-    if let Some(annotations) = object
-        .pointer_mut(metadata_at)
-        .and_then(|m| m.get_mut("annotations"))
-        .and_then(Value::as_object_mut)
-    {
-        annotations.retain(|key, _| !ann::INTERNAL.contains(&key.as_str()));
-    }
-    if kind == "Pod" {
-        let observed = note(ann::OBSERVED).and_then(|o| serde_json::from_str(&o).ok());
-        vm_status(object, &vm, observed);
     }
 }
 
