@@ -587,22 +587,8 @@ impl VmRuntime {
             .metadata
             .clone()
             .ok_or_else(|| Status::invalid_argument("container config has no metadata"))?;
-        let busy: Vec<String> = self
-            .containers
-            .read()
-            .await
-            .values()
-            .filter(|c| c.sandbox_id == sandbox_id && c.phase != Phase::Exited)
-            .map(|c| c.name.clone())
-            .collect();
-        if !busy.is_empty() {
-            return Err(Status::failed_precondition(format!(
-                "a VM pod holds exactly one container: sandbox {sandbox_id} already has {} ({}), cannot add {}",
-                busy.join(", "),
-                "not exited",
-                meta.name
-            )));
-        }
+        self.check_no_other_container(sandbox_id, &meta.name)
+            .await?;
         let reference = config
             .image
             .as_ref()
@@ -618,27 +604,7 @@ impl VmRuntime {
         let mut annotations = sandbox.annotations.clone();
         annotations.extend(config.annotations.clone());
         let shape = VmShape::new(wanted, &annotations, &self.cfg.sizes)?;
-        let user_data = match annotations.get(USER_DATA_ANNOTATION) {
-            None => None,
-            Some(b64) => Some(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64.trim())
-                    .map_err(|e| {
-                        Status::invalid_argument(format!(
-                            "annotation {USER_DATA_ANNOTATION} is not base64: {e}"
-                        ))
-                    })?,
-            ),
-        };
-        let public_keys: Vec<String> = annotations
-            .get(PUBLIC_KEY_ANNOTATION)
-            .map(|k| {
-                k.lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let (user_data, public_keys) = guest_inputs(&annotations)?;
         let network = sandbox
             .network
             .clone()
@@ -646,14 +612,6 @@ impl VmRuntime {
 
         let id = new_id();
         let dir = self.cfg.state_dir.join("vms").join(&id);
-        let log_path = if sandbox.log_directory.is_empty() || config.log_path.is_empty() {
-            String::new()
-        } else {
-            Path::new(&sandbox.log_directory)
-                .join(&config.log_path)
-                .display()
-                .to_string()
-        };
         let record = ContainerRecord {
             id: id.clone(),
             sandbox_id: sandbox_id.to_string(),
@@ -663,7 +621,7 @@ impl VmRuntime {
             image_id: image.id.clone(),
             labels: config.labels.clone(),
             annotations: config.annotations.clone(),
-            log_path,
+            log_path: log_path(&sandbox.log_directory, &config.log_path),
             created_at: now_ns(),
             started_at: 0,
             finished_at: 0,
@@ -696,6 +654,25 @@ impl VmRuntime {
         tracing::info!(container = %id, sandbox = %sandbox_id, image = %reference,
             vcpus = shape.vcpus, memory_mib = shape.memory_mib, "VM container created");
         Ok(id)
+    }
+
+    /// A VM pod holds exactly one container that has not exited.
+    async fn check_no_other_container(&self, sandbox_id: &str, name: &str) -> Result<(), Status> {
+        let busy: Vec<String> = self
+            .containers
+            .read()
+            .await
+            .values()
+            .filter(|c| c.sandbox_id == sandbox_id && c.phase != Phase::Exited)
+            .map(|c| c.name.clone())
+            .collect();
+        if busy.is_empty() {
+            return Ok(());
+        }
+        Err(Status::failed_precondition(format!(
+            "a VM pod holds exactly one container: sandbox {sandbox_id} already has {} (not exited), cannot add {name}",
+            busy.join(", "),
+        )))
     }
 
     /// Disk overlay, seed, log directory and the domain definition.
@@ -1230,4 +1207,42 @@ impl VmRuntime {
         let users = self.users_of_image(&image.id).await;
         Ok(self.images.remove(reference, &users).await?)
     }
+}
+
+/// Where the CRI log of a container goes (none when the sandbox has no log
+/// directory).
+fn log_path(directory: &str, relative: &str) -> String {
+    if directory.is_empty() || relative.is_empty() {
+        return String::new();
+    }
+    Path::new(directory).join(relative).display().to_string()
+}
+
+/// The user data (base64 in its annotation) and the SSH public keys (one
+/// per line) the guest's seed carries.
+fn guest_inputs(
+    annotations: &HashMap<String, String>,
+) -> Result<(Option<Vec<u8>>, Vec<String>), Status> {
+    let user_data = match annotations.get(USER_DATA_ANNOTATION) {
+        None => None,
+        Some(b64) => Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "annotation {USER_DATA_ANNOTATION} is not base64: {e}"
+                    ))
+                })?,
+        ),
+    };
+    let public_keys = annotations
+        .get(PUBLIC_KEY_ANNOTATION)
+        .map(|k| {
+            k.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((user_data, public_keys))
 }
