@@ -116,41 +116,7 @@ async fn agent_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Clie
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let translations = match &cli.image_translations {
-        Some(path) => Translations::parse(
-            &std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("image translations {}: {e}", path.display()))?,
-        )?,
-        None => Translations::default(),
-    };
-    let accel = match cli.accel {
-        AccelChoice::Auto => crate::vm::kvm::kvm_candidate(),
-        AccelChoice::Kvm => Accel::Kvm,
-        AccelChoice::Tcg => Accel::Tcg,
-    };
-    let images = ImageCache::open(&cli.state_dir.join("images"), translations)?;
-    let vm = VmRuntime::open(
-        VmConfig {
-            state_dir: cli.state_dir.clone(),
-            libvirt_uri: cli.libvirt_uri.clone(),
-            accel,
-            accel_forced: !matches!(cli.accel, AccelChoice::Auto),
-            sizes: SizePolicy {
-                default_memory_mib: cli.vm_default_memory_mib,
-                min_memory_mib: cli.vm_min_memory_mib,
-                max_vcpus: cli.vm_max_vcpus,
-                max_memory_mib: cli.vm_max_memory_mib,
-            },
-            cni: Cni {
-                conf_dir: cli.cni_conf_dir.clone(),
-                bin_dirs: cli.cni_bin_dir.clone(),
-                netns_prefix: cli.netns_prefix.clone(),
-            },
-            stop_grace_cap: Duration::from_secs(cli.stop_grace_cap_seconds),
-        },
-        images,
-    )
-    .await?;
+    let vm = open_vm_runtime(&cli).await?;
     vm.spawn_monitor();
     if let Some(node) = &cli.node_name {
         let client = agent_client(cli.kubeconfig.as_ref()).await?;
@@ -171,27 +137,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         metrics: metrics.clone(),
     };
 
-    let health = {
-        let vm = vm.clone();
-        let metrics = metrics.clone();
-        let healthz = warp::path!("healthz")
-            .or(warp::path!("readyz"))
-            .unify()
-            .map(move || match vm.libvirt_health().answer {
-                Ok(_) => warp::http::Response::builder()
-                    .status(200)
-                    .body("ok".to_string()),
-                Err(e) => warp::http::Response::builder().status(503).body(e),
-            });
-        let livez = warp::path!("livez").map(|| "ok".to_string());
-        let metrics = warp::path!("metrics").map(move || metrics.render());
-        healthz
-            .map(|r: Result<_, _>| r.expect("static response"))
-            .or(livez)
-            .or(metrics)
-    };
+    serve_health(cli.health_address, vm.clone(), metrics.clone());
     let health_address = cli.health_address;
-    tokio::spawn(async move { warp::serve(health).run(health_address).await });
 
     if let Some(parent) = cli.listen.parent() {
         std::fs::create_dir_all(parent)?;
@@ -227,4 +174,63 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .await?;
     let _ = std::fs::remove_file(&cli.listen);
     Ok(())
+}
+
+/// The VM back end: image cache, accelerator, sizes, CNI, libvirt.
+async fn open_vm_runtime(cli: &Cli) -> anyhow::Result<Arc<VmRuntime>> {
+    let translations = match &cli.image_translations {
+        Some(path) => Translations::parse(
+            &std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("image translations {}: {e}", path.display()))?,
+        )?,
+        None => Translations::default(),
+    };
+    let accel = match cli.accel {
+        AccelChoice::Auto => crate::vm::kvm::kvm_candidate(),
+        AccelChoice::Kvm => Accel::Kvm,
+        AccelChoice::Tcg => Accel::Tcg,
+    };
+    let images = ImageCache::open(&cli.state_dir.join("images"), translations)?;
+    VmRuntime::open(
+        VmConfig {
+            state_dir: cli.state_dir.clone(),
+            libvirt_uri: cli.libvirt_uri.clone(),
+            accel,
+            accel_forced: !matches!(cli.accel, AccelChoice::Auto),
+            sizes: SizePolicy {
+                default_memory_mib: cli.vm_default_memory_mib,
+                min_memory_mib: cli.vm_min_memory_mib,
+                max_vcpus: cli.vm_max_vcpus,
+                max_memory_mib: cli.vm_max_memory_mib,
+            },
+            cni: Cni {
+                conf_dir: cli.cni_conf_dir.clone(),
+                bin_dirs: cli.cni_bin_dir.clone(),
+                netns_prefix: cli.netns_prefix.clone(),
+            },
+            stop_grace_cap: Duration::from_secs(cli.stop_grace_cap_seconds),
+        },
+        images,
+    )
+    .await
+}
+
+/// /healthz and /readyz (libvirt answers), /livez, /metrics.
+fn serve_health(address: std::net::SocketAddr, vm: Arc<VmRuntime>, metrics: Arc<Metrics>) {
+    let healthz = warp::path!("healthz")
+        .or(warp::path!("readyz"))
+        .unify()
+        .map(move || match vm.libvirt_health().answer {
+            Ok(_) => warp::http::Response::builder()
+                .status(200)
+                .body("ok".to_string()),
+            Err(e) => warp::http::Response::builder().status(503).body(e),
+        });
+    let livez = warp::path!("livez").map(|| "ok".to_string());
+    let metrics = warp::path!("metrics").map(move || metrics.render());
+    let health = healthz
+        .map(|r: Result<_, _>| r.expect("static response"))
+        .or(livez)
+        .or(metrics);
+    tokio::spawn(async move { warp::serve(health).run(address).await });
 }
