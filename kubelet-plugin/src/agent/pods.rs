@@ -117,9 +117,28 @@ impl Agent {
         let Some(vm) = self.vms.vm_of_pod(&pod.uid().unwrap_or_default()).await else {
             return;
         };
+        let mut problems = self.apply_power(pod, &vm).await;
+        // Unavailable while an Action operates on the VM: the Action
+        // reports when it is done, and that report brings the pod back here.
+        let Ok(observed) = self.vms.observe(&vm).await else {
+            if !problems.is_empty() {
+                tracing::warn!(pod = %pod.name_any(), problems = ?problems, "VM pod not as asked");
+            }
+            return;
+        };
+        problems.extend(self.converge_nics(pod, &vm, &observed).await);
+        problems.extend(self.converge_disks(pod, &vm, &observed).await);
+        if !problems.is_empty() {
+            tracing::warn!(pod = %pod.name_any(), problems = ?problems, "VM pod not as asked");
+        }
+        self.write_observed(pod, &vm, problems.join("; ")).await;
+    }
+
+    /// Carries out the pod's `powerSpec` if it changed; the problems met.
+    async fn apply_power(&self, pod: &Pod, vm: &str) -> Vec<String> {
         let mut problems = Vec::new();
         let wanted_power = annotation(pod, ann::POWER_SPEC).unwrap_or(POWER_RUNNING);
-        match self.vms.apply_power_spec(&vm, wanted_power).await {
+        match self.vms.apply_power_spec(vm, wanted_power).await {
             Ok(Some(true)) => {
                 let how = if wanted_power == POWER_SHUTDOWN {
                     "off"
@@ -137,21 +156,19 @@ impl Agent {
             Ok(_) => {}
             Err(e) => problems.push(format!("powerSpec {wanted_power}: {}", e.message())),
         }
-        // Unavailable while an Action operates on the VM: the Action
-        // reports when it is done, and that report brings the pod back here.
-        let Ok(observed) = self.vms.observe(&vm).await else {
-            if !problems.is_empty() {
-                tracing::warn!(pod = %pod.name_any(), problems = ?problems, "VM pod not as asked");
-            }
-            return;
-        };
-        // Arktos' first NIC is the pod's own network; the rest are plugged.
+        problems
+    }
+
+    /// Plugs and unplugs NICs until the VM has the pod's (the first is
+    /// the pod's own network); the problems met.
+    async fn converge_nics(&self, pod: &Pod, vm: &str, observed: &Observed) -> Vec<String> {
+        let mut problems = Vec::new();
         let nics: Vec<Nic> = annotation(pod, ann::NICS)
             .and_then(|n| serde_json::from_str(n).ok())
             .unwrap_or_default();
         let wanted_nics: Vec<String> = nics.iter().skip(1).map(|n| n.name.clone()).collect();
         for nic in wanted_nics.iter().filter(|n| !observed.nics.contains(n)) {
-            match self.vms.attach_nic(&vm, nic).await {
+            match self.vms.attach_nic(vm, nic).await {
                 Ok(()) => {
                     self.event(
                         pod,
@@ -165,7 +182,7 @@ impl Agent {
             }
         }
         for nic in observed.nics.iter().filter(|n| !wanted_nics.contains(n)) {
-            match self.vms.detach_nic(&vm, nic).await {
+            match self.vms.detach_nic(vm, nic).await {
                 Ok(()) => {
                     self.event(
                         pod,
@@ -178,6 +195,13 @@ impl Agent {
                 Err(e) => problems.push(format!("unplugging NIC {nic}: {}", e.message())),
             }
         }
+        problems
+    }
+
+    /// Plugs and unplugs data disks until the VM has the pod's; the
+    /// problems met.
+    async fn converge_disks(&self, pod: &Pod, vm: &str, observed: &Observed) -> Vec<String> {
+        let mut problems = Vec::new();
         let disks: Vec<DataDisk> = annotation(pod, ann::DISKS)
             .and_then(|d| serde_json::from_str(d).ok())
             .unwrap_or_default();
@@ -185,7 +209,7 @@ impl Agent {
             let bytes = arktos_crds::quantity::to_milli(&disk.size)
                 .map(|milli| (milli / 1000).max(0) as u64)
                 .unwrap_or(0);
-            match self.vms.attach_disk(&vm, &disk.name, bytes).await {
+            match self.vms.attach_disk(vm, &disk.name, bytes).await {
                 Ok(()) => {
                     self.event(
                         pod,
@@ -203,7 +227,7 @@ impl Agent {
             .iter()
             .filter(|name| !disks.iter().any(|d| &&d.name == name))
         {
-            match self.vms.detach_disk(&vm, disk).await {
+            match self.vms.detach_disk(vm, disk).await {
                 Ok(()) => {
                     self.event(
                         pod,
@@ -216,10 +240,7 @@ impl Agent {
                 Err(e) => problems.push(format!("unplugging disk {disk}: {}", e.message())),
             }
         }
-        if !problems.is_empty() {
-            tracing::warn!(pod = %pod.name_any(), problems = ?problems, "VM pod not as asked");
-        }
-        self.write_observed(pod, &vm, problems.join("; ")).await;
+        problems
     }
 
     /// Reports what the VM has now in the pod's observed annotation,
