@@ -392,19 +392,7 @@ fn check_vm(
             "must be base64",
         ));
     }
-    if let Some(power) = &vm.power_spec
-        && power != POWER_RUNNING
-        && power != POWER_SHUTDOWN
-    {
-        errors.push(
-            FieldError::new(
-                format!("{vm_field}.powerSpec"),
-                FieldErrorType::NotSupported,
-                format!("supported values: {POWER_RUNNING:?}, {POWER_SHUTDOWN:?}"),
-            )
-            .with_value(power.clone()),
-        );
-    }
+    errors.extend(check_power(vm.power_spec.as_deref(), vm_field));
     errors.extend(check_disks(&vm.disks, vm_field));
     if vm.key_pair_name.is_some() && key_pair.is_none() {
         errors.push(
@@ -417,6 +405,18 @@ fn check_vm(
         );
     }
     errors
+}
+
+fn check_power(power: Option<&str>, vm_field: &str) -> Option<FieldError> {
+    let power = power?;
+    (power != POWER_RUNNING && power != POWER_SHUTDOWN).then(|| {
+        FieldError::new(
+            format!("{vm_field}.powerSpec"),
+            FieldErrorType::NotSupported,
+            format!("supported values: {POWER_RUNNING:?}, {POWER_SHUTDOWN:?}"),
+        )
+        .with_value(power)
+    })
 }
 
 fn check_disks(disks: &[DataDisk], vm_field: &str) -> Vec<FieldError> {

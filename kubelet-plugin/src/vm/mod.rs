@@ -589,14 +589,7 @@ impl VmRuntime {
             .ok_or_else(|| Status::invalid_argument("container config has no metadata"))?;
         self.check_no_other_container(sandbox_id, &meta.name)
             .await?;
-        let reference = config
-            .image
-            .as_ref()
-            .map(|i| i.image.clone())
-            .unwrap_or_default();
-        let image = self.images.find(&reference).await.ok_or_else(|| {
-            Status::not_found(format!("VM image {reference:?} is not pulled on this node"))
-        })?;
+        let (reference, image) = self.pulled_image(&config).await?;
         let wanted = Wanted::from_resources(
             config.linux.as_ref().and_then(|l| l.resources.as_ref()),
             &self.cfg.sizes,
@@ -654,6 +647,22 @@ impl VmRuntime {
         tracing::info!(container = %id, sandbox = %sandbox_id, image = %reference,
             vcpus = shape.vcpus, memory_mib = shape.memory_mib, "VM container created");
         Ok(id)
+    }
+
+    /// The image a container config names, as this node pulled it.
+    async fn pulled_image(
+        &self,
+        config: &cri::ContainerConfig,
+    ) -> Result<(String, CachedImage), Status> {
+        let reference = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        let image = self.images.find(&reference).await.ok_or_else(|| {
+            Status::not_found(format!("VM image {reference:?} is not pulled on this node"))
+        })?;
+        Ok((reference, image))
     }
 
     /// A VM pod holds exactly one container that has not exited.

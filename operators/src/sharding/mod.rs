@@ -197,34 +197,16 @@ where
             continue;
         }
         let wanted = ring::share_of(&names, membership.instance());
-        let (keep, misfits): (Vec<Piece>, Vec<Piece>) =
-            std::mem::take(&mut pieces).into_iter().partition(|p| {
-                wanted.is_some_and(|w| w.start <= p.range.start && p.range.end <= w.end)
-            });
-        for piece in misfits {
-            stop(piece, &metrics).await;
-        }
-        pieces = keep;
-        let mut published = claim.lock().await;
-        if *published != wanted {
-            *published = wanted;
-            let written = membership.renew(wanted).await;
-            drop(published);
-            if let Err(err) = written {
-                tracing::warn!(error = %err, "cannot publish the shard claim");
+        stop_misfits(&mut pieces, wanted, &metrics).await;
+        // Check members only after publishing a changed claim: see the
+        // module docs.
+        match publish(&membership, &claim, wanted).await {
+            Ok(Some(after)) => members = after,
+            Ok(None) => {}
+            Err(()) => {
                 tokio::time::sleep(tick).await;
                 continue;
             }
-            // Check only after publishing: see the module docs.
-            members = match membership.members().await {
-                Ok(members) => members,
-                Err(_) => {
-                    tokio::time::sleep(tick).await;
-                    continue;
-                }
-            };
-        } else {
-            drop(published);
         }
         if let Some(wanted) = wanted {
             start_gaps(&membership, &members, wanted, mode, &start, &mut pieces);
@@ -236,6 +218,38 @@ where
             return;
         }
     }
+}
+
+/// Stops (and drains) the pieces that no longer fit in `wanted`.
+async fn stop_misfits(pieces: &mut Vec<Piece>, wanted: Option<Range>, metrics: &Metrics) {
+    let (keep, misfits): (Vec<Piece>, Vec<Piece>) = std::mem::take(pieces)
+        .into_iter()
+        .partition(|p| wanted.is_some_and(|w| w.start <= p.range.start && p.range.end <= w.end));
+    for piece in misfits {
+        stop(piece, metrics).await;
+    }
+    *pieces = keep;
+}
+
+/// Publishes `wanted` as this instance's claim if it changed; then the
+/// members as they are after it (`None`: unchanged, nothing written).
+async fn publish(
+    membership: &Membership,
+    claim: &tokio::sync::Mutex<Option<Range>>,
+    wanted: Option<Range>,
+) -> Result<Option<Vec<Member>>, ()> {
+    let mut published = claim.lock().await;
+    if *published == wanted {
+        return Ok(None);
+    }
+    *published = wanted;
+    let written = membership.renew(wanted).await;
+    drop(published);
+    if let Err(err) = written {
+        tracing::warn!(error = %err, "cannot publish the shard claim");
+        return Err(());
+    }
+    membership.members().await.map(Some).map_err(|_| ())
 }
 
 /// Keeps this instance's Lease renewed with the current claim.
