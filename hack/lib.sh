@@ -66,11 +66,23 @@ ensure_kvm_device() {
   fi
 }
 
+# The kubelet of the real node evicts pods when the disk runs low (below
+# 10% or 10 GiB or so), and a full disk fails builds in odd places: say so
+# before anything starts rather than after a test times out.
+check_free_disk() {
+  local free_kib
+  free_kib=$(df -Pk "$ARKTOS_HOME" | awk 'NR==2 {print $4}')
+  if [ "${free_kib:-0}" -lt $((20 * 1024 * 1024)) ]; then
+    say "WARNING: only $((free_kib / 1024 / 1024)) GiB free under $ARKTOS_HOME; builds need about 15 GiB and the real node's kubelet evicts pods when the disk is nearly full (old cargo target dirs under $ARKTOS_HOME/target can go)"
+  fi
+}
+
 ensure_all() {
   ensure_debian_packages "${DEBIAN_PACKAGES[@]}"
   ensure_kvm_device
   ensure_toolchains
   mkdir -p "$ARKTOS_HOME"
+  check_free_disk
   cd "$ROOT"
 }
 
