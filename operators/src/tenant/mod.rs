@@ -71,6 +71,17 @@ pub struct Setup {
 }
 
 impl Writes {
+    /// Trackers that have seen nothing: for tests.
+    #[cfg(test)]
+    pub fn unwatched() -> Self {
+        Self {
+            role_bindings: written::Written::unwatched(),
+            policies: written::Written::unwatched(),
+            cluster_roles: written::Written::unwatched(),
+            cluster_role_bindings: written::Written::unwatched(),
+        }
+    }
+
     /// Starts the metadata watches of everything the controller writes.
     pub fn watch(client: &kube::Client) -> Self {
         let managed = managed_by_us();

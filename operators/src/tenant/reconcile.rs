@@ -443,3 +443,6 @@ async fn publish(tenant: &Tenant, context: &Context, reason: &str, note: &str) {
         tracing::debug!(error = %err, "cannot publish an event");
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -45,6 +45,13 @@ where
         Self { seen }
     }
 
+    /// A tracker that has seen nothing (every apply goes out): for tests.
+    #[cfg(test)]
+    pub fn unwatched() -> Self {
+        let (seen, _writer) = reflector::store();
+        Self { seen }
+    }
+
     /// Whether the object `desired` names holds what `stamp` made of it,
     /// written last by `manager`.
     pub fn in_place(&self, desired: &K, manager: &str) -> bool {
