@@ -1,4 +1,4 @@
-//! Issue #5 (admission and the operators under stress): what tenants may
+//! Admission and the operators under stress (docs/operators.md): what tenants may
 //! not do is refused with a clear message, the tenant-wide quota holds
 //! under concurrent creates on two webhook replicas, a big tenant is
 //! deleted with progress, and killed operators converge again.

@@ -1,4 +1,4 @@
-//! Issue #3: Tenant objects through the aggregation layer, checked with
+//! The Tenant API (docs/architecture.md): Tenant objects through the aggregation layer, checked with
 //! kubectl and kube-rs against the real cluster and arktos-apiserver.
 
 use std::collections::BTreeMap;

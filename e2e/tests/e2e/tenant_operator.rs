@@ -1,4 +1,4 @@
-//! Issue #5 (tenant controller): provisioning within seconds, drift repair,
+//! The tenant controller (docs/operators.md): provisioning within seconds, drift repair,
 //! status, and deletion of everything a tenant owns.
 
 use anyhow::Context;

@@ -1,4 +1,4 @@
-//! Issue #4: `kubectl tenant` and plain kubectl against a tenant context,
+//! Tenant routes: `kubectl tenant` and plain kubectl against a tenant context,
 //! and the same objects on the aggregated path and the Arktos path form.
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Issue #4: the Python `kubernetes` client (from PyPI, installed by the
+//! Tenant routes: the Python `kubernetes` client (from PyPI, installed by the
 //! test run into a venv under $ARKTOS_HOME) works unmodified against a
 //! tenant kubeconfig whose server URL is the gateway's `/tenants/<t>`.
 

@@ -1,4 +1,4 @@
-//! Issue #4 (in progress): tenant routes through the tenant gateway, with
+//! Tenant routes (docs/tenant-routes.md) through the tenant gateway, with
 //! kube-rs clients whose server URL is `https://<gateway>/tenants/<t>`.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Issue #6 (sharded controllers): three instances of the tenant controller
+//! Sharded controllers (docs/operators.md): three instances of the tenant controller
 //! split 1,000 tenants, never reconcile one tenant at the same time, take
 //! over a killed instance's share within the lease period, rebalance when
 //! it returns; with the server's `shardSelector` and with bucket labels.

@@ -1,4 +1,4 @@
-//! Issue #4: watches on the tenant gateway: long-lived, exactly the
+//! Tenant routes: watches on the tenant gateway: long-lived, exactly the
 //! tenant's events in order with tenant names, and an informer-style
 //! list+watch that resumes after arktos-apiserver restarts.
 
