@@ -9,6 +9,7 @@ use virt::error::ErrorNumber;
 use virt::sys;
 
 use super::domain::DOMAIN_PREFIX;
+use super::hypervisor::Hypervisor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LibvirtError {
@@ -70,9 +71,11 @@ impl Libvirt {
         .await
         .map_err(|e| LibvirtError::Call(e.to_string()))?
     }
+}
 
+impl Hypervisor for Libvirt {
     /// Checks libvirtd answers; the message says why not.
-    pub async fn ping(&self) -> Result<String, LibvirtError> {
+    async fn ping(&self) -> Result<String, LibvirtError> {
         self.with(|c| {
             c.hyp_version()
                 .map(|v| format!("QEMU {}.{}.{}", v / 1_000_000, v / 1000 % 1000, v % 1000))
@@ -80,19 +83,19 @@ impl Libvirt {
         .await
     }
 
-    pub async fn define(&self, xml: String) -> Result<(), LibvirtError> {
+    async fn define(&self, xml: String) -> Result<(), LibvirtError> {
         self.with(move |c| c.define_domain_xml(&xml).map(|_| ()))
             .await
     }
 
-    pub async fn start(&self, name: &str) -> Result<(), LibvirtError> {
+    async fn start(&self, name: &str) -> Result<(), LibvirtError> {
         let name = name.to_string();
         self.with(move |c| c.lookup_domain_by_name(&name)?.create().map(|_| ()))
             .await
     }
 
     /// Presses the ACPI power button; false when the domain is not running.
-    pub async fn shutdown(&self, name: &str) -> Result<bool, LibvirtError> {
+    async fn shutdown(&self, name: &str) -> Result<bool, LibvirtError> {
         let name = name.to_string();
         self.with(move |c| match c.lookup_domain_by_name(&name) {
             Ok(d) => match d.shutdown() {
@@ -107,7 +110,7 @@ impl Libvirt {
     }
 
     /// Stops the domain at once; not running or absent is fine.
-    pub async fn destroy(&self, name: &str) -> Result<(), LibvirtError> {
+    async fn destroy(&self, name: &str) -> Result<(), LibvirtError> {
         let name = name.to_string();
         self.with(move |c| match c.lookup_domain_by_name(&name) {
             Ok(d) => match d.destroy() {
@@ -122,7 +125,7 @@ impl Libvirt {
     }
 
     /// Destroys and forgets the domain with its snapshots; absent is fine.
-    pub async fn undefine(&self, name: &str) -> Result<(), LibvirtError> {
+    async fn undefine(&self, name: &str) -> Result<(), LibvirtError> {
         let name = name.to_string();
         self.with(move |c| match c.lookup_domain_by_name(&name) {
             Ok(d) => {
@@ -141,7 +144,7 @@ impl Libvirt {
     }
 
     /// None when libvirt has no such domain.
-    pub async fn facts(&self, name: &str) -> Result<Option<DomainFacts>, LibvirtError> {
+    async fn facts(&self, name: &str) -> Result<Option<DomainFacts>, LibvirtError> {
         let name = name.to_string();
         self.with(move |c| match c.lookup_domain_by_name(&name) {
             Ok(d) => {
@@ -173,12 +176,7 @@ impl Libvirt {
     /// Removing a vCPU needs the guest to let it go (ACPI eject); libvirt
     /// waits a few seconds for that, a slow guest takes longer: then
     /// `VcpuUnplugPending`, and the caller waits for the count to drop.
-    pub async fn resize(
-        &self,
-        name: &str,
-        vcpus: u32,
-        memory_mib: u64,
-    ) -> Result<(), LibvirtError> {
+    async fn resize(&self, name: &str, vcpus: u32, memory_mib: u64) -> Result<(), LibvirtError> {
         let name = name.to_string();
         let name_for_error = name.clone();
         let result = self
@@ -204,7 +202,7 @@ impl Libvirt {
     }
 
     /// Records a vCPU count in the definition only (after a slow unplug).
-    pub async fn define_vcpus(&self, name: &str, vcpus: u32) -> Result<(), LibvirtError> {
+    async fn define_vcpus(&self, name: &str, vcpus: u32) -> Result<(), LibvirtError> {
         let name = name.to_string();
         self.with(move |c| {
             c.lookup_domain_by_name(&name)?
@@ -214,7 +212,7 @@ impl Libvirt {
     }
 
     /// A hard reset, as the reset button: the guest boots again.
-    pub async fn reset(&self, name: &str) -> Result<(), LibvirtError> {
+    async fn reset(&self, name: &str) -> Result<(), LibvirtError> {
         let name = name.to_string();
         self.with(move |c| c.lookup_domain_by_name(&name)?.reset())
             .await
@@ -222,7 +220,7 @@ impl Libvirt {
 
     /// The domain's snapshots, by name, with whether each holds memory
     /// (taken while the guest ran).
-    pub async fn snapshots(&self, name: &str) -> Result<Vec<(String, bool)>, LibvirtError> {
+    async fn snapshots(&self, name: &str) -> Result<Vec<(String, bool)>, LibvirtError> {
         let name = name.to_string();
         self.with(move |c| {
             let mut out = Vec::new();
@@ -238,7 +236,7 @@ impl Libvirt {
 
     /// An internal snapshot (disk, and memory when the guest runs). The
     /// safe bindings cannot create one, libvirt's own client can.
-    pub async fn create_snapshot(&self, name: &str, snapshot: &str) -> Result<(), LibvirtError> {
+    async fn create_snapshot(&self, name: &str, snapshot: &str) -> Result<(), LibvirtError> {
         let out = tokio::process::Command::new("virsh")
             .args(["-c", &self.uri, "snapshot-create-as", "--atomic"])
             .args(["--domain", name, "--name", snapshot])
@@ -256,7 +254,7 @@ impl Libvirt {
 
     /// Returns the (inactive) domain to a snapshot; with `running` the guest
     /// resumes from the saved memory.
-    pub async fn revert_snapshot(
+    async fn revert_snapshot(
         &self,
         name: &str,
         snapshot: &str,
@@ -290,7 +288,7 @@ impl Libvirt {
     }
 
     /// Plugs a device (XML) into the running domain and its definition.
-    pub async fn attach(&self, name: &str, xml: String) -> Result<(), LibvirtError> {
+    async fn attach(&self, name: &str, xml: String) -> Result<(), LibvirtError> {
         let name = name.to_string();
         self.with(move |c| {
             let d = c.lookup_domain_by_name(&name)?;
@@ -301,7 +299,7 @@ impl Libvirt {
 
     /// Unplugs a device: the definition at once, the running guest once it
     /// lets go (ACPI eject; poll `domain_xml` to see it gone).
-    pub async fn detach(&self, name: &str, xml: String) -> Result<(), LibvirtError> {
+    async fn detach(&self, name: &str, xml: String) -> Result<(), LibvirtError> {
         let name = name.to_string();
         self.with(move |c| {
             let d = c.lookup_domain_by_name(&name)?;
@@ -311,14 +309,14 @@ impl Libvirt {
     }
 
     /// The live definition (or the stored one of an inactive domain).
-    pub async fn domain_xml(&self, name: &str) -> Result<String, LibvirtError> {
+    async fn domain_xml(&self, name: &str) -> Result<String, LibvirtError> {
         let name = name.to_string();
         self.with(move |c| c.lookup_domain_by_name(&name)?.xml_desc(0))
             .await
     }
 
     /// Names of the domains arktos-node defined, with whether they run.
-    pub async fn ours(&self) -> Result<Vec<(String, bool)>, LibvirtError> {
+    async fn ours(&self) -> Result<Vec<(String, bool)>, LibvirtError> {
         self.with(|c| {
             let mut out = Vec::new();
             for d in c.list_all_domains(0)? {

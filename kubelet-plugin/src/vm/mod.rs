@@ -4,6 +4,7 @@
 pub mod console;
 pub mod cri_view;
 pub mod domain;
+pub mod hypervisor;
 pub mod images;
 pub mod kvm;
 pub mod libvirt;
@@ -28,6 +29,7 @@ use tonic::Status;
 use self::console::ConsoleLog;
 use self::cri_view::now_ns;
 use self::domain::{Accel, DomainSpec, domain_name};
+use self::hypervisor::Hypervisor;
 use self::images::{CachedImage, ImageCache, ImageError};
 use self::libvirt::{DomainFacts, Libvirt, LibvirtError};
 use self::network::{Cni, PodRef, tap_name};
@@ -57,11 +59,12 @@ pub struct VmConfig {
     pub stop_grace_cap: Duration,
 }
 
-pub struct VmRuntime {
+/// The VM back end of arktos-node, over hypervisor `H` (libvirt).
+pub struct VmRuntime<H: Hypervisor = Libvirt> {
     cfg: VmConfig,
     store: Store,
     pub images: ImageCache,
-    libvirt: Libvirt,
+    libvirt: H,
     sandboxes: RwLock<HashMap<String, SandboxRecord>>,
     containers: RwLock<HashMap<String, ContainerRecord>>,
     /// Lifecycle calls of one sandbox (and its container) run one at a time.
@@ -174,11 +177,23 @@ impl From<ShapeError> for Status {
     }
 }
 
-impl VmRuntime {
-    /// Opens the state, then matches it with what libvirt runs: containers
-    /// whose domain stopped while arktos-node was away are marked exited,
-    /// and running ones get their console followed again.
+impl VmRuntime<Libvirt> {
+    /// The runtime over libvirt at `cfg.libvirt_uri`: see `open_with`.
     pub async fn open(cfg: VmConfig, images: ImageCache) -> anyhow::Result<Arc<Self>> {
+        let libvirt = Libvirt::new(&cfg.libvirt_uri);
+        Self::open_with(libvirt, cfg, images).await
+    }
+}
+
+impl<H: Hypervisor> VmRuntime<H> {
+    /// Opens the state, then matches it with what the hypervisor runs:
+    /// containers whose domain stopped while arktos-node was away are
+    /// marked exited, and running ones get their console followed again.
+    pub async fn open_with(
+        hypervisor: H,
+        cfg: VmConfig,
+        images: ImageCache,
+    ) -> anyhow::Result<Arc<Self>> {
         let store = Store::open(&cfg.state_dir)?;
         reachable_by_qemu(&cfg.state_dir)?;
         let remembered = std::fs::read_to_string(cfg.state_dir.join("accel")).ok();
@@ -198,7 +213,7 @@ impl VmRuntime {
         };
         let (sandboxes, containers) = store.load()?;
         let rt = Arc::new(Self {
-            libvirt: Libvirt::new(&cfg.libvirt_uri),
+            libvirt: hypervisor,
             cfg,
             store,
             images,
@@ -937,8 +952,9 @@ impl VmRuntime {
     /// to power off, then pulls the plug; true when the guest went itself.
     async fn power_off_domain(&self, name: &str, grace: Duration) -> Result<bool, Status> {
         if !grace.is_zero() && self.libvirt.shutdown(name).await? {
-            let deadline = Instant::now() + grace;
-            while Instant::now() < deadline {
+            // tokio's clock, so that tests can let the grace pass at once.
+            let deadline = tokio::time::Instant::now() + grace;
+            while tokio::time::Instant::now() < deadline {
                 if !self.libvirt.facts(name).await?.is_some_and(|f| f.active) {
                     return Ok(true);
                 }
@@ -1255,3 +1271,6 @@ fn guest_inputs(
         .unwrap_or_default();
     Ok((user_data, public_keys))
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,6 +13,7 @@ use tokio::sync::OwnedMutexGuard;
 use tonic::Status;
 
 use super::domain::{domain_name, xml_escape};
+use super::hypervisor::Hypervisor;
 use super::network::{self, extra_tap_name};
 use super::records::{ContainerRecord, DataDisk, Phase};
 use super::{VmRuntime, internal};
@@ -34,7 +35,7 @@ impl Drop for Operating {
     }
 }
 
-impl VmRuntime {
+impl<H: Hypervisor> VmRuntime<H> {
     /// The VM container of a pod (by UID): the newest one not exited.
     pub async fn vm_of_pod(&self, uid: &str) -> Option<String> {
         let sandbox = self.sandbox_of_pod(uid).await?;
