@@ -23,7 +23,7 @@ const UNPLUG_WAIT: Duration = Duration::from_secs(30);
 
 /// Held while an operation runs on a VM: its sandbox's lock, and its
 /// mark in the runtime's set of VMs being operated on.
-struct Operating {
+pub(super) struct Operating {
     _lock: OwnedMutexGuard<()>,
     id: String,
     set: Arc<std::sync::Mutex<HashSet<String>>>,
@@ -51,7 +51,7 @@ impl<H: Hypervisor> VmRuntime<H> {
     /// The container's record with its sandbox's lock held, and marked as
     /// being operated on: its domain may stop and start meanwhile without
     /// the container counting as exited.
-    async fn locked(&self, id: &str) -> Result<(Operating, ContainerRecord), Status> {
+    pub(super) async fn locked(&self, id: &str) -> Result<(Operating, ContainerRecord), Status> {
         let sandbox_id = self.container(id).await?.sandbox_id;
         let guard = Operating {
             _lock: self.lock(&sandbox_id).await.lock_owned().await,

@@ -251,3 +251,97 @@ async fn no_grace_destroys_at_once() {
     assert!(!graceful);
     assert_eq!(rt.libvirt.calls(), ["destroy arktos-z"]);
 }
+
+/// A running VM container `id` of sandbox `s-<id>`, as the runtime records it.
+async fn running_container(rt: &VmRuntime<FakeHypervisor>, id: &str) {
+    let record = ContainerRecord {
+        id: id.into(),
+        sandbox_id: format!("s-{id}"),
+        name: "vm".into(),
+        attempt: 0,
+        image: "vm.test/guest.qcow2".into(),
+        image_id: "sha256:0".into(),
+        labels: HashMap::new(),
+        annotations: HashMap::new(),
+        log_path: String::new(),
+        created_at: now_ns(),
+        started_at: now_ns(),
+        finished_at: 0,
+        exit_code: 0,
+        phase: Phase::Running,
+        reason: String::new(),
+        message: String::new(),
+        shape: VmShape {
+            vcpus: 1,
+            max_vcpus: 2,
+            memory_mib: 256,
+            max_memory_mib: 512,
+        },
+        dir: rt.cfg.state_dir.join("vms").join(id),
+        tap: tap_name(id),
+        powered_off: false,
+        power_spec_applied: arktos_crds::vm::shape::POWER_RUNNING.into(),
+        extra_nics: Vec::new(),
+        data_disks: Vec::new(),
+    };
+    rt.put_container(record).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_guest_that_powered_itself_off_is_an_exited_container() {
+    let rt = runtime(FakeHypervisor::new(Ping::Answers)).await;
+    running_container(&rt, "c1").await;
+    rt.libvirt.set(&domain_name("c1"), false);
+    rt.check_libvirt_and_vms().await;
+    let c = rt.container("c1").await.unwrap();
+    assert_eq!((c.phase, c.reason.as_str()), (Phase::Exited, "Completed"));
+}
+
+#[tokio::test]
+async fn a_vm_whose_domain_is_gone_exited_with_an_error() {
+    let rt = runtime(FakeHypervisor::new(Ping::Answers)).await;
+    running_container(&rt, "c2").await;
+    rt.check_libvirt_and_vms().await;
+    let c = rt.container("c2").await.unwrap();
+    assert_eq!((c.phase, c.exit_code), (Phase::Exited, 255));
+}
+
+/// A race fixed before: the monitor read a VM whose domain an operation
+/// (a restore) had stopped for a moment, and wrote it back as exited, so
+/// the kubelet replaced the container. While the operation holds the VM,
+/// the monitor leaves it alone.
+#[tokio::test]
+async fn the_monitor_leaves_a_vm_alone_while_an_operation_holds_it() {
+    let rt = runtime(FakeHypervisor::new(Ping::Answers)).await;
+    running_container(&rt, "c3").await;
+    rt.libvirt.set(&domain_name("c3"), false);
+    let (held, _) = rt.locked("c3").await.unwrap();
+    rt.check_libvirt_and_vms().await;
+    assert_eq!(rt.container("c3").await.unwrap().phase, Phase::Running);
+    drop(held);
+    rt.check_libvirt_and_vms().await;
+    assert_eq!(rt.container("c3").await.unwrap().phase, Phase::Exited);
+}
+
+/// A VM powered off by an Action or `powerSpec` is still a running
+/// container to the kubelet (its pod keeps its node, disk and IP).
+#[tokio::test]
+async fn a_vm_powered_off_on_purpose_stays_a_running_container() {
+    let rt = runtime(FakeHypervisor::new(Ping::Answers).running(&domain_name("c4"))).await;
+    running_container(&rt, "c4").await;
+    assert_eq!(rt.libvirt.calls(), Vec::<String>::new());
+    // No sandbox network in this test: power off through the record.
+    let (held, c) = rt.locked("c4").await.unwrap();
+    let graceful = rt
+        .power_off_domain(&domain_name(&c.id), Duration::from_secs(1))
+        .await
+        .unwrap();
+    let mut c = c;
+    c.powered_off = true;
+    rt.put_container(c).await.unwrap();
+    drop(held);
+    assert!(graceful);
+    rt.check_libvirt_and_vms().await;
+    let c = rt.container("c4").await.unwrap();
+    assert_eq!((c.phase, c.powered_off), (Phase::Running, true));
+}
