@@ -21,6 +21,9 @@ pub struct Documents {
     pub v3_hash: String,
 }
 
+/// How long a fetch of kube-apiserver's OpenAPI may take.
+const FETCH_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Fetches and translates the documents once, then serves them from memory.
 pub struct OpenApi {
     client: kube::Client,
@@ -64,10 +67,25 @@ impl OpenApi {
             .header(http::header::ACCEPT, "application/json")
             .body(Vec::new())
             .map_err(|e| status::internal(&e.to_string()))?;
-        self.client.request_text(request).await.map_err(|err| {
-            tracing::warn!(error = %err, path, "fetching OpenAPI from kube-apiserver failed");
-            status::service_unavailable("the OpenAPI documents are not available yet")
-        })
+        // kube-apiserver's aggregated /openapi/v2 includes this server's
+        // document, and building it may wait on the very request that asked
+        // for ours: bounded, that wait ends (kube-apiserver retries later)
+        // instead of holding both sides and every OpenAPI client forever.
+        match tokio::time::timeout(FETCH_WITHIN, self.client.request_text(request)).await {
+            Ok(Ok(text)) => Ok(text),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, path, "fetching OpenAPI from kube-apiserver failed");
+                Err(status::service_unavailable(
+                    "the OpenAPI documents are not available yet",
+                ))
+            }
+            Err(_) => {
+                tracing::warn!(path, "kube-apiserver did not send its OpenAPI in time");
+                Err(status::service_unavailable(
+                    "the OpenAPI documents are not available yet",
+                ))
+            }
+        }
     }
 }
 
