@@ -39,12 +39,7 @@ impl View {
             .map(|ns| ns.as_str().to_string())
             .map_err(|err| {
                 status::invalid(
-                    &status::Subject {
-                        resource: "namespaces",
-                        kind: "Namespace",
-                        name: namespace,
-                        ..Default::default()
-                    },
+                    &namespace_subject(namespace),
                     &[status::FieldError::new(
                         "metadata.name",
                         status::FieldErrorType::Invalid,
@@ -367,6 +362,16 @@ fn split_requirement(term: &str) -> Option<(&str, &str, &str)> {
         }
     }
     None
+}
+
+/// The subject of a refusal about one of the tenant's namespaces.
+pub fn namespace_subject(name: &str) -> status::Subject<'_> {
+    status::Subject {
+        resource: "namespaces",
+        kind: "Namespace",
+        name,
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use warp::reply::Response;
 
 use self::backend::{Backend, Outgoing, Rewrite};
 use self::catalog::{AGGREGATED_ACCEPT, Catalog, CatalogCache};
-use self::mapping::View;
+use self::mapping::{View, namespace_subject};
 use self::path::{ResourcePath, TenantPath};
 use self::plan::{Forward, Identity, Incoming, NamespaceOp, Plan, join};
 use crate::authn::UserInfo;
@@ -504,11 +504,7 @@ impl TenantRoutes {
             .to_string();
         if name.is_empty() {
             return Err(status::invalid(
-                &Subject {
-                    resource: "namespaces",
-                    kind: "Namespace",
-                    ..Default::default()
-                },
+                &namespace_subject(""),
                 &[status::FieldError::new(
                     "metadata.name",
                     status::FieldErrorType::Required,
@@ -541,14 +537,7 @@ impl TenantRoutes {
     /// The storage name of the tenant's namespace `name`, if it exists and
     /// carries the tenant's label; 404 otherwise.
     async fn own_namespace(&self, view: &View, name: &str) -> Result<String, Status> {
-        let not_found = || {
-            status::not_found(&Subject {
-                resource: "namespaces",
-                kind: "Namespace",
-                name,
-                ..Default::default()
-            })
-        };
+        let not_found = || status::not_found(&namespace_subject(name));
         let storage = view.namespace_to_storage(name).map_err(|_| not_found())?;
         let outgoing =
             Outgoing::get_as_us(join(&["/api/v1/namespaces", &storage]), "application/json");
@@ -593,12 +582,7 @@ impl TenantRoutes {
             .count();
         if used >= limit {
             return Err(status::quota_exceeded(
-                &Subject {
-                    resource: "namespaces",
-                    kind: "Namespace",
-                    name,
-                    ..Default::default()
-                },
+                &namespace_subject(name),
                 view.tenant().as_str(),
                 &[status::QuotaExcess {
                     key: "count/namespaces".into(),

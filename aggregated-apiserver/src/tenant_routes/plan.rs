@@ -9,7 +9,7 @@ use http::Method;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 
 use super::catalog::{Catalog, Resource};
-use super::mapping::View;
+use super::mapping::{View, namespace_subject};
 use super::path::ResourcePath;
 use super::{protobuf, vm_pods};
 use crate::request::ApiRequest;
@@ -380,12 +380,7 @@ pub fn namespaces(
         (&Method::DELETE, Some(name), None) => {
             if DEFAULT_NAMESPACES.contains(&name.as_str()) {
                 return Err(status::forbidden(
-                    &Subject {
-                        resource: "namespaces",
-                        kind: "Namespace",
-                        name,
-                        ..Default::default()
-                    },
+                    &namespace_subject(name),
                     &format!(
                         "this namespace may not be deleted: every tenant keeps {} (tenant {:?})",
                         DEFAULT_NAMESPACES.join(", "),
@@ -442,14 +437,8 @@ pub fn map_params(
 /// The storage name of the tenant's namespace `namespace`; a name that
 /// cannot be the tenant's is a namespace that does not exist.
 pub fn storage_or_not_found(view: &View, namespace: &str) -> Result<String, Status> {
-    view.namespace_to_storage(namespace).map_err(|_| {
-        status::not_found(&Subject {
-            resource: "namespaces",
-            kind: "Namespace",
-            name: namespace,
-            ..Default::default()
-        })
-    })
+    view.namespace_to_storage(namespace)
+        .map_err(|_| status::not_found(&namespace_subject(namespace)))
 }
 
 /// Joins path segments, skipping empty ones.
