@@ -98,7 +98,7 @@ impl Router {
         if let Some(uid) = sandbox
             .and_then(|s| s.metadata.as_ref())
             .map(|m| m.uid.as_str())
-            && self.vm.sandbox_of_pod(uid).await.is_some()
+            && self.vm.sandbox_of_pod(uid).is_some()
         {
             return true;
         }
@@ -197,7 +197,7 @@ impl RuntimeService for Router {
         request: Request<cri::StopPodSandboxRequest>,
     ) -> CriResult<cri::StopPodSandboxResponse> {
         let req = request.into_inner();
-        if self.vm.owns_sandbox(&req.pod_sandbox_id).await {
+        if self.vm.owns_sandbox(&req.pod_sandbox_id) {
             return self
                 .vm("StopPodSandbox", async {
                     self.vm.stop_sandbox(&req.pod_sandbox_id).await?;
@@ -217,7 +217,7 @@ impl RuntimeService for Router {
         request: Request<cri::RemovePodSandboxRequest>,
     ) -> CriResult<cri::RemovePodSandboxResponse> {
         let req = request.into_inner();
-        if self.vm.owns_sandbox(&req.pod_sandbox_id).await {
+        if self.vm.owns_sandbox(&req.pod_sandbox_id) {
             return self
                 .vm("RemovePodSandbox", async {
                     self.vm.remove_sandbox(&req.pod_sandbox_id).await?;
@@ -237,7 +237,7 @@ impl RuntimeService for Router {
         request: Request<cri::PodSandboxStatusRequest>,
     ) -> CriResult<cri::PodSandboxStatusResponse> {
         let req = request.into_inner();
-        if self.vm.owns_sandbox(&req.pod_sandbox_id).await {
+        if self.vm.owns_sandbox(&req.pod_sandbox_id) {
             return self
                 .vm(
                     "PodSandboxStatus",
@@ -257,7 +257,7 @@ impl RuntimeService for Router {
         request: Request<cri::ListPodSandboxRequest>,
     ) -> CriResult<cri::ListPodSandboxResponse> {
         let req = request.into_inner();
-        let mut items = self.vm.list_sandboxes(req.filter.as_ref()).await;
+        let mut items = self.vm.list_sandboxes(req.filter.as_ref());
         let theirs = self
             .passthrough(
                 "ListPodSandbox",
@@ -274,7 +274,7 @@ impl RuntimeService for Router {
         request: Request<cri::CreateContainerRequest>,
     ) -> CriResult<cri::CreateContainerResponse> {
         let req = request.into_inner();
-        if self.vm.owns_sandbox(&req.pod_sandbox_id).await {
+        if self.vm.owns_sandbox(&req.pod_sandbox_id) {
             let config = req.config.unwrap_or_default();
             return self
                 .vm("CreateContainer", async {
@@ -298,7 +298,7 @@ impl RuntimeService for Router {
         request: Request<cri::StartContainerRequest>,
     ) -> CriResult<cri::StartContainerResponse> {
         let req = request.into_inner();
-        if self.vm.owns_container(&req.container_id).await {
+        if self.vm.owns_container(&req.container_id) {
             return self
                 .vm("StartContainer", async {
                     self.vm.start_container(&req.container_id).await?;
@@ -318,7 +318,7 @@ impl RuntimeService for Router {
         request: Request<cri::StopContainerRequest>,
     ) -> CriResult<cri::StopContainerResponse> {
         let req = request.into_inner();
-        if self.vm.owns_container(&req.container_id).await {
+        if self.vm.owns_container(&req.container_id) {
             return self
                 .vm("StopContainer", async {
                     self.vm
@@ -340,7 +340,7 @@ impl RuntimeService for Router {
         request: Request<cri::RemoveContainerRequest>,
     ) -> CriResult<cri::RemoveContainerResponse> {
         let req = request.into_inner();
-        if self.vm.owns_container(&req.container_id).await {
+        if self.vm.owns_container(&req.container_id) {
             return self
                 .vm("RemoveContainer", async {
                     self.vm.remove_container(&req.container_id).await?;
@@ -360,7 +360,7 @@ impl RuntimeService for Router {
         request: Request<cri::ListContainersRequest>,
     ) -> CriResult<cri::ListContainersResponse> {
         let req = request.into_inner();
-        let mut containers = self.vm.list_containers(req.filter.as_ref()).await;
+        let mut containers = self.vm.list_containers(req.filter.as_ref());
         let theirs = self
             .passthrough(
                 "ListContainers",
@@ -377,7 +377,7 @@ impl RuntimeService for Router {
         request: Request<cri::ContainerStatusRequest>,
     ) -> CriResult<cri::ContainerStatusResponse> {
         let req = request.into_inner();
-        if self.vm.owns_container(&req.container_id).await {
+        if self.vm.owns_container(&req.container_id) {
             return self
                 .vm(
                     "ContainerStatus",
@@ -397,7 +397,7 @@ impl RuntimeService for Router {
         request: Request<cri::UpdateContainerResourcesRequest>,
     ) -> CriResult<cri::UpdateContainerResourcesResponse> {
         let req = request.into_inner();
-        if self.vm.owns_container(&req.container_id).await {
+        if self.vm.owns_container(&req.container_id) {
             return self
                 .vm("UpdateContainerResources", async {
                     self.vm
@@ -419,7 +419,7 @@ impl RuntimeService for Router {
         request: Request<cri::ReopenContainerLogRequest>,
     ) -> CriResult<cri::ReopenContainerLogResponse> {
         let req = request.into_inner();
-        if self.vm.owns_container(&req.container_id).await {
+        if self.vm.owns_container(&req.container_id) {
             // The console follower opens the log for every write, so a
             // rotated file is picked up by itself.
             return self
@@ -440,7 +440,7 @@ impl RuntimeService for Router {
         request: Request<cri::ExecSyncRequest>,
     ) -> CriResult<cri::ExecSyncResponse> {
         let req = request.into_inner();
-        if self.vm.owns_container(&req.container_id).await {
+        if self.vm.owns_container(&req.container_id) {
             return self
                 .vm("ExecSync", async {
                     Err(Status::unimplemented(format!("exec {NO_STREAMS}")))
@@ -453,7 +453,7 @@ impl RuntimeService for Router {
 
     async fn exec(&self, request: Request<cri::ExecRequest>) -> CriResult<cri::ExecResponse> {
         let req = request.into_inner();
-        if self.vm.owns_container(&req.container_id).await {
+        if self.vm.owns_container(&req.container_id) {
             return self
                 .vm("Exec", async {
                     Err(Status::unimplemented(format!("exec {NO_STREAMS}")))
@@ -466,7 +466,7 @@ impl RuntimeService for Router {
 
     async fn attach(&self, request: Request<cri::AttachRequest>) -> CriResult<cri::AttachResponse> {
         let req = request.into_inner();
-        if self.vm.owns_container(&req.container_id).await {
+        if self.vm.owns_container(&req.container_id) {
             return self
                 .vm("Attach", async {
                     Err(Status::unimplemented(format!("attach {NO_STREAMS}")))
@@ -482,7 +482,7 @@ impl RuntimeService for Router {
         request: Request<cri::PortForwardRequest>,
     ) -> CriResult<cri::PortForwardResponse> {
         let req = request.into_inner();
-        if self.vm.owns_sandbox(&req.pod_sandbox_id).await {
+        if self.vm.owns_sandbox(&req.pod_sandbox_id) {
             return self
                 .vm("PortForward", async {
                     Err(Status::unimplemented(format!("port-forward {NO_STREAMS}")))
@@ -498,7 +498,7 @@ impl RuntimeService for Router {
         request: Request<cri::ContainerStatsRequest>,
     ) -> CriResult<cri::ContainerStatsResponse> {
         let req = request.into_inner();
-        if self.vm.owns_container(&req.container_id).await {
+        if self.vm.owns_container(&req.container_id) {
             return self
                 .vm("ContainerStats", async {
                     let stats = self.vm.container_stats(&req.container_id).await?;
@@ -535,7 +535,7 @@ impl RuntimeService for Router {
         request: Request<cri::PodSandboxStatsRequest>,
     ) -> CriResult<cri::PodSandboxStatsResponse> {
         let req = request.into_inner();
-        if self.vm.owns_sandbox(&req.pod_sandbox_id).await {
+        if self.vm.owns_sandbox(&req.pod_sandbox_id) {
             return self
                 .vm("PodSandboxStats", async {
                     let stats = self.vm.sandbox_stats(&req.pod_sandbox_id).await?;
@@ -557,7 +557,7 @@ impl RuntimeService for Router {
         let req = request.into_inner();
         let mut stats = Vec::new();
         let filter = req.filter.clone();
-        for s in self.vm.list_sandboxes(None).await {
+        for s in self.vm.list_sandboxes(None) {
             let wanted = filter.as_ref().is_none_or(|f| {
                 (f.id.is_empty() || s.id.starts_with(&f.id))
                     && crate::vm::cri_view::labels_match(&s.labels, &f.label_selector)
@@ -615,7 +615,7 @@ impl RuntimeService for Router {
                 serde_json::json!({
                     "libvirt": self.vm.libvirt_health().answer,
                     "accel": self.vm.accel().domain_type(),
-                    "sandboxes": self.vm.list_sandboxes(None).await.len(),
+                    "sandboxes": self.vm.list_sandboxes(None).len(),
                 })
                 .to_string(),
             );
@@ -628,7 +628,7 @@ impl RuntimeService for Router {
         request: Request<cri::CheckpointContainerRequest>,
     ) -> CriResult<cri::CheckpointContainerResponse> {
         let req = request.into_inner();
-        if self.vm.owns_container(&req.container_id).await {
+        if self.vm.owns_container(&req.container_id) {
             return self
                 .vm("CheckpointContainer", async {
                     Err(Status::unimplemented(

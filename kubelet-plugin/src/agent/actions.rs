@@ -129,7 +129,7 @@ impl Agent {
             Ok(None) => return failed(format!("pod {:?} not found", action.spec.pod_name)),
             Err(e) => return failed(format!("reading pod {:?}: {e}", action.spec.pod_name)),
         };
-        let Some(vm) = self.vms.vm_of_pod(&pod.uid().unwrap_or_default()).await else {
+        let Some(vm) = self.vms.vm_of_pod(&pod.uid().unwrap_or_default()) else {
             return failed(format!(
                 "pod {:?} has no VM running on node {}",
                 action.spec.pod_name, self.node

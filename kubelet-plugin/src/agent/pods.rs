@@ -114,7 +114,7 @@ impl Agent {
 
     #[tracing::instrument(name = "vm_pod", skip_all, fields(pod = %pod.name_any()))]
     async fn reconcile(&self, pod: &Pod) {
-        let Some(vm) = self.vms.vm_of_pod(&pod.uid().unwrap_or_default()).await else {
+        let Some(vm) = self.vms.vm_of_pod(&pod.uid().unwrap_or_default()) else {
             return;
         };
         let mut problems = self.apply_power(pod, &vm).await;
@@ -247,7 +247,7 @@ impl Agent {
     /// compared with the pod as it is now: the copy an Action started from
     /// may predate a report written while it ran.
     pub(super) async fn observe_pod(&self, pod: &Pod) {
-        let Some(vm) = self.vms.vm_of_pod(&pod.uid().unwrap_or_default()).await else {
+        let Some(vm) = self.vms.vm_of_pod(&pod.uid().unwrap_or_default()) else {
             return;
         };
         let api: Api<Pod> =

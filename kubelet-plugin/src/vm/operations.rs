@@ -1,84 +1,58 @@
 //! What the node agent does to a running VM pod besides the CRI: power off
 //! and on, reboot, snapshots, NIC and disk hot-plug, and what it observes.
-//! Every operation is idempotent: asking for the state the VM is already in
-//! succeeds and changes nothing.
+//! Every operation holds the VM (`owner.rs`) from start to end, so the
+//! monitor and the kubelet's calls never see it half done. Every operation
+//! is idempotent: asking for the state the VM is already in succeeds and
+//! changes nothing.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arktos_crds::vm::shape::{Observed, POWER_RUNNING, POWER_SHUTDOWN};
 use sha2::Digest;
-use tokio::sync::OwnedMutexGuard;
 use tonic::Status;
 
 use super::domain::{domain_name, xml_escape};
 use super::hypervisor::Hypervisor;
-use super::network::{self, extra_tap_name};
+use super::network::extra_tap_name;
+use super::owner::VmGuard;
 use super::records::{ContainerRecord, DataDisk, Phase};
+use super::taps::Taps;
 use super::{VmRuntime, internal};
 
 /// How long a guest may take to let go of an unplugged NIC or disk.
 const UNPLUG_WAIT: Duration = Duration::from_secs(30);
 
-/// Held while an operation runs on a VM: its sandbox's lock, and its
-/// mark in the runtime's set of VMs being operated on.
-pub(super) struct Operating {
-    _lock: OwnedMutexGuard<()>,
-    id: String,
-    set: Arc<std::sync::Mutex<HashSet<String>>>,
-}
-
-impl Drop for Operating {
-    fn drop(&mut self) {
-        self.set.lock().expect("operating").remove(&self.id);
-    }
-}
-
-impl<H: Hypervisor> VmRuntime<H> {
+impl<H: Hypervisor, T: Taps> VmRuntime<H, T> {
     /// The VM container of a pod (by UID): the newest one not exited.
-    pub async fn vm_of_pod(&self, uid: &str) -> Option<String> {
-        let sandbox = self.sandbox_of_pod(uid).await?;
-        self.containers
-            .read()
-            .await
-            .values()
-            .filter(|c| c.sandbox_id == sandbox && c.phase != Phase::Exited)
-            .max_by_key(|c| c.created_at)
-            .map(|c| c.id.clone())
+    pub fn vm_of_pod(&self, uid: &str) -> Option<String> {
+        let sandbox = self.sandbox_of_pod(uid)?;
+        self.vms
+            .containers(|c| {
+                (c.sandbox_id == sandbox && c.phase != Phase::Exited)
+                    .then(|| (c.created_at, c.id.clone()))
+            })
+            .into_iter()
+            .max()
+            .map(|(_, id)| id)
     }
 
-    /// The container's record with its sandbox's lock held, and marked as
-    /// being operated on: its domain may stop and start meanwhile without
-    /// the container counting as exited.
-    pub(super) async fn locked(&self, id: &str) -> Result<(Operating, ContainerRecord), Status> {
-        let sandbox_id = self.container(id).await?.sandbox_id;
-        let guard = Operating {
-            _lock: self.lock(&sandbox_id).await.lock_owned().await,
-            id: id.to_string(),
-            set: self.operating.clone(),
-        };
-        guard.set.lock().expect("operating").insert(id.to_string());
-        let c = self.container(id).await?;
+    /// Holds running container `id`'s VM, with its record.
+    pub(super) async fn hold_running(
+        &self,
+        id: &str,
+    ) -> Result<(VmGuard<'_>, ContainerRecord), Status> {
+        let (vm, c) = self.vms.hold_container(id).await?;
         if c.phase != Phase::Running {
             return Err(Status::failed_precondition(format!(
                 "VM container {id} is {:?}, not running",
                 c.phase
             )));
         }
-        Ok((guard, c))
-    }
-
-    async fn netns_of(&self, c: &ContainerRecord) -> Result<String, Status> {
-        self.sandbox(&c.sandbox_id)
-            .await?
-            .network
-            .map(|n| n.netns)
-            .ok_or_else(|| Status::failed_precondition("VM pod sandbox has no network"))
+        Ok((vm, c))
     }
 
     pub async fn reboot(&self, id: &str) -> Result<(), Status> {
-        let (_guard, c) = self.locked(id).await?;
+        let (_vm, c) = self.hold_running(id).await?;
         if c.powered_off {
             return Err(Status::failed_precondition(
                 "the VM is powered off; start it instead",
@@ -93,49 +67,53 @@ impl<H: Hypervisor> VmRuntime<H> {
     /// keeps the pod: the kubelet still sees a running container. False
     /// when it was off already.
     pub async fn power_off(&self, id: &str) -> Result<bool, Status> {
-        let (_guard, c) = self.locked(id).await?;
-        self.set_power(c, false).await
+        let (mut vm, c) = self.hold_running(id).await?;
+        self.set_power(&mut vm, c, false).await
     }
 
     /// Boots a powered-off VM again; false when it was running.
     pub async fn power_on(&self, id: &str) -> Result<bool, Status> {
-        let (_guard, c) = self.locked(id).await?;
-        self.set_power(c, true).await
+        let (mut vm, c) = self.hold_running(id).await?;
+        self.set_power(&mut vm, c, true).await
     }
 
     /// Carries out the pod's `powerSpec` if it changed since it was last
     /// carried out (so stop and start Actions in between are not undone);
     /// `None` when there was nothing to do, else whether the power changed.
     pub async fn apply_power_spec(&self, id: &str, wanted: &str) -> Result<Option<bool>, Status> {
-        let (_guard, c) = self.locked(id).await?;
+        let (mut vm, c) = self.hold_running(id).await?;
         if c.power_spec_applied == wanted {
             return Ok(None);
         }
-        let changed = self.set_power(c, wanted != POWER_SHUTDOWN).await?;
-        let mut c = self.container(id).await?;
+        let changed = self.set_power(&mut vm, c, wanted != POWER_SHUTDOWN).await?;
+        let mut c = vm.container(id)?;
         c.power_spec_applied = wanted.to_string();
-        self.put_container(c).await?;
+        vm.put_container(c).await?;
         Ok(Some(changed))
     }
 
-    /// Powers the VM on or off, its sandbox's lock held by the caller.
-    async fn set_power(&self, mut c: ContainerRecord, on: bool) -> Result<bool, Status> {
+    /// Powers the VM held on or off.
+    async fn set_power(
+        &self,
+        vm: &mut VmGuard<'_>,
+        mut c: ContainerRecord,
+        on: bool,
+    ) -> Result<bool, Status> {
         if c.powered_off != on {
             return Ok(false);
         }
         if on {
-            self.start_domain(&c, None).await?;
+            self.start_domain(vm, &c, None).await?;
             tracing::info!(container = %c.id, "VM powered on");
         } else {
             let off = self
                 .power_off_domain(&domain_name(&c.id), self.cfg.stop_grace_cap)
                 .await?;
-            let netns = self.netns_of(&c).await?;
-            self.remove_taps(&c, &netns).await;
+            self.remove_taps(&c, &netns_of(vm)?).await;
             tracing::info!(container = %c.id, graceful = off, "VM powered off");
         }
         c.powered_off = !on;
-        self.put_container(c).await?;
+        vm.put_container(c).await?;
         Ok(true)
     }
 
@@ -143,16 +121,18 @@ impl<H: Hypervisor> VmRuntime<H> {
     /// snapshot (`running`: the snapshot holds memory, the guest resumes).
     async fn start_domain(
         &self,
+        vm: &VmGuard<'_>,
         c: &ContainerRecord,
         snapshot: Option<(&str, bool)>,
     ) -> Result<(), Status> {
-        let netns = self.netns_of(c).await?;
+        let netns = netns_of(vm)?;
         let name = domain_name(&c.id);
         let taps: Vec<String> = std::iter::once(c.tap.clone())
             .chain(c.extra_nics.iter().map(|nic| extra_tap_name(&c.id, nic)))
             .collect();
         for tap in &taps {
-            network::create_tap(tap)
+            self.taps
+                .create(tap)
                 .await
                 .map_err(|e| internal("creating a VM tap", format!("{e:#}")))?;
         }
@@ -168,15 +148,17 @@ impl<H: Hypervisor> VmRuntime<H> {
         };
         if let Err(e) = started {
             for tap in &taps {
-                network::remove_extra_tap(tap, "").await;
+                self.taps.remove_extra(tap, "").await;
             }
             return Err(e.into());
         }
-        network::plug_tap(&c.tap, &netns)
+        self.taps
+            .plug(&c.tap, &netns)
             .await
             .map_err(|e| internal("wiring the VM into the pod network", format!("{e:#}")))?;
         for tap in &taps[1..] {
-            network::park_tap(tap, &netns)
+            self.taps
+                .park(tap, &netns)
                 .await
                 .map_err(|e| internal("moving a NIC's tap into the pod", format!("{e:#}")))?;
         }
@@ -184,16 +166,18 @@ impl<H: Hypervisor> VmRuntime<H> {
     }
 
     pub(super) async fn remove_taps(&self, c: &ContainerRecord, netns: &str) {
-        network::remove_tap(&c.tap, netns).await;
+        self.taps.remove(&c.tap, netns).await;
         for nic in &c.extra_nics {
-            network::remove_extra_tap(&extra_tap_name(&c.id, nic), netns).await;
+            self.taps
+                .remove_extra(&extra_tap_name(&c.id, nic), netns)
+                .await;
         }
     }
 
     /// Takes snapshot `snapshot` (disk, and memory when the guest runs);
     /// one that exists already is the answer. Returns whether it holds memory.
     pub async fn snapshot(&self, id: &str, snapshot: &str) -> Result<bool, Status> {
-        let (_guard, _c) = self.locked(id).await?;
+        let (_vm, _c) = self.hold_running(id).await?;
         let name = domain_name(id);
         if let Some((_, memory)) = self
             .libvirt
@@ -218,7 +202,7 @@ impl<H: Hypervisor> VmRuntime<H> {
     /// Returns the VM to snapshot `snapshot`: with memory, the guest runs on
     /// from that moment; without, it boots from that disk (or stays off).
     pub async fn restore(&self, id: &str, snapshot: &str) -> Result<(), Status> {
-        let (_guard, mut c) = self.locked(id).await?;
+        let (mut vm, mut c) = self.hold_running(id).await?;
         let name = domain_name(id);
         let Some((_, memory)) = self
             .libvirt
@@ -233,10 +217,9 @@ impl<H: Hypervisor> VmRuntime<H> {
         };
         let result = async {
             self.libvirt.destroy(&name).await?;
-            let netns = self.netns_of(&c).await?;
-            self.remove_taps(&c, &netns).await;
+            self.remove_taps(&c, &netns_of(&vm)?).await;
             if memory || !c.powered_off {
-                self.start_domain(&c, Some((snapshot, memory))).await
+                self.start_domain(&vm, &c, Some((snapshot, memory))).await
             } else {
                 self.libvirt
                     .revert_snapshot(&name, snapshot, false)
@@ -250,12 +233,12 @@ impl<H: Hypervisor> VmRuntime<H> {
             c.powered_off = false;
         }
         tracing::info!(container = %id, snapshot, memory, "VM restored");
-        self.put_container(c).await
+        vm.put_container(c).await
     }
 
     /// Plugs data disk `disk` of `size_bytes` (a new empty qcow2) into the VM.
     pub async fn attach_disk(&self, id: &str, disk: &str, size_bytes: u64) -> Result<(), Status> {
-        let (_guard, mut c) = self.locked(id).await?;
+        let (mut vm, mut c) = self.hold_running(id).await?;
         if c.data_disks.iter().any(|d| d.name == disk) {
             return Ok(());
         }
@@ -287,12 +270,12 @@ impl<H: Hypervisor> VmRuntime<H> {
         self.libvirt.attach(&name, disk_xml(&c, &record)).await?;
         tracing::info!(container = %id, disk, target = %record.target, "data disk plugged");
         c.data_disks.push(record);
-        self.put_container(c).await
+        vm.put_container(c).await
     }
 
     /// Unplugs data disk `disk` and deletes it once the guest let go.
     pub async fn detach_disk(&self, id: &str, disk: &str) -> Result<(), Status> {
-        let (_guard, mut c) = self.locked(id).await?;
+        let (mut vm, mut c) = self.hold_running(id).await?;
         let Some(record) = c.data_disks.iter().find(|d| d.name == disk).cloned() else {
             return Ok(());
         };
@@ -305,12 +288,12 @@ impl<H: Hypervisor> VmRuntime<H> {
         let _ = tokio::fs::remove_file(c.dir.join(format!("data-{disk}.qcow2"))).await;
         c.data_disks.retain(|d| d.name != disk);
         tracing::info!(container = %id, disk, "data disk unplugged");
-        self.put_container(c).await
+        vm.put_container(c).await
     }
 
     /// Plugs NIC `nic`: a virtio NIC whose tap sits in the pod's namespace.
     pub async fn attach_nic(&self, id: &str, nic: &str) -> Result<(), Status> {
-        let (_guard, mut c) = self.locked(id).await?;
+        let (mut vm, mut c) = self.hold_running(id).await?;
         if c.extra_nics.iter().any(|n| n == nic) {
             return Ok(());
         }
@@ -318,28 +301,29 @@ impl<H: Hypervisor> VmRuntime<H> {
         let tap = extra_tap_name(id, nic);
         let live = !c.powered_off;
         if live {
-            network::create_tap(&tap)
+            self.taps
+                .create(&tap)
                 .await
                 .map_err(|e| internal("creating a NIC's tap", format!("{e:#}")))?;
         }
         if let Err(e) = self.libvirt.attach(&name, nic_xml(id, nic)).await {
-            network::remove_extra_tap(&tap, "").await;
+            self.taps.remove_extra(&tap, "").await;
             return Err(e.into());
         }
         if live {
-            let netns = self.netns_of(&c).await?;
-            network::park_tap(&tap, &netns)
+            self.taps
+                .park(&tap, &netns_of(&vm)?)
                 .await
                 .map_err(|e| internal("moving a NIC's tap into the pod", format!("{e:#}")))?;
         }
         tracing::info!(container = %id, nic, tap, "NIC plugged");
         c.extra_nics.push(nic.to_string());
-        self.put_container(c).await
+        vm.put_container(c).await
     }
 
     /// Unplugs NIC `nic` and removes its tap once the guest let go.
     pub async fn detach_nic(&self, id: &str, nic: &str) -> Result<(), Status> {
-        let (_guard, mut c) = self.locked(id).await?;
+        let (mut vm, mut c) = self.hold_running(id).await?;
         if !c.extra_nics.iter().any(|n| n == nic) {
             return Ok(());
         }
@@ -354,16 +338,15 @@ impl<H: Hypervisor> VmRuntime<H> {
             self.libvirt.detach(&name, nic_xml(id, nic)).await?;
             self.await_unplug(&name, &nic_mac(id, nic)).await?;
         }
-        let netns = self.netns_of(&c).await?;
-        network::remove_extra_tap(&tap, &netns).await;
+        self.taps.remove_extra(&tap, &netns_of(&vm)?).await;
         c.extra_nics.retain(|n| n != nic);
         tracing::info!(container = %id, nic, "NIC unplugged");
-        self.put_container(c).await
+        vm.put_container(c).await
     }
 
     async fn await_unplug(&self, name: &str, marker: &str) -> Result<(), Status> {
-        let deadline = Instant::now() + UNPLUG_WAIT;
-        while Instant::now() < deadline {
+        let deadline = tokio::time::Instant::now() + UNPLUG_WAIT;
+        while tokio::time::Instant::now() < deadline {
             if !self.libvirt.domain_xml(name).await?.contains(marker) {
                 return Ok(());
             }
@@ -375,16 +358,11 @@ impl<H: Hypervisor> VmRuntime<H> {
         )))
     }
 
-    /// What the VM has now, as libvirt says; unavailable while an
-    /// operation runs (a restore destroys and reverts the domain: what
-    /// libvirt says midway is no state to report).
+    /// What the VM has now, as libvirt says, once no one else holds it (a
+    /// restore destroys and reverts the domain: what libvirt says midway is
+    /// no state to report).
     pub async fn observe(&self, id: &str) -> Result<Observed, Status> {
-        if self.operating.lock().expect("operating").contains(id) {
-            return Err(Status::unavailable(format!(
-                "an operation on VM container {id} is under way"
-            )));
-        }
-        let c = self.container(id).await?;
+        let (_vm, c) = self.vms.hold_container(id).await?;
         let name = domain_name(id);
         let facts = self.libvirt.facts(&name).await?;
         let xml = self.libvirt.domain_xml(&name).await.unwrap_or_default();
@@ -426,6 +404,14 @@ impl<H: Hypervisor> VmRuntime<H> {
             message: String::new(),
         })
     }
+}
+
+/// The pod network's namespace of the VM pod held.
+fn netns_of(vm: &VmGuard<'_>) -> Result<String, Status> {
+    vm.sandbox()?
+        .network
+        .map(|n| n.netns)
+        .ok_or_else(|| Status::failed_precondition("VM pod sandbox has no network"))
 }
 
 fn disk_xml(c: &ContainerRecord, disk: &DataDisk) -> String {

@@ -1,191 +1,76 @@
-//! The VM runtime's orchestration against a fake hypervisor: what it does
-//! when the hypervisor is slow, unreachable, or a guest will not power off.
-//! (No libvirt, no QEMU: what libvirt itself does is the e2e suite's.)
+//! The VM runtime's orchestration against a fake hypervisor and fake taps
+//! (`fakes.rs`): what it does when the hypervisor is slow, unreachable, or
+//! a guest will not power off, and the races fixed before, each held
+//! midway on purpose. (No libvirt, no QEMU: what libvirt itself does is the
+//! e2e suite's.)
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 
-use super::hypervisor::Hypervisor;
-use super::libvirt::{DomainFacts, LibvirtError};
-use super::translate::Translations;
+use arktos_crds::vm::shape::{POWER_RUNNING, POWER_SHUTDOWN};
+use tokio::sync::Semaphore;
+
+use super::cri_view::now_ns;
+use super::domain::domain_name;
+use super::fakes::{FakeHypervisor, FakeRuntime, Ping, pod_network, runtime};
+use super::network::tap_name;
+use super::records::{ContainerRecord, Phase, SandboxRecord};
+use super::shape::VmShape;
 use super::*;
 
-/// How the fake answers `ping`.
-#[derive(Clone)]
-enum Ping {
-    Answers,
-    Hangs,
-    Refuses(String),
-}
-
-/// Domains by name with whether they run; every call recorded.
-struct FakeHypervisor {
-    ping: Ping,
-    /// A guest that ignores the ACPI power button.
-    ignores_power_button: bool,
-    domains: Mutex<HashMap<String, bool>>,
-    calls: Mutex<Vec<String>>,
-}
-
-impl FakeHypervisor {
-    fn new(ping: Ping) -> Self {
-        Self {
-            ping,
-            ignores_power_button: false,
-            domains: Mutex::default(),
-            calls: Mutex::default(),
-        }
-    }
-
-    fn running(self, name: &str) -> Self {
-        self.domains.lock().unwrap().insert(name.into(), true);
-        self
-    }
-
-    fn record(&self, call: String) {
-        self.calls.lock().unwrap().push(call);
-    }
-
-    fn calls(&self) -> Vec<String> {
-        self.calls.lock().unwrap().clone()
-    }
-
-    fn set(&self, name: &str, active: bool) {
-        self.domains.lock().unwrap().insert(name.into(), active);
-    }
-}
-
-impl Hypervisor for FakeHypervisor {
-    async fn ping(&self) -> Result<String, LibvirtError> {
-        match self.ping.clone() {
-            Ping::Answers => Ok("fake 1.0".into()),
-            Ping::Hangs => std::future::pending().await,
-            Ping::Refuses(reason) => Err(LibvirtError::Unreachable {
-                uri: "fake:///".into(),
-                reason,
-            }),
-        }
-    }
-    async fn define(&self, _xml: String) -> Result<(), LibvirtError> {
-        self.record("define".into());
-        Ok(())
-    }
-    async fn start(&self, name: &str) -> Result<(), LibvirtError> {
-        self.record(format!("start {name}"));
-        self.set(name, true);
-        Ok(())
-    }
-    async fn shutdown(&self, name: &str) -> Result<bool, LibvirtError> {
-        self.record(format!("shutdown {name}"));
-        let running = self.domains.lock().unwrap().get(name).copied() == Some(true);
-        if running && !self.ignores_power_button {
-            self.set(name, false);
-        }
-        Ok(running)
-    }
-    async fn destroy(&self, name: &str) -> Result<(), LibvirtError> {
-        self.record(format!("destroy {name}"));
-        self.set(name, false);
-        Ok(())
-    }
-    async fn undefine(&self, name: &str) -> Result<(), LibvirtError> {
-        self.record(format!("undefine {name}"));
-        self.domains.lock().unwrap().remove(name);
-        Ok(())
-    }
-    async fn facts(&self, name: &str) -> Result<Option<DomainFacts>, LibvirtError> {
-        Ok(self
-            .domains
-            .lock()
-            .unwrap()
-            .get(name)
-            .map(|&active| DomainFacts {
-                active,
-                running: active,
-                vcpus: 1,
-                memory_kib: 262_144,
-                max_memory_kib: 262_144,
-                used_kib: None,
-                cpu_time_ns: 0,
-            }))
-    }
-    async fn resize(&self, name: &str, vcpus: u32, memory_mib: u64) -> Result<(), LibvirtError> {
-        self.record(format!("resize {name} {vcpus} {memory_mib}"));
-        Ok(())
-    }
-    async fn define_vcpus(&self, name: &str, vcpus: u32) -> Result<(), LibvirtError> {
-        self.record(format!("define_vcpus {name} {vcpus}"));
-        Ok(())
-    }
-    async fn reset(&self, name: &str) -> Result<(), LibvirtError> {
-        self.record(format!("reset {name}"));
-        Ok(())
-    }
-    async fn snapshots(&self, _name: &str) -> Result<Vec<(String, bool)>, LibvirtError> {
-        Ok(Vec::new())
-    }
-    async fn create_snapshot(&self, name: &str, snapshot: &str) -> Result<(), LibvirtError> {
-        self.record(format!("snapshot {name} {snapshot}"));
-        Ok(())
-    }
-    async fn revert_snapshot(
-        &self,
-        name: &str,
-        snapshot: &str,
-        _running: bool,
-    ) -> Result<(), LibvirtError> {
-        self.record(format!("revert {name} {snapshot}"));
-        Ok(())
-    }
-    async fn attach(&self, name: &str, _xml: String) -> Result<(), LibvirtError> {
-        self.record(format!("attach {name}"));
-        Ok(())
-    }
-    async fn detach(&self, name: &str, _xml: String) -> Result<(), LibvirtError> {
-        self.record(format!("detach {name}"));
-        Ok(())
-    }
-    async fn domain_xml(&self, _name: &str) -> Result<String, LibvirtError> {
-        Ok(String::new())
-    }
-    async fn ours(&self) -> Result<Vec<(String, bool)>, LibvirtError> {
-        Ok(self
-            .domains
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(name, active)| (name.clone(), *active))
-            .collect())
-    }
-}
-
-/// A runtime over `hypervisor` with its state in a fresh directory.
-async fn runtime(hypervisor: FakeHypervisor) -> Arc<VmRuntime<FakeHypervisor>> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("arktos-vm-test-{}", new_id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // As QEMU needs it (checked at open).
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).unwrap();
-    let images = ImageCache::open(&dir.join("images"), Translations::default()).unwrap();
-    let cfg = VmConfig {
-        state_dir: dir.clone(),
-        libvirt_uri: "fake:///".into(),
-        accel: Accel::Tcg,
-        accel_forced: true,
-        sizes: SizePolicy {
-            default_memory_mib: 256,
-            min_memory_mib: 64,
-            max_vcpus: 4,
-            max_memory_mib: 4096,
+/// A VM pod as the runtime records it once started: sandbox `s-<id>` with
+/// its network, and running container `id`.
+async fn vm_pod(rt: &FakeRuntime, id: &str) {
+    let sandbox_id = format!("s-{id}");
+    let mut vm = rt.vms.hold(&sandbox_id).await;
+    vm.put_sandbox(SandboxRecord {
+        id: sandbox_id.clone(),
+        name: format!("pod-{id}"),
+        uid: format!("uid-{id}"),
+        namespace: "default".into(),
+        attempt: 0,
+        labels: HashMap::new(),
+        annotations: HashMap::new(),
+        log_directory: String::new(),
+        hostname: id.into(),
+        network: Some(pod_network(&format!("ns-{id}"))),
+        created_at: now_ns(),
+        ready: true,
+    })
+    .await
+    .unwrap();
+    vm.put_container(ContainerRecord {
+        id: id.into(),
+        sandbox_id,
+        name: "vm".into(),
+        attempt: 0,
+        image: "vm.test/guest.qcow2".into(),
+        image_id: "sha256:0".into(),
+        labels: HashMap::new(),
+        annotations: HashMap::new(),
+        log_path: String::new(),
+        created_at: now_ns(),
+        started_at: now_ns(),
+        finished_at: 0,
+        exit_code: 0,
+        phase: Phase::Running,
+        reason: String::new(),
+        message: String::new(),
+        shape: VmShape {
+            vcpus: 1,
+            max_vcpus: 2,
+            memory_mib: 256,
+            max_memory_mib: 512,
         },
-        cni: Cni {
-            conf_dir: dir.join("cni"),
-            bin_dirs: vec![],
-            netns_prefix: "arktos-test-".into(),
-        },
-        stop_grace_cap: Duration::from_secs(30),
-    };
-    VmRuntime::open_with(hypervisor, cfg, images).await.unwrap()
+        dir: rt.cfg.state_dir.join("vms").join(id),
+        tap: tap_name(id),
+        powered_off: false,
+        power_spec_applied: POWER_RUNNING.into(),
+        extra_nics: Vec::new(),
+        data_disks: Vec::new(),
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -252,57 +137,22 @@ async fn no_grace_destroys_at_once() {
     assert_eq!(rt.libvirt.calls(), ["destroy arktos-z"]);
 }
 
-/// A running VM container `id` of sandbox `s-<id>`, as the runtime records it.
-async fn running_container(rt: &VmRuntime<FakeHypervisor>, id: &str) {
-    let record = ContainerRecord {
-        id: id.into(),
-        sandbox_id: format!("s-{id}"),
-        name: "vm".into(),
-        attempt: 0,
-        image: "vm.test/guest.qcow2".into(),
-        image_id: "sha256:0".into(),
-        labels: HashMap::new(),
-        annotations: HashMap::new(),
-        log_path: String::new(),
-        created_at: now_ns(),
-        started_at: now_ns(),
-        finished_at: 0,
-        exit_code: 0,
-        phase: Phase::Running,
-        reason: String::new(),
-        message: String::new(),
-        shape: VmShape {
-            vcpus: 1,
-            max_vcpus: 2,
-            memory_mib: 256,
-            max_memory_mib: 512,
-        },
-        dir: rt.cfg.state_dir.join("vms").join(id),
-        tap: tap_name(id),
-        powered_off: false,
-        power_spec_applied: arktos_crds::vm::shape::POWER_RUNNING.into(),
-        extra_nics: Vec::new(),
-        data_disks: Vec::new(),
-    };
-    rt.put_container(record).await.unwrap();
-}
-
 #[tokio::test]
 async fn a_guest_that_powered_itself_off_is_an_exited_container() {
     let rt = runtime(FakeHypervisor::new(Ping::Answers)).await;
-    running_container(&rt, "c1").await;
+    vm_pod(&rt, "c1").await;
     rt.libvirt.set(&domain_name("c1"), false);
     rt.check_libvirt_and_vms().await;
-    let c = rt.container("c1").await.unwrap();
+    let c = rt.vms.known_container("c1").unwrap();
     assert_eq!((c.phase, c.reason.as_str()), (Phase::Exited, "Completed"));
 }
 
 #[tokio::test]
 async fn a_vm_whose_domain_is_gone_exited_with_an_error() {
     let rt = runtime(FakeHypervisor::new(Ping::Answers)).await;
-    running_container(&rt, "c2").await;
+    vm_pod(&rt, "c2").await;
     rt.check_libvirt_and_vms().await;
-    let c = rt.container("c2").await.unwrap();
+    let c = rt.vms.known_container("c2").unwrap();
     assert_eq!((c.phase, c.exit_code), (Phase::Exited, 255));
 }
 
@@ -313,35 +163,168 @@ async fn a_vm_whose_domain_is_gone_exited_with_an_error() {
 #[tokio::test]
 async fn the_monitor_leaves_a_vm_alone_while_an_operation_holds_it() {
     let rt = runtime(FakeHypervisor::new(Ping::Answers)).await;
-    running_container(&rt, "c3").await;
+    vm_pod(&rt, "c3").await;
     rt.libvirt.set(&domain_name("c3"), false);
-    let (held, _) = rt.locked("c3").await.unwrap();
+    let (held, _) = rt.hold_running("c3").await.unwrap();
     rt.check_libvirt_and_vms().await;
-    assert_eq!(rt.container("c3").await.unwrap().phase, Phase::Running);
+    assert_eq!(rt.vms.known_container("c3").unwrap().phase, Phase::Running);
     drop(held);
     rt.check_libvirt_and_vms().await;
-    assert_eq!(rt.container("c3").await.unwrap().phase, Phase::Exited);
+    assert_eq!(rt.vms.known_container("c3").unwrap().phase, Phase::Exited);
 }
 
 /// A VM powered off by an Action or `powerSpec` is still a running
-/// container to the kubelet (its pod keeps its node, disk and IP).
+/// container to the kubelet (its pod keeps its node, disk and IP), and the
+/// monitor does not take it for exited.
 #[tokio::test]
 async fn a_vm_powered_off_on_purpose_stays_a_running_container() {
     let rt = runtime(FakeHypervisor::new(Ping::Answers).running(&domain_name("c4"))).await;
-    running_container(&rt, "c4").await;
-    assert_eq!(rt.libvirt.calls(), Vec::<String>::new());
-    // No sandbox network in this test: power off through the record.
-    let (held, c) = rt.locked("c4").await.unwrap();
-    let graceful = rt
-        .power_off_domain(&domain_name(&c.id), Duration::from_secs(1))
-        .await
-        .unwrap();
-    let mut c = c;
-    c.powered_off = true;
-    rt.put_container(c).await.unwrap();
-    drop(held);
-    assert!(graceful);
+    vm_pod(&rt, "c4").await;
+    assert!(rt.power_off("c4").await.unwrap());
+    assert!(!rt.libvirt.is_active(&domain_name("c4")));
+    assert_eq!(rt.taps.place(&tap_name("c4")), None, "its tap is gone");
     rt.check_libvirt_and_vms().await;
-    let c = rt.container("c4").await.unwrap();
+    let c = rt.vms.known_container("c4").unwrap();
     assert_eq!((c.phase, c.powered_off), (Phase::Running, true));
+    assert!(!rt.power_off("c4").await.unwrap(), "off already: no change");
+}
+
+/// A race fixed before: the kubelet stopped a VM while a restore had its
+/// domain destroyed and was reverting it. The stop now waits for the
+/// restore, then powers off the VM the restore left running; the record
+/// says what the stop did, not what the restore saw.
+#[tokio::test]
+async fn a_stop_during_a_restore_waits_for_it_then_stops_the_restored_vm() {
+    let gate = Arc::new(Semaphore::new(0));
+    let mut fake = FakeHypervisor::new(Ping::Answers)
+        .running(&domain_name("c6"))
+        .with_snapshot("clean", true);
+    fake.revert_gate = Some(gate.clone());
+    let rt = runtime(fake).await;
+    vm_pod(&rt, "c6").await;
+    let restore = tokio::spawn({
+        let rt = rt.clone();
+        async move { rt.restore("c6", "clean").await }
+    });
+    rt.libvirt
+        .called(&format!("revert {} clean", domain_name("c6")))
+        .await;
+    let stop = tokio::spawn({
+        let rt = rt.clone();
+        async move { rt.stop_container("c6", 10).await }
+    });
+    // Midway: the domain is destroyed. The stop and the monitor wait or
+    // look away; neither marks the VM exited.
+    rt.check_libvirt_and_vms().await;
+    tokio::task::yield_now().await;
+    assert!(!stop.is_finished(), "the stop waits for the restore");
+    assert_eq!(rt.vms.known_container("c6").unwrap().phase, Phase::Running);
+
+    gate.add_permits(1);
+    restore.await.unwrap().unwrap();
+    stop.await.unwrap().unwrap();
+    let c = rt.vms.known_container("c6").unwrap();
+    assert_eq!(
+        (c.phase, c.exit_code, c.reason.as_str()),
+        (Phase::Exited, 0, "Completed")
+    );
+    let name = domain_name("c6");
+    assert_eq!(
+        rt.libvirt.calls(),
+        [
+            format!("destroy {name}"),
+            format!("revert {name} clean"),
+            format!("shutdown {name}")
+        ]
+    );
+    assert_eq!(rt.taps.place(&tap_name("c6")), None);
+}
+
+/// A race fixed before: the agent carried out a pod's `powerSpec` again
+/// after a start Action, powering the VM off once more. A `powerSpec` is
+/// carried out once, when it changes; Actions in between stand.
+#[tokio::test]
+async fn a_power_spec_is_carried_out_once_so_actions_after_it_stand() {
+    let rt = runtime(FakeHypervisor::new(Ping::Answers).running(&domain_name("c7"))).await;
+    vm_pod(&rt, "c7").await;
+    let name = domain_name("c7");
+
+    assert_eq!(
+        rt.apply_power_spec("c7", POWER_SHUTDOWN).await.unwrap(),
+        Some(true)
+    );
+    assert!(!rt.libvirt.is_active(&name));
+    assert!(rt.power_on("c7").await.unwrap(), "a start Action");
+    assert_eq!(
+        rt.taps.place(&tap_name("c7")).as_deref(),
+        Some("ns-c7"),
+        "the tap is back in the pod"
+    );
+
+    assert_eq!(
+        rt.apply_power_spec("c7", POWER_SHUTDOWN).await.unwrap(),
+        None
+    );
+    assert!(rt.libvirt.is_active(&name), "the Action stands");
+    assert_eq!(
+        rt.apply_power_spec("c7", POWER_RUNNING).await.unwrap(),
+        Some(false)
+    );
+}
+
+/// Both at once: whichever holds the VM first finishes before the other
+/// starts, so the VM ends as the last of them asked.
+#[tokio::test]
+async fn a_power_spec_and_an_action_at_once_run_one_after_the_other() {
+    let rt = runtime(FakeHypervisor::new(Ping::Answers).running(&domain_name("c8"))).await;
+    vm_pod(&rt, "c8").await;
+    let held = rt.vms.hold("s-c8").await;
+    let spec = tokio::spawn({
+        let rt = rt.clone();
+        async move { rt.apply_power_spec("c8", POWER_SHUTDOWN).await }
+    });
+    tokio::task::yield_now().await;
+    let action = tokio::spawn({
+        let rt = rt.clone();
+        async move { rt.power_on("c8").await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!spec.is_finished() && !action.is_finished());
+    drop(held);
+    assert_eq!(spec.await.unwrap().unwrap(), Some(true));
+    assert!(action.await.unwrap().unwrap());
+    let c = rt.vms.known_container("c8").unwrap();
+    assert!(!c.powered_off && rt.libvirt.is_active(&domain_name("c8")));
+    assert_eq!(c.power_spec_applied, POWER_SHUTDOWN);
+}
+
+/// What the agent reports is read once no operation holds the VM: never
+/// the destroyed domain in the middle of a restore.
+#[tokio::test]
+async fn observe_waits_for_an_operation_and_reports_what_it_left() {
+    let gate = Arc::new(Semaphore::new(0));
+    let mut fake = FakeHypervisor::new(Ping::Answers)
+        .running(&domain_name("c9"))
+        .with_snapshot("clean", true);
+    fake.revert_gate = Some(gate.clone());
+    let rt = runtime(fake).await;
+    vm_pod(&rt, "c9").await;
+    let restore = tokio::spawn({
+        let rt = rt.clone();
+        async move { rt.restore("c9", "clean").await }
+    });
+    rt.libvirt
+        .called(&format!("revert {} clean", domain_name("c9")))
+        .await;
+    let observe = tokio::spawn({
+        let rt = rt.clone();
+        async move { rt.observe("c9").await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!observe.is_finished());
+    gate.add_permits(1);
+    restore.await.unwrap().unwrap();
+    let observed = observe.await.unwrap().unwrap();
+    assert_eq!(observed.power_state, POWER_RUNNING);
+    assert_eq!(observed.snapshots, ["clean"]);
 }
