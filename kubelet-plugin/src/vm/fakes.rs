@@ -8,12 +8,16 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use arktos_crds::vm::shape::POWER_RUNNING;
+
+use super::cri_view::now_ns;
 use super::domain::Accel;
 use super::hypervisor::Hypervisor;
 use super::images::ImageCache;
 use super::libvirt::{DomainFacts, LibvirtError};
-use super::network::{Cni, PodNetwork};
-use super::shape::SizePolicy;
+use super::network::{Cni, PodNetwork, tap_name};
+use super::records::{ContainerRecord, Phase, SandboxRecord};
+use super::shape::{SizePolicy, VmShape};
 use super::taps::Taps;
 use super::translate::Translations;
 use super::{VmConfig, VmRuntime};
@@ -272,6 +276,61 @@ pub async fn runtime(hypervisor: FakeHypervisor) -> Arc<FakeRuntime> {
     VmRuntime::open_with(hypervisor, FakeTaps::default(), cfg, images)
         .await
         .unwrap()
+}
+
+/// A VM pod as the runtime records it once started: sandbox `s-<id>` with
+/// its network, and running container `id`.
+pub async fn vm_pod(rt: &FakeRuntime, id: &str) {
+    let sandbox_id = format!("s-{id}");
+    let mut vm = rt.vms.hold(&sandbox_id).await;
+    vm.put_sandbox(SandboxRecord {
+        id: sandbox_id.clone(),
+        name: format!("pod-{id}"),
+        uid: format!("uid-{id}"),
+        namespace: "default".into(),
+        attempt: 0,
+        labels: HashMap::new(),
+        annotations: HashMap::new(),
+        log_directory: String::new(),
+        hostname: id.into(),
+        network: Some(pod_network(&format!("ns-{id}"))),
+        created_at: now_ns(),
+        ready: true,
+    })
+    .await
+    .unwrap();
+    vm.put_container(ContainerRecord {
+        id: id.into(),
+        sandbox_id,
+        name: "vm".into(),
+        attempt: 0,
+        image: "vm.test/guest.qcow2".into(),
+        image_id: "sha256:0".into(),
+        labels: HashMap::new(),
+        annotations: HashMap::new(),
+        log_path: String::new(),
+        created_at: now_ns(),
+        started_at: now_ns(),
+        finished_at: 0,
+        exit_code: 0,
+        phase: Phase::Running,
+        reason: String::new(),
+        message: String::new(),
+        shape: VmShape {
+            vcpus: 1,
+            max_vcpus: 2,
+            memory_mib: 256,
+            max_memory_mib: 512,
+        },
+        dir: rt.cfg.state_dir.join("vms").join(id),
+        tap: tap_name(id),
+        powered_off: false,
+        power_spec_applied: POWER_RUNNING.into(),
+        extra_nics: Vec::new(),
+        data_disks: Vec::new(),
+    })
+    .await
+    .unwrap();
 }
 
 /// The pod network a fake sandbox has.

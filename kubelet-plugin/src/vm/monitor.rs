@@ -28,7 +28,8 @@ impl<H: Hypervisor, T: Taps> VmRuntime<H, T> {
         })
     }
 
-    pub(super) async fn check_libvirt_and_vms(&self) {
+    /// One round of the monitor.
+    pub(crate) async fn check_libvirt_and_vms(&self) {
         if !self.check_libvirt().await {
             return;
         }

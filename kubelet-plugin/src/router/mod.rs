@@ -12,20 +12,33 @@ use tonic::{Request, Response, Status};
 
 use crate::cri_client::CriClient;
 use crate::metrics::{Backend, Metrics};
+use crate::vm::hypervisor::Hypervisor;
+use crate::vm::libvirt::Libvirt;
+use crate::vm::taps::{HostTaps, Taps};
 use crate::vm::{HANDLER, LibvirtHealth, VmRuntime};
 
 const NO_STREAMS: &str = "is not available in VM containers (arktos-vm): the guest runs no container runtime; read its console with `kubectl logs` or reach it over the pod network";
 
-#[derive(Clone)]
-pub struct Router {
-    pub vm: Arc<VmRuntime>,
+/// The CRI server arktos-node is: VM calls to `vm`, the rest to containerd.
+pub struct Router<H: Hypervisor = Libvirt, N: Taps = HostTaps> {
+    pub vm: Arc<VmRuntime<H, N>>,
     pub containerd: CriClient,
     pub metrics: Arc<Metrics>,
 }
 
+impl<H: Hypervisor, N: Taps> Clone for Router<H, N> {
+    fn clone(&self) -> Self {
+        Self {
+            vm: self.vm.clone(),
+            containerd: self.containerd.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
 type CriResult<T> = Result<Response<T>, Status>;
 
-impl Router {
+impl<H: Hypervisor, N: Taps> Router<H, N> {
     fn record<T>(
         &self,
         method: &'static str,
@@ -149,7 +162,7 @@ fn vm_condition(health: &LibvirtHealth, domain_type: &str) -> cri::RuntimeCondit
 const STALE_HEALTH_SECS: u64 = 10;
 
 #[tonic::async_trait]
-impl RuntimeService for Router {
+impl<H: Hypervisor, N: Taps> RuntimeService for Router<H, N> {
     async fn version(
         &self,
         request: Request<cri::VersionRequest>,
@@ -700,7 +713,7 @@ impl RuntimeService for Router {
 }
 
 #[tonic::async_trait]
-impl ImageService for Router {
+impl<H: Hypervisor, N: Taps> ImageService for Router<H, N> {
     async fn list_images(
         &self,
         request: Request<cri::ListImagesRequest>,
@@ -837,3 +850,8 @@ impl ImageService for Router {
         Ok(Response::new(inner))
     }
 }
+
+#[cfg(test)]
+mod fake_containerd;
+#[cfg(test)]
+mod tests;
