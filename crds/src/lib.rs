@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+#[cfg(feature = "fake-api")]
+pub mod fake_api;
 pub mod generated;
 pub mod logging;
 pub mod naming;

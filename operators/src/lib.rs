@@ -3,8 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
-#[cfg(test)]
-mod fake_api;
 pub mod metrics;
 pub mod quota;
 pub mod sharding;

@@ -18,6 +18,8 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::Agent;
+use crate::vm::hypervisor::Hypervisor;
+use crate::vm::taps::Taps;
 
 const FIELD_MANAGER: &str = "arktos-node";
 
@@ -28,7 +30,7 @@ struct Outcome {
     snapshot: Option<SnapshotResult>,
 }
 
-impl Agent {
+impl<H: Hypervisor, N: Taps> Agent<H, N> {
     pub(super) async fn watch_actions(self: Arc<Self>) {
         let api: Api<Action> = Api::all(self.client.clone());
         let config = watcher::Config::default().labels(&format!("{NODE_LABEL}={}", self.node));
@@ -60,7 +62,7 @@ impl Agent {
         }
     }
 
-    async fn carry_out(&self, action: Action) {
+    pub(super) async fn carry_out(&self, action: Action) {
         let uid = action.uid().unwrap_or_default();
         let namespace = action.namespace().unwrap_or_default();
         let api: Api<Action> = Api::namespaced(self.client.clone(), &namespace);

@@ -15,22 +15,25 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 
 use crate::vm::VmRuntime;
+use crate::vm::hypervisor::Hypervisor;
+use crate::vm::libvirt::Libvirt;
+use crate::vm::taps::{HostTaps, Taps};
 
-pub struct Agent {
+pub struct Agent<H: Hypervisor = Libvirt, N: Taps = HostTaps> {
     client: Client,
     node: String,
-    vms: Arc<VmRuntime>,
+    vms: Arc<VmRuntime<H, N>>,
     recorder: Recorder,
     /// Outcomes of finished Actions, so that one finished just before a
     /// restart is reported, not done twice.
     outcomes: PathBuf,
 }
 
-impl Agent {
+impl<H: Hypervisor, N: Taps> Agent<H, N> {
     pub fn new(
         client: Client,
         node: &str,
-        vms: Arc<VmRuntime>,
+        vms: Arc<VmRuntime<H, N>>,
         state_dir: &std::path::Path,
     ) -> Self {
         Self {
@@ -78,3 +81,6 @@ impl Agent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

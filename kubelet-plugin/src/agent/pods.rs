@@ -16,6 +16,8 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::Agent;
+use crate::vm::hypervisor::Hypervisor;
+use crate::vm::taps::Taps;
 
 /// How often every VM pod is looked at again without a change to it (the
 /// VM's own changes: a guest that released a vCPU, one that powered off).
@@ -39,7 +41,7 @@ fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-impl Agent {
+impl<H: Hypervisor, N: Taps> Agent<H, N> {
     pub(super) async fn watch_pods(self: Arc<Self>) {
         let api: Api<Pod> = Api::all(self.client.clone());
         let config = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node));
@@ -113,7 +115,7 @@ impl Agent {
     }
 
     #[tracing::instrument(name = "vm_pod", skip_all, fields(pod = %pod.name_any()))]
-    async fn reconcile(&self, pod: &Pod) {
+    pub(super) async fn reconcile(&self, pod: &Pod) {
         let Some(vm) = self.vms.vm_of_pod(&pod.uid().unwrap_or_default()) else {
             return;
         };

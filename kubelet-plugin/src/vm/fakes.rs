@@ -42,6 +42,8 @@ pub struct FakeHypervisor {
     domains: Mutex<HashMap<String, bool>>,
     /// Snapshot names with whether they hold memory.
     snapshots: Mutex<Vec<(String, bool)>>,
+    /// The device XML plugged into each domain.
+    devices: Mutex<HashMap<String, Vec<String>>>,
     calls: Mutex<Vec<String>>,
 }
 
@@ -53,6 +55,7 @@ impl FakeHypervisor {
             revert_gate: None,
             domains: Mutex::default(),
             snapshots: Mutex::default(),
+            devices: Mutex::default(),
             calls: Mutex::default(),
         }
     }
@@ -185,16 +188,25 @@ impl Hypervisor for FakeHypervisor {
         self.set(name, running);
         Ok(())
     }
-    async fn attach(&self, name: &str, _xml: String) -> Result<(), LibvirtError> {
+    async fn attach(&self, name: &str, xml: String) -> Result<(), LibvirtError> {
         self.record(format!("attach {name}"));
+        let mut devices = self.devices.lock().unwrap();
+        devices.entry(name.into()).or_default().push(xml);
         Ok(())
     }
-    async fn detach(&self, name: &str, _xml: String) -> Result<(), LibvirtError> {
+    async fn detach(&self, name: &str, xml: String) -> Result<(), LibvirtError> {
         self.record(format!("detach {name}"));
+        if let Some(plugged) = self.devices.lock().unwrap().get_mut(name) {
+            plugged.retain(|d| *d != xml);
+        }
         Ok(())
     }
-    async fn domain_xml(&self, _name: &str) -> Result<String, LibvirtError> {
-        Ok(String::new())
+    async fn domain_xml(&self, name: &str) -> Result<String, LibvirtError> {
+        let devices = self.devices.lock().unwrap();
+        let plugged = devices.get(name).map(|d| d.concat()).unwrap_or_default();
+        Ok(format!(
+            "<domain type='qemu'><devices>{plugged}</devices></domain>"
+        ))
     }
     async fn ours(&self) -> Result<Vec<(String, bool)>, LibvirtError> {
         Ok(self
@@ -245,6 +257,13 @@ impl Taps for FakeTaps {
 }
 
 pub type FakeRuntime = VmRuntime<FakeHypervisor, FakeTaps>;
+
+impl FakeRuntime {
+    /// The fake the runtime drives.
+    pub fn hypervisor(&self) -> &FakeHypervisor {
+        &self.libvirt
+    }
+}
 
 /// A runtime over `hypervisor` and fake taps, its state in a fresh
 /// directory.

@@ -7,8 +7,8 @@ use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::fake_api::FakeApi;
 use crate::tenant::{Context, Writes};
+use arktos_crds::fake_api::FakeApi;
 
 const TENANT: &str = "/apis/tenancy.arktos.io/v1alpha1/tenants/acme";
 const NAMESPACES: &str = "/api/v1/namespaces";
