@@ -10,6 +10,7 @@ mod node_vm;
 mod support;
 mod tenant_admission;
 mod tenant_api;
+mod tenant_isolation;
 mod tenant_operator;
 mod tenant_plugin;
 mod tenant_python;
@@ -144,6 +145,7 @@ fn main() {
             .iter()
             .chain(tenant_api::NAMES)
             .chain(tenant_routes::NAMES)
+            .chain(tenant_isolation::NAMES)
             .chain(tenant_plugin::NAMES)
             .chain(tenant_watch::NAMES)
             .chain(tenant_python::NAMES)
@@ -172,6 +174,7 @@ fn main() {
     let mut trials = foundation::trials(&ctx);
     trials.extend(tenant_api::trials(&ctx));
     trials.extend(tenant_routes::trials(&ctx));
+    trials.extend(tenant_isolation::trials(&ctx));
     trials.extend(tenant_plugin::trials(&ctx));
     trials.extend(tenant_watch::trials(&ctx));
     trials.extend(tenant_python::trials(&ctx));
