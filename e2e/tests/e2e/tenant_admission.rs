@@ -21,16 +21,19 @@ use crate::support::{TenantOwner, eventually, restricted_pod};
 use crate::{Ctx, disruptive_trial, long_trial, trial};
 
 pub const NAMES: &[&str] = &[
-    "tenant_admission_refuses_what_tenants_may_not_do",
+    "tenant_admission_refuses_pods_beyond_baseline_and_host_access",
     "tenant_quota_holds_under_concurrent_creates",
     "tenant_deletion_removes_namespaces_and_objects_with_progress",
     "tenant_operators_converge_after_being_killed",
     "tenant_pods_may_not_pick_their_node",
+    "tenant_admission_refuses_services_that_reach_outside",
+    "tenant_admission_refuses_escalation_and_keeps_the_operators_objects",
+    "tenant_admission_keeps_pod_security_and_tenant_labels",
 ];
 
 pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
     vec![
-        trial(ctx, NAMES[0], refuses_what_tenants_may_not_do),
+        trial(ctx, NAMES[0], refuses_privileged_pods),
         long_trial(
             ctx,
             NAMES[1],
@@ -40,6 +43,9 @@ pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
         trial(ctx, NAMES[2], deletion_removes_everything_with_progress),
         disruptive_trial(ctx, NAMES[3], operators_converge_after_being_killed),
         trial(ctx, NAMES[4], pods_may_not_pick_their_node),
+        trial(ctx, NAMES[5], refuses_outside_services),
+        trial(ctx, NAMES[6], refuses_escalation_and_keeps_kept_objects),
+        trial(ctx, NAMES[7], keeps_security_and_tenant_labels),
     ]
 }
 
@@ -168,11 +174,17 @@ fn json_merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
     }
 }
 
-async fn refuses_what_tenants_may_not_do(ctx: Arc<Ctx>) -> anyhow::Result<()> {
-    // Baseline, so that the refusals below that Pod Security would not make
-    // (privilege escalation, capabilities beyond baseline's) are ours.
-    let owner = TenantOwner::create(&ctx, "adm", json!({"podSecurity": "baseline"})).await?;
+/// An owner of a tenant at Pod Security baseline (so that the refusals
+/// Pod Security would not make, such as privilege escalation, are ours),
+/// with namespace `web`.
+async fn baseline_owner(ctx: &Ctx) -> anyhow::Result<TenantOwner> {
+    let owner = TenantOwner::create(ctx, "adm", json!({"podSecurity": "baseline"})).await?;
     owner.namespace("web").await?;
+    Ok(owner)
+}
+
+async fn refuses_privileged_pods(ctx: Arc<Ctx>) -> anyhow::Result<()> {
+    let owner = baseline_owner(&ctx).await?;
     let pods: Api<Pod> = Api::namespaced(owner.client.clone(), "web");
     let post = PostParams::default();
     let container = |security: serde_json::Value| json!({"spec": {"containers": [{"name": "c", "image": "registry.invalid/app:1", "securityContext": security}]}});
@@ -209,7 +221,12 @@ async fn refuses_what_tenants_may_not_do(ctx: Arc<Ctx>) -> anyhow::Result<()> {
         let pod = pod_with(&format!("bad-{i}"), patch.clone())?;
         forbidden(what, pods.create(&post, &pod).await, &[needle])?;
     }
+    Ok(())
+}
 
+async fn refuses_outside_services(ctx: Arc<Ctx>) -> anyhow::Result<()> {
+    let owner = baseline_owner(&ctx).await?;
+    let post = PostParams::default();
     let services: Api<Service> = Api::namespaced(owner.client.clone(), "web");
     let node_port: Service = serde_json::from_value(json!({
         "metadata": {"name": "np"},
@@ -229,7 +246,12 @@ async fn refuses_what_tenants_may_not_do(ctx: Arc<Ctx>) -> anyhow::Result<()> {
         services.create(&post, &external).await,
         &["external IPs"],
     )?;
+    Ok(())
+}
 
+async fn refuses_escalation_and_keeps_kept_objects(ctx: Arc<Ctx>) -> anyhow::Result<()> {
+    let owner = baseline_owner(&ctx).await?;
+    let post = PostParams::default();
     let bindings: Api<RoleBinding> = Api::namespaced(owner.client.clone(), "web");
     let to_cluster_admin: RoleBinding = serde_json::from_value(json!({
         "metadata": {"name": "escalate"},
@@ -289,7 +311,12 @@ async fn refuses_what_tenants_may_not_do(ctx: Arc<Ctx>) -> anyhow::Result<()> {
             .await,
         &["resourcequotas"],
     )?;
+    Ok(())
+}
 
+async fn keeps_security_and_tenant_labels(ctx: Arc<Ctx>) -> anyhow::Result<()> {
+    let owner = baseline_owner(&ctx).await?;
+    let post = PostParams::default();
     // The Pod Security label: tenants cannot patch their namespaces through
     // the route at all, and admission refuses it to anyone but the platform
     // even when RBAC would allow it, on kube-apiserver directly.
