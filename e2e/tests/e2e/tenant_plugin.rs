@@ -12,14 +12,20 @@ use libtest_mimic::Trial;
 use crate::support::{grant_use, unique};
 use crate::{Ctx, trial};
 
-pub const NAMES: &[&str] = &["kubectl_tenant_use_gives_plain_kubectl_a_tenant_api"];
+pub const NAMES: &[&str] = &[
+    "kubectl_tenant_use_gives_plain_kubectl_a_tenant_api",
+    "plain_kubectl_manages_and_lists_objects_in_a_tenant_context",
+    "a_tenant_object_is_the_same_on_the_aggregated_and_arktos_paths",
+];
 
 pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
-    vec![trial(
-        ctx,
-        NAMES[0],
-        kubectl_tenant_use_gives_plain_kubectl_a_tenant_api,
-    )]
+    vec![
+        trial(ctx, NAMES[0], |ctx| async move {
+            PluginTenant::new(&ctx).await?.done()
+        }),
+        trial(ctx, NAMES[1], plain_kubectl_in_a_tenant_context),
+        trial(ctx, NAMES[2], same_object_on_every_path),
+    ]
 }
 
 /// Runs kubectl with `kubeconfig` and the plugin on PATH.
@@ -52,85 +58,129 @@ async fn kubectl_as(
     ))
 }
 
-async fn kubectl_tenant_use_gives_plain_kubectl_a_tenant_api(ctx: Arc<Ctx>) -> anyhow::Result<()> {
-    let (pki, admin_url, gateway) = crate::support::local_parts(&ctx)?;
-    let dir = std::env::temp_dir().join(format!("arktos-e2e-plugin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let tenant = unique("plug");
-    let user = format!("{tenant}-owner");
-    crate::support::issue_user(&pki, &user)?;
-    let admin_config = dir.join("admin.kubeconfig");
-    std::fs::copy(ctx.cluster.kubeconfig(), &admin_config)?;
-    let user_config = dir.join("user.kubeconfig");
-    kubeconfig::write(&user_config, "local", &admin_url, &pki, &user)?;
-    let (admin_cache, user_cache) = (dir.join("admin-cache"), dir.join("user-cache"));
+/// A tenant created with `kubectl tenant create`, and its owner's
+/// kubeconfig switched to it with `kubectl tenant use` (each step checked).
+struct PluginTenant {
+    ctx: Arc<Ctx>,
+    dir: std::path::PathBuf,
+    pki: arktos_e2e::cluster::pki::Pki,
+    admin_url: String,
+    gateway: String,
+    tenant: String,
+    user: String,
+    user_config: std::path::PathBuf,
+    user_cache: std::path::PathBuf,
+}
 
-    let owner = format!("user:{user}");
-    let (ok, out, err) = kubectl_as(
-        &ctx,
-        &admin_config,
-        &admin_cache,
-        &[
-            "tenant",
-            "create",
-            &tenant,
-            "--owner",
-            &owner,
-            "--quota",
-            "count/namespaces=3",
-        ],
-    )
-    .await?;
-    ensure!(ok && out.contains("created"), "create: {out} {err}");
-    let (ok, out, _) = kubectl_as(&ctx, &admin_config, &admin_cache, &["tenant", "list"]).await?;
-    ensure!(ok && out.contains(&tenant), "list: {out}");
-    let (ok, _, err) = kubectl_as(
-        &ctx,
-        &admin_config,
-        &admin_cache,
-        &["tenant", "create", "bad--name"],
-    )
-    .await?;
-    ensure!(
-        !ok && err.trim().lines().count() == 1 && err.starts_with("error: "),
-        "a bad name gives one clear line: {err:?}"
-    );
-    let admin = kubeconfig::client(&admin_url, &pki, "admin").await?;
-    arktos_e2e::harness::created_tenant(&tenant);
-    crate::support::wait_ready(&admin, &tenant).await?;
-    grant_use(&admin, &tenant, &user).await?;
+impl PluginTenant {
+    async fn new(ctx: &Arc<Ctx>) -> anyhow::Result<Self> {
+        let (pki, admin_url, gateway) = crate::support::local_parts(ctx)?;
+        let dir = std::env::temp_dir().join(format!("arktos-e2e-plugin-{}", unique("k")));
+        std::fs::create_dir_all(&dir)?;
+        let tenant = unique("plug");
+        let user = format!("{tenant}-owner");
+        crate::support::issue_user(&pki, &user)?;
+        let admin_config = dir.join("admin.kubeconfig");
+        std::fs::copy(ctx.cluster.kubeconfig(), &admin_config)?;
+        let user_config = dir.join("user.kubeconfig");
+        kubeconfig::write(&user_config, "local", &admin_url, &pki, &user)?;
+        let (admin_cache, user_cache) = (dir.join("admin-cache"), dir.join("user-cache"));
 
-    let (ok, out, err) =
-        kubectl_as(&ctx, &user_config, &user_cache, &["tenant", "use", &tenant]).await?;
-    ensure!(ok, "use: {out} {err}");
-    let (ok, out, _) = kubectl_as(&ctx, &user_config, &user_cache, &["tenant", "current"]).await?;
-    ensure!(ok && out.trim() == tenant, "current: {out}");
-    // The context starts in the tenant's `default` namespace, which exists.
-    let (ok, out, err) = kubectl_as(
-        &ctx,
-        &user_config,
-        &user_cache,
-        &[
-            "config",
-            "view",
-            "--minify",
-            "-o",
-            "jsonpath={.contexts[0].context.namespace}",
-        ],
-    )
-    .await?;
-    ensure!(
-        ok && out.trim() == "default",
-        "context namespace: {out} {err}"
-    );
-    let (ok, out, err) = kubectl_as(
-        &ctx,
-        &user_config,
-        &user_cache,
-        &["get", "namespace", "default"],
-    )
-    .await?;
-    ensure!(ok, "the tenant's default namespace: {out} {err}");
+        let owner = format!("user:{user}");
+        let (ok, out, err) = kubectl_as(
+            ctx,
+            &admin_config,
+            &admin_cache,
+            &[
+                "tenant",
+                "create",
+                &tenant,
+                "--owner",
+                &owner,
+                "--quota",
+                "count/namespaces=3",
+            ],
+        )
+        .await?;
+        ensure!(ok && out.contains("created"), "create: {out} {err}");
+        let (ok, out, _) =
+            kubectl_as(ctx, &admin_config, &admin_cache, &["tenant", "list"]).await?;
+        ensure!(ok && out.contains(&tenant), "list: {out}");
+        let (ok, _, err) = kubectl_as(
+            ctx,
+            &admin_config,
+            &admin_cache,
+            &["tenant", "create", "bad--name"],
+        )
+        .await?;
+        ensure!(
+            !ok && err.trim().lines().count() == 1 && err.starts_with("error: "),
+            "a bad name gives one clear line: {err:?}"
+        );
+        let admin = kubeconfig::client(&admin_url, &pki, "admin").await?;
+        arktos_e2e::harness::created_tenant(&tenant);
+        crate::support::wait_ready(&admin, &tenant).await?;
+        grant_use(&admin, &tenant, &user).await?;
+
+        let (ok, out, err) =
+            kubectl_as(ctx, &user_config, &user_cache, &["tenant", "use", &tenant]).await?;
+        ensure!(ok, "use: {out} {err}");
+        let (ok, out, _) =
+            kubectl_as(ctx, &user_config, &user_cache, &["tenant", "current"]).await?;
+        ensure!(ok && out.trim() == tenant, "current: {out}");
+        // The context starts in the tenant's `default` namespace, which exists.
+        let (ok, out, err) = kubectl_as(
+            ctx,
+            &user_config,
+            &user_cache,
+            &[
+                "config",
+                "view",
+                "--minify",
+                "-o",
+                "jsonpath={.contexts[0].context.namespace}",
+            ],
+        )
+        .await?;
+        ensure!(
+            ok && out.trim() == "default",
+            "context namespace: {out} {err}"
+        );
+        let (ok, out, err) = kubectl_as(
+            ctx,
+            &user_config,
+            &user_cache,
+            &["get", "namespace", "default"],
+        )
+        .await?;
+        ensure!(ok, "the tenant's default namespace: {out} {err}");
+        Ok(Self {
+            ctx: ctx.clone(),
+            dir,
+            pki,
+            admin_url,
+            gateway,
+            tenant,
+            user,
+            user_config,
+            user_cache,
+        })
+    }
+
+    /// kubectl as the owner, in the tenant's context.
+    async fn kubectl(&self, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+        kubectl_as(&self.ctx, &self.user_config, &self.user_cache, args).await
+    }
+
+    fn done(self) -> anyhow::Result<()> {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(())
+    }
+}
+
+async fn plain_kubectl_in_a_tenant_context(ctx: Arc<Ctx>) -> anyhow::Result<()> {
+    let t = PluginTenant::new(&ctx).await?;
+    let tenant = &t.tenant;
     for args in [
         vec!["create", "namespace", "web"],
         vec![
@@ -169,16 +219,10 @@ async fn kubectl_tenant_use_gives_plain_kubectl_a_tenant_api(ctx: Arc<Ctx>) -> a
             "--serviceaccount=web:default",
         ],
     ] {
-        let (ok, out, err) = kubectl_as(&ctx, &user_config, &user_cache, &args).await?;
+        let (ok, out, err) = t.kubectl(&args).await?;
         ensure!(ok, "kubectl {}: {out} {err}", args.join(" "));
     }
-    let (ok, out, err) = kubectl_as(
-        &ctx,
-        &user_config,
-        &user_cache,
-        &["get", "namespaces", "-o", "name"],
-    )
-    .await?;
+    let (ok, out, err) = t.kubectl(&["get", "namespaces", "-o", "name"]).await?;
     // Its own, and the three every tenant has.
     ensure!(
         ok && out.split_whitespace().collect::<Vec<_>>()
@@ -190,13 +234,9 @@ async fn kubectl_tenant_use_gives_plain_kubectl_a_tenant_api(ctx: Arc<Ctx>) -> a
             ],
         "namespaces: {out} {err}"
     );
-    let (ok, out, err) = kubectl_as(
-        &ctx,
-        &user_config,
-        &user_cache,
-        &["get", "configmaps,services,roles,rolebindings", "-A"],
-    )
-    .await?;
+    let (ok, out, err) = t
+        .kubectl(&["get", "configmaps,services,roles,rolebindings", "-A"])
+        .await?;
     ensure!(
         ok && out.contains("cfg")
             && out.contains("api")
@@ -236,45 +276,34 @@ async fn kubectl_tenant_use_gives_plain_kubectl_a_tenant_api(ctx: Arc<Ctx>) -> a
             pod.as_str(),
         ],
     ] {
-        let (ok, out, err) = kubectl_as(&ctx, &user_config, &user_cache, &args).await?;
+        let (ok, out, err) = t.kubectl(&args).await?;
         ensure!(ok, "kubectl {}: {out} {err}", args.join(" "));
     }
-    let (ok, out, err) = kubectl_as(
-        &ctx,
-        &user_config,
-        &user_cache,
-        &["-n", "web", "get", "deployments", "-o", "name"],
-    )
-    .await?;
+    let (ok, out, err) = t
+        .kubectl(&["-n", "web", "get", "deployments", "-o", "name"])
+        .await?;
     ensure!(
         ok && out.trim() == "deployment.apps/app",
         "deployments: {out} {err}"
     );
-    let (ok, out, err) = kubectl_as(
-        &ctx,
-        &user_config,
-        &user_cache,
-        &[
+    let (ok, out, err) = t
+        .kubectl(&[
             "get",
             "pods",
             "-A",
             "--no-headers",
             "-o",
             "custom-columns=NS:.metadata.namespace,NAME:.metadata.name",
-        ],
-    )
-    .await?;
+        ])
+        .await?;
     ensure!(
         ok && out.split_whitespace().collect::<Vec<_>>() == ["web", "p"],
         "get pods -A: {out} {err}"
     );
     // kubectl --raw on the aggregated path, through kube-apiserver (the
     // kubeconfig's first context).
-    let (ok, out, err) = kubectl_as(
-        &ctx,
-        &user_config,
-        &user_cache,
-        &[
+    let (ok, out, err) = t
+        .kubectl(&[
             "--context",
             "local",
             "get",
@@ -282,9 +311,8 @@ async fn kubectl_tenant_use_gives_plain_kubectl_a_tenant_api(ctx: Arc<Ctx>) -> a
             &format!(
                 "/apis/tenancy.arktos.io/v1alpha1/tenants/{tenant}/api/v1/namespaces/web/configmaps"
             ),
-        ],
-    )
-    .await?;
+        ])
+        .await?;
     let listed: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
     ensure!(
         ok && listed["items"].as_array().is_some_and(|items| items
@@ -292,14 +320,33 @@ async fn kubectl_tenant_use_gives_plain_kubectl_a_tenant_api(ctx: Arc<Ctx>) -> a
             .any(|m| m["metadata"]["name"] == "cfg" && m["metadata"]["namespace"] == "web")),
         "kubectl get --raw on the aggregated path: {out} {err}"
     );
-    let (ok, out, err) = kubectl_as(&ctx, &user_config, &user_cache, &["get", "nodes"]).await?;
+    let (ok, out, err) = t.kubectl(&["get", "nodes"]).await?;
     ensure!(
         !ok && !out.contains("kwok"),
         "nodes are visible: {out} {err}"
     );
 
+    t.done()
+}
+
+async fn same_object_on_every_path(ctx: Arc<Ctx>) -> anyhow::Result<()> {
+    let t = PluginTenant::new(&ctx).await?;
+    let (ok, out, err) = t.kubectl(&["create", "namespace", "web"]).await?;
+    ensure!(ok, "create namespace: {out} {err}");
+    let (ok, out, err) = t
+        .kubectl(&[
+            "-n",
+            "web",
+            "create",
+            "configmap",
+            "cfg",
+            "--from-literal=a=b",
+        ])
+        .await?;
+    ensure!(ok, "create configmap: {out} {err}");
+    let (pki, admin_url, tenant, user) = (&t.pki, &t.admin_url, &t.tenant, &t.user);
     // The same object on the aggregated path and on the Arktos path form.
-    let user_client = kubeconfig::client(&admin_url, &pki, &user).await?;
+    let user_client = kubeconfig::client(admin_url, pki, user).await?;
     let aggregated = format!(
         "/apis/tenancy.arktos.io/v1alpha1/tenants/{tenant}/api/v1/namespaces/web/configmaps/cfg"
     );
@@ -311,15 +358,16 @@ async fn kubectl_tenant_use_gives_plain_kubectl_a_tenant_api(ctx: Arc<Ctx>) -> a
         "aggregated path: {:?}",
         map.metadata.namespace
     );
-    let gateway = gateway
+    let gateway = t
+        .gateway
         .trim_end_matches('/')
         .trim_end_matches("/tenants")
         .to_string();
     let direct = kubeconfig::client_with(
         &gateway,
         &pki.ca_cert(),
-        &pki.cert(&user),
-        &pki.key(&user),
+        &pki.cert(user),
+        &pki.key(user),
         &[],
     )
     .await?;
@@ -331,6 +379,5 @@ async fn kubectl_tenant_use_gives_plain_kubectl_a_tenant_api(ctx: Arc<Ctx>) -> a
         map.data.unwrap_or_default().get("a").map(String::as_str) == Some("b"),
         "Arktos path"
     );
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    t.done()
 }
