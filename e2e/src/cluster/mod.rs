@@ -94,6 +94,22 @@ pub struct LocalCluster {
 /// hold across replicas).
 pub const OPERATOR_REPLICAS: u16 = 2;
 
+/// The start's numbered steps, each printed with the time since it began.
+struct Progress {
+    started: Instant,
+    total: u32,
+}
+
+impl Progress {
+    fn step(&self, n: u32, what: &str) {
+        eprintln!(
+            "[{n}/{}] {what} ({:.1}s)",
+            self.total,
+            self.started.elapsed().as_secs_f32()
+        )
+    }
+}
+
 impl LocalCluster {
     /// Starts every component in order and returns once the cluster serves,
     /// its nodes are Ready and the `default` namespace can take pods.
@@ -118,39 +134,8 @@ impl LocalCluster {
         };
         cluster.write_kubeconfigs()?;
         let total = 6 + if cluster.spec.arktos { 3 } else { 0 } + u32::from(cluster.spec.real_node);
-        let step = |n: u32, what: &str| {
-            eprintln!(
-                "[{n}/{total}] {what} ({:.1}s)",
-                started.elapsed().as_secs_f32()
-            )
-        };
-
-        cluster.start_etcd()?;
-        readiness::etcd(&mut cluster).await?;
-        step(1, "etcd ready");
-
-        cluster.start_apiserver()?;
-        readiness::apiserver(&mut cluster).await?;
-        step(2, "kube-apiserver ready");
-
-        cluster.start_controller_manager()?;
-        cluster.start_scheduler()?;
-        readiness::controller_manager_and_scheduler(&mut cluster).await?;
-        step(3, "kube-controller-manager and kube-scheduler healthy");
-
-        cluster.start_kwok()?;
-        nodes::register(&cluster.admin_client().await?, cluster.spec.nodes).await?;
-        step(
-            4,
-            &format!("{} simulated nodes registered", cluster.spec.nodes),
-        );
-
-        readiness::nodes(&mut cluster).await?;
-        step(5, "nodes Ready");
-
-        readiness::default_service_account(&mut cluster).await?;
-        step(6, "default namespace ready for pods");
-
+        let progress = Progress { started, total };
+        cluster.start_kubernetes(&progress).await?;
         if cluster.spec.arktos {
             let client = cluster.admin_client().await?;
             arktos::apply_manifests(&client, arktos::LOCAL_MANIFESTS).await?;
@@ -160,54 +145,17 @@ impl LocalCluster {
                 cluster.spec.ready_timeout,
             )
             .await?;
-            step(7, "Arktos manifests applied");
-
-            // Serve first, register second: the aggregator's first look at
-            // a new APIService (discovery, OpenAPI) should find it serving.
-            let port = cluster.apiserver_port();
-            let gateway = cluster.gateway_port();
-            cluster.start_arktos_apiserver(arktos::APISERVER, port, gateway)?;
-            arktos::wait_for_ready(&cluster.pki, port, cluster.spec.ready_timeout).await?;
-            arktos::expose_on_loopback(&client, arktos::NAMESPACE, arktos::APISERVER, port).await?;
-            arktos::apply_manifests(&client, arktos::REGISTRATION).await?;
-            let ca =
-                std::fs::read(cluster.pki.ca_cert()).context(|| "reading the cluster CA".into())?;
-            arktos::point_apiservice(&client, arktos::APISERVICE, port, &ca).await?;
-            arktos::wait_for_apiservice(&client, arktos::APISERVICE, cluster.spec.ready_timeout)
+            progress.step(7, "Arktos manifests applied");
+            let ca = cluster
+                .start_and_register_arktos_apiserver(&client, &progress)
                 .await?;
-            arktos::wait_for_openapi(
-                &client,
-                "apis/tenancy.arktos.io/v1alpha1",
-                cluster.spec.ready_timeout,
-            )
-            .await?;
-            let ca = String::from_utf8_lossy(&ca).into_owned();
-            arktos::publish_gateway(&client, &format!("https://127.0.0.1:{gateway}"), &ca).await?;
-            step(
-                8,
-                &format!(
-                    "arktos-apiserver serving tenancy.arktos.io on port {port}, the tenant gateway on port {gateway}"
-                ),
-            );
-
-            for replica in 0..OPERATOR_REPLICAS {
-                cluster.start_arktos_operators(replica)?;
-            }
-            let webhooks = cluster.webhook_port();
-            arktos::wait_for_tls(webhooks, cluster.spec.ready_timeout).await?;
-            arktos::expose_on_loopback(&client, arktos::NAMESPACE, arktos::OPERATORS, webhooks)
+            cluster
+                .start_operators_and_webhooks(&client, &ca, &progress)
                 .await?;
-            arktos::webhooks_on_loopback(&client, webhooks, ca.as_bytes()).await?;
-            step(
-                9,
-                &format!(
-                    "arktos-operators: {OPERATOR_REPLICAS} replicas, admission webhooks on port {webhooks}"
-                ),
-            );
         }
         if cluster.spec.real_node {
             cluster.start_real_node().await?;
-            step(
+            progress.step(
                 total,
                 &format!(
                     "real node {} Ready (kubelet -> arktos-node -> containerd and libvirt/QEMU); registry {}",
@@ -217,6 +165,96 @@ impl LocalCluster {
             );
         }
         Ok(cluster)
+    }
+
+    /// etcd, the control plane, KWOK's nodes, up to a `default` namespace
+    /// that takes pods (steps 1 to 6).
+    async fn start_kubernetes(&mut self, progress: &Progress) -> Result<()> {
+        self.start_etcd()?;
+        readiness::etcd(self).await?;
+        progress.step(1, "etcd ready");
+
+        self.start_apiserver()?;
+        readiness::apiserver(self).await?;
+        progress.step(2, "kube-apiserver ready");
+
+        self.start_controller_manager()?;
+        self.start_scheduler()?;
+        readiness::controller_manager_and_scheduler(self).await?;
+        progress.step(3, "kube-controller-manager and kube-scheduler healthy");
+
+        self.start_kwok()?;
+        nodes::register(&self.admin_client().await?, self.spec.nodes).await?;
+        progress.step(
+            4,
+            &format!("{} simulated nodes registered", self.spec.nodes),
+        );
+
+        readiness::nodes(self).await?;
+        progress.step(5, "nodes Ready");
+
+        readiness::default_service_account(self).await?;
+        progress.step(6, "default namespace ready for pods");
+        Ok(())
+    }
+
+    /// Serves arktos-apiserver, then registers its APIService and publishes
+    /// the gateway (step 8); returns the cluster CA, PEM.
+    async fn start_and_register_arktos_apiserver(
+        &mut self,
+        client: &kube::Client,
+        progress: &Progress,
+    ) -> Result<String> {
+        // Serve first, register second: the aggregator's first look at
+        // a new APIService (discovery, OpenAPI) should find it serving.
+        let port = self.apiserver_port();
+        let gateway = self.gateway_port();
+        self.start_arktos_apiserver(arktos::APISERVER, port, gateway)?;
+        arktos::wait_for_ready(&self.pki, port, self.spec.ready_timeout).await?;
+        arktos::expose_on_loopback(client, arktos::NAMESPACE, arktos::APISERVER, port).await?;
+        arktos::apply_manifests(client, arktos::REGISTRATION).await?;
+        let ca = std::fs::read(self.pki.ca_cert()).context(|| "reading the cluster CA".into())?;
+        arktos::point_apiservice(client, arktos::APISERVICE, port, &ca).await?;
+        arktos::wait_for_apiservice(client, arktos::APISERVICE, self.spec.ready_timeout).await?;
+        arktos::wait_for_openapi(
+            client,
+            "apis/tenancy.arktos.io/v1alpha1",
+            self.spec.ready_timeout,
+        )
+        .await?;
+        let ca = String::from_utf8_lossy(&ca).into_owned();
+        arktos::publish_gateway(client, &format!("https://127.0.0.1:{gateway}"), &ca).await?;
+        progress.step(
+            8,
+            &format!(
+                "arktos-apiserver serving tenancy.arktos.io on port {port}, the tenant gateway on port {gateway}"
+            ),
+        );
+        Ok(ca)
+    }
+
+    /// The operators' replicas, and their admission webhooks pointed at
+    /// them (step 9).
+    async fn start_operators_and_webhooks(
+        &mut self,
+        client: &kube::Client,
+        ca: &str,
+        progress: &Progress,
+    ) -> Result<()> {
+        for replica in 0..OPERATOR_REPLICAS {
+            self.start_arktos_operators(replica)?;
+        }
+        let webhooks = self.webhook_port();
+        arktos::wait_for_tls(webhooks, self.spec.ready_timeout).await?;
+        arktos::expose_on_loopback(client, arktos::NAMESPACE, arktos::OPERATORS, webhooks).await?;
+        arktos::webhooks_on_loopback(client, webhooks, ca.as_bytes()).await?;
+        progress.step(
+            9,
+            &format!(
+                "arktos-operators: {OPERATOR_REPLICAS} replicas, admission webhooks on port {webhooks}"
+            ),
+        );
+        Ok(())
     }
 
     pub fn spec(&self) -> &ClusterSpec {
