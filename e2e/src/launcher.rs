@@ -189,23 +189,7 @@ fn up(home: &ArktosHome, args: UpArgs) -> anyhow::Result<()> {
     let log_path = dir.join("launcher.log");
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
-    let mut child = {
-        use std::os::unix::process::CommandExt;
-        Command::new(std::env::current_exe()?)
-            .arg("run")
-            .args(["--name", &args.cluster.name])
-            .args(["--nodes", &args.cluster.nodes.to_string()])
-            .args(["--port-base", &args.cluster.port_base.to_string()])
-            .args(["--ready-timeout", &args.cluster.ready_timeout.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            // Its own process group: a Ctrl-C in this terminal later must
-            // not reach the background cluster.
-            .process_group(0)
-            .spawn()
-            .context("starting the background launcher")?
-    };
+    let mut child = spawn_background_launcher(&args, log)?;
     eprintln!(
         "starting cluster {:?} in the background (launcher pid {}, log {})",
         spec.name,
@@ -213,22 +197,9 @@ fn up(home: &ArktosHome, args: UpArgs) -> anyhow::Result<()> {
         log_path.display()
     );
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    let mut reader = BufReader::new(std::fs::File::open(&log_path)?);
-    let mut offset = 0u64;
+    let mut progress = LogFollower::open(&log_path)?;
     loop {
-        // Show the launcher's progress lines as they come.
-        reader.seek(SeekFrom::Start(offset))?;
-        let mut line = String::new();
-        while reader.read_line(&mut line)? > 0 {
-            if line.ends_with('\n') {
-                offset += line.len() as u64;
-                if line.starts_with('[') || line.contains("ERROR") || line.starts_with("error") {
-                    eprint!("  {line}");
-                }
-            }
-            line.clear();
-            reader.seek(SeekFrom::Start(offset))?;
-        }
+        progress.show_new_lines()?;
         if let Some(state) = read_state(&dir).filter(|s| s.pid == child.id()) {
             print_next_steps(home, &spec.name, &state);
             return Ok(());
@@ -248,6 +219,62 @@ fn up(home: &ArktosHome, args: UpArgs) -> anyhow::Result<()> {
             );
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `arktos-local run` with the same cluster flags, in the background,
+/// writing to `log`.
+fn spawn_background_launcher(
+    args: &UpArgs,
+    log: std::fs::File,
+) -> anyhow::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    Command::new(std::env::current_exe()?)
+        .arg("run")
+        .args(["--name", &args.cluster.name])
+        .args(["--nodes", &args.cluster.nodes.to_string()])
+        .args(["--port-base", &args.cluster.port_base.to_string()])
+        .args(["--ready-timeout", &args.cluster.ready_timeout.to_string()])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Its own process group: a Ctrl-C in this terminal later must
+        // not reach the background cluster.
+        .process_group(0)
+        .spawn()
+        .context("starting the background launcher")
+}
+
+/// The background launcher's log, read as it grows: its progress lines
+/// and errors are shown here.
+struct LogFollower {
+    reader: BufReader<std::fs::File>,
+    offset: u64,
+}
+
+impl LogFollower {
+    fn open(path: &Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            reader: BufReader::new(std::fs::File::open(path)?),
+            offset: 0,
+        })
+    }
+
+    fn show_new_lines(&mut self) -> anyhow::Result<()> {
+        self.reader.seek(SeekFrom::Start(self.offset))?;
+        let mut line = String::new();
+        while self.reader.read_line(&mut line)? > 0 {
+            // A line still being written is read again next time.
+            if line.ends_with('\n') {
+                self.offset += line.len() as u64;
+                if line.starts_with('[') || line.contains("ERROR") || line.starts_with("error") {
+                    eprint!("  {line}");
+                }
+            }
+            line.clear();
+            self.reader.seek(SeekFrom::Start(self.offset))?;
+        }
+        Ok(())
     }
 }
 
