@@ -195,14 +195,27 @@ pub async fn run(cluster: &LocalCluster, runs: usize) -> anyhow::Result<()> {
             .and_then(|id| id.split("://").nth(1))
             .unwrap_or_default()
     );
+    let mut boots = 1;
+    actions(&mut bench, runs, &mut boots).await?;
+    resize_and_hot_plug(&mut bench, runs).await?;
+    virsh_floor(&mut bench, cluster, &domain, runs, &mut boots).await?;
+    println!();
+    report(&bench.samples, FLOOR);
+    println!(
+        "\nTimes through the gateway run from the request to the cluster saying it is done: an Action's phase Succeeded, or the pod's virtualMachineStatus (the node agent's report) showing the change. The floor is the virsh command alone. stop, start, restore, NIC plug and vCPU have no floor here (they need the pod's network plumbing around the libvirt call)."
+    );
+    Ok(())
+}
 
+/// Each Action `runs` times through the gateway; `boots` counts the
+/// guest's boots so far.
+async fn actions(bench: &mut Bench, runs: usize, boots: &mut usize) -> anyhow::Result<()> {
     eprintln!("[2/4] {runs} runs of each Action through the gateway");
     let mut latencies: Vec<(&str, Vec<Duration>)> =
         ["reboot", "snapshot", "restore", "stop", "start"]
             .into_iter()
             .map(|op| (op, Vec::new()))
             .collect();
-    let mut boots = 1;
     for run in 0..runs {
         let timed = [
             bench.act(json!({"spec": {"reboot": {}}})).await?,
@@ -211,8 +224,8 @@ pub async fn run(cluster: &LocalCluster, runs: usize) -> anyhow::Result<()> {
             Duration::ZERO,
             Duration::ZERO,
         ];
-        boots += 1;
-        bench.wait_boots(boots).await?;
+        *boots += 1;
+        bench.wait_boots(*boots).await?;
         let snapshot = bench
             .act(json!({"spec": {"snapshot": {"name": format!("s{run}")}}}))
             .await?;
@@ -221,8 +234,8 @@ pub async fn run(cluster: &LocalCluster, runs: usize) -> anyhow::Result<()> {
             .await?;
         let stop = bench.act(json!({"spec": {"stop": {}}})).await?;
         let start = bench.act(json!({"spec": {"start": {}}})).await?;
-        boots += 1;
-        bench.wait_boots(boots).await?;
+        *boots += 1;
+        bench.wait_boots(*boots).await?;
         for (i, d) in [timed[0], snapshot, restore, stop, start]
             .into_iter()
             .enumerate()
@@ -234,7 +247,11 @@ pub async fn run(cluster: &LocalCluster, runs: usize) -> anyhow::Result<()> {
     for (op, l) in latencies {
         bench.samples.push(sample(op, GATEWAY, l, 0));
     }
+    Ok(())
+}
 
+/// Live resize and NIC and disk hot-plug `runs` times through the gateway.
+async fn resize_and_hot_plug(bench: &mut Bench, runs: usize) -> anyhow::Result<()> {
     eprintln!("[3/4] {runs} runs of live resize and hot-plug through the gateway");
     let mut resize_up = Vec::new();
     let mut resize_down = Vec::new();
@@ -304,7 +321,17 @@ pub async fn run(cluster: &LocalCluster, runs: usize) -> anyhow::Result<()> {
     ] {
         bench.samples.push(sample(op, GATEWAY, l, 0));
     }
+    Ok(())
+}
 
+/// The same libvirt operations with virsh on `domain`, `runs` times.
+async fn virsh_floor(
+    bench: &mut Bench,
+    cluster: &LocalCluster,
+    domain: &str,
+    runs: usize,
+    boots: &mut usize,
+) -> anyhow::Result<()> {
     eprintln!("[4/4] the floor: the same libvirt operations with virsh on the same domain");
     let mut floor: Vec<(&str, Vec<Duration>)> =
         ["reboot", "snapshot", "memory+", "memory-", "disk+", "disk-"]
@@ -314,15 +341,15 @@ pub async fn run(cluster: &LocalCluster, runs: usize) -> anyhow::Result<()> {
     let scratch = cluster.node_paths().state.join("bench");
     std::fs::create_dir_all(&scratch)?;
     for run in 0..runs {
-        floor[0].1.push(virsh(&["reset", &domain]).await?);
-        boots += 1;
-        bench.wait_boots(boots).await?;
+        floor[0].1.push(virsh(&["reset", domain]).await?);
+        *boots += 1;
+        bench.wait_boots(*boots).await?;
         floor[1].1.push(
             virsh(&[
                 "snapshot-create-as",
                 "--atomic",
                 "--domain",
-                &domain,
+                domain,
                 "--name",
                 &format!("floor{run}"),
             ])
@@ -330,10 +357,10 @@ pub async fn run(cluster: &LocalCluster, runs: usize) -> anyhow::Result<()> {
         );
         floor[2]
             .1
-            .push(virsh(&["setmem", &domain, "512M", "--live"]).await?);
+            .push(virsh(&["setmem", domain, "512M", "--live"]).await?);
         floor[3]
             .1
-            .push(virsh(&["setmem", &domain, "256M", "--live"]).await?);
+            .push(virsh(&["setmem", domain, "256M", "--live"]).await?);
         let file = scratch.join(format!("floor{run}.qcow2"));
         let created = tokio::process::Command::new("qemu-img")
             .args(["create", "-q", "-f", "qcow2"])
@@ -345,7 +372,7 @@ pub async fn run(cluster: &LocalCluster, runs: usize) -> anyhow::Result<()> {
         let started = Instant::now();
         virsh(&[
             "attach-disk",
-            &domain,
+            domain,
             &file.to_string_lossy(),
             "vdz",
             "--subdriver",
@@ -355,10 +382,10 @@ pub async fn run(cluster: &LocalCluster, runs: usize) -> anyhow::Result<()> {
         .await?;
         floor[4].1.push(started.elapsed());
         let started = Instant::now();
-        virsh(&["detach-disk", &domain, "vdz", "--live"]).await?;
+        virsh(&["detach-disk", domain, "vdz", "--live"]).await?;
         // Done when the guest has let go, as for the gateway.
         while tokio::process::Command::new("virsh")
-            .args(["-c", "qemu:///system", "domblklist", &domain])
+            .args(["-c", "qemu:///system", "domblklist", domain])
             .output()
             .await
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("vdz"))
@@ -371,10 +398,5 @@ pub async fn run(cluster: &LocalCluster, runs: usize) -> anyhow::Result<()> {
     for (op, l) in floor {
         bench.samples.push(sample(op, FLOOR, l, 0));
     }
-    println!();
-    report(&bench.samples, FLOOR);
-    println!(
-        "\nTimes through the gateway run from the request to the cluster saying it is done: an Action's phase Succeeded, or the pod's virtualMachineStatus (the node agent's report) showing the change. The floor is the virsh command alone. stop, start, restore, NIC plug and vCPU have no floor here (they need the pod's network plumbing around the libvirt call)."
-    );
     Ok(())
 }
