@@ -38,48 +38,8 @@ struct Bench {
 }
 
 async fn measure(cluster: &LocalCluster, runs: usize, parallel: usize) -> anyhow::Result<()> {
-    let paths = cluster.node_paths();
-    // Under the node state: QEMU must reach the floor domains' files.
-    let scratch = paths.state.join("bench");
-    std::fs::create_dir_all(&scratch)?;
-    let node = CriClient::connect(paths.runtime_socket())?;
-    let containerd = CriClient::connect(paths.containerd_socket())?;
-    let image = cluster.vm_image_url("guest.qcow2");
-    let pulled = pull(&node, &image).await?;
-    let state = paths.state.join("arktos-node");
-    let base = state
-        .join("images")
-        .join(format!("{}.qcow2", pulled.trim_start_matches("sha256:")));
-    let mut bench = Bench {
-        node,
-        containerd,
-        scratch,
-        image,
-        base,
-        accel: Accel::Tcg,
-        registry: cluster.registry(),
-    };
-    // The first VM on a node whose libvirt has nothing cached (a fresh
-    // host: QEMU's capabilities probed anew); it also settles the
-    // accelerator (KVM proven or TCG for good).
-    eprintln!("first VM pod with libvirt's caches cold (capabilities cleared, libvirtd restarted)");
-    restart_libvirt_cold().await?;
-    let cold = bench.vm_pod(9999).await?;
-    let accel = std::fs::read_to_string(state.join("accel")).unwrap_or_default();
-    bench.accel = if accel.trim() == "kvm" {
-        Accel::Kvm
-    } else {
-        Accel::Tcg
-    };
-    println!(
-        "accelerator: {}",
-        if bench.accel == Accel::Kvm {
-            "KVM"
-        } else {
-            "QEMU TCG (no usable KVM)"
-        }
-    );
-
+    let mut bench = Bench::open(cluster).await?;
+    let cold = bench.cold_start(cluster).await?;
     let node_pid = cluster
         .pids()
         .into_iter()
@@ -87,138 +47,220 @@ async fn measure(cluster: &LocalCluster, runs: usize, parallel: usize) -> anyhow
         .map(|(_, p)| p)
         .ok_or_else(|| anyhow::anyhow!("arktos-node is not running"))?;
     let rss_idle = observe::rss_kib(node_pid)?;
-
-    eprintln!("{runs} VM pods one after another, then {runs} virsh create");
-    // Sequential runs: latencies are what counts (walls include clean-up).
-    let mut vm = Vec::new();
-    let mut floor = Vec::new();
-    let started = Instant::now();
-    for i in 0..runs {
-        vm.push(bench.vm_pod(i).await?);
-        eprint!(".");
-    }
-    let vm_wall = started.elapsed();
-    let warm = sample("vm-start", "warm", vm.clone(), vm_wall).percentile(50.0);
-    println!(
-        "first VM pod, libvirt caches cold: {:.2} s; warm p50 {:.2} s (x{:.2})",
-        cold.as_secs_f64(),
-        warm.as_secs_f64(),
-        cold.as_secs_f64() / warm.as_secs_f64().max(1e-9)
-    );
-    let started = Instant::now();
-    for i in 0..runs {
-        floor.push(bench.floor(i).await?);
-        eprint!(".");
-    }
-    let floor_wall = started.elapsed();
-    eprintln!();
-    report(
-        &[
-            sample("vm-start", "arktos-node (CRI)", vm, vm_wall),
-            sample("vm-start", "virsh create (floor)", floor, floor_wall),
-        ],
-        "virsh create (floor)",
-    );
-
-    eprintln!("{parallel} VM pods at once, then {parallel} virsh create at once");
-    let before = mem_available_kib()?;
-    let started = Instant::now();
-    let (vm, sandboxes) = bench.vm_pods_at_once(parallel).await?;
-    let vm_wall = started.elapsed();
-    // Booted and idle: what the host gave them.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let after = mem_available_kib()?;
-    let qemu: Vec<(u64, u64)> = qemu_pids().into_iter().filter_map(qemu_memory).collect();
-    // CPU an idle guest costs its host (timer ticks, under TCG emulated).
-    let cpu_before: f64 = qemu_pids()
-        .into_iter()
-        .filter_map(|p| observe::cpu_seconds(p).ok())
-        .sum();
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let cpu_after: f64 = qemu_pids()
-        .into_iter()
-        .filter_map(|p| observe::cpu_seconds(p).ok())
-        .sum();
-    let idle_millicores = (cpu_after - cpu_before) / 10.0 / parallel.max(1) as f64 * 1000.0;
-    let rss_busy = observe::rss_kib(node_pid)?;
-    for id in &sandboxes {
-        bench.remove_sandbox(&bench.node, id).await;
-    }
-    let (floor, floor_wall) = bench.floors_at_once(parallel).await?;
-    report(
-        &[
-            sample(
-                &format!("vm-start x{parallel}"),
-                "arktos-node (CRI)",
-                vm,
-                vm_wall,
-            ),
-            sample(
-                &format!("vm-start x{parallel}"),
-                "virsh create (floor)",
-                floor,
-                floor_wall,
-            ),
-        ],
-        "virsh create (floor)",
-    );
-
-    eprintln!("{runs} container pods through arktos-node, then straight to containerd");
-    let mut through = Vec::new();
-    let mut direct = Vec::new();
-    let started = Instant::now();
-    for i in 0..runs {
-        through.push(bench.container_pod(&bench.node, i).await?);
-    }
-    let through_wall = started.elapsed();
-    let started = Instant::now();
-    for i in 0..runs {
-        direct.push(bench.container_pod(&bench.containerd, i + runs).await?);
-    }
-    let direct_wall = started.elapsed();
-    report(
-        &[
-            sample(
-                "pod-start",
-                "arktos-node -> containerd",
-                through,
-                through_wall,
-            ),
-            sample("pod-start", "containerd (direct)", direct, direct_wall),
-        ],
-        "containerd (direct)",
-    );
-
-    let per_vm = before.saturating_sub(after) / parallel.max(1) as u64;
-    let n = qemu.len().max(1) as u64;
-    let qemu_avg = qemu.iter().map(|(rss, _)| rss).sum::<u64>() / n;
-    let overhead_avg = qemu.iter().map(|(rss, guest)| rss - guest).sum::<u64>() / n;
-    let overhead_max = qemu
-        .iter()
-        .map(|(rss, guest)| rss - guest)
-        .max()
-        .unwrap_or(0);
-    println!("\nmemory (guest memory {GUEST_MIB} MiB each):");
-    println!(
-        "  arktos-node resident: {} MiB idle, {} MiB with {parallel} VMs",
-        rss_idle / 1024,
-        rss_busy / 1024
-    );
-    println!(
-        "  host memory per VM (MemAvailable drop / {parallel}): {} MiB; QEMU resident per VM: {} MiB (over {} processes)",
-        per_vm / 1024,
-        qemu_avg / 1024,
-        qemu.len()
-    );
-    println!(
-        "  QEMU's own memory (resident outside guest RAM): {} MiB average, {} MiB max: the RuntimeClass overhead",
-        overhead_avg / 1024,
-        overhead_max / 1024
-    );
-    println!(
-        "  CPU of an idle VM: {idle_millicores:.0} millicores (QEMU, averaged over {parallel} VMs and 10 s)"
-    );
+    bench.one_at_a_time(runs, cold).await?;
+    let mut footprint = bench.at_once(parallel, node_pid).await?;
+    footprint.node_rss_kib.0 = rss_idle;
+    bench.container_pods(runs).await?;
+    footprint.print(parallel);
     Ok(())
+}
+
+/// What VMs started at once cost their host, and arktos-node's memory
+/// (idle, busy).
+struct Footprint {
+    mem_available_drop_kib: u64,
+    /// Resident and guest memory of each QEMU, KiB.
+    qemu: Vec<(u64, u64)>,
+    idle_millicores: f64,
+    node_rss_kib: (u64, u64),
+}
+
+impl Footprint {
+    fn print(&self, parallel: usize) {
+        let per_vm = self.mem_available_drop_kib / parallel.max(1) as u64;
+        let n = self.qemu.len().max(1) as u64;
+        let qemu_avg = self.qemu.iter().map(|(rss, _)| rss).sum::<u64>() / n;
+        let overheads = || self.qemu.iter().map(|(rss, guest)| rss - guest);
+        let overhead_avg = overheads().sum::<u64>() / n;
+        let overhead_max = overheads().max().unwrap_or(0);
+        println!("\nmemory (guest memory {GUEST_MIB} MiB each):");
+        println!(
+            "  arktos-node resident: {} MiB idle, {} MiB with {parallel} VMs",
+            self.node_rss_kib.0 / 1024,
+            self.node_rss_kib.1 / 1024
+        );
+        println!(
+            "  host memory per VM (MemAvailable drop / {parallel}): {} MiB; QEMU resident per VM: {} MiB (over {} processes)",
+            per_vm / 1024,
+            qemu_avg / 1024,
+            self.qemu.len()
+        );
+        println!(
+            "  QEMU's own memory (resident outside guest RAM): {} MiB average, {} MiB max: the RuntimeClass overhead",
+            overhead_avg / 1024,
+            overhead_max / 1024
+        );
+        println!(
+            "  CPU of an idle VM: {:.0} millicores (QEMU, averaged over {parallel} VMs and 10 s)",
+            self.idle_millicores
+        );
+    }
+}
+
+impl Bench {
+    /// CRI clients of arktos-node and containerd, and the guest image
+    /// pulled through arktos-node.
+    async fn open(cluster: &LocalCluster) -> anyhow::Result<Self> {
+        let paths = cluster.node_paths();
+        // Under the node state: QEMU must reach the floor domains' files.
+        let scratch = paths.state.join("bench");
+        std::fs::create_dir_all(&scratch)?;
+        let node = CriClient::connect(paths.runtime_socket())?;
+        let containerd = CriClient::connect(paths.containerd_socket())?;
+        let image = cluster.vm_image_url("guest.qcow2");
+        let pulled = pull(&node, &image).await?;
+        let base = paths
+            .state
+            .join("arktos-node")
+            .join("images")
+            .join(format!("{}.qcow2", pulled.trim_start_matches("sha256:")));
+        Ok(Self {
+            node,
+            containerd,
+            scratch,
+            image,
+            base,
+            accel: Accel::Tcg,
+            registry: cluster.registry(),
+        })
+    }
+
+    /// The first VM on a node whose libvirt has nothing cached (a fresh
+    /// host: QEMU's capabilities probed anew); it also settles the
+    /// accelerator (KVM proven or TCG for good), which the floor then uses.
+    async fn cold_start(&mut self, cluster: &LocalCluster) -> anyhow::Result<Duration> {
+        eprintln!(
+            "first VM pod with libvirt's caches cold (capabilities cleared, libvirtd restarted)"
+        );
+        restart_libvirt_cold().await?;
+        let cold = self.vm_pod(9999).await?;
+        let state = cluster.node_paths().state.join("arktos-node");
+        let accel = std::fs::read_to_string(state.join("accel")).unwrap_or_default();
+        self.accel = if accel.trim() == "kvm" {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        };
+        println!(
+            "accelerator: {}",
+            if self.accel == Accel::Kvm {
+                "KVM"
+            } else {
+                "QEMU TCG (no usable KVM)"
+            }
+        );
+        Ok(cold)
+    }
+
+    /// `runs` VM pods one after another, then `runs` virsh create.
+    async fn one_at_a_time(&self, runs: usize, cold: Duration) -> anyhow::Result<()> {
+        eprintln!("{runs} VM pods one after another, then {runs} virsh create");
+        // Sequential runs: latencies are what counts (walls include clean-up).
+        let mut vm = Vec::new();
+        let mut floor = Vec::new();
+        let started = Instant::now();
+        for i in 0..runs {
+            vm.push(self.vm_pod(i).await?);
+            eprint!(".");
+        }
+        let vm_wall = started.elapsed();
+        let warm = sample("vm-start", "warm", vm.clone(), vm_wall).percentile(50.0);
+        println!(
+            "first VM pod, libvirt caches cold: {:.2} s; warm p50 {:.2} s (x{:.2})",
+            cold.as_secs_f64(),
+            warm.as_secs_f64(),
+            cold.as_secs_f64() / warm.as_secs_f64().max(1e-9)
+        );
+        let started = Instant::now();
+        for i in 0..runs {
+            floor.push(self.floor(i).await?);
+            eprint!(".");
+        }
+        let floor_wall = started.elapsed();
+        eprintln!();
+        report(
+            &[
+                sample("vm-start", "arktos-node (CRI)", vm, vm_wall),
+                sample("vm-start", "virsh create (floor)", floor, floor_wall),
+            ],
+            "virsh create (floor)",
+        );
+        Ok(())
+    }
+
+    /// `parallel` VM pods at once, what they cost their host once booted
+    /// (and arktos-node's memory with them), then `parallel` virsh create at once.
+    async fn at_once(&self, parallel: usize, node_pid: u32) -> anyhow::Result<Footprint> {
+        eprintln!("{parallel} VM pods at once, then {parallel} virsh create at once");
+        let before = mem_available_kib()?;
+        let started = Instant::now();
+        let (vm, sandboxes) = self.vm_pods_at_once(parallel).await?;
+        let vm_wall = started.elapsed();
+        // Booted and idle: what the host gave them.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let after = mem_available_kib()?;
+        let qemu: Vec<(u64, u64)> = qemu_pids().into_iter().filter_map(qemu_memory).collect();
+        // CPU an idle guest costs its host (timer ticks, under TCG emulated).
+        let qemu_cpu = || -> f64 {
+            qemu_pids()
+                .into_iter()
+                .filter_map(|p| observe::cpu_seconds(p).ok())
+                .sum()
+        };
+        let cpu_before = qemu_cpu();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let idle_millicores = (qemu_cpu() - cpu_before) / 10.0 / parallel.max(1) as f64 * 1000.0;
+        let footprint = Footprint {
+            mem_available_drop_kib: before.saturating_sub(after),
+            qemu,
+            idle_millicores,
+            node_rss_kib: (0, observe::rss_kib(node_pid)?),
+        };
+        for id in &sandboxes {
+            self.remove_sandbox(&self.node, id).await;
+        }
+        let (floor, floor_wall) = self.floors_at_once(parallel).await?;
+        let operation = format!("vm-start x{parallel}");
+        report(
+            &[
+                sample(&operation, "arktos-node (CRI)", vm, vm_wall),
+                sample(&operation, "virsh create (floor)", floor, floor_wall),
+            ],
+            "virsh create (floor)",
+        );
+        Ok(footprint)
+    }
+
+    /// `runs` container pods through arktos-node, then straight to
+    /// containerd.
+    async fn container_pods(&self, runs: usize) -> anyhow::Result<()> {
+        eprintln!("{runs} container pods through arktos-node, then straight to containerd");
+        let mut through = Vec::new();
+        let mut direct = Vec::new();
+        let started = Instant::now();
+        for i in 0..runs {
+            through.push(self.container_pod(&self.node, i).await?);
+        }
+        let through_wall = started.elapsed();
+        let started = Instant::now();
+        for i in 0..runs {
+            direct.push(self.container_pod(&self.containerd, i + runs).await?);
+        }
+        let direct_wall = started.elapsed();
+        report(
+            &[
+                sample(
+                    "pod-start",
+                    "arktos-node -> containerd",
+                    through,
+                    through_wall,
+                ),
+                sample("pod-start", "containerd (direct)", direct, direct_wall),
+            ],
+            "containerd (direct)",
+        );
+        Ok(())
+    }
 }
 
 fn sample(operation: &str, target: &str, latencies: Vec<Duration>, wall: Duration) -> Sample {
