@@ -92,34 +92,7 @@ pub async fn run(
         anyhow::Ok(started.elapsed())
     };
     let api: Api<Tenant> = Api::all(admin.clone());
-    let watching = async {
-        let mut ready: HashMap<String, Duration> = HashMap::new();
-        let mut last_report = Instant::now();
-        let deadline = Instant::now() + Duration::from_secs(900);
-        while ready.len() < tenants {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "only {} of {tenants} tenants Ready after 15 minutes",
-                ready.len()
-            );
-            for tenant in api.list(&ListParams::default().labels(LABEL)).await?.items {
-                let name = tenant.name_any();
-                if ready.contains_key(&name) || !is_ready(&tenant, namespaces) {
-                    continue;
-                }
-                let begun = started_at.lock().expect("not poisoned").get(&name).copied();
-                if let Some(begun) = begun {
-                    ready.insert(name, begun.elapsed());
-                }
-            }
-            if last_report.elapsed() >= Duration::from_secs(5) {
-                eprintln!("{} of {tenants} tenants Ready", ready.len());
-                last_report = Instant::now();
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        anyhow::Ok(ready)
-    };
+    let watching = ready_times(&api, tenants, namespaces, &started_at);
     let (created_in, ready) = tokio::try_join!(creating, watching)?;
     let wall = started.elapsed();
     let cpu_after = cpu_seconds(cluster)?;
@@ -133,13 +106,7 @@ pub async fn run(
         errors: 0,
     };
     report(&[provisioned.clone(), baseline.clone()], &baseline.target);
-    for ((name, before), (_, after)) in cpu_before.iter().zip(&cpu_after) {
-        println!(
-            "{name}: {:.1} CPU s for {tenants} tenants, {:.1} CPU ms per tenant",
-            after - before,
-            (after - before) * 1000.0 / tenants as f64
-        );
-    }
+    print_costs(tenants, &cpu_before, &cpu_after);
     println!(
         "\n{tenants} tenants Ready in {:.1} s: {:.1} tenants/s (created in {:.1} s); the same objects created directly: {:.1} sets/s (x{:.2})",
         wall.as_secs_f64(),
@@ -157,6 +124,52 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// Each tenant's time from its create to Ready (all `namespaces` made).
+async fn ready_times(
+    api: &Api<Tenant>,
+    tenants: usize,
+    namespaces: usize,
+    started_at: &Mutex<HashMap<String, Instant>>,
+) -> anyhow::Result<HashMap<String, Duration>> {
+    let mut ready: HashMap<String, Duration> = HashMap::new();
+    let mut last_report = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while ready.len() < tenants {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {tenants} tenants Ready after 15 minutes",
+            ready.len()
+        );
+        for tenant in api.list(&ListParams::default().labels(LABEL)).await?.items {
+            let name = tenant.name_any();
+            if ready.contains_key(&name) || !is_ready(&tenant, namespaces) {
+                continue;
+            }
+            let begun = started_at.lock().expect("not poisoned").get(&name).copied();
+            if let Some(begun) = begun {
+                ready.insert(name, begun.elapsed());
+            }
+        }
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            eprintln!("{} of {tenants} tenants Ready", ready.len());
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(ready)
+}
+
+/// CPU seconds each component spent on the tenants.
+fn print_costs(tenants: usize, cpu_before: &[(String, f64)], cpu_after: &[(String, f64)]) {
+    for ((name, before), (_, after)) in cpu_before.iter().zip(cpu_after) {
+        println!(
+            "{name}: {:.1} CPU s for {tenants} tenants, {:.1} CPU ms per tenant",
+            after - before,
+            (after - before) * 1000.0 / tenants as f64
+        );
+    }
 }
 
 fn is_ready(tenant: &Tenant, namespaces: usize) -> bool {
