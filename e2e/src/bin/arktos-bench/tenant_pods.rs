@@ -118,6 +118,10 @@ async fn setup(
     Ok((gateway, aggregated, direct))
 }
 
+/// The three ways to the tenant's pods: its name for the target, a
+/// client, and the prefix its namespaces have there.
+type Targets = [(&'static str, kube::Client, &'static str); 3];
+
 pub async fn run(
     cluster: &LocalCluster,
     pods: usize,
@@ -130,17 +134,34 @@ pub async fn run(
         .await
         .context("setting up the tenant")?;
     let admin = cluster.admin_client().await?;
-    let targets = [
+    let targets: Targets = [
         ("tenant gateway", gateway.clone(), ""),
-        ("aggregated path", aggregated.clone(), ""),
-        ("kube-apiserver direct", direct.clone(), "bench--"),
+        ("aggregated path", aggregated, ""),
+        ("kube-apiserver direct", direct, "bench--"),
     ];
-    let mut samples: Vec<Sample> = Vec::new();
-
     eprintln!("[1/4] filling the tenant with {pods} pods over {namespaces} namespaces");
-    let fill = gateway.clone();
+    fill(&gateway, pods, namespaces, concurrency).await?;
+    eprintln!("[2/4] CREATE {per_path} pods through each path");
+    let mut samples = creates(&targets, namespaces, per_path, concurrency).await;
+    eprintln!("[3/4] GET {per_path} pods through each path");
+    samples.extend(gets(&targets, pods, namespaces, per_path, concurrency).await);
+    eprintln!("[4/4] LIST the tenant's {pods}+ pods across its namespaces, {lists} times per path");
+    samples.extend(list_all(&targets, &admin, pods, lists).await);
+    println!();
+    report(&samples, "kube-apiserver direct");
+    Ok(())
+}
+
+/// `pods` pods through the gateway, spread over the namespaces.
+async fn fill(
+    gateway: &kube::Client,
+    pods: usize,
+    namespaces: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let gateway = gateway.clone();
     let filled = measure("FILL", "tenant gateway", pods, concurrency, move |i| {
-        let client = fill.clone();
+        let client = gateway.clone();
         async move {
             let pods: Api<Pod> = Api::namespaced(client, &format!("ns{}", i % namespaces));
             pods.create(&PostParams::default(), &mk_pod(&format!("fill-{i}"))?)
@@ -154,8 +175,16 @@ pub async fn run(
         "{} pods could not be created",
         filled.errors
     );
+    Ok(())
+}
 
-    eprintln!("[2/4] CREATE {per_path} pods through each path");
+async fn creates(
+    targets: &Targets,
+    namespaces: usize,
+    per_path: usize,
+    concurrency: usize,
+) -> Vec<Sample> {
+    let mut samples = Vec::new();
     for (index, (target, client, prefix)) in targets.iter().enumerate() {
         let (client, prefix) = (client.clone(), prefix.to_string());
         samples.push(
@@ -172,9 +201,18 @@ pub async fn run(
             .await,
         );
     }
+    samples
+}
 
-    eprintln!("[3/4] GET {per_path} pods through each path");
-    for (target, client, prefix) in &targets {
+async fn gets(
+    targets: &Targets,
+    pods: usize,
+    namespaces: usize,
+    per_path: usize,
+    concurrency: usize,
+) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for (target, client, prefix) in targets {
         let (client, prefix) = (client.clone(), prefix.to_string());
         samples.push(
             measure("GET", target, per_path, concurrency, move |i| {
@@ -192,13 +230,20 @@ pub async fn run(
             .await,
         );
     }
+    samples
+}
 
-    eprintln!("[4/4] LIST the tenant's {pods}+ pods across its namespaces, {lists} times per path");
-    let wanted = pods;
-    for (target, client) in [
-        ("tenant gateway", gateway.clone()),
-        ("aggregated path", aggregated.clone()),
-    ] {
+/// The tenant's pods listed across its namespaces: by the tenant on its
+/// two paths, by the admin on kube-apiserver with the tenant label.
+async fn list_all(
+    targets: &Targets,
+    admin: &kube::Client,
+    wanted: usize,
+    lists: usize,
+) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for (target, client, _) in &targets[..2] {
+        let client = client.clone();
         samples.push(
             measure("LIST", target, lists, 1, move |_| {
                 let client = client.clone();
@@ -212,8 +257,9 @@ pub async fn run(
         );
     }
     let label = format!("{}={TENANT}", arktos_crds::naming::TENANT_LABEL);
+    let admin = admin.clone();
     samples.push(
-        measure("LIST", "kube-apiserver direct", lists, 1, move |_| {
+        measure("LIST", targets[2].0, lists, 1, move |_| {
             let (admin, label) = (admin.clone(), label.clone());
             async move {
                 let all = Api::<Pod>::all(admin)
@@ -225,7 +271,5 @@ pub async fn run(
         })
         .await,
     );
-    println!();
-    report(&samples, "kube-apiserver direct");
-    Ok(())
+    samples
 }
