@@ -216,17 +216,13 @@ struct Kind {
     prefix: &'static str,
 }
 
-async fn tenants(
-    client: kube::Client,
-    count: usize,
-    gets: usize,
-    lists: usize,
-    concurrency: usize,
-) -> anyhow::Result<()> {
+/// The three kinds the tenants bench compares: Tenants through the
+/// aggregator, their storage CRD, and a built-in cluster-scoped kind.
+fn bench_kinds(client: &kube::Client) -> [Kind; 3] {
     let resource = |group: &str, version: &str, kind: &str, plural: &str| {
         ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
     };
-    let kinds = [
+    [
         Kind {
             label: "tenants (via aggregator)",
             api: Api::all_with(
@@ -264,7 +260,17 @@ async fn tenants(
             object: |name, i| json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name}, "value": i}),
             prefix: "p",
         },
-    ];
+    ]
+}
+
+async fn tenants(
+    client: kube::Client,
+    count: usize,
+    gets: usize,
+    lists: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let kinds = bench_kinds(&client);
     let run = std::process::id() % 10_000;
     let name = move |prefix: &str, i: usize| format!("b{run}{prefix}{i}");
     let mut samples: Vec<Sample> = Vec::new();

@@ -67,28 +67,9 @@ pub async fn run(
     tenants: usize,
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    let admin = cluster.admin_client().await?;
-    let api: Api<Tenant> = Api::all(admin.clone());
-    eprintln!("creating {tenants} tenants");
-    let names: Vec<String> = (0..tenants).map(|i| format!("shard{i}")).collect();
-    let outcomes: Vec<anyhow::Result<()>> = futures::stream::iter(names.clone())
-        .map(|name| {
-            let api = api.clone();
-            async move {
-                let tenant: Tenant = serde_json::from_value(json!({
-                    "apiVersion": "tenancy.arktos.io/v1alpha1", "kind": "Tenant",
-                    "metadata": {"name": name},
-                    "spec": {"owners": [{"kind": "User", "name": "nobody"}]},
-                }))?;
-                api.create(&PostParams::default(), &tenant).await?;
-                Ok(())
-            }
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    outcomes.into_iter().collect::<anyhow::Result<()>>()?;
+    let names = create_tenants(cluster, tenants, concurrency).await?;
     let wanted: HashSet<&String> = names.iter().collect();
+    let tenants = names.len();
 
     println!(
         "{:>9} {:>12} {:>14} {:>18} {:>16} {:>16}",
@@ -107,27 +88,8 @@ pub async fn run(
         let started = observe::micros_now();
         let clock = Instant::now();
         // Every tenant reconciled once from the cold start.
-        let (elapsed, reconciles) = loop {
-            let mut done: HashSet<String> = HashSet::new();
-            let mut count = 0usize;
-            for replica in 0..instances {
-                if let Ok(log) = observe::reconciles(cluster.operators_port(replica)).await {
-                    for record in log.reconciles.into_iter().filter(|r| r.start >= started) {
-                        count += 1;
-                        done.insert(record.object);
-                    }
-                }
-            }
-            if wanted.iter().all(|n| done.contains(*n)) {
-                break (clock.elapsed(), count);
-            }
-            anyhow::ensure!(
-                clock.elapsed() < Duration::from_secs(600),
-                "{} of {tenants} tenants reconciled after 10 minutes",
-                done.len()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let (elapsed, reconciles) =
+            all_reconciled(cluster, instances, &wanted, started, clock).await?;
         let mut cpu = 0.0;
         let mut rss = 0u64;
         for replica in 0..instances {
@@ -167,4 +129,67 @@ pub async fn run(
     // Leave the cluster with its usual replicas.
     replace_instances(cluster, running, OPERATOR_REPLICAS)?;
     Ok(())
+}
+
+/// Tenants `shard0`.. `shard<tenants-1>`, created `concurrency` at a time.
+async fn create_tenants(
+    cluster: &LocalCluster,
+    tenants: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<String>> {
+    let admin = cluster.admin_client().await?;
+    let api: Api<Tenant> = Api::all(admin.clone());
+    eprintln!("creating {tenants} tenants");
+    let names: Vec<String> = (0..tenants).map(|i| format!("shard{i}")).collect();
+    let outcomes: Vec<anyhow::Result<()>> = futures::stream::iter(names.clone())
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let tenant: Tenant = serde_json::from_value(json!({
+                    "apiVersion": "tenancy.arktos.io/v1alpha1", "kind": "Tenant",
+                    "metadata": {"name": name},
+                    "spec": {"owners": [{"kind": "User", "name": "nobody"}]},
+                }))?;
+                api.create(&PostParams::default(), &tenant).await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    outcomes.into_iter().collect::<anyhow::Result<()>>()?;
+    Ok(names)
+}
+
+/// Waits until `instances` operators have reconciled every wanted tenant
+/// since `started` (µs since the epoch); how long it took (on `clock`) and how many reconciles.
+async fn all_reconciled(
+    cluster: &LocalCluster,
+    instances: u16,
+    wanted: &HashSet<&String>,
+    started: u128,
+    clock: Instant,
+) -> anyhow::Result<(Duration, usize)> {
+    loop {
+        let mut done: HashSet<String> = HashSet::new();
+        let mut count = 0usize;
+        for replica in 0..instances {
+            if let Ok(log) = observe::reconciles(cluster.operators_port(replica)).await {
+                for record in log.reconciles.into_iter().filter(|r| r.start >= started) {
+                    count += 1;
+                    done.insert(record.object);
+                }
+            }
+        }
+        if wanted.iter().all(|n| done.contains(*n)) {
+            return Ok((clock.elapsed(), count));
+        }
+        anyhow::ensure!(
+            clock.elapsed() < Duration::from_secs(600),
+            "{} of {} tenants reconciled after 10 minutes",
+            done.len(),
+            wanted.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
