@@ -422,7 +422,7 @@ async fn other_tenants_objects(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
         bobs.data == config_map().data,
         "bob's cfg changed: {bobs:?}"
     );
-    refused.at_least("another tenant's objects", 16)
+    refused.at_least("another tenant's objects", 15)
 }
 
 /// Impersonation, forged front-proxy headers, a user in no tenant, and

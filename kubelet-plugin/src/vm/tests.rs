@@ -10,7 +10,7 @@ use arktos_crds::vm::shape::{POWER_RUNNING, POWER_SHUTDOWN};
 use tokio::sync::Semaphore;
 
 use super::domain::domain_name;
-use super::fakes::{FakeHypervisor, Ping, runtime, vm_pod};
+use super::fakes::{FakeHypervisor, FakeRuntime, Ping, runtime, vm_pod};
 use super::network::tap_name;
 use super::records::Phase;
 use super::*;
@@ -131,26 +131,39 @@ async fn a_vm_powered_off_on_purpose_stays_a_running_container() {
     assert!(!rt.power_off("c4").await.unwrap(), "off already: no change");
 }
 
+/// VM pod `id` restoring snapshot `clean` (with memory), held midway: its
+/// domain destroyed, the revert waiting for a permit of the gate returned.
+async fn midway_through_a_restore(
+    id: &str,
+) -> (
+    Arc<FakeRuntime>,
+    Arc<Semaphore>,
+    tokio::task::JoinHandle<Result<(), tonic::Status>>,
+) {
+    let gate = Arc::new(Semaphore::new(0));
+    let mut fake = FakeHypervisor::new(Ping::Answers)
+        .running(&domain_name(id))
+        .with_snapshot("clean", true);
+    fake.revert_gate = Some(gate.clone());
+    let rt = runtime(fake).await;
+    vm_pod(&rt, id).await;
+    let restore = tokio::spawn({
+        let (rt, id) = (rt.clone(), id.to_string());
+        async move { rt.restore(&id, "clean").await }
+    });
+    rt.libvirt
+        .called(&format!("revert {} clean", domain_name(id)))
+        .await;
+    (rt, gate, restore)
+}
+
 /// A race fixed before: the kubelet stopped a VM while a restore had its
 /// domain destroyed and was reverting it. The stop now waits for the
 /// restore, then powers off the VM the restore left running; the record
 /// says what the stop did, not what the restore saw.
 #[tokio::test]
 async fn a_stop_during_a_restore_waits_for_it_then_stops_the_restored_vm() {
-    let gate = Arc::new(Semaphore::new(0));
-    let mut fake = FakeHypervisor::new(Ping::Answers)
-        .running(&domain_name("c6"))
-        .with_snapshot("clean", true);
-    fake.revert_gate = Some(gate.clone());
-    let rt = runtime(fake).await;
-    vm_pod(&rt, "c6").await;
-    let restore = tokio::spawn({
-        let rt = rt.clone();
-        async move { rt.restore("c6", "clean").await }
-    });
-    rt.libvirt
-        .called(&format!("revert {} clean", domain_name("c6")))
-        .await;
+    let (rt, gate, restore) = midway_through_a_restore("c6").await;
     let stop = tokio::spawn({
         let rt = rt.clone();
         async move { rt.stop_container("c6", 10).await }
@@ -244,20 +257,7 @@ async fn a_power_spec_and_an_action_at_once_run_one_after_the_other() {
 /// the destroyed domain in the middle of a restore.
 #[tokio::test]
 async fn observe_waits_for_an_operation_and_reports_what_it_left() {
-    let gate = Arc::new(Semaphore::new(0));
-    let mut fake = FakeHypervisor::new(Ping::Answers)
-        .running(&domain_name("c9"))
-        .with_snapshot("clean", true);
-    fake.revert_gate = Some(gate.clone());
-    let rt = runtime(fake).await;
-    vm_pod(&rt, "c9").await;
-    let restore = tokio::spawn({
-        let rt = rt.clone();
-        async move { rt.restore("c9", "clean").await }
-    });
-    rt.libvirt
-        .called(&format!("revert {} clean", domain_name("c9")))
-        .await;
+    let (rt, gate, restore) = midway_through_a_restore("c9").await;
     let observe = tokio::spawn({
         let rt = rt.clone();
         async move { rt.observe("c9").await }
