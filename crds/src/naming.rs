@@ -18,6 +18,9 @@ pub const SEPARATOR: &str = "--";
 pub const SYSTEM_TENANT: &str = "system";
 /// Label on every namespace of a tenant and every object in it.
 pub const TENANT_LABEL: &str = "tenancy.arktos.io/tenant";
+/// The label kube-apiserver puts on every namespace, its name as value:
+/// a tenant sees (and selects on) its own name there, not the storage name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 /// Namespaces every tenant has from the start, as every Kubernetes cluster
 /// (and every Arktos tenant) does. The tenant controller keeps them; they
 /// cannot be deleted through a tenant route and do not count against

@@ -5,12 +5,14 @@
 //! another tenant's namespace: every namespace a tenant writes is mapped
 //! into its own prefix.
 
-use arktos_crds::naming::{TENANT_LABEL, TenantName};
+use arktos_crds::naming::{NAMESPACE_NAME_LABEL, TENANT_LABEL, TenantName};
 use arktos_crds::status;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use serde_json::Value;
+
+use super::selectors::Toward;
 
 /// Keys whose value is a namespace name, inside objects that reference
 /// other objects (RBAC subjects, events).
@@ -93,6 +95,7 @@ impl View {
                 self.namespace_to_storage(ns)
             })?;
         }
+        self.namespace_selectors_outside_items(object, Toward::Storage);
         if let Some(items) = object.get_mut("items").and_then(Value::as_array_mut) {
             for item in items {
                 self.request_body(item, is_namespace)?;
@@ -158,6 +161,11 @@ impl View {
             && value.get("object").is_some()
             && value.get("kind").is_none()
         {
+            // A bookmark names no object, only a resourceVersion (and the
+            // end of a watch-list's initial events): it passes as it is.
+            if value["type"] == "BOOKMARK" {
+                return true;
+            }
             return self.answer(&mut value["object"], namespaces);
         }
         if let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) {
@@ -214,6 +222,13 @@ impl View {
                 return false;
             };
             let mine = mine.to_string();
+            // kube-apiserver labels each namespace with its own name.
+            if let Some(label) = metadata
+                .get_mut("labels")
+                .and_then(|l| l.get_mut(NAMESPACE_NAME_LABEL))
+            {
+                *label = mine.clone().into();
+            }
             metadata.insert("name".into(), mine.into());
         }
         if let Some(ns) = metadata
@@ -246,6 +261,7 @@ impl View {
                         .unwrap_or_else(|| "<other>".into()))
                 });
             }
+            self.namespace_selectors_outside_items(object, Toward::Tenant);
         }
         true
     }
@@ -437,6 +453,22 @@ mod tests {
             "pods \"x\" is forbidden: in namespace web"
         );
         assert_eq!(status["details"]["name"], "web");
+    }
+
+    /// A namespace watch's bookmarks carry no name; dropping them left
+    /// kubectl waiting for the end of a watch-list's initial events.
+    #[test]
+    fn bookmarks_pass_every_watch_and_namespaces_show_their_own_name_label() {
+        let mut bookmark = json!({"type": "BOOKMARK", "object": {"kind": "Namespace",
+            "metadata": {"resourceVersion": "7", "annotations": {"k8s.io/initial-events-end": "true"}}}});
+        let before = bookmark.clone();
+        assert!(acme().namespace_response(&mut bookmark));
+        assert_eq!(bookmark, before);
+
+        let mut namespace = json!({"kind": "Namespace", "metadata": {"name": "acme--web",
+            "labels": {NAMESPACE_NAME_LABEL: "acme--web", TENANT_LABEL: "acme"}}});
+        assert!(acme().namespace_response(&mut namespace));
+        assert_eq!(namespace["metadata"]["labels"][NAMESPACE_NAME_LABEL], "web");
     }
 
     #[test]

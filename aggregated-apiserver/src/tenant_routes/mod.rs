@@ -17,6 +17,7 @@ pub mod mapping;
 pub mod path;
 pub mod plan;
 mod protobuf;
+pub mod selectors;
 mod vm_pods;
 
 use std::sync::Arc;

@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use super::catalog::{Catalog, Resource};
 use super::mapping::{View, namespace_subject};
 use super::path::ResourcePath;
+use super::selectors::Toward;
 use super::{protobuf, vm_pods};
 use crate::request::ApiRequest;
 
@@ -419,6 +420,9 @@ pub fn map_params(
             "continue" => *value = view.continue_to_storage(value, across),
             "labelSelector" if across => {
                 has_label = true;
+                if namespace_names {
+                    *value = view.namespace_label_selector(value, Toward::Storage);
+                }
                 *value = if value.is_empty() {
                     view.label_term()
                 } else {

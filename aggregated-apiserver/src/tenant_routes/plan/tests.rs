@@ -413,6 +413,9 @@ table! {
     namespace_name_selector_is_mapped:
         get("/api/v1/namespaces").query("fieldSelector=metadata.name%3Dweb").namespace_plan()
         => Ok(NamespacePlan { verb: "list", op: NamespaceOp::List { params: params(&[("fieldSelector", "metadata.name=acme--web"), ("labelSelector", LABEL)]), watch: false } });
+    namespace_name_label_selector_is_mapped:
+        get("/api/v1/namespaces").query("labelSelector=kubernetes.io%2Fmetadata.name%3Dweb").namespace_plan()
+        => Ok(NamespacePlan { verb: "list", op: NamespaceOp::List { params: params(&[("labelSelector", &format!("kubernetes.io/metadata.name=acme--web,{LABEL}"))]), watch: false } });
     namespace_get:
         get("/api/v1/namespaces/web").namespace_plan()
         => Ok(NamespacePlan { verb: "get", op: NamespaceOp::Get { name: "web".into(), subresource: None } });
