@@ -281,6 +281,7 @@ impl TenantRoutes {
         let as_user = (forward.identity == Identity::User).then_some(user);
         let body = match &forward.body {
             plan::Body::None => None,
+            plan::Body::AsSent => Some(request.body.to_vec()),
             plan::Body::Mapped => Some(map_body(&view, request, false)?),
             plan::Body::VmPod { namespace, kind } => {
                 let mut value = request.json_body()?;
@@ -432,6 +433,7 @@ impl TenantRoutes {
         let rewrite: Rewrite =
             Arc::new(move |value: &mut Value| rewrite_view.namespace_response(value));
         let accept = request.accept();
+        let sent_type = request.content_type();
         let send = |method: Method, uri: String, body: Option<Vec<u8>>, watch: bool| Outgoing {
             method,
             uri,
@@ -466,13 +468,17 @@ impl TenantRoutes {
             }
             NamespaceOp::Delete { name, params } => {
                 let storage = self.own_namespace(&view, &name).await?;
+                // DeleteOptions as sent, in the encoding they were sent in.
                 let body = (!request.body.is_empty()).then(|| request.body.to_vec());
-                send(
-                    Method::DELETE,
-                    with_query(join(&["/api/v1/namespaces", &storage]), &params),
-                    body,
-                    false,
-                )
+                Outgoing {
+                    content_type: &sent_type,
+                    ..send(
+                        Method::DELETE,
+                        with_query(join(&["/api/v1/namespaces", &storage]), &params),
+                        body,
+                        false,
+                    )
+                }
             }
         };
         self.backend.send(outgoing, rewrite).await

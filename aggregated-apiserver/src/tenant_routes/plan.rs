@@ -103,6 +103,10 @@ pub enum Identity {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Body {
     None,
+    /// The client's bytes in the client's encoding: a delete's
+    /// DeleteOptions name no namespace, and kube-apiserver reads them in
+    /// every encoding it serves (protobuf from client-go's typed clients).
+    AsSent,
     /// Namespaces and labels mapped to storage terms, in its own encoding.
     Mapped,
     /// An object in the Arktos VM shape (of `kind`) turned into storage
@@ -175,7 +179,11 @@ pub fn resource(
         forward.params.push(("watch".into(), "true".into()));
     }
     if forward.body == Body::None && !incoming.body.is_empty() {
-        forward.body = Body::Mapped;
+        forward.body = if incoming.method == Method::DELETE {
+            Body::AsSent
+        } else {
+            Body::Mapped
+        };
     }
     Ok(Plan::Forward(forward))
 }

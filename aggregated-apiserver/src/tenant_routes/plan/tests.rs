@@ -209,6 +209,14 @@ table! {
     dry_run_passes_through:
         req(Method::DELETE, "/api/v1/namespaces/web/configmaps/cfg").query("dryRun=All").plan(namespaced("ConfigMap"))
         => ok(Forward { params: params(&[("dryRun", "All")]), ..to(Method::DELETE, "/api/v1/namespaces/acme--web/configmaps/cfg") });
+    delete_options_in_protobuf_pass_as_sent:
+        req(Method::DELETE, "/api/v1/namespaces/web/configmaps/cfg").body("application/vnd.kubernetes.protobuf", "k8s\0")
+            .plan(namespaced("ConfigMap"))
+        => ok(Forward { body: Body::AsSent, ..to(Method::DELETE, "/api/v1/namespaces/acme--web/configmaps/cfg") });
+    deletecollection_options_pass_as_sent:
+        req(Method::DELETE, "/api/v1/namespaces/web/configmaps").json(r#"{"kind":"DeleteOptions","propagationPolicy":"Background"}"#)
+            .plan(namespaced("ConfigMap"))
+        => ok(Forward { body: Body::AsSent, ..to(Method::DELETE, "/api/v1/namespaces/acme--web/configmaps") });
     field_selector_namespace_is_mapped:
         get("/api/v1/namespaces/web/events").query("fieldSelector=involvedObject.namespace%3Dweb").plan(namespaced("Event"))
         => ok(Forward { params: params(&[("fieldSelector", "involvedObject.namespace=acme--web")]), ..to(Method::GET, "/api/v1/namespaces/acme--web/events") });
