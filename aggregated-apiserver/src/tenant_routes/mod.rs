@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod list_cache;
 mod list_stream;
 pub mod mapping;
+mod namespace_patch;
 pub mod path;
 pub mod plan;
 mod protobuf;
@@ -452,7 +453,7 @@ impl TenantRoutes {
                 watch,
             ),
             NamespaceOp::Get { name, subresource } => {
-                let storage = self.own_namespace(&view, &name).await?;
+                let (storage, _) = self.own_namespace(&view, &name).await?;
                 let sub = subresource.unwrap_or_default();
                 send(
                     Method::GET,
@@ -466,8 +467,36 @@ impl TenantRoutes {
                     .create_namespace(tenant, &view, request, &params, send, rewrite)
                     .await;
             }
+            NamespaceOp::Patch { name, params } => {
+                let (storage, _) = self.own_namespace(&view, &name).await?;
+                let body =
+                    namespace_patch::checked_patch(&sent_type, &request.body, &name, &storage)?;
+                Outgoing {
+                    content_type: &sent_type,
+                    ..send(
+                        Method::PATCH,
+                        with_query(join(&["/api/v1/namespaces", &storage]), &params),
+                        Some(body),
+                        false,
+                    )
+                }
+            }
+            NamespaceOp::Update { name, params } => {
+                let (storage, current) = self.own_namespace(&view, &name).await?;
+                let wanted = namespace_body(request)?;
+                let body = namespace_patch::update_as_patch(&name, &wanted, &current)?;
+                Outgoing {
+                    content_type: "application/merge-patch+json",
+                    ..send(
+                        Method::PATCH,
+                        with_query(join(&["/api/v1/namespaces", &storage]), &params),
+                        Some(body),
+                        false,
+                    )
+                }
+            }
             NamespaceOp::Delete { name, params } => {
-                let storage = self.own_namespace(&view, &name).await?;
+                let (storage, _) = self.own_namespace(&view, &name).await?;
                 // DeleteOptions as sent, in the encoding they were sent in.
                 let body = (!request.body.is_empty()).then(|| request.body.to_vec());
                 Outgoing {
@@ -498,12 +527,7 @@ impl TenantRoutes {
         // kubectl's typed `create namespace` sends protobuf: a namespace
         // is only its name and labels, so it is read into JSON and
         // created like any other.
-        let mut body = if request.content_type() == protobuf::CONTENT_TYPE {
-            let (name, labels) = protobuf::name_and_labels(&request.body)?;
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
-        } else {
-            request.json_body()?
-        };
+        let mut body = namespace_body(request)?;
         let name = body
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -541,9 +565,10 @@ impl TenantRoutes {
         Ok(response)
     }
 
-    /// The storage name of the tenant's namespace `name`, if it exists and
-    /// carries the tenant's label; 404 otherwise.
-    async fn own_namespace(&self, view: &View, name: &str) -> Result<String, Status> {
+    /// The storage name of the tenant's namespace `name`, and the namespace
+    /// as stored, if it exists and carries the tenant's label; 404
+    /// otherwise.
+    async fn own_namespace(&self, view: &View, name: &str) -> Result<(String, Value), Status> {
         let not_found = || status::not_found(&namespace_subject(name));
         let storage = view.namespace_to_storage(name).map_err(|_| not_found())?;
         let outgoing =
@@ -557,7 +582,7 @@ impl TenantRoutes {
             .and_then(Value::as_str)
             == Some(view.tenant().as_str());
         if code.is_success() && labelled {
-            Ok(storage)
+            Ok((storage, namespace))
         } else {
             Err(not_found())
         }
@@ -635,6 +660,15 @@ impl TenantRoutes {
                 "cannot grant the tenant's owners their namespace",
             ))
         }
+    }
+}
+
+/// A namespace in a request body, as JSON whatever its encoding.
+fn namespace_body(request: &ApiRequest) -> Result<Value, Status> {
+    if request.content_type() == protobuf::CONTENT_TYPE {
+        protobuf::namespace_as_json(&request.body)
+    } else {
+        request.json_body()
     }
 }
 

@@ -357,6 +357,16 @@ pub enum NamespaceOp {
     Create {
         params: Params,
     },
+    /// A change of its labels and annotations (`namespace_patch.rs`).
+    Patch {
+        name: String,
+        params: Params,
+    },
+    /// An update, sent as a patch of its labels and annotations.
+    Update {
+        name: String,
+        params: Params,
+    },
     Delete {
         name: String,
         params: Params,
@@ -402,10 +412,18 @@ pub fn namespaces(
                 params,
             }
         }
+        (&Method::PATCH, Some(name), None) => NamespaceOp::Patch {
+            name: name.clone(),
+            params,
+        },
+        (&Method::PUT, Some(name), None) => NamespaceOp::Update {
+            name: name.clone(),
+            params,
+        },
         (method, _, _) => {
             return Err(status::method_not_allowed(
                 method.as_str(),
-                "a tenant's namespace (they are created and deleted only; their labels belong to Arktos)",
+                "a tenant's namespace or its subresources (namespaces are created, deleted, and have their labels and annotations changed; their status and finalizers are Arktos')",
             ));
         }
     };

@@ -194,10 +194,11 @@ fn rewrite_metadata(
     Ok(encode(&metadata))
 }
 
-/// The name and labels of the object in a protobuf body.
-pub fn name_and_labels(
-    body: &[u8],
-) -> Result<(String, serde_json::Map<String, serde_json::Value>), Status> {
+/// A namespace sent in protobuf (kubectl's typed `create namespace`,
+/// client-go's typed `Update`), as JSON: a namespace is its name, labels,
+/// annotations and resourceVersion to us (its spec and status are
+/// kube-apiserver's).
+pub fn namespace_as_json(body: &[u8]) -> Result<serde_json::Value, Status> {
     let envelope = body.strip_prefix(MAGIC).ok_or_else(malformed)?;
     let unknown = parse(envelope).ok_or_else(malformed)?;
     let raw = unknown
@@ -209,27 +210,32 @@ pub fn name_and_labels(
         .iter()
         .find(|f| f.number == 1)
         .ok_or_else(malformed)?;
-    let mut name = String::new();
-    let mut labels = serde_json::Map::new();
+    let mut out = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"labels": {}, "annotations": {}}});
     for field in parse(&metadata.data).ok_or_else(malformed)? {
-        match field.number {
-            1 => name = text(&field).ok_or_else(malformed)?.to_string(),
-            11 => {
-                let entry = parse(&field.data).ok_or_else(malformed)?;
-                let part = |n| {
-                    entry
-                        .iter()
-                        .find(|e| e.number == n)
-                        .and_then(text)
-                        .unwrap_or_default()
-                        .to_string()
-                };
-                labels.insert(part(1), part(2).into());
-            }
-            _ => {}
+        let key = match field.number {
+            1 => "name",
+            6 => "resourceVersion",
+            11 => "labels",
+            12 => "annotations",
+            _ => continue,
+        };
+        if field.number <= 6 {
+            out["metadata"][key] = text(&field).ok_or_else(malformed)?.into();
+            continue;
         }
+        let entry = parse(&field.data).ok_or_else(malformed)?;
+        let part = |n| {
+            entry
+                .iter()
+                .find(|e| e.number == n)
+                .and_then(text)
+                .unwrap_or_default()
+                .to_string()
+        };
+        out["metadata"][key][part(1)] = part(2).into();
     }
-    Ok((name, labels))
+    Ok(out)
 }
 
 /// `Accept` for a list answered as object metadata only, in protobuf: the
@@ -451,20 +457,27 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_name_and_labels() {
+    fn reads_a_namespace_as_json() {
         let label = Field {
             number: 11,
             wire: 2,
             data: message(&[string_field(1, "team"), string_field(2, "red")]),
         };
-        let (name, labels) = name_and_labels(&object(
+        let note = Field {
+            number: 12,
+            wire: 2,
+            data: message(&[string_field(1, "note"), string_field(2, "hi")]),
+        };
+        let namespace = namespace_as_json(&object(
             "Namespace",
-            vec![string_field(1, "web"), label],
+            vec![string_field(1, "web"), string_field(6, "42"), label, note],
             vec![],
         ))
         .unwrap();
-        assert_eq!(name, "web");
-        assert_eq!(labels["team"], "red");
+        assert_eq!(namespace["metadata"]["name"], "web");
+        assert_eq!(namespace["metadata"]["resourceVersion"], "42");
+        assert_eq!(namespace["metadata"]["labels"]["team"], "red");
+        assert_eq!(namespace["metadata"]["annotations"]["note"], "hi");
     }
 
     #[test]

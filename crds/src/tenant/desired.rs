@@ -56,7 +56,7 @@ pub fn owner_role(tenant: &str) -> ClusterRole {
             {"apiGroups": [GROUP], "resources": ["tenants/api", "tenants/apis"], "resourceNames": [tenant],
              "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
             {"apiGroups": [GROUP], "resources": ["tenants/namespaces"], "resourceNames": [tenant],
-             "verbs": ["get", "list", "watch", "create", "delete"]},
+             "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
         ],
     }))
     .expect("a valid ClusterRole")

@@ -11,6 +11,7 @@ mod support;
 mod tenant_admission;
 mod tenant_api;
 mod tenant_isolation;
+mod tenant_namespaces;
 mod tenant_operator;
 mod tenant_plugin;
 mod tenant_python;
@@ -146,6 +147,7 @@ fn main() {
             .chain(tenant_api::NAMES)
             .chain(tenant_routes::NAMES)
             .chain(tenant_isolation::NAMES)
+            .chain(tenant_namespaces::NAMES)
             .chain(tenant_plugin::NAMES)
             .chain(tenant_watch::NAMES)
             .chain(tenant_python::NAMES)
@@ -175,6 +177,7 @@ fn main() {
     trials.extend(tenant_api::trials(&ctx));
     trials.extend(tenant_routes::trials(&ctx));
     trials.extend(tenant_isolation::trials(&ctx));
+    trials.extend(tenant_namespaces::trials(&ctx));
     trials.extend(tenant_plugin::trials(&ctx));
     trials.extend(tenant_watch::trials(&ctx));
     trials.extend(tenant_python::trials(&ctx));

@@ -243,7 +243,7 @@ pub async fn grant_use(admin: &kube::Client, tenant: &str, user: &str) -> anyhow
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
         "rules": [{"apiGroups": ["tenancy.arktos.io"],
                    "resources": ["tenants", "tenants/api", "tenants/apis", "tenants/namespaces"],
-                   "resourceNames": [tenant], "verbs": ["use", "get", "list", "watch", "create", "delete"]}],
+                   "resourceNames": [tenant], "verbs": ["use", "get", "list", "watch", "create", "update", "patch", "delete"]}],
     }))?;
     Api::<ClusterRole>::all(admin.clone())
         .patch(&name, &apply, &Patch::Apply(&role))

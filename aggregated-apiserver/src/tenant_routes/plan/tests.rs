@@ -442,11 +442,14 @@ table! {
     kube_system_may_not_be_deleted:
         req(Method::DELETE, "/api/v1/namespaces/kube-system").namespace_plan()
         => Err(403);
-    namespace_update_is_not_allowed:
+    namespace_update_changes_labels_and_annotations:
         req(Method::PUT, "/api/v1/namespaces/web").json("{}").namespace_plan()
-        => Err(405);
-    namespace_patch_is_not_allowed:
-        req(Method::PATCH, "/api/v1/namespaces/web").json("{}").namespace_plan()
+        => Ok(NamespacePlan { verb: "update", op: NamespaceOp::Update { name: "web".into(), params: vec![] } });
+    namespace_patch_changes_labels_and_annotations:
+        req(Method::PATCH, "/api/v1/namespaces/web").query("fieldManager=kubectl-label").json("{}").namespace_plan()
+        => Ok(NamespacePlan { verb: "patch", op: NamespaceOp::Patch { name: "web".into(), params: params(&[("fieldManager", "kubectl-label")]) } });
+    namespace_status_patch_is_not_allowed:
+        req(Method::PATCH, "/api/v1/namespaces/web/status").json("{}").namespace_plan()
         => Err(405);
     namespace_finalize_is_not_allowed:
         req(Method::PUT, "/api/v1/namespaces/web/finalize").json("{}").namespace_plan()

@@ -1,0 +1,156 @@
+//! A tenant's namespaces as kubectl uses them through the gateway
+//! (docs/tenant-routes.md): labelled and annotated by their owners (never
+//! the keys Arktos keeps), selected by label and by their own
+//! `kubernetes.io/metadata.name`, and deleted by kubectl 1.37, whose
+//! watch-list waits for the end of the initial events.
+
+use std::sync::Arc;
+
+use anyhow::ensure;
+use arktos_e2e::harness::step;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::Api;
+use libtest_mimic::Trial;
+use serde_json::json;
+
+use crate::support::{TenantOwner, kubectl_with, tenant_kubeconfig};
+use crate::{Ctx, trial};
+
+pub const NAMES: &[&str] = &[
+    "tenant_namespaces_are_labelled_selected_and_deleted_with_kubectl",
+    "a_tenant_network_policy_selects_namespaces_by_their_own_names",
+];
+
+pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
+    vec![
+        trial(
+            ctx,
+            NAMES[0],
+            |ctx| async move { labels_and_delete(&ctx).await },
+        ),
+        trial(
+            ctx,
+            NAMES[1],
+            |ctx| async move { network_policy(&ctx).await },
+        ),
+    ]
+}
+
+async fn labels_and_delete(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
+    let owner = TenantOwner::create(ctx, "nsl", json!({})).await?;
+    for namespace in ["web", "db"] {
+        owner.namespace(namespace).await?;
+    }
+    let config = tenant_kubeconfig(ctx, &owner, "default")?;
+    let kubectl = |args: Vec<String>| {
+        let (ctx, config) = (ctx.clone(), config.clone());
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            kubectl_with(&ctx, &config, &args, None).await
+        }
+    };
+    let words = |line: &str| {
+        line.split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+
+    step("kubectl label and annotate a tenant namespace");
+    for args in ["label ns web team=red", "annotate ns web owner=alice"] {
+        let (ok, out, err) = kubectl(words(args)).await?;
+        ensure!(ok, "kubectl {args}: {out} {err}");
+    }
+    let (ok, out, err) = kubectl(words("get ns -l team=red -o name")).await?;
+    ensure!(
+        ok && out.trim() == "namespace/web",
+        "select by label: {out} {err}"
+    );
+    let (ok, out, err) = kubectl(words("get ns -l kubernetes.io/metadata.name=db -o name")).await?;
+    ensure!(
+        ok && out.trim() == "namespace/db",
+        "select by name label: {out} {err}"
+    );
+    let (ok, out, err) = kubectl(words(
+        "get ns web -o jsonpath={.metadata.labels.kubernetes\\.io/metadata\\.name}/{.metadata.annotations.owner}",
+    ))
+    .await?;
+    ensure!(ok && out.trim() == "web/alice", "read back: {out} {err}");
+
+    step("the keys Arktos keeps are refused, naming the key");
+    for (args, key) in [
+        (
+            "label ns web tenancy.arktos.io/tenant=other --overwrite",
+            "tenancy.arktos.io/tenant",
+        ),
+        (
+            "label ns web pod-security.kubernetes.io/enforce=privileged --overwrite",
+            "pod-security.kubernetes.io/enforce",
+        ),
+        (
+            "label ns web kubernetes.io/metadata.name-",
+            "kubernetes.io/metadata.name",
+        ),
+        (
+            "annotate ns web scheduler.alpha.kubernetes.io/node-selector=node=x",
+            "scheduler.alpha.kubernetes.io/node-selector",
+        ),
+    ] {
+        let (ok, out, err) = kubectl(words(args)).await?;
+        ensure!(
+            !ok && err.contains("Forbidden") && err.contains(key),
+            "kubectl {args}: {out} {err}"
+        );
+    }
+    let stored = Api::<k8s_openapi::api::core::v1::Namespace>::all(owner.admin.clone())
+        .get(&owner.storage("web"))
+        .await?;
+    let labels = stored.metadata.labels.unwrap_or_default();
+    ensure!(
+        labels.get("tenancy.arktos.io/tenant") == Some(&owner.tenant)
+            && labels.get("team").map(String::as_str) == Some("red"),
+        "stored labels: {labels:?}"
+    );
+
+    step("kubectl delete ns waits on a watch-list and returns");
+    let (ok, out, err) = kubectl(words("delete ns db --wait=true --timeout=90s")).await?;
+    ensure!(
+        ok && out.contains("deleted"),
+        "kubectl delete ns: {out} {err}"
+    );
+    Ok(())
+}
+
+/// A NetworkPolicy selecting namespaces by `kubernetes.io/metadata.name`
+/// is stored on the storage names (which the cluster enforces on), and
+/// reads back as written.
+async fn network_policy(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
+    let owner = TenantOwner::create(ctx, "netpol", json!({})).await?;
+    owner.namespace("web").await?;
+    let policy: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "from-web"},
+        "spec": {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector":
+            {"matchLabels": {"kubernetes.io/metadata.name": "web"}}}]}]},
+    }))?;
+    let mine = Api::<NetworkPolicy>::namespaced(owner.client.clone(), "web");
+    mine.create(&Default::default(), &policy).await?;
+    let stored = Api::<NetworkPolicy>::namespaced(owner.admin.clone(), &owner.storage("web"))
+        .get("from-web")
+        .await?;
+    let selector = |p: &NetworkPolicy| {
+        serde_json::to_value(p).unwrap_or_default()["spec"]["ingress"][0]["from"][0]
+            ["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            .clone()
+    };
+    ensure!(
+        selector(&stored) == json!(owner.storage("web")),
+        "stored: {}",
+        selector(&stored)
+    );
+    let read = mine.get("from-web").await?;
+    ensure!(
+        selector(&read) == json!("web"),
+        "read back: {}",
+        selector(&read)
+    );
+    Ok(())
+}
