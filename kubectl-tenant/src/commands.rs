@@ -43,6 +43,13 @@ enum Command {
         /// Pod Security Standard of the tenant's namespaces.
         #[arg(long, default_value = "restricted", value_parser = ["restricted", "baseline"])]
         pod_security: String,
+        /// Wait until the tenant is Ready (its namespaces and access in
+        /// place); `--wait=false` returns once it is created.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        wait: bool,
+        /// How long to wait for Ready, in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
     },
     /// List tenants.
     List,
@@ -114,6 +121,8 @@ async fn manage(command: Command, tenants: Api<Tenant>) -> anyhow::Result<()> {
             owners,
             quota,
             pod_security,
+            wait,
+            timeout,
         } => {
             TenantName::new(&name)?;
             let mut spec = TenantSpec {
@@ -139,6 +148,11 @@ async fn manage(command: Command, tenants: Api<Tenant>) -> anyhow::Result<()> {
                 .await
                 .map_err(api_error)?;
             println!("tenant/{name} created");
+            if wait {
+                crate::ready::wait(&tenants, &name, std::time::Duration::from_secs(timeout))
+                    .await?;
+                println!("tenant/{name} ready");
+            }
         }
         Command::List => {
             let list = tenants

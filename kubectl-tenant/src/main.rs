@@ -3,6 +3,7 @@
 
 mod commands;
 mod contexts;
+mod ready;
 
 use clap::Parser;
 
