@@ -280,17 +280,9 @@ impl TenantRoutes {
             self.authorize_each_namespace(user, &view, r, verb).await?;
         }
         let as_user = (forward.identity == Identity::User).then_some(user);
-        let body = match &forward.body {
-            plan::Body::None => None,
-            plan::Body::AsSent => Some(request.body.to_vec()),
-            plan::Body::Mapped => Some(map_body(&view, request, false)?),
-            plan::Body::VmPod { namespace, kind } => {
-                let mut value = request.json_body()?;
-                self.vm_body(user, namespace, kind, &mut value).await?;
-                view.request_body(&mut value, false)?;
-                Some(serde_json::to_vec(&value).map_err(|e| status::internal(&e.to_string()))?)
-            }
-        };
+        let body = self
+            .forward_body(user, &view, request, &forward.body)
+            .await?;
         let rewrite_view = view.clone();
         let vm_answers = forward.vm_answers;
         let rewrite: Rewrite = Arc::new(move |value: &mut Value| {
@@ -406,6 +398,27 @@ impl TenantRoutes {
             .collect())
     }
 
+    /// The body a [`Forward`] sends, as its plan says.
+    async fn forward_body(
+        &self,
+        user: &UserInfo,
+        view: &View,
+        request: &ApiRequest,
+        body: &plan::Body,
+    ) -> Result<Option<Vec<u8>>, Status> {
+        Ok(match body {
+            plan::Body::None => None,
+            plan::Body::AsSent => Some(request.body.to_vec()),
+            plan::Body::Mapped => Some(map_body(view, request, false)?),
+            plan::Body::VmPod { namespace, kind } => {
+                let mut value = request.json_body()?;
+                self.vm_body(user, namespace, kind, &mut value).await?;
+                view.request_body(&mut value, false)?;
+                Some(serde_json::to_vec(&value).map_err(|e| status::internal(&e.to_string()))?)
+            }
+        })
+    }
+
     /// The tenant's own namespaces, managed by Arktos: owners (a
     /// SubjectAccessReview on `tenants/namespaces`) list, create and delete
     /// them; their names, labels and count are ours to keep right.
@@ -434,7 +447,7 @@ impl TenantRoutes {
         let rewrite: Rewrite =
             Arc::new(move |value: &mut Value| rewrite_view.namespace_response(value));
         let accept = request.accept();
-        let sent_type = request.content_type();
+        let mut write: NamespaceWrite;
         let send = |method: Method, uri: String, body: Option<Vec<u8>>, watch: bool| Outgoing {
             method,
             uri,
@@ -467,50 +480,66 @@ impl TenantRoutes {
                     .create_namespace(tenant, &view, request, &params, send, rewrite)
                     .await;
             }
-            NamespaceOp::Patch { name, params } => {
-                let (storage, _) = self.own_namespace(&view, &name).await?;
-                let body =
-                    namespace_patch::checked_patch(&sent_type, &request.body, &name, &storage)?;
+            op => {
+                write = self.namespace_write(&view, request, op).await?;
                 Outgoing {
-                    content_type: &sent_type,
+                    content_type: &write.content_type,
                     ..send(
-                        Method::PATCH,
-                        with_query(join(&["/api/v1/namespaces", &storage]), &params),
-                        Some(body),
-                        false,
-                    )
-                }
-            }
-            NamespaceOp::Update { name, params } => {
-                let (storage, current) = self.own_namespace(&view, &name).await?;
-                let wanted = namespace_body(request)?;
-                let body = namespace_patch::update_as_patch(&name, &wanted, &current)?;
-                Outgoing {
-                    content_type: "application/merge-patch+json",
-                    ..send(
-                        Method::PATCH,
-                        with_query(join(&["/api/v1/namespaces", &storage]), &params),
-                        Some(body),
-                        false,
-                    )
-                }
-            }
-            NamespaceOp::Delete { name, params } => {
-                let (storage, _) = self.own_namespace(&view, &name).await?;
-                // DeleteOptions as sent, in the encoding they were sent in.
-                let body = (!request.body.is_empty()).then(|| request.body.to_vec());
-                Outgoing {
-                    content_type: &sent_type,
-                    ..send(
-                        Method::DELETE,
-                        with_query(join(&["/api/v1/namespaces", &storage]), &params),
-                        body,
+                        write.method.clone(),
+                        write.uri.clone(),
+                        write.body.take(),
                         false,
                     )
                 }
             }
         };
         self.backend.send(outgoing, rewrite).await
+    }
+
+    /// A change to one of the tenant's namespaces: its labels and
+    /// annotations (a patch; an update is sent as one) or its deletion
+    /// (DeleteOptions as sent, in the encoding they were sent in).
+    async fn namespace_write(
+        &self,
+        view: &View,
+        request: &ApiRequest,
+        op: NamespaceOp,
+    ) -> Result<NamespaceWrite, Status> {
+        let sent_type = request.content_type();
+        let (name, params) = match &op {
+            NamespaceOp::Patch { name, params }
+            | NamespaceOp::Update { name, params }
+            | NamespaceOp::Delete { name, params } => (name, params),
+            other => unreachable!("not a write of a named namespace: {other:?}"),
+        };
+        let (storage, current) = self.own_namespace(view, name).await?;
+        let uri = with_query(join(&["/api/v1/namespaces", &storage]), params);
+        let (method, content_type, body) = match &op {
+            NamespaceOp::Patch { .. } => {
+                let patch =
+                    namespace_patch::checked_patch(&sent_type, &request.body, name, &storage)?;
+                (Method::PATCH, sent_type, Some(patch))
+            }
+            NamespaceOp::Update { .. } => {
+                let wanted = namespace_body(request)?;
+                let patch = namespace_patch::update_as_patch(name, &wanted, &current)?;
+                (
+                    Method::PATCH,
+                    "application/merge-patch+json".into(),
+                    Some(patch),
+                )
+            }
+            _ => {
+                let options = (!request.body.is_empty()).then(|| request.body.to_vec());
+                (Method::DELETE, sent_type, options)
+            }
+        };
+        Ok(NamespaceWrite {
+            method,
+            uri,
+            content_type,
+            body,
+        })
     }
 
     /// A new namespace of the tenant: within its quota, stamped with its
@@ -661,6 +690,14 @@ impl TenantRoutes {
             ))
         }
     }
+}
+
+/// What is sent for a change to one of a tenant's namespaces.
+struct NamespaceWrite {
+    method: Method,
+    uri: String,
+    content_type: String,
+    body: Option<Vec<u8>>,
 }
 
 /// A namespace in a request body, as JSON whatever its encoding.
