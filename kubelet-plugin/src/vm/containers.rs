@@ -131,19 +131,13 @@ impl<H: Hypervisor, T: Taps> VmRuntime<H, T> {
             .map_err(|e| internal("creating VM directory", e))?;
         let disk = c.dir.join("disk.qcow2");
         let base = self.images.path_of(image);
-        let out = tokio::process::Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", &image.format, "-b"])
-            .arg(&base)
-            .arg(&disk)
-            .output()
-            .await
-            .map_err(|e| internal("qemu-img", e))?;
-        if !out.status.success() {
-            return Err(internal(
-                "creating the VM's disk overlay",
-                String::from_utf8_lossy(&out.stderr).trim(),
-            ));
-        }
+        let base = base.to_string_lossy();
+        let disk = disk.to_string_lossy();
+        qemu_img_create(
+            "creating the VM's disk overlay",
+            &["-F", &image.format, "-b", &base, &disk],
+        )
+        .await?;
         let iso = c.dir.join("seed.iso");
         seed.write(&c.dir, &iso)
             .await
@@ -393,6 +387,21 @@ impl<H: Hypervisor, T: Taps> VmRuntime<H, T> {
         let users = self.users_of_image(&image.id);
         Ok(self.images.remove(reference, &users).await?)
     }
+}
+
+/// `qemu-img create -q -f qcow2 ARGS...`; a failure names `what` and says
+/// what qemu-img said.
+pub(super) async fn qemu_img_create(what: &str, args: &[&str]) -> Result<(), Status> {
+    let out = tokio::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| internal("qemu-img", e))?;
+    if !out.status.success() {
+        return Err(internal(what, String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
 }
 
 /// The pod network's namespace of the VM pod held, or "" when it has none

@@ -11,6 +11,7 @@ use arktos_crds::vm::shape::{Observed, POWER_RUNNING, POWER_SHUTDOWN};
 use sha2::Digest;
 use tonic::Status;
 
+use super::containers::qemu_img_create;
 use super::domain::{domain_name, xml_escape};
 use super::hypervisor::Hypervisor;
 use super::network::extra_tap_name;
@@ -249,19 +250,11 @@ impl<H: Hypervisor, T: Taps> VmRuntime<H, T> {
             .find(|t| !xml.contains(&format!("dev='{t}'")))
             .ok_or_else(|| Status::resource_exhausted("no free virtio disk slot"))?;
         let file = c.dir.join(format!("data-{disk}.qcow2"));
-        let out = tokio::process::Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&file)
-            .arg(size_bytes.to_string())
-            .output()
-            .await
-            .map_err(|e| internal("qemu-img", e))?;
-        if !out.status.success() {
-            return Err(internal(
-                "creating a data disk",
-                String::from_utf8_lossy(&out.stderr).trim(),
-            ));
-        }
+        qemu_img_create(
+            "creating a data disk",
+            &[&file.to_string_lossy(), &size_bytes.to_string()],
+        )
+        .await?;
         let record = DataDisk {
             name: disk.to_string(),
             target,
