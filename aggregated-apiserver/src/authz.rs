@@ -50,6 +50,14 @@ impl Attributes {
         }
     }
 
+    /// The same, asked in namespace `namespace`.
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        if let Self::Resource { namespace: ns, .. } = &mut self {
+            *ns = namespace.into();
+        }
+        self
+    }
+
     /// Anything at all: what a cluster administrator may do.
     pub fn everything() -> Self {
         Self::resource("*", "*", "*", "", "")
@@ -127,6 +135,29 @@ impl Authorizer {
         Ok(self.decide(user, attributes).await?.0)
     }
 
+    /// Waits, up to `within`, until kube-apiserver's authorizers allow
+    /// `attributes` to `user`; false if they never did. A RoleBinding
+    /// written a moment ago takes effect only once kube-apiserver's RBAC
+    /// informer has seen it, and a client that was just told "created"
+    /// should not then be told "forbidden".
+    pub async fn wait_until_allowed(
+        &self,
+        user: &UserInfo,
+        attributes: &Attributes,
+        within: Duration,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Ok((true, _)) = self.ask(user, attributes).await {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn decide(
         &self,
         user: &UserInfo,
@@ -136,6 +167,21 @@ impl Authorizer {
         if let Some(decision) = self.allowed.get(&key).or_else(|| self.denied.get(&key)) {
             return Ok(decision);
         }
+        let decision = self.ask(user, attributes).await?;
+        if decision.0 {
+            self.allowed.insert(key, decision.clone());
+        } else {
+            self.denied.insert(key, decision.clone());
+        }
+        Ok(decision)
+    }
+
+    /// One SubjectAccessReview, uncached: the decision and its reason.
+    pub async fn ask(
+        &self,
+        user: &UserInfo,
+        attributes: &Attributes,
+    ) -> Result<(bool, String), Status> {
         let mut spec = SubjectAccessReviewSpec {
             user: Some(user.name.clone()),
             uid: (!user.uid.is_empty()).then(|| user.uid.clone()),
@@ -183,15 +229,9 @@ impl Authorizer {
                 status::service_unavailable("cannot authorize the request right now")
             })?;
         let status = answer.status.unwrap_or_default();
-        let decision = (
+        Ok((
             status.allowed && status.denied != Some(true),
             status.reason.unwrap_or_default(),
-        );
-        if decision.0 {
-            self.allowed.insert(key, decision.clone());
-        } else {
-            self.denied.insert(key, decision.clone());
-        }
-        Ok(decision)
+        ))
     }
 }

@@ -116,6 +116,21 @@ impl FakeApi {
                 };
                 (code, object)
             }
+            Method::DELETE if is_collection(&path) => {
+                // deletecollection: what the list would show goes.
+                let gone = list(&state, &path, &query);
+                let names: Vec<String> = gone["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|o| o["metadata"]["name"].as_str())
+                    .map(|name| format!("{path}/{name}"))
+                    .collect();
+                for key in names {
+                    state.objects.remove(&key);
+                }
+                (StatusCode::OK, gone)
+            }
             Method::DELETE => match state.objects.remove(&path) {
                 Some(object) => (StatusCode::OK, object),
                 None => not_found(&path),

@@ -21,6 +21,11 @@ pub const TENANT_LABEL: &str = "tenancy.arktos.io/tenant";
 /// The label kube-apiserver puts on every namespace, its name as value:
 /// a tenant sees (and selects on) its own name there, not the storage name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// Longest name of a cluster-scoped object (a path segment).
+pub const MAX_CLUSTER_OBJECT_NAME: usize = 253;
+/// The cluster's ClusterRoles every tenant reads and binds under their own
+/// names; a tenant cannot define its own of these names.
+pub const SHARED_CLUSTER_ROLES: [&str; 3] = ["admin", "edit", "view"];
 /// Namespaces every tenant has from the start, as every Kubernetes cluster
 /// (and every Arktos tenant) does. The tenant controller keeps them; they
 /// cannot be deleted through a tenant route and do not count against
@@ -51,6 +56,17 @@ pub enum NameError {
         "namespace name {name:?} is {len} characters long; in tenant {tenant:?} at most {max} are allowed"
     )]
     NamespaceTooLong {
+        tenant: String,
+        name: String,
+        len: usize,
+        max: usize,
+    },
+    #[error("name {0:?} may not be empty, '.' or '..', nor contain '/' or '%'")]
+    NotPathSegment(String),
+    #[error(
+        "name {name:?} is {len} characters long; in tenant {tenant:?} at most {max} are allowed"
+    )]
+    ClusterObjectTooLong {
         tenant: String,
         name: String,
         len: usize,
@@ -143,6 +159,40 @@ impl TenantName {
             None if self.is_system() => Some(storage),
             None => None,
         }
+    }
+}
+
+impl TenantName {
+    /// The storage name of the tenant's own cluster-scoped object `name`
+    /// (a ClusterRole or ClusterRoleBinding of the tenant): prefixed as its
+    /// namespaces are, unchanged for the system tenant.
+    pub fn storage_cluster_object(&self, name: &str) -> Result<String, NameError> {
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '%']) {
+            return Err(NameError::NotPathSegment(name.to_string()));
+        }
+        let prefix = self.storage_prefix();
+        let max = MAX_CLUSTER_OBJECT_NAME - prefix.len();
+        if name.len() > max {
+            return Err(NameError::ClusterObjectTooLong {
+                tenant: self.0.clone(),
+                name: name.to_string(),
+                len: name.len(),
+                max,
+            });
+        }
+        Ok(format!("{prefix}{name}"))
+    }
+
+    /// The tenant's name for a cluster-scoped object stored as `storage`,
+    /// or `None` when it is not the tenant's.
+    pub fn tenant_cluster_object<'a>(&self, storage: &'a str) -> Option<&'a str> {
+        if self.is_system() {
+            return Some(storage);
+        }
+        storage
+            .strip_prefix(self.0.as_str())
+            .and_then(|rest| rest.strip_prefix(SEPARATOR))
+            .filter(|name| !name.is_empty())
     }
 }
 
@@ -286,5 +336,32 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn maps_a_tenants_cluster_object_both_ways() {
+        let acme = tenant("acme");
+        let stored = acme.storage_cluster_object("pod-reader:v1").unwrap();
+        assert_eq!(stored, "acme--pod-reader:v1");
+        assert_eq!(acme.tenant_cluster_object(&stored), Some("pod-reader:v1"));
+        assert_eq!(acme.tenant_cluster_object("globex--pod-reader"), None);
+        assert_eq!(acme.tenant_cluster_object("acme--"), None);
+        for bad in ["", "..", "a/b", "a%2f"] {
+            assert!(matches!(
+                acme.storage_cluster_object(bad),
+                Err(NameError::NotPathSegment(_))
+            ));
+        }
+        let long = "r".repeat(MAX_CLUSTER_OBJECT_NAME - 5);
+        assert!(
+            acme.storage_cluster_object(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("at most 247")
+        );
+        assert_eq!(
+            TenantName::system().storage_cluster_object("view").unwrap(),
+            "view"
+        );
     }
 }

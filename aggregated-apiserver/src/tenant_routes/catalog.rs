@@ -29,10 +29,24 @@ pub const HIDDEN_GROUPS: &[&str] = &[
     "certificates.k8s.io",
     "flowcontrol.apiserver.k8s.io",
     "internal.apiserver.k8s.io",
-    "authentication.k8s.io",
-    "authorization.k8s.io",
     "resource.k8s.io",
     "storagemigration.k8s.io",
+];
+
+/// Cluster-scoped resources each tenant has its own of (see
+/// `cluster_rbac`).
+pub const TENANT_SCOPED: &[(&str, &str)] = &[
+    ("rbac.authorization.k8s.io", "clusterroles"),
+    ("rbac.authorization.k8s.io", "clusterrolebindings"),
+];
+
+/// The reviews a user asks about themselves: of the authentication and
+/// authorization groups, the only resources tenants see (answered by
+/// `self_review`; reviews about others would reach past the tenant).
+pub const SELF_REVIEWS: &[(&str, &str)] = &[
+    ("authorization.k8s.io", "selfsubjectaccessreviews"),
+    ("authorization.k8s.io", "selfsubjectrulesreviews"),
+    ("authentication.k8s.io", "selfsubjectreviews"),
 ];
 
 /// Namespaced resources and subresources tenants may not use: binding pods
@@ -62,6 +76,19 @@ impl Catalog {
         self.versions
             .get(&(group.to_string(), version.to_string()))?
             .get(resource)
+    }
+
+    /// `resource` ("pods" or "pods/log") of `group` in whichever version
+    /// serves it (a review's question need not name a version).
+    pub fn find(&self, group: &str, resource: &str) -> Option<&Resource> {
+        self.versions
+            .iter()
+            .filter(|((g, _), _)| g == group)
+            .find_map(|(_, resources)| resources.get(resource))
+    }
+
+    pub fn self_review(group: &str, resource: &str) -> bool {
+        SELF_REVIEWS.contains(&(group, resource))
     }
 
     pub fn shared_read_only(group: &str, resource: &str) -> bool {
@@ -135,7 +162,12 @@ fn keep_resource(
     let namespaced = resource["scope"] == "Namespaced";
     let shared = Catalog::shared_read_only(group, plural);
     let is_namespaces = group.is_empty() && plural == "namespaces";
-    if !(namespaced || shared || is_namespaces) || BLOCKED.contains(&plural) {
+    let review = Catalog::self_review(group, plural) || TENANT_SCOPED.contains(&(group, plural));
+    let review_group = SELF_REVIEWS.iter().any(|(g, _)| *g == group);
+    if !(namespaced || shared || is_namespaces || review)
+        || BLOCKED.contains(&plural)
+        || (review_group && !review)
+    {
         return None;
     }
     let mut resource = resource.clone();
@@ -281,5 +313,33 @@ mod tests {
                 .is_none()
         );
         assert_eq!(catalog.groups["items"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn of_the_review_groups_tenants_see_only_the_self_reviews() {
+        let review = |name: &str, scope: &str| json!({"resource": name, "scope": scope, "verbs": ["create"]});
+        let groups = json!({"items": [
+            {"metadata": {"name": "authorization.k8s.io"}, "versions": [{"version": "v1", "resources": [
+                review("selfsubjectaccessreviews", "Cluster"), review("selfsubjectrulesreviews", "Cluster"),
+                review("subjectaccessreviews", "Cluster"), review("localsubjectaccessreviews", "Namespaced")]}]},
+            {"metadata": {"name": "authentication.k8s.io"}, "versions": [{"version": "v1", "resources": [
+                review("selfsubjectreviews", "Cluster"), review("tokenreviews", "Cluster")]}]},
+        ]});
+        let catalog = Catalog::from_discovery(&json!({"items": []}), &groups);
+        let authorization = &catalog.versions[&("authorization.k8s.io".into(), "v1".into())];
+        assert_eq!(
+            authorization.keys().collect::<Vec<_>>(),
+            ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]
+        );
+        assert!(
+            catalog
+                .find("authentication.k8s.io", "selfsubjectreviews")
+                .is_some()
+        );
+        assert!(
+            catalog
+                .find("authentication.k8s.io", "tokenreviews")
+                .is_none()
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! another tenant's namespace: every namespace a tenant writes is mapped
 //! into its own prefix.
 
-use arktos_crds::naming::{NAMESPACE_NAME_LABEL, TENANT_LABEL, TenantName};
+use arktos_crds::naming::{NAMESPACE_NAME_LABEL, SHARED_CLUSTER_ROLES, TENANT_LABEL, TenantName};
 use arktos_crds::status;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -96,6 +96,9 @@ impl View {
             })?;
         }
         self.namespace_selectors_outside_items(object, Toward::Storage);
+        if let Some(role) = bound_cluster_role(object).map(str::to_string) {
+            object["roleRef"]["name"] = self.cluster_role_to_storage(&role)?.into();
+        }
         if let Some(items) = object.get_mut("items").and_then(Value::as_array_mut) {
             for item in items {
                 self.request_body(item, is_namespace)?;
@@ -262,6 +265,13 @@ impl View {
                 });
             }
             self.namespace_selectors_outside_items(object, Toward::Tenant);
+            if let Some(role) = bound_cluster_role(object)
+                && let Some(mine) = self.tenant.tenant_cluster_object(role)
+                && !self.tenant.is_system()
+            {
+                let mine = mine.to_string();
+                object["roleRef"]["name"] = mine.into();
+            }
         }
         true
     }
@@ -283,6 +293,30 @@ impl View {
                 cause["message"] = self.text(message).into();
             }
         }
+    }
+
+    /// The stored name of a ClusterRole the tenant names: its own under
+    /// its prefix, the cluster's shared ones as they are.
+    pub fn cluster_role_to_storage(&self, name: &str) -> Result<String, Status> {
+        if SHARED_CLUSTER_ROLES.contains(&name) {
+            return Ok(name.to_string());
+        }
+        self.tenant.storage_cluster_object(name).map_err(|err| {
+            status::invalid(
+                &status::Subject {
+                    group: "rbac.authorization.k8s.io",
+                    resource: "clusterroles",
+                    kind: "ClusterRole",
+                    name,
+                },
+                &[status::FieldError::new(
+                    "roleRef.name",
+                    status::FieldErrorType::Invalid,
+                    err.to_string(),
+                )
+                .with_value(name)],
+            )
+        })
     }
 
     /// The prefix of the tenant's storage namespaces (`acme--`; empty for
@@ -390,6 +424,24 @@ pub fn namespace_subject(name: &str) -> status::Subject<'_> {
     }
 }
 
+impl super::protobuf::ToStorage for View {
+    fn namespace(&self, name: &str) -> Result<String, Status> {
+        self.namespace_to_storage(name)
+    }
+
+    fn cluster_role(&self, name: &str) -> Result<String, Status> {
+        self.cluster_role_to_storage(name)
+    }
+}
+
+/// The ClusterRole a binding's `roleRef` names, if it names one.
+fn bound_cluster_role(object: &serde_json::Map<String, Value>) -> Option<&str> {
+    let role = object.get("roleRef")?;
+    (role.get("kind")?.as_str()? == "ClusterRole")
+        .then(|| role.get("name")?.as_str())
+        .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -416,6 +468,15 @@ mod tests {
         assert_eq!(binding["subjects"][0]["namespace"], "acme--globex--web");
         assert_eq!(binding["subjects"][1]["namespace"], "acme--kube-system");
         assert!(binding["subjects"][2].get("namespace").is_none());
+        // A ClusterRole named by a binding: the tenant's own, or a shared one.
+        for (named, stored) in [("reader", "acme--reader"), ("view", "view")] {
+            let mut bound = json!({"kind": "RoleBinding", "metadata": {"name": "b", "namespace": "web"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": named}});
+            acme().request_body(&mut bound, false).unwrap();
+            assert_eq!(bound["roleRef"]["name"], stored);
+            assert!(acme().response(&mut bound));
+            assert_eq!(bound["roleRef"]["name"], named);
+        }
 
         let mut namespace = json!({"kind": "Namespace", "metadata": {"name": "web"}});
         acme().request_body(&mut namespace, true).unwrap();

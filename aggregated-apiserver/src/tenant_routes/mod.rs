@@ -11,6 +11,7 @@
 
 pub(crate) mod backend;
 pub mod catalog;
+pub mod cluster_rbac;
 pub mod list_cache;
 mod list_stream;
 pub mod mapping;
@@ -19,6 +20,7 @@ pub mod path;
 pub mod plan;
 mod protobuf;
 pub mod selectors;
+mod self_review;
 mod vm_pods;
 
 use std::sync::Arc;
@@ -250,6 +252,8 @@ impl TenantRoutes {
                 self.patch_vm_pod(user, view, &namespace, &pod, request, &params)
                     .await
             }
+            Plan::SelfReview(review) => self.self_review(user, &view, review, request).await,
+            Plan::ClusterRbac(kind) => self.cluster_rbac(user, view, kind, r, request).await,
             Plan::Forward(forward) => self.forward(user, view, r, request, forward).await,
         }
     }
@@ -477,7 +481,7 @@ impl TenantRoutes {
             }
             NamespaceOp::Create { params } => {
                 return self
-                    .create_namespace(tenant, &view, request, &params, send, rewrite)
+                    .create_namespace(user, tenant, &view, request, &params, send)
                     .await;
             }
             op => {
@@ -546,12 +550,12 @@ impl TenantRoutes {
     /// label and Pod Security level, its owners bound as admins.
     async fn create_namespace<'a>(
         &self,
+        user: &UserInfo,
         tenant: &Tenant,
-        view: &View,
+        view: &Arc<View>,
         request: &ApiRequest,
         params: &[(String, String)],
         send: impl Fn(Method, String, Option<Vec<u8>>, bool) -> Outgoing<'a>,
-        rewrite: Rewrite,
     ) -> Result<Response, Status> {
         // kubectl's typed `create namespace` sends protobuf: a namespace
         // is only its name and labels, so it is read into JSON and
@@ -583,6 +587,9 @@ impl TenantRoutes {
         }
         let bytes = serde_json::to_vec(&body).map_err(|e| status::internal(&e.to_string()))?;
         let uri = with_query("/api/v1/namespaces".into(), params);
+        let rewrite_view = view.clone();
+        let rewrite: Rewrite =
+            Arc::new(move |value: &mut Value| rewrite_view.namespace_response(value));
         let response = self
             .backend
             .send(send(Method::POST, uri, Some(bytes), false), rewrite)
@@ -590,6 +597,16 @@ impl TenantRoutes {
         if response.status() == StatusCode::CREATED && !params.iter().any(|(k, _)| k == "dryRun") {
             let storage = view.namespace_to_storage(&name)?;
             self.bind_owners(tenant, view, &storage).await?;
+            let grant =
+                Attributes::resource("create", "", "configmaps", "", "").in_namespace(&storage);
+            if !self
+                .authz
+                .wait_until_allowed(user, &grant, std::time::Duration::from_secs(5))
+                .await
+            {
+                tracing::warn!(namespace = storage, user = %user.name, "the owners' binding was not in effect 5 s after it was written");
+            }
+            self.carry_out_in(user, view, &storage).await?;
         }
         Ok(response)
     }
@@ -714,7 +731,7 @@ fn map_body(view: &View, request: &ApiRequest, is_namespace: bool) -> Result<Vec
     if content_type == protobuf::CONTENT_TYPE {
         let label = (!view.tenant().is_system())
             .then(|| (arktos_crds::naming::TENANT_LABEL, view.tenant().as_str()));
-        return protobuf::rewrite(&request.body, &|ns| view.namespace_to_storage(ns), label);
+        return protobuf::rewrite(&request.body, view, label);
     }
     if content_type == "application/json-patch+json" {
         let mut operations: Vec<Value> = serde_json::from_slice(&request.body)

@@ -9,9 +9,11 @@ use http::Method;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 
 use super::catalog::{Catalog, Resource};
+use super::cluster_rbac::mapping::Kind;
 use super::mapping::{View, namespace_subject};
 use super::path::ResourcePath;
 use super::selectors::Toward;
+use super::self_review::SelfReview;
 use super::{protobuf, vm_pods};
 use crate::request::ApiRequest;
 
@@ -66,6 +68,11 @@ pub enum Plan {
         pod: String,
         params: Params,
     },
+    /// One of the tenant's own ClusterRoles or ClusterRoleBindings.
+    ClusterRbac(Kind),
+    /// A question the user asks about themselves, answered in the
+    /// tenant's terms.
+    SelfReview(SelfReview),
     /// On to kube-apiserver.
     Forward(Forward),
 }
@@ -90,6 +97,24 @@ pub struct Forward {
     pub watch: bool,
     /// exec, attach, port-forward: the upgraded connection is bridged.
     pub bridge: bool,
+}
+
+impl Forward {
+    /// The request as it came, as the user, to a path still to be set.
+    fn as_user(incoming: &Incoming) -> Self {
+        Self {
+            method: incoming.method.clone(),
+            path: String::new(),
+            params: incoming.params.clone(),
+            identity: Identity::User,
+            check_each_namespace: None,
+            body: Body::None,
+            vm_answers: false,
+            streamed_list: None,
+            watch: incoming.watch,
+            bridge: false,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,6 +160,35 @@ pub fn resource(
         return action(view, r, incoming);
     }
     let entry = entry.ok_or_else(|| status::path_not_found(incoming.path))?;
+    if let Some(kind) = Kind::of(&r.group, &r.resource).filter(|_| r.namespace.is_none()) {
+        if view.tenant().is_system() {
+            // The system tenant's are the cluster's own, as the user.
+            let body = if incoming.body.is_empty() {
+                Body::None
+            } else {
+                Body::AsSent
+            };
+            return Ok(Plan::Forward(Forward {
+                path: join(&[
+                    &r.prefix(),
+                    &r.resource,
+                    r.name.as_deref().unwrap_or_default(),
+                ]),
+                body,
+                ..Forward::as_user(incoming)
+            }));
+        }
+        return Ok(Plan::ClusterRbac(kind));
+    }
+    if let Some(review) = SelfReview::of(r) {
+        if incoming.method != Method::POST || incoming.watch {
+            return Err(status::method_not_allowed(
+                incoming.method.as_str(),
+                &format!("{} (reviews are only created)", r.resource),
+            ));
+        }
+        return Ok(Plan::SelfReview(review));
+    }
     let bridge = matches!(
         r.subresource.as_deref(),
         Some("exec" | "attach" | "portforward")
@@ -148,18 +202,10 @@ pub fn resource(
             ),
         ));
     }
-    let holds_pods = vm_pods::holds_pods(&r.group, &r.resource);
     let mut forward = Forward {
-        method: incoming.method.clone(),
-        path: String::new(),
-        params: incoming.params.clone(),
-        identity: Identity::User,
-        check_each_namespace: None,
-        body: Body::None,
-        vm_answers: holds_pods,
-        streamed_list: None,
-        watch: incoming.watch,
+        vm_answers: vm_pods::holds_pods(&r.group, &r.resource),
         bridge,
+        ..Forward::as_user(incoming)
     };
     if Catalog::shared_read_only(&r.group, &r.resource) {
         shared(r, entry, incoming, &mut forward)?;

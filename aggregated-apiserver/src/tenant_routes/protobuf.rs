@@ -108,11 +108,18 @@ fn malformed() -> Status {
     status::bad_request("the protobuf body is malformed")
 }
 
-/// Rewrites a protobuf request body. `map_namespace` maps a tenant
-/// namespace name into storage terms; `label` is stamped on the object.
+/// How a tenant's names become storage names.
+pub trait ToStorage {
+    fn namespace(&self, name: &str) -> Result<String, Status>;
+    /// A ClusterRole a binding names.
+    fn cluster_role(&self, name: &str) -> Result<String, Status>;
+}
+
+/// Rewrites a protobuf request body into storage terms (`names`); `label`
+/// is stamped on the object.
 pub fn rewrite(
     body: &[u8],
-    map_namespace: &dyn Fn(&str) -> Result<String, Status>,
+    names: &dyn ToStorage,
     label: Option<(&str, &str)>,
 ) -> Result<Vec<u8>, Status> {
     let envelope = body.strip_prefix(MAGIC).ok_or_else(malformed)?;
@@ -137,7 +144,7 @@ pub fn rewrite(
     for field in object.iter_mut() {
         match field.number {
             1 if field.wire == 2 => {
-                field.data = rewrite_metadata(&field.data, &kind, map_namespace, label)?
+                field.data = rewrite_metadata(&field.data, &kind, names, label)?
             }
             2 if field.wire == 2 && kind.ends_with("RoleBinding") => {
                 let mut subject = parse(&field.data).ok_or_else(malformed)?;
@@ -146,11 +153,23 @@ pub fn rewrite(
                 for part in subject.iter_mut().filter(|f| f.number == 4) {
                     let namespace = text(part).ok_or_else(malformed)?;
                     if !namespace.is_empty() {
-                        let mapped = map_namespace(namespace)?;
+                        let mapped = names.namespace(namespace)?;
                         *part = string_field(4, &mapped);
                     }
                 }
                 field.data = encode(&subject);
+            }
+            // roleRef: 2 kind, 3 name.
+            3 if field.wire == 2 && kind.ends_with("RoleBinding") => {
+                let mut role = parse(&field.data).ok_or_else(malformed)?;
+                let cluster_role = role
+                    .iter()
+                    .any(|f| f.number == 2 && text(f) == Some("ClusterRole"));
+                for part in role.iter_mut().filter(|f| f.number == 3 && cluster_role) {
+                    let name = text(part).ok_or_else(malformed)?;
+                    *part = string_field(3, &names.cluster_role(name)?);
+                }
+                field.data = encode(&role);
             }
             _ => {}
         }
@@ -164,7 +183,7 @@ pub fn rewrite(
 fn rewrite_metadata(
     bytes: &[u8],
     kind: &str,
-    map_namespace: &dyn Fn(&str) -> Result<String, Status>,
+    names: &dyn ToStorage,
     label: Option<(&str, &str)>,
 ) -> Result<Vec<u8>, Status> {
     let mut metadata = parse(bytes).ok_or_else(malformed)?;
@@ -173,7 +192,7 @@ fn rewrite_metadata(
         if remap && field.wire == 2 {
             let value = text(field).ok_or_else(malformed)?;
             if !value.is_empty() {
-                *field = string_field(field.number, &map_namespace(value)?);
+                *field = string_field(field.number, &names.namespace(value)?);
             }
         }
     }
@@ -236,6 +255,224 @@ pub fn namespace_as_json(body: &[u8]) -> Result<serde_json::Value, Status> {
         out["metadata"][key][part(1)] = part(2).into();
     }
     Ok(out)
+}
+
+/// A self review (SelfSubjectAccessReview, SelfSubjectRulesReview,
+/// SelfSubjectReview) sent in protobuf, as JSON: its kind and what its
+/// spec asks (resourceAttributes: 1 namespace, 2 verb, 3 group, 4
+/// version, 5 resource, 6 subresource, 7 name; nonResourceAttributes: 1
+/// path, 2 verb; a rules review's spec: 1 namespace). Selectors of the
+/// question are not read.
+pub fn self_review_as_json(body: &[u8]) -> Result<serde_json::Value, Status> {
+    let envelope = body.strip_prefix(MAGIC).ok_or_else(malformed)?;
+    let unknown = parse(envelope).ok_or_else(malformed)?;
+    let part = |fields: &[Field], n: u64| fields.iter().find(|f| f.number == n).cloned();
+    let type_meta = part(&unknown, 1).ok_or_else(malformed)?;
+    let type_meta = parse(&type_meta.data).ok_or_else(malformed)?;
+    let text_of = |field: Option<Field>| {
+        field
+            .as_ref()
+            .and_then(text)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (api_version, kind) = (text_of(part(&type_meta, 1)), text_of(part(&type_meta, 2)));
+    let raw = part(&unknown, 2).ok_or_else(malformed)?;
+    let object = parse(&raw.data).ok_or_else(malformed)?;
+    let spec = match part(&object, 2) {
+        Some(spec) => parse(&spec.data).ok_or_else(malformed)?,
+        None => Vec::new(),
+    };
+    let strings = |bytes: &[u8], names: &[&str]| -> Result<serde_json::Value, Status> {
+        let mut out = serde_json::Map::new();
+        for field in parse(bytes).ok_or_else(malformed)? {
+            let Some(name) = usize::try_from(field.number - 1)
+                .ok()
+                .and_then(|i| names.get(i))
+            else {
+                continue;
+            };
+            if field.wire == 2 && !name.is_empty() {
+                out.insert(name.to_string(), text(&field).ok_or_else(malformed)?.into());
+            }
+        }
+        Ok(serde_json::Value::Object(out))
+    };
+    let mut out = serde_json::json!({"apiVersion": api_version, "kind": kind, "spec": {}});
+    match kind.as_str() {
+        "SelfSubjectAccessReview" => {
+            const RESOURCE: &[&str] = &[
+                "namespace",
+                "verb",
+                "group",
+                "version",
+                "resource",
+                "subresource",
+                "name",
+            ];
+            if let Some(attributes) = part(&spec, 1) {
+                out["spec"]["resourceAttributes"] = strings(&attributes.data, RESOURCE)?;
+            }
+            if let Some(attributes) = part(&spec, 2) {
+                out["spec"]["nonResourceAttributes"] =
+                    strings(&attributes.data, &["path", "verb"])?;
+            }
+        }
+        "SelfSubjectRulesReview" => {
+            let mut whole = Vec::new();
+            for field in &spec {
+                whole.extend(encode(std::slice::from_ref(field)));
+            }
+            out["spec"] = strings(&whole, &["namespace"])?;
+        }
+        _ => {}
+    }
+    Ok(out)
+}
+
+/// How a protobuf field reads as JSON.
+#[derive(Clone, Copy)]
+enum Shape {
+    Text,
+    Texts,
+    /// `map<string, string>`: repeated entries of key 1 and value 2.
+    Map,
+    Message(&'static [(u64, &'static str, Shape)]),
+    Messages(&'static [(u64, &'static str, Shape)]),
+}
+
+const OBJECT_META: &[(u64, &str, Shape)] = &[
+    (1, "name", Shape::Text),
+    (2, "generateName", Shape::Text),
+    (6, "resourceVersion", Shape::Text),
+    (11, "labels", Shape::Map),
+    (12, "annotations", Shape::Map),
+];
+const LABEL_SELECTOR: &[(u64, &str, Shape)] = &[
+    (1, "matchLabels", Shape::Map),
+    (
+        2,
+        "matchExpressions",
+        Shape::Messages(&[
+            (1, "key", Shape::Text),
+            (2, "operator", Shape::Text),
+            (3, "values", Shape::Texts),
+        ]),
+    ),
+];
+const CLUSTER_ROLE: &[(u64, &str, Shape)] = &[
+    (1, "metadata", Shape::Message(OBJECT_META)),
+    (
+        2,
+        "rules",
+        Shape::Messages(&[
+            (1, "verbs", Shape::Texts),
+            (2, "apiGroups", Shape::Texts),
+            (3, "resources", Shape::Texts),
+            (4, "resourceNames", Shape::Texts),
+            (5, "nonResourceURLs", Shape::Texts),
+        ]),
+    ),
+    (
+        3,
+        "aggregationRule",
+        Shape::Message(&[(1, "clusterRoleSelectors", Shape::Messages(LABEL_SELECTOR))]),
+    ),
+];
+const CLUSTER_ROLE_BINDING: &[(u64, &str, Shape)] = &[
+    (1, "metadata", Shape::Message(OBJECT_META)),
+    (
+        2,
+        "subjects",
+        Shape::Messages(&[
+            (1, "kind", Shape::Text),
+            (2, "apiGroup", Shape::Text),
+            (3, "name", Shape::Text),
+            (4, "namespace", Shape::Text),
+        ]),
+    ),
+    (
+        3,
+        "roleRef",
+        Shape::Message(&[
+            (1, "apiGroup", Shape::Text),
+            (2, "kind", Shape::Text),
+            (3, "name", Shape::Text),
+        ]),
+    ),
+];
+
+fn message_as_json(
+    bytes: &[u8],
+    schema: &[(u64, &str, Shape)],
+) -> Result<serde_json::Value, Status> {
+    let mut out = serde_json::Map::new();
+    for field in parse(bytes).ok_or_else(malformed)? {
+        let Some((_, name, shape)) = schema.iter().find(|(n, _, _)| *n == field.number) else {
+            continue;
+        };
+        let name = name.to_string();
+        match shape {
+            // Protobuf writes empty strings too; JSON leaves them out.
+            Shape::Text => {
+                let value = text(&field).ok_or_else(malformed)?;
+                if !value.is_empty() {
+                    out.insert(name, value.into());
+                }
+            }
+            Shape::Texts => push(&mut out, name, text(&field).ok_or_else(malformed)?.into()),
+            Shape::Map => {
+                let entry = parse(&field.data).ok_or_else(malformed)?;
+                let part = |n| entry.iter().find(|e| e.number == n).and_then(text);
+                let map = out.entry(name).or_insert_with(|| serde_json::json!({}));
+                map[part(1).unwrap_or_default()] = part(2).unwrap_or_default().into();
+            }
+            Shape::Message(inner) => {
+                out.insert(name, message_as_json(&field.data, inner)?);
+            }
+            Shape::Messages(inner) => push(&mut out, name, message_as_json(&field.data, inner)?),
+        }
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
+fn push(
+    out: &mut serde_json::Map<String, serde_json::Value>,
+    name: String,
+    item: serde_json::Value,
+) {
+    let list = out.entry(name).or_insert_with(|| serde_json::json!([]));
+    if let Some(list) = list.as_array_mut() {
+        list.push(item);
+    }
+}
+
+/// A ClusterRole or ClusterRoleBinding sent in protobuf (kubectl's typed
+/// `create clusterrole`), as JSON: everything a tenant writes of one.
+pub fn cluster_rbac_as_json(body: &[u8]) -> Result<serde_json::Value, Status> {
+    let envelope = body.strip_prefix(MAGIC).ok_or_else(malformed)?;
+    let unknown = parse(envelope).ok_or_else(malformed)?;
+    let part = |n: u64| unknown.iter().find(|f| f.number == n);
+    let type_meta = parse(&part(1).ok_or_else(malformed)?.data).ok_or_else(malformed)?;
+    let kind = type_meta
+        .iter()
+        .find(|f| f.number == 2)
+        .and_then(text)
+        .unwrap_or_default()
+        .to_string();
+    let schema = match kind.as_str() {
+        "ClusterRole" => CLUSTER_ROLE,
+        "ClusterRoleBinding" => CLUSTER_ROLE_BINDING,
+        other => {
+            return Err(status::bad_request(&format!(
+                "expected a ClusterRole or ClusterRoleBinding, got {other:?}"
+            )));
+        }
+    };
+    let mut object = message_as_json(&part(2).ok_or_else(malformed)?.data, schema)?;
+    object["apiVersion"] = "rbac.authorization.k8s.io/v1".into();
+    object["kind"] = kind.into();
+    Ok(object)
 }
 
 /// `Accept` for a list answered as object metadata only, in protobuf: the
@@ -379,8 +616,19 @@ mod tests {
         out
     }
 
-    fn map(ns: &str) -> Result<String, Status> {
-        Ok(format!("acme--{ns}"))
+    struct Acme;
+
+    impl ToStorage for Acme {
+        fn namespace(&self, name: &str) -> Result<String, Status> {
+            Ok(format!("acme--{name}"))
+        }
+        fn cluster_role(&self, name: &str) -> Result<String, Status> {
+            Ok(if name == "view" {
+                name.into()
+            } else {
+                format!("acme--{name}")
+            })
+        }
     }
 
     fn metadata_of(body: &[u8]) -> Vec<Field> {
@@ -400,7 +648,7 @@ mod tests {
                 data: message(&[string_field(1, "a"), string_field(2, "b")]),
             }],
         );
-        let out = rewrite(&body, &map, Some(("tenancy.arktos.io/tenant", "acme"))).unwrap();
+        let out = rewrite(&body, &Acme, Some(("tenancy.arktos.io/tenant", "acme"))).unwrap();
         let metadata = metadata_of(&out);
         assert_eq!(text(&metadata[0]), Some("cfg"));
         assert_eq!(text(&metadata[1]), Some("acme--web"));
@@ -415,7 +663,7 @@ mod tests {
     fn a_namespace_is_renamed_and_binding_subjects_mapped() {
         let out = rewrite(
             &object("Namespace", vec![string_field(1, "web")], vec![]),
-            &map,
+            &Acme,
             None,
         )
         .unwrap();
@@ -447,13 +695,34 @@ mod tests {
                 },
             ],
         );
-        let out = rewrite(&body, &map, None).unwrap();
+        let out = rewrite(&body, &Acme, None).unwrap();
         let unknown = parse(&out[4..]).unwrap();
         let top = parse(&unknown[1].data).unwrap();
         let user = parse(&top[2].data).unwrap();
         assert_eq!(text(&user[2]), Some(""), "a user subject has no namespace");
         let subject = parse(&top[1].data).unwrap();
         assert_eq!(text(&subject[2]), Some("acme--globex--web"));
+    }
+
+    #[test]
+    fn a_binding_names_the_tenants_cluster_role_as_stored() {
+        for (named, stored) in [("reader", "acme--reader"), ("view", "view")] {
+            let role_ref = Field {
+                number: 3,
+                wire: 2,
+                data: message(&[
+                    string_field(1, "rbac.authorization.k8s.io"),
+                    string_field(2, "ClusterRole"),
+                    string_field(3, named),
+                ]),
+            };
+            let body = object("RoleBinding", vec![string_field(1, "b")], vec![role_ref]);
+            let out = rewrite(&body, &Acme, None).unwrap();
+            let unknown = parse(&out[4..]).unwrap();
+            let top = parse(&unknown[1].data).unwrap();
+            let role = parse(&top[1].data).unwrap();
+            assert_eq!(text(&role[2]), Some(stored));
+        }
     }
 
     #[test]
@@ -482,8 +751,8 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        assert!(rewrite(b"not protobuf", &map, None).is_err());
-        assert!(rewrite(b"k8s\0\xff\xff", &map, None).is_err());
+        assert!(rewrite(b"not protobuf", &Acme, None).is_err());
+        assert!(rewrite(b"k8s\0\xff\xff", &Acme, None).is_err());
     }
 
     #[test]
@@ -557,5 +826,90 @@ mod tests {
         );
         assert!(metadata_list(&body[..body.len() - 3]).is_none());
         assert!(metadata_list(b"{}").is_none());
+    }
+
+    #[test]
+    fn a_self_review_in_protobuf_reads_as_its_question() {
+        let nested = |number, fields: &[Field]| Field {
+            number,
+            wire: 2,
+            data: message(fields),
+        };
+        let attributes = nested(
+            1,
+            &[
+                string_field(1, "web"),
+                string_field(2, "create"),
+                string_field(5, "pods"),
+                nested(9, &[string_field(1, "app=x")]),
+            ],
+        );
+        let access = object(
+            "SelfSubjectAccessReview",
+            vec![],
+            vec![nested(2, &[attributes])],
+        );
+        let review = self_review_as_json(&access).unwrap();
+        assert_eq!(review["kind"], "SelfSubjectAccessReview");
+        assert_eq!(
+            review["spec"]["resourceAttributes"],
+            serde_json::json!({"namespace": "web", "verb": "create", "resource": "pods"})
+        );
+        let rules = object(
+            "SelfSubjectRulesReview",
+            vec![],
+            vec![nested(2, &[string_field(1, "web")])],
+        );
+        assert_eq!(
+            self_review_as_json(&rules).unwrap()["spec"],
+            serde_json::json!({"namespace": "web"})
+        );
+        assert!(self_review_as_json(b"k8s\0\x0a\xff").is_err());
+    }
+
+    #[test]
+    fn a_cluster_role_in_protobuf_reads_as_json() {
+        let nested = |number, fields: &[Field]| Field {
+            number,
+            wire: 2,
+            data: message(fields),
+        };
+        let label = |k: &str, v: &str| nested(11, &[string_field(1, k), string_field(2, v)]);
+        let rule = nested(
+            2,
+            &[
+                string_field(1, "get"),
+                string_field(1, "list"),
+                string_field(2, ""),
+                string_field(3, "pods"),
+            ],
+        );
+        let body = object(
+            "ClusterRole",
+            vec![string_field(1, "reader"), label("team", "a")],
+            vec![rule],
+        );
+        assert_eq!(
+            cluster_rbac_as_json(&body).unwrap(),
+            serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": "reader", "labels": {"team": "a"}},
+                "rules": [{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"]}]})
+        );
+        let binding = object(
+            "ClusterRoleBinding",
+            vec![string_field(1, "readers")],
+            vec![
+                nested(2, &[string_field(1, "User"), string_field(3, "ann")]),
+                nested(
+                    3,
+                    &[string_field(2, "ClusterRole"), string_field(3, "reader")],
+                ),
+            ],
+        );
+        let binding = cluster_rbac_as_json(&binding).unwrap();
+        assert_eq!(binding["subjects"][0]["name"], "ann");
+        assert_eq!(binding["roleRef"]["name"], "reader");
+        let other = object("Pod", vec![], vec![]);
+        assert!(cluster_rbac_as_json(&other).is_err());
     }
 }

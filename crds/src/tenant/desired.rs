@@ -55,8 +55,8 @@ pub fn owner_role(tenant: &str) -> ClusterRole {
             {"apiGroups": [GROUP], "resources": [PLURAL], "resourceNames": [tenant], "verbs": ["get", "use"]},
             {"apiGroups": [GROUP], "resources": ["tenants/api", "tenants/apis"], "resourceNames": [tenant],
              "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
-            {"apiGroups": [GROUP], "resources": ["tenants/namespaces"], "resourceNames": [tenant],
-             "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+            {"apiGroups": [GROUP], "resources": ["tenants/namespaces", "tenants/clusterroles", "tenants/clusterrolebindings"],
+             "resourceNames": [tenant], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
         ],
     }))
     .expect("a valid ClusterRole")

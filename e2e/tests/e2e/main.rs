@@ -10,12 +10,14 @@ mod node_vm;
 mod support;
 mod tenant_admission;
 mod tenant_api;
+mod tenant_cluster_rbac;
 mod tenant_isolation;
 mod tenant_namespaces;
 mod tenant_operator;
 mod tenant_plugin;
 mod tenant_python;
 mod tenant_routes;
+mod tenant_self_reviews;
 mod tenant_sharding;
 mod tenant_watch;
 mod vm_pods;
@@ -148,6 +150,8 @@ fn main() {
             .chain(tenant_routes::NAMES)
             .chain(tenant_isolation::NAMES)
             .chain(tenant_namespaces::NAMES)
+            .chain(tenant_self_reviews::NAMES)
+            .chain(tenant_cluster_rbac::NAMES)
             .chain(tenant_plugin::NAMES)
             .chain(tenant_watch::NAMES)
             .chain(tenant_python::NAMES)
@@ -178,6 +182,8 @@ fn main() {
     trials.extend(tenant_routes::trials(&ctx));
     trials.extend(tenant_isolation::trials(&ctx));
     trials.extend(tenant_namespaces::trials(&ctx));
+    trials.extend(tenant_self_reviews::trials(&ctx));
+    trials.extend(tenant_cluster_rbac::trials(&ctx));
     trials.extend(tenant_plugin::trials(&ctx));
     trials.extend(tenant_watch::trials(&ctx));
     trials.extend(tenant_python::trials(&ctx));

@@ -234,16 +234,37 @@ pub async fn kubectl_with(
 /// it exists, tests grant it themselves): `use` and the tenant routes'
 /// subresources of `tenants/<tenant>` for `user`.
 pub async fn grant_use(admin: &kube::Client, tenant: &str, user: &str) -> anyhow::Result<()> {
+    let resources = [
+        "tenants",
+        "tenants/api",
+        "tenants/apis",
+        "tenants/namespaces",
+    ];
+    let verbs = [
+        "use", "get", "list", "watch", "create", "update", "patch", "delete",
+    ];
+    grant(admin, tenant, user, &resources, &verbs).await
+}
+
+/// Grants `user` `verbs` on `resources` of tenancy.arktos.io named
+/// `tenant`, as a platform admin would (ClusterRole and binding
+/// `e2e:tenant:<tenant>:<user>`).
+pub async fn grant(
+    admin: &kube::Client,
+    tenant: &str,
+    user: &str,
+    resources: &[&str],
+    verbs: &[&str],
+) -> anyhow::Result<()> {
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
     use kube::Api;
     use kube::api::{Patch, PatchParams};
-    let name = format!("e2e:tenant:{tenant}:owner");
+    let name = format!("e2e:tenant:{tenant}:{user}");
     let apply = PatchParams::apply("e2e").force();
     let role: ClusterRole = serde_json::from_value(serde_json::json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
-        "rules": [{"apiGroups": ["tenancy.arktos.io"],
-                   "resources": ["tenants", "tenants/api", "tenants/apis", "tenants/namespaces"],
-                   "resourceNames": [tenant], "verbs": ["use", "get", "list", "watch", "create", "update", "patch", "delete"]}],
+        "rules": [{"apiGroups": ["tenancy.arktos.io"], "resources": resources,
+                   "resourceNames": [tenant], "verbs": verbs}],
     }))?;
     Api::<ClusterRole>::all(admin.clone())
         .patch(&name, &apply, &Patch::Apply(&role))
@@ -294,17 +315,54 @@ pub fn tenant_kubeconfig(
     owner: &TenantOwner,
     namespace: &str,
 ) -> anyhow::Result<PathBuf> {
+    tenant_kubeconfig_for(ctx, &owner.tenant, &owner.user, namespace)
+}
+
+/// A kubeconfig for `user` (a certificate of the cluster's CA) on
+/// `tenant`'s route, in `namespace`.
+pub fn tenant_kubeconfig_for(
+    ctx: &Ctx,
+    tenant: &str,
+    user: &str,
+    namespace: &str,
+) -> anyhow::Result<PathBuf> {
     let (pki, _, gateway) = local_parts(ctx)?;
-    let path = std::env::temp_dir().join(format!("{}.kubeconfig", owner.tenant));
+    let path = std::env::temp_dir().join(format!("{tenant}-{user}.kubeconfig"));
     std::fs::write(
         &path,
         serde_json::json!({
             "apiVersion": "v1", "kind": "Config", "current-context": "t",
-            "clusters": [{"name": "t", "cluster": {"server": format!("{gateway}{}", owner.tenant), "certificate-authority": pki.ca_cert()}}],
-            "users": [{"name": "t", "user": {"client-certificate": pki.cert(&owner.user), "client-key": pki.key(&owner.user)}}],
+            "clusters": [{"name": "t", "cluster": {"server": format!("{gateway}{tenant}"), "certificate-authority": pki.ca_cert()}}],
+            "users": [{"name": "t", "user": {"client-certificate": pki.cert(user), "client-key": pki.key(user)}}],
             "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t", "namespace": namespace}}],
         })
         .to_string(),
     )?;
     Ok(path)
+}
+
+/// Runs `kubectl` with `args` split at spaces, as whoever `config`
+/// names; (exit ok, stdout, stderr).
+pub async fn kubectl_words(
+    ctx: &Arc<Ctx>,
+    config: &std::path::Path,
+    args: &str,
+) -> anyhow::Result<(bool, String, String)> {
+    let args: Vec<&str> = args.split_whitespace().collect();
+    kubectl_with(ctx, config, &args, None).await
+}
+
+/// `kubectl auth can-i` answers `want` ("yes" or "no", with its exit code).
+pub async fn can_i(
+    ctx: &Arc<Ctx>,
+    config: &std::path::Path,
+    question: &str,
+    want: &str,
+) -> anyhow::Result<()> {
+    let (ok, out, err) = kubectl_words(ctx, config, &format!("auth can-i {question}")).await?;
+    ensure!(
+        out.trim() == want && ok == (want == "yes"),
+        "auth can-i {question}: want {want}, got {out:?} (exit ok {ok}) {err}"
+    );
+    Ok(())
 }

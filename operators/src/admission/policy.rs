@@ -1,12 +1,9 @@
 //! What no tenant may do, whatever its Pod Security level: pure checks of
 //! an object, each violation naming the field and why.
 
-use arktos_crds::naming::TenantName;
+use arktos_crds::naming::{SHARED_CLUSTER_ROLES, TenantName};
 use arktos_crds::tenant::ServiceExposure;
 use serde_json::Value;
-
-/// ClusterRoles a tenant may bind in its namespaces.
-pub const BINDABLE_CLUSTER_ROLES: &[&str] = &["admin", "edit", "view"];
 
 fn items<'a>(value: &'a Value, pointer: &str) -> impl Iterator<Item = (usize, &'a Value)> {
     value
@@ -175,10 +172,14 @@ pub fn role_binding(binding: &Value, tenant: &TenantName) -> Vec<String> {
         .pointer("/roleRef/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if role_kind == Some("ClusterRole") && !BINDABLE_CLUSTER_ROLES.contains(&role_name) {
+    // The tenant's own ClusterRoles (stored under its prefix) and the
+    // cluster's shared ones.
+    let bindable = SHARED_CLUSTER_ROLES.contains(&role_name)
+        || (!tenant.is_system() && tenant.tenant_cluster_object(role_name).is_some());
+    if role_kind == Some("ClusterRole") && !bindable {
         violations.push(format!(
-            "roleRef.name: ClusterRole {role_name:?} may not be bound in a tenant namespace (allowed: {})",
-            BINDABLE_CLUSTER_ROLES.join(", ")
+            "roleRef.name: ClusterRole {role_name:?} may not be bound in a tenant namespace (allowed: the tenant's own ClusterRoles and {})",
+            SHARED_CLUSTER_ROLES.join(", ")
         ));
     }
     let prefix = tenant.storage_prefix();
@@ -328,6 +329,10 @@ mod tests {
         let good = json!({"roleRef": {"kind": "ClusterRole", "name": "edit"}, "subjects": [
             {"kind": "ServiceAccount", "name": "x", "namespace": "acme--web"}]});
         assert!(role_binding(&good, &tenant).is_empty());
+        let own = json!({"roleRef": {"kind": "ClusterRole", "name": "acme--reader"}});
+        assert!(role_binding(&own, &tenant).is_empty());
+        let others = json!({"roleRef": {"kind": "ClusterRole", "name": "globex--reader"}});
+        assert_eq!(role_binding(&others, &tenant).len(), 1);
     }
 
     #[test]

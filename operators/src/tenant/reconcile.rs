@@ -292,24 +292,25 @@ async fn cleanup(tenant: &Tenant, context: &Context) -> Result<Action, Error> {
             remaining: namespaces.len(),
         });
     }
-    let role = desired::owner_role_name(&name);
-    for result in [
-        Api::<ClusterRoleBinding>::all(client.clone())
-            .delete(&role, &DeleteParams::default())
-            .await
-            .map(|_| ()),
-        Api::<ClusterRole>::all(client.clone())
-            .delete(&role, &DeleteParams::default())
-            .await
-            .map(|_| ()),
-    ] {
+    // The owners' grant and the tenant's own ClusterRoles and
+    // ClusterRoleBindings all carry the tenant's label.
+    let labelled = ListParams::default().labels(&format!("{TENANT_LABEL}={name}"));
+    let roles = Api::<ClusterRole>::all(client.clone())
+        .delete_collection(&DeleteParams::default(), &labelled)
+        .await
+        .map(|_| ());
+    let bindings = Api::<ClusterRoleBinding>::all(client.clone())
+        .delete_collection(&DeleteParams::default(), &labelled)
+        .await
+        .map(|_| ());
+    for result in [bindings, roles] {
         if !gone(&result)
             && let Err(err) = result
         {
             return Err(err.into());
         }
     }
-    tracing::info!(tenant = %name, "removed the owner grant; releasing the tenant");
+    tracing::info!(tenant = %name, "removed the owner grant and the tenant's ClusterRoles and bindings; releasing the tenant");
     publish(
         tenant,
         context,

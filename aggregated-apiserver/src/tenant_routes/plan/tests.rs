@@ -240,6 +240,46 @@ table! {
         => Err(404);
 }
 
+// A tenant's own ClusterRoles and ClusterRoleBindings: carried out by
+// `cluster_rbac`; the system tenant's are the cluster's, as the user.
+table! {
+    tenant_cluster_roles_are_the_tenants:
+        get("/apis/rbac.authorization.k8s.io/v1/clusterroles").plan(cluster("ClusterRole"))
+        => Ok(Plan::ClusterRbac(Kind::Role));
+    tenant_cluster_role_bindings_are_the_tenants:
+        req(Method::DELETE, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/readers")
+            .plan(cluster("ClusterRoleBinding"))
+        => Ok(Plan::ClusterRbac(Kind::Binding));
+    system_tenant_cluster_roles_are_the_clusters:
+        get("/apis/rbac.authorization.k8s.io/v1/clusterroles/view").of_tenant("system")
+            .plan(cluster("ClusterRole"))
+        => ok(to(Method::GET, "/apis/rbac.authorization.k8s.io/v1/clusterroles/view"));
+}
+
+// Questions about oneself: answered in the tenant's terms, only created.
+table! {
+    can_i_is_a_self_review:
+        req(Method::POST, "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews").json("{}")
+            .plan(cluster("SelfSubjectAccessReview"))
+        => Ok(Plan::SelfReview(SelfReview::Access));
+    can_i_list_is_a_self_review:
+        req(Method::POST, "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews").json("{}")
+            .plan(cluster("SelfSubjectRulesReview"))
+        => Ok(Plan::SelfReview(SelfReview::Rules));
+    whoami_is_a_self_review:
+        req(Method::POST, "/apis/authentication.k8s.io/v1/selfsubjectreviews").json("{}")
+            .plan(cluster("SelfSubjectReview"))
+        => Ok(Plan::SelfReview(SelfReview::Whoami));
+    reviews_are_only_created:
+        get("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")
+            .plan(cluster("SelfSubjectAccessReview"))
+        => Err(405);
+    reviews_about_others_are_not_served:
+        req(Method::POST, "/apis/authorization.k8s.io/v1/subjectaccessreviews").json("{}")
+            .plan(None)
+        => Err(404);
+}
+
 // Lists across the tenant's namespaces: checked per namespace, done as us,
 // narrowed by the tenant label.
 table! {

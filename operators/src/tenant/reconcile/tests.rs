@@ -170,16 +170,34 @@ async fn cleanup_with_nothing_left_removes_the_grant_and_releases_the_tenant() {
     let api = FakeApi::default();
     let deleting = json!({"metadata": {"deletionTimestamp": "2026-12-07T00:00:00Z"}});
     let tenant = tenant(&api, deleting);
+    let roles = "/apis/rbac.authorization.k8s.io/v1/clusterroles";
+    let labelled = |tenant: &str| json!({"labels": {"tenancy.arktos.io/tenant": tenant}});
+    for (name, tenant) in [
+        (desired::owner_role_name("acme"), "acme"),
+        ("acme--reader".to_string(), "acme"),
+        ("globex--reader".to_string(), "globex"),
+    ] {
+        let mut metadata = labelled(tenant);
+        metadata["name"] = name.clone().into();
+        api.put(&format!("{roles}/{name}"), json!({"metadata": metadata}));
+    }
     reconcile(tenant, context(&api)).await.expect("released");
     let writes = api.writes();
-    let role = desired::owner_role_name("acme");
-    // Absent already (404) counts as removed.
-    assert!(writes.contains(&format!(
-        "DELETE /apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{role}"
-    )));
-    assert!(writes.contains(&format!(
-        "DELETE /apis/rbac.authorization.k8s.io/v1/clusterroles/{role}"
-    )));
+    for collection in [
+        roles,
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+    ] {
+        assert!(
+            writes.contains(&format!("DELETE {collection}")),
+            "{writes:#?}"
+        );
+    }
+    assert!(api.get(&format!("{roles}/acme--reader")).is_none());
+    assert!(
+        api.get(&format!("{roles}/{}", desired::owner_role_name("acme")))
+            .is_none()
+    );
+    assert!(api.get(&format!("{roles}/globex--reader")).is_some());
     let finalizers = &api.get(TENANT).expect("the tenant")["metadata"]["finalizers"];
     assert_eq!(finalizers, &json!([]), "the finalizer is removed");
 }
