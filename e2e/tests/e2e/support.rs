@@ -361,7 +361,8 @@ pub async fn can_i(
 ) -> anyhow::Result<()> {
     let (ok, out, err) = kubectl_words(ctx, config, &format!("auth can-i {question}")).await?;
     ensure!(
-        out.trim() == want && ok == (want == "yes"),
+        // "no - <reason>" when the answer gives one.
+        out.split_whitespace().next() == Some(want) && ok == (want == "yes"),
         "auth can-i {question}: want {want}, got {out:?} (exit ok {ok}) {err}"
     );
     Ok(())
