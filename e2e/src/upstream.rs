@@ -27,6 +27,7 @@ pub const COMMANDS: &[&str] = &[
     "kubectl",
     "kwok",
     "kwok-stages",
+    "client-check",
 ];
 
 const BINARY: &str = "arktos-upstream";
@@ -58,7 +59,7 @@ impl Upstream {
         })?;
         let go_version = go_version()?;
         let mut hash = Sha256::new();
-        for file in ["go.mod", "go.sum", "main.go"] {
+        for file in ["go.mod", "go.sum", "main.go", "clientcheck.go"] {
             hash.update(read(&module.join(file))?.as_bytes());
         }
         hash.update(go_version.as_bytes());

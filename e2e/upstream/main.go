@@ -2,8 +2,10 @@
 // into one binary, dispatched by name as hyperkube did: the shared packages
 // compile once and the binary links once, which matters on small machines.
 //
-// It is used only by the local-cluster launcher of the e2e crate; it holds no
-// logic of ours beyond choosing the command.
+// It is used only by the local-cluster launcher and the tests of the e2e
+// crate; it holds no logic of ours beyond choosing the command, and
+// client-check (clientcheck.go), a typed client-go program the e2e suite
+// runs against a tenant's API.
 package main
 
 import (
@@ -57,8 +59,9 @@ var commands = map[string]func(args []string) int{
 		}
 		return 0
 	},
-	"kwok":        runKwok,
-	"kwok-stages": printKwokStages,
+	"kwok":         runKwok,
+	"kwok-stages":  printKwokStages,
+	"client-check": runClientCheck,
 }
 
 // printKwokStages prints KWOK's own default stages (node init, heartbeat with

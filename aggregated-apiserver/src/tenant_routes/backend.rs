@@ -300,16 +300,31 @@ impl Backend {
 
     /// Sends the request and returns the JSON answer, un-rewritten.
     pub async fn json(&self, outgoing: Outgoing<'_>) -> Result<(StatusCode, Value), Status> {
+        let (code, _, value) = self.json_with_warnings(outgoing).await?;
+        Ok((code, value))
+    }
+
+    /// As [`Backend::json`], with the answer's `Warning` headers.
+    pub async fn json_with_warnings(
+        &self,
+        outgoing: Outgoing<'_>,
+    ) -> Result<(StatusCode, Vec<HeaderValue>, Value), Status> {
         let request = self.build(&outgoing)?;
         let response = self.client.send(request).await.map_err(unreachable)?;
         let code = response.status();
+        let warnings = response
+            .headers()
+            .get_all("warning")
+            .iter()
+            .cloned()
+            .collect();
         let bytes = response
             .into_body()
             .collect_bytes()
             .await
             .map_err(unreachable)?;
         let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok((code, value))
+        Ok((code, warnings, value))
     }
 }
 

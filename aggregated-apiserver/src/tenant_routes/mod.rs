@@ -12,6 +12,7 @@
 pub(crate) mod backend;
 pub mod catalog;
 pub mod cluster_rbac;
+mod duplicates;
 pub mod list_cache;
 mod list_stream;
 pub mod mapping;
@@ -284,6 +285,17 @@ impl TenantRoutes {
             self.authorize_each_namespace(user, &view, r, verb).await?;
         }
         let as_user = (forward.identity == Identity::User).then_some(user);
+        let mut warnings = Vec::new();
+        if forward.body == plan::Body::Mapped {
+            let (method, path) = (&forward.method, &forward.path);
+            match self
+                .try_duplicate_fields(as_user, &view, request, method, path, &forward.params)
+                .await?
+            {
+                duplicates::Tried::Refused(reply) => return Ok(reply),
+                duplicates::Tried::Warnings(found) => warnings = found,
+            }
+        }
         let body = self
             .forward_body(user, &view, request, &forward.body)
             .await?;
@@ -343,7 +355,11 @@ impl TenantRoutes {
             watch: forward.watch,
             list,
         };
-        self.backend.send(outgoing, rewrite).await
+        let mut reply = self.backend.send(outgoing, rewrite).await?;
+        for warning in warnings {
+            reply.headers_mut().append("warning", warning);
+        }
+        Ok(reply)
     }
 
     /// A list across the tenant's namespaces is allowed when the user may

@@ -19,6 +19,7 @@ use crate::{Ctx, trial};
 pub const NAMES: &[&str] = &[
     "tenant_namespaces_are_labelled_selected_and_deleted_with_kubectl",
     "a_tenant_network_policy_selects_namespaces_by_their_own_names",
+    "client_go_typed_protobuf_clients_use_a_tenant_api",
 ];
 
 pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
@@ -33,7 +34,39 @@ pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
             NAMES[1],
             |ctx| async move { network_policy(&ctx).await },
         ),
+        trial(ctx, NAMES[2], |ctx| async move { client_go(&ctx).await }),
     ]
+}
+
+/// client-go's typed clientset in protobuf (the upstream bundle's
+/// `client-check`, built from the pinned module) through a tenant's route.
+async fn client_go(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
+    let owner = TenantOwner::create(ctx, "cgo", json!({})).await?;
+    let config = tenant_kubeconfig(ctx, &owner, "default")?;
+    let program = ctx
+        .cluster
+        .local()
+        .ok_or_else(|| anyhow::anyhow!("this test needs the local cluster"))?
+        .upstream()
+        .command("client-check");
+    step("client-check: namespaces, watch-list, deletecollection, self reviews");
+    let out = tokio::process::Command::new(program)
+        .arg("--kubeconfig")
+        .arg(&config)
+        .args(["--namespace", "typed", "--tenant", &owner.tenant])
+        .output()
+        .await?;
+    let printed = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "client-check: {printed} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "  client-check: {}",
+        printed.lines().collect::<Vec<_>>().join("; ")
+    );
+    Ok(())
 }
 
 async fn labels_and_delete(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
