@@ -14,12 +14,25 @@ const TENANT_VERBS: &[&str] = &[
     "create", "delete", "get", "list", "patch", "update", "watch",
 ];
 
-/// Whether the Accept header asks for aggregated discovery first.
+/// Whether the Accept header prefers aggregated discovery in the version
+/// served (v2) to the plain documents. Media types are taken in the
+/// client's order; an aggregated version we do not serve (v2beta1) is
+/// skipped for the next media type.
 pub fn wants_aggregated(accept: &str) -> bool {
-    accept
-        .split(',')
-        .next()
-        .is_some_and(|first| first.contains("as=APIGroupDiscoveryList") && first.contains("v=v2"))
+    for media in accept.split(',') {
+        let mut parts = media.split(';').map(str::trim);
+        let _type = parts.next();
+        let params: Vec<&str> = parts.collect();
+        let has = |term: &str| params.iter().any(|p| p.eq_ignore_ascii_case(term));
+        if has("as=APIGroupDiscoveryList") {
+            if has("v=v2") && has("g=apidiscovery.k8s.io") {
+                return true;
+            }
+            continue;
+        }
+        return false;
+    }
+    false
 }
 
 fn group_version() -> String {
@@ -93,6 +106,11 @@ mod tests {
             "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json"
         ));
         assert!(!wants_aggregated("application/json, */*"));
+        let beta = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
+        assert!(!wants_aggregated(&format!("{beta},application/json")));
+        assert!(wants_aggregated(&format!(
+            "{beta},application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+        )));
     }
 
     #[test]

@@ -104,7 +104,9 @@ impl TenantRoutes {
         params: &[(String, String)],
     ) -> Result<Tried, Status> {
         let validation = request.param("fieldValidation").unwrap_or_default();
-        let json = request.content_type().contains("json");
+        // No content type is JSON to kube-apiserver (`kubectl create --raw`).
+        let content_type = request.content_type();
+        let json = content_type.is_empty() || content_type.contains("json");
         if validation.eq_ignore_ascii_case("Ignore") || !json || !has_duplicate_keys(&request.body)
         {
             return Ok(Tried::Warnings(Vec::new()));
@@ -115,7 +117,6 @@ impl TenantRoutes {
             .cloned()
             .collect();
         trial.push(("dryRun".into(), "All".into()));
-        let content_type = request.content_type();
         let outgoing = Outgoing {
             method: method.clone(),
             uri: with_query(path.to_string(), &trial),
@@ -164,5 +165,9 @@ mod tests {
             br#"[{"a": null, "b": true, "c": 1.5, "d": -1}]"#
         ));
         assert!(!has_duplicate_keys(b"not json"));
+        assert!(has_duplicate_keys(
+            br#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dup", "namespace": "web"},
+        "data": {"a": "1"}, "data": {"a": "2"}, "unknownField": 1}"#
+        ));
     }
 }

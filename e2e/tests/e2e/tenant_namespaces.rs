@@ -20,6 +20,7 @@ pub const NAMES: &[&str] = &[
     "tenant_namespaces_are_labelled_selected_and_deleted_with_kubectl",
     "a_tenant_network_policy_selects_namespaces_by_their_own_names",
     "client_go_typed_protobuf_clients_use_a_tenant_api",
+    "field_validation_sees_duplicate_fields_as_on_kube_apiserver",
 ];
 
 pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
@@ -35,6 +36,11 @@ pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
             |ctx| async move { network_policy(&ctx).await },
         ),
         trial(ctx, NAMES[2], |ctx| async move { client_go(&ctx).await }),
+        trial(
+            ctx,
+            NAMES[3],
+            |ctx| async move { duplicate_fields(&ctx).await },
+        ),
     ]
 }
 
@@ -184,6 +190,61 @@ async fn network_policy(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
         selector(&read) == json!("web"),
         "read back: {}",
         selector(&read)
+    );
+    Ok(())
+}
+
+/// A body with a field twice and an unknown one, sent as is (`kubectl
+/// create --raw`): Strict refuses naming both, Warn warns of both and
+/// creates.
+async fn duplicate_fields(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
+    let owner = TenantOwner::create(ctx, "dup", json!({})).await?;
+    owner.namespace("web").await?;
+    let config = tenant_kubeconfig(ctx, &owner, "web")?;
+    let body = r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dup", "namespace": "web"},
+        "data": {"a": "1"}, "data": {"a": "2"}, "unknownField": 1}"#;
+    let create = |validation: &'static str| {
+        let (ctx, config) = (ctx.clone(), config.clone());
+        async move {
+            let path = format!("/api/v1/namespaces/web/configmaps?fieldValidation={validation}");
+            kubectl_with(
+                &ctx,
+                &config,
+                &["create", "--raw", &path, "-f", "-"],
+                Some(body),
+            )
+            .await
+        }
+    };
+    step("Strict: refused, naming the duplicate and the unknown field");
+    let (ok, out, err) = create("Strict").await?;
+    ensure!(
+        !ok && err.contains("duplicate field \"data\"")
+            && err.contains("unknown field \"unknownField\""),
+        "Strict: {out} {err}"
+    );
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(owner.client.clone(), "web");
+    ensure!(
+        configmaps.get_opt("dup").await?.is_none(),
+        "Strict created it"
+    );
+    step("Warn: created, warning of both");
+    let (ok, out, err) = create("Warn").await?;
+    ensure!(
+        ok && err.contains("duplicate field \"data\"")
+            && err.contains("unknown field \"unknownField\""),
+        "Warn: {out} {err}"
+    );
+    let created = configmaps.get("dup").await?;
+    ensure!(
+        created
+            .data
+            .unwrap_or_default()
+            .get("a")
+            .map(String::as_str)
+            == Some("2"),
+        "the last of the duplicates is kept, as kube-apiserver does"
     );
     Ok(())
 }
