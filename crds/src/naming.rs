@@ -21,6 +21,13 @@ pub const TENANT_LABEL: &str = "tenancy.arktos.io/tenant";
 /// The label kube-apiserver puts on every namespace, its name as value:
 /// a tenant sees (and selects on) its own name there, not the storage name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// API groups of tenants' own CustomResourceDefinitions are stored under
+/// this domain: `example.com` of tenant `acme` is
+/// `example.com.acme.tenants.arktos.io`, so no two tenants (and no group
+/// of the cluster's) ever collide.
+pub const TENANT_GROUPS_DOMAIN: &str = "tenants.arktos.io";
+/// Longest API group (a DNS subdomain).
+pub const MAX_GROUP: usize = 253;
 /// Longest name of a cluster-scoped object (a path segment).
 pub const MAX_CLUSTER_OBJECT_NAME: usize = 253;
 /// The cluster's ClusterRoles every tenant reads and binds under their own
@@ -56,6 +63,19 @@ pub enum NameError {
         "namespace name {name:?} is {len} characters long; in tenant {tenant:?} at most {max} are allowed"
     )]
     NamespaceTooLong {
+        tenant: String,
+        name: String,
+        len: usize,
+        max: usize,
+    },
+    #[error(
+        "API group {0:?} must be a DNS subdomain: lowercase letters, digits, '-' and '.', with a dot"
+    )]
+    GroupNotSubdomain(String),
+    #[error(
+        "API group {name:?} is {len} characters long; in tenant {tenant:?} at most {max} are allowed"
+    )]
+    GroupTooLong {
         tenant: String,
         name: String,
         len: usize,
@@ -194,6 +214,58 @@ impl TenantName {
             .and_then(|rest| rest.strip_prefix(SEPARATOR))
             .filter(|name| !name.is_empty())
     }
+}
+
+impl TenantName {
+    /// What the tenant's API groups end with as stored.
+    fn group_suffix(&self) -> String {
+        format!(".{}.{TENANT_GROUPS_DOMAIN}", self.0)
+    }
+
+    /// The stored API group of the tenant's own group `group` (of a
+    /// CustomResourceDefinition it defines); unchanged for the system
+    /// tenant.
+    pub fn storage_group(&self, group: &str) -> Result<String, NameError> {
+        let labels_ok = group.split('.').all(is_dns_label);
+        if !group.contains('.') || !labels_ok {
+            return Err(NameError::GroupNotSubdomain(group.to_string()));
+        }
+        if self.is_system() {
+            return Ok(group.to_string());
+        }
+        let suffix = self.group_suffix();
+        let max = MAX_GROUP - suffix.len();
+        if group.len() > max {
+            return Err(NameError::GroupTooLong {
+                tenant: self.0.clone(),
+                name: group.to_string(),
+                len: group.len(),
+                max,
+            });
+        }
+        Ok(format!("{group}{suffix}"))
+    }
+
+    /// The tenant's own name of stored group `storage`, when it is one of
+    /// the tenant's.
+    pub fn tenant_group<'a>(&self, storage: &'a str) -> Option<&'a str> {
+        storage
+            .strip_suffix(&self.group_suffix())
+            .filter(|g| !g.is_empty())
+    }
+}
+
+/// Whether a stored API group is some tenant's own.
+pub fn is_tenant_group(group: &str) -> bool {
+    split_tenant_group(group).is_some()
+}
+
+/// Splits `example.com.acme.tenants.arktos.io` into `("acme",
+/// "example.com")`.
+pub fn split_tenant_group(storage: &str) -> Option<(&str, &str)> {
+    let rest = storage.strip_suffix(&format!(".{TENANT_GROUPS_DOMAIN}"))?;
+    let (group, tenant) = rest.rsplit_once('.')?;
+    (TenantName::new(tenant).is_ok() && !group.is_empty()).then_some((tenant, group))
 }
 
 impl fmt::Display for TenantName {
@@ -362,6 +434,34 @@ mod tests {
         assert_eq!(
             TenantName::system().storage_cluster_object("view").unwrap(),
             "view"
+        );
+    }
+
+    #[test]
+    fn maps_a_tenants_api_group_both_ways() {
+        let acme = tenant("acme");
+        let stored = acme.storage_group("example.com").unwrap();
+        assert_eq!(stored, "example.com.acme.tenants.arktos.io");
+        assert!(is_tenant_group(&stored));
+        assert_eq!(split_tenant_group(&stored), Some(("acme", "example.com")));
+        assert!(!is_tenant_group("example.com"));
+        assert_eq!(acme.tenant_group(&stored), Some("example.com"));
+        assert_eq!(tenant("globex").tenant_group(&stored), None);
+        assert_eq!(acme.tenant_group("example.com"), None);
+        for bad in ["example", "Example.com", "a..b", ""] {
+            assert!(matches!(
+                acme.storage_group(bad),
+                Err(NameError::GroupNotSubdomain(_))
+            ));
+        }
+        let long = format!("{}.com", "a".repeat(60)).repeat(4);
+        assert!(matches!(
+            acme.storage_group(&long),
+            Err(NameError::GroupTooLong { .. })
+        ));
+        assert_eq!(
+            TenantName::system().storage_group("example.com").unwrap(),
+            "example.com"
         );
     }
 }

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use arktos_crds::naming::split_tenant_group;
 use arktos_crds::status;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use serde_json::Value;
@@ -24,7 +25,6 @@ pub const HIDDEN_GROUPS: &[&str] = &[
     "tenancy.arktos.io",
     "storage.tenancy.arktos.io",
     "apiregistration.k8s.io",
-    "apiextensions.k8s.io",
     "admissionregistration.k8s.io",
     "certificates.k8s.io",
     "flowcontrol.apiserver.k8s.io",
@@ -38,6 +38,15 @@ pub const HIDDEN_GROUPS: &[&str] = &[
 pub const TENANT_SCOPED: &[(&str, &str)] = &[
     ("rbac.authorization.k8s.io", "clusterroles"),
     ("rbac.authorization.k8s.io", "clusterrolebindings"),
+    ("apiextensions.k8s.io", "customresourcedefinitions"),
+];
+
+/// Groups of which tenants see only what is listed above (self reviews,
+/// their own CustomResourceDefinitions), nothing else.
+const LISTED_ONLY_GROUPS: &[&str] = &[
+    "authorization.k8s.io",
+    "authentication.k8s.io",
+    "apiextensions.k8s.io",
 ];
 
 /// The reviews a user asks about themselves: of the authentication and
@@ -69,6 +78,9 @@ pub struct Catalog {
     /// The raw aggregated discovery documents, filtered for tenants.
     pub core: Value,
     pub groups: Value,
+    /// The groups of tenants' own CustomResourceDefinitions, by tenant,
+    /// named as the tenant names them (kept out of everything above).
+    pub tenant_groups: BTreeMap<String, Vec<Value>>,
 }
 
 impl Catalog {
@@ -99,11 +111,62 @@ impl Catalog {
     /// `/api` and `/apis`.
     pub fn from_discovery(core: &Value, groups: &Value) -> Self {
         let mut catalog = Catalog::default();
-        let core = filter_group_list(core, &mut catalog);
-        let groups = filter_group_list(groups, &mut catalog);
-        catalog.core = core;
-        catalog.groups = groups;
+        let mut groups = groups.clone();
+        if let Some(items) = groups["items"].as_array_mut() {
+            items.retain(|group| {
+                let name = group["metadata"]["name"].as_str().unwrap_or_default();
+                let Some((tenant, own)) = split_tenant_group(name) else {
+                    return true;
+                };
+                let mut group = group.clone();
+                group["metadata"]["name"] = own.into();
+                catalog
+                    .tenant_groups
+                    .entry(tenant.to_string())
+                    .or_default()
+                    .push(group);
+                false
+            });
+        }
+        catalog.core = filter_group_list(core, &mut catalog);
+        catalog.groups = filter_group_list(&groups, &mut catalog);
         catalog
+    }
+
+    /// The groups tenant `tenant` defines itself, as it names them.
+    pub fn own_groups(&self, tenant: &str) -> Vec<String> {
+        self.tenant_groups
+            .get(tenant)
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g["metadata"]["name"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// What tenant `tenant` sees: the cluster's groups and its own, its own
+    /// winning over a cluster group of the same name (Arktos'
+    /// `LocalCRDFirst`); `None` when it defines none (it sees `self`).
+    pub fn for_tenant(&self, tenant: &str) -> Option<Catalog> {
+        let own = self.tenant_groups.get(tenant)?;
+        let names = self.own_groups(tenant);
+        let mut view = Catalog {
+            versions: self.versions.clone(),
+            core: self.core.clone(),
+            groups: self.groups.clone(),
+            tenant_groups: BTreeMap::new(),
+        };
+        view.versions.retain(|(g, _), _| !names.contains(g));
+        if let Some(items) = view.groups["items"].as_array_mut() {
+            items.retain(|g| !names.iter().any(|n| g["metadata"]["name"] == n.as_str()));
+        }
+        let list = serde_json::json!({"items": own});
+        let own = filter_group_list(&list, &mut view);
+        if let (Some(items), Some(own)) =
+            (view.groups["items"].as_array_mut(), own["items"].as_array())
+        {
+            items.extend(own.iter().cloned());
+        }
+        Some(view)
     }
 }
 
@@ -162,11 +225,10 @@ fn keep_resource(
     let namespaced = resource["scope"] == "Namespaced";
     let shared = Catalog::shared_read_only(group, plural);
     let is_namespaces = group.is_empty() && plural == "namespaces";
-    let review = Catalog::self_review(group, plural) || TENANT_SCOPED.contains(&(group, plural));
-    let review_group = SELF_REVIEWS.iter().any(|(g, _)| *g == group);
-    if !(namespaced || shared || is_namespaces || review)
+    let listed = Catalog::self_review(group, plural) || TENANT_SCOPED.contains(&(group, plural));
+    if !(namespaced || shared || is_namespaces || listed)
         || BLOCKED.contains(&plural)
-        || (review_group && !review)
+        || (LISTED_ONLY_GROUPS.contains(&group) && !listed)
     {
         return None;
     }
@@ -217,10 +279,12 @@ fn verbs_of(resource: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The catalog, fetched from kube-apiserver and kept fresh.
+/// The catalog, fetched from kube-apiserver and kept fresh, and each
+/// tenant's view of it (for tenants that define groups of their own).
 pub struct CatalogCache {
     client: kube::Client,
     cached: RwLock<Option<(Instant, std::sync::Arc<Catalog>)>>,
+    views: RwLock<BTreeMap<String, (Instant, std::sync::Arc<Catalog>)>>,
 }
 
 const FRESH_FOR: Duration = Duration::from_secs(30);
@@ -232,7 +296,33 @@ impl CatalogCache {
         Self {
             client,
             cached: RwLock::new(None),
+            views: RwLock::new(BTreeMap::new()),
         }
+    }
+
+    /// What tenant `tenant` sees (see [`Catalog::for_tenant`]).
+    pub async fn view(
+        &self,
+        tenant: &str,
+        refresh: bool,
+    ) -> Result<std::sync::Arc<Catalog>, Status> {
+        let base = self.get(refresh).await?;
+        let built = self.cached.read().await.as_ref().map(|(at, _)| *at);
+        if let Some((at, view)) = self.views.read().await.get(tenant)
+            && Some(*at) == built
+        {
+            return Ok(view.clone());
+        }
+        let Some(view) = base.for_tenant(tenant) else {
+            return Ok(base);
+        };
+        let view = std::sync::Arc::new(view);
+        if let Some(at) = built {
+            let mut views = self.views.write().await;
+            views.retain(|_, (seen, _)| *seen == at);
+            views.insert(tenant.to_string(), (at, view.clone()));
+        }
+        Ok(view)
     }
 
     /// The catalog; `refresh` asks anew unless it is very recent (for a
@@ -310,9 +400,10 @@ mod tests {
         assert!(
             catalog
                 .resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
-                .is_none()
+                .is_some(),
+            "a tenant's own CRDs"
         );
-        assert_eq!(catalog.groups["items"].as_array().unwrap().len(), 1);
+        assert_eq!(catalog.groups["items"].as_array().unwrap().len(), 2);
     }
 
     #[test]

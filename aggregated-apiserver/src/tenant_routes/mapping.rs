@@ -21,12 +21,91 @@ const REFERENCE_KEYS: &[&str] = &["subjects", "involvedObject", "regarding", "re
 pub struct View {
     tenant: TenantName,
     prefix: String,
+    /// The API groups of the tenant's own CustomResourceDefinitions, as
+    /// it names them.
+    groups: Vec<String>,
+    /// What those groups end with as stored (`.acme.tenants.arktos.io`).
+    group_suffix: String,
 }
 
 impl View {
     pub fn new(tenant: TenantName) -> Self {
         let prefix = tenant.storage_prefix();
-        Self { tenant, prefix }
+        let group_suffix = tenant
+            .storage_group("x.y")
+            .map(|g| g["x.y".len()..].to_string())
+            .unwrap_or_default();
+        Self {
+            tenant,
+            prefix,
+            groups: Vec::new(),
+            group_suffix,
+        }
+    }
+
+    /// The same view, knowing the tenant's own API groups.
+    pub fn with_groups(&self, groups: Vec<String>) -> Self {
+        Self {
+            tenant: self.tenant.clone(),
+            prefix: self.prefix.clone(),
+            groups,
+            group_suffix: self.group_suffix.clone(),
+        }
+    }
+
+    /// Whether `group` (as the tenant names it) is one of its own.
+    pub fn owns_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
+
+    /// An `apiVersion` the tenant wrote, in storage terms.
+    fn api_version_to_storage(&self, api_version: &str) -> Option<String> {
+        let (group, version) = api_version.split_once('/')?;
+        self.owns_group(group)
+            .then(|| format!("{group}{}/{version}", self.group_suffix))
+    }
+
+    /// A stored `apiVersion`, in the tenant's terms.
+    fn api_version_to_tenant(&self, api_version: &str) -> Option<String> {
+        let (group, version) = api_version.split_once('/')?;
+        let group = group.strip_suffix(self.group_suffix.as_str())?;
+        Some(format!("{group}/{version}"))
+    }
+
+    /// Maps the API groups named by an RBAC role's rules with `map`.
+    fn map_rule_groups(value: &mut Value, map: &dyn Fn(&str) -> Option<String>) {
+        let rules = value.get_mut("rules").and_then(Value::as_array_mut);
+        for rule in rules.into_iter().flatten() {
+            let groups = rule.get_mut("apiGroups").and_then(Value::as_array_mut);
+            for group in groups.into_iter().flatten() {
+                if let Some(mapped) = group.as_str().and_then(map) {
+                    *group = mapped.into();
+                }
+            }
+        }
+    }
+
+    /// Maps every `apiVersion` of an object (its own, its owners', its
+    /// managed fields') with `map`.
+    fn map_api_versions(value: &mut Value, map: &dyn Fn(&str) -> Option<String>) {
+        let mut one = |item: &mut Value| {
+            if let Some(mapped) = item.get("apiVersion").and_then(Value::as_str).and_then(map) {
+                item["apiVersion"] = mapped.into();
+            }
+        };
+        if !value.is_object() {
+            return;
+        }
+        one(value);
+        for key in ["ownerReferences", "managedFields"] {
+            if let Some(items) = value
+                .get_mut("metadata")
+                .and_then(|m| m.get_mut(key))
+                .and_then(Value::as_array_mut)
+            {
+                items.iter_mut().for_each(&mut one);
+            }
+        }
     }
 
     pub fn tenant(&self) -> &TenantName {
@@ -65,6 +144,13 @@ impl View {
     /// Rewrites a request body into storage terms, and stamps the tenant
     /// label on the object.
     pub fn request_body(&self, value: &mut Value, is_namespace: bool) -> Result<(), Status> {
+        if !self.groups.is_empty() {
+            Self::map_api_versions(value, &|v| self.api_version_to_storage(v));
+            Self::map_rule_groups(value, &|g| {
+                self.owns_group(g)
+                    .then(|| format!("{g}{}", self.group_suffix))
+            });
+        }
         let Some(object) = value.as_object_mut() else {
             return Ok(());
         };
@@ -173,6 +259,9 @@ impl View {
         }
         if let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) {
             items.retain_mut(|item| self.answer(item, namespaces));
+            if !self.group_suffix.is_empty() {
+                Self::map_api_versions(value, &|v| self.api_version_to_tenant(v));
+            }
             if let Some(token) = value.pointer("/metadata/continue").and_then(Value::as_str) {
                 let token = self.continue_to_tenant(token);
                 value["metadata"]["continue"] = token.into();
@@ -214,6 +303,13 @@ impl View {
 
     /// One object; `false` drops it (not the tenant's).
     fn object(&self, value: &mut Value, is_namespace: bool) -> bool {
+        if !self.group_suffix.is_empty() {
+            Self::map_api_versions(value, &|v| self.api_version_to_tenant(v));
+            Self::map_rule_groups(value, &|g| {
+                g.strip_suffix(self.group_suffix.as_str())
+                    .map(str::to_string)
+            });
+        }
         let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) else {
             return true;
         };
@@ -330,7 +426,10 @@ impl View {
         if self.prefix.is_empty() {
             text.to_string()
         } else {
+            // Namespaces (`acme--web`) and the tenant's own API groups
+            // (`widgets.example.com.acme.tenants.arktos.io`).
             text.replace(&self.prefix, "")
+                .replace(&self.group_suffix, "")
         }
     }
 
@@ -622,5 +721,40 @@ mod tests {
         let decoded: Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(back).unwrap()).unwrap();
         assert_eq!(decoded["start"], "/acme--web/pod-7\u{0}");
+    }
+
+    #[test]
+    fn a_tenants_own_group_is_mapped_in_api_versions_and_rules() {
+        let view = acme().with_groups(vec!["example.com".into()]);
+        let mut widget = json!({"apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": "w", "namespace": "web",
+                "ownerReferences": [{"apiVersion": "example.com/v1", "kind": "Widget", "name": "p"}]}});
+        view.request_body(&mut widget, false).unwrap();
+        assert_eq!(
+            widget["apiVersion"],
+            "example.com.acme.tenants.arktos.io/v1"
+        );
+        assert_eq!(
+            widget["metadata"]["ownerReferences"][0]["apiVersion"],
+            "example.com.acme.tenants.arktos.io/v1"
+        );
+        assert!(view.response(&mut widget));
+        assert_eq!(widget["apiVersion"], "example.com/v1");
+        let mut role = json!({"kind": "Role", "metadata": {"name": "r", "namespace": "web"},
+            "rules": [{"apiGroups": ["example.com", "apps"], "resources": ["widgets"], "verbs": ["get"]}]});
+        view.request_body(&mut role, false).unwrap();
+        assert_eq!(
+            role["rules"][0]["apiGroups"],
+            json!(["example.com.acme.tenants.arktos.io", "apps"])
+        );
+        assert!(view.response(&mut role));
+        assert_eq!(
+            role["rules"][0]["apiGroups"],
+            json!(["example.com", "apps"])
+        );
+        assert_eq!(
+            view.text("widgets.example.com.acme.tenants.arktos.io \"w\" not found"),
+            "widgets.example.com \"w\" not found"
+        );
     }
 }

@@ -11,7 +11,9 @@
 
 pub(crate) mod backend;
 pub mod catalog;
+mod cluster_objects;
 pub mod cluster_rbac;
+pub mod crds;
 mod duplicates;
 pub mod list_cache;
 mod list_stream;
@@ -150,7 +152,7 @@ impl TenantRoutes {
                 version,
                 legacy_root,
             } => {
-                let catalog = self.catalog.get(false).await?;
+                let catalog = self.catalog.view(tenant, false).await?;
                 discovery(
                     &catalog,
                     request,
@@ -160,7 +162,11 @@ impl TenantRoutes {
                 )
             }
             TenantPath::Version => self.pass_as_us("/version".into(), path, request).await,
-            TenantPath::OpenApi(document) => self.openapi(&document, path, request).await,
+            TenantPath::OpenApi(document) => self.openapi(&view, &document, path, request).await,
+            TenantPath::Resource(r) if r.is_crds() && !view.tenant().is_system() => {
+                self.tenant_crds(user, &tenant_object, view, &r, request)
+                    .await
+            }
             TenantPath::Resource(resource) if resource.is_namespaces() => {
                 self.namespaces(user, &tenant_object, view, &resource, request)
                     .await
@@ -187,11 +193,16 @@ impl TenantRoutes {
 
     async fn openapi(
         &self,
+        view: &View,
         path: &str,
         tenant_path: &str,
         request: &ApiRequest,
     ) -> Result<Response, Status> {
-        let catalog = self.catalog.get(false).await?;
+        let catalog = self.catalog.view(view.tenant().as_str(), false).await?;
+        let own = view.with_groups(catalog.own_groups(view.tenant().as_str()));
+        if let Some(reply) = self.own_group_openapi(&own, path).await? {
+            return Ok(reply);
+        }
         let visible = |gv_path: &str| {
             let parts: Vec<&str> = gv_path.split('/').collect();
             match parts.as_slice() {
@@ -208,7 +219,23 @@ impl TenantRoutes {
             let outgoing = Outgoing::get_as_us(path.into(), "application/json");
             let (code, mut index) = self.backend.json(outgoing).await?;
             if let Some(paths) = index.get_mut("paths").and_then(Value::as_object_mut) {
-                paths.retain(|key, _| visible(key));
+                let documents = std::mem::take(paths);
+                for (key, mut document) in documents {
+                    // The tenant's own groups, by its own names.
+                    if let Some(group) = key.strip_prefix("apis/").and_then(|k| k.split('/').next())
+                        && arktos_crds::naming::is_tenant_group(group)
+                    {
+                        if view.tenant().tenant_group(group).is_some() {
+                            let url = document["serverRelativeURL"].as_str().unwrap_or_default();
+                            document["serverRelativeURL"] = own.text(url).into();
+                            paths.insert(own.text(&key), document);
+                        }
+                        continue;
+                    }
+                    if visible(&key) {
+                        paths.insert(key, document);
+                    }
+                }
             }
             return Ok(respond::json(code, &index));
         }
@@ -221,6 +248,39 @@ impl TenantRoutes {
             .await
     }
 
+    /// The OpenAPI document of one of the tenant's own groups, in its
+    /// names (`kubectl explain` finds kinds by group there); `None` for
+    /// any other path.
+    async fn own_group_openapi(&self, view: &View, path: &str) -> Result<Option<Response>, Status> {
+        let Some(gv) = path.strip_prefix("/openapi/v3/") else {
+            return Ok(None);
+        };
+        let parts: Vec<&str> = gv.split('/').collect();
+        let ["apis", group, version] = parts.as_slice() else {
+            return Ok(None);
+        };
+        if !view.owns_group(group) {
+            return Ok(None);
+        }
+        let stored = view
+            .tenant()
+            .storage_group(group)
+            .map_err(|e| status::bad_request(&e.to_string()))?;
+        let uri = format!("/openapi/v3/apis/{stored}/{version}");
+        let (code, document) = self
+            .backend
+            .json(Outgoing::get_as_us(uri, "application/json"))
+            .await?;
+        // Group names appear as written and reversed (schema names).
+        let reversed = |g: &str| g.split('.').rev().collect::<Vec<_>>().join(".");
+        let text = document
+            .to_string()
+            .replace(&stored, group)
+            .replace(&reversed(&stored), &reversed(group));
+        let document: Value = serde_json::from_str(&text).unwrap_or(document);
+        Ok(Some(respond::json(code, &document)))
+    }
+
     /// A namespaced resource (or a list of one across the tenant), a
     /// shared read-only cluster resource, or a VM pod's action.
     async fn resource(
@@ -230,10 +290,29 @@ impl TenantRoutes {
         r: &ResourcePath,
         request: &ApiRequest,
     ) -> Result<Response, Status> {
-        let entry = if plan::is_action(r) {
-            None
+        if arktos_crds::naming::is_tenant_group(&r.group) {
+            // Tenants name their own groups as they wrote them.
+            return Err(status::path_not_found(&request.path));
+        }
+        let tenant = view.tenant().as_str();
+        let (entry, catalog) = self.catalog_entry(tenant, r).await?;
+        let entry = entry.filter(|_| !plan::is_action(r));
+        let own = catalog.own_groups(tenant);
+        let view = if own.is_empty() {
+            view
         } else {
-            self.catalog_entry(r).await?
+            Arc::new(view.with_groups(own))
+        };
+        let mapped;
+        let r = if view.owns_group(&r.group) {
+            let group = view
+                .tenant()
+                .storage_group(&r.group)
+                .map_err(|e| status::bad_request(&e.to_string()))?;
+            mapped = ResourcePath { group, ..r.clone() };
+            &mapped
+        } else {
+            r
         };
         let incoming = Incoming::of(request, r);
         match plan::resource(&view, r, entry.as_ref(), &incoming)? {
@@ -259,16 +338,23 @@ impl TenantRoutes {
         }
     }
 
-    /// What the catalog says of `r`; refreshed once when it does not know
-    /// it (a CRD installed since).
-    async fn catalog_entry(&self, r: &ResourcePath) -> Result<Option<catalog::Resource>, Status> {
+    /// What tenant `tenant`'s catalog says of `r`, and that catalog;
+    /// refreshed once when it does not know `r` (a CRD installed since).
+    async fn catalog_entry(
+        &self,
+        tenant: &str,
+        r: &ResourcePath,
+    ) -> Result<(Option<catalog::Resource>, Arc<Catalog>), Status> {
         let key = r.full_resource();
-        let catalog = self.catalog.get(false).await?;
+        let catalog = self.catalog.view(tenant, false).await?;
         if let Some(entry) = catalog.resource(&r.group, &r.version, &key) {
-            return Ok(Some(entry.clone()));
+            return Ok((Some(entry.clone()), catalog));
         }
-        let catalog = self.catalog.get(true).await?;
-        Ok(catalog.resource(&r.group, &r.version, &key).cloned())
+        let catalog = self.catalog.view(tenant, true).await?;
+        Ok((
+            catalog.resource(&r.group, &r.version, &key).cloned(),
+            catalog,
+        ))
     }
 
     /// Carries out a [`Forward`]: checks, body, then the list cache, the
@@ -623,6 +709,10 @@ impl TenantRoutes {
                 tracing::warn!(namespace = storage, user = %user.name, "the owners' binding was not in effect 5 s after it was written");
             }
             self.carry_out_in(user, view, &storage).await?;
+            let catalog = self.catalog.view(view.tenant().as_str(), false).await?;
+            if !catalog.own_groups(view.tenant().as_str()).is_empty() {
+                self.bind_own_groups(tenant, view, &storage).await?;
+            }
         }
         Ok(response)
     }

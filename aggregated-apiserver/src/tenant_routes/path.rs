@@ -42,6 +42,13 @@ impl ResourcePath {
         self.group.is_empty() && self.resource == "namespaces"
     }
 
+    /// CustomResourceDefinitions (a tenant's own; see `crds`).
+    pub fn is_crds(&self) -> bool {
+        self.group == "apiextensions.k8s.io"
+            && self.resource == "customresourcedefinitions"
+            && self.namespace.is_none()
+    }
+
     /// "pods" or "pods/log".
     pub fn full_resource(&self) -> String {
         match &self.subresource {

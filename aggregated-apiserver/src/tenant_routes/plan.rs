@@ -370,8 +370,11 @@ fn streamed_list(
     vm_kind: Option<String>,
 ) -> Option<StreamedList> {
     let references = matches!(r.resource.as_str(), "rolebindings" | "events");
+    // Items of a tenant's own group carry an apiVersion to map.
+    let own_group = arktos_crds::naming::is_tenant_group(&r.group);
     (!incoming.watch
         && !references
+        && !own_group
         && r.subresource.is_none()
         && !incoming.accept.contains("as=Table"))
     .then_some(StreamedList { vm_kind })

@@ -55,7 +55,7 @@ pub fn owner_role(tenant: &str) -> ClusterRole {
             {"apiGroups": [GROUP], "resources": [PLURAL], "resourceNames": [tenant], "verbs": ["get", "use"]},
             {"apiGroups": [GROUP], "resources": ["tenants/api", "tenants/apis"], "resourceNames": [tenant],
              "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
-            {"apiGroups": [GROUP], "resources": ["tenants/namespaces", "tenants/clusterroles", "tenants/clusterrolebindings"],
+            {"apiGroups": [GROUP], "resources": ["tenants/namespaces", "tenants/clusterroles", "tenants/clusterrolebindings", "tenants/customresourcedefinitions"],
              "resourceNames": [tenant], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
         ],
     }))

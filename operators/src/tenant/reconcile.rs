@@ -10,6 +10,7 @@ use arktos_crds::tenant::{Tenant, TenantPhase, TenantStatus};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -292,9 +293,13 @@ async fn cleanup(tenant: &Tenant, context: &Context) -> Result<Action, Error> {
             remaining: namespaces.len(),
         });
     }
-    // The owners' grant and the tenant's own ClusterRoles and
-    // ClusterRoleBindings all carry the tenant's label.
+    // The owners' grant, the tenant's own ClusterRoles, ClusterRoleBindings
+    // and CustomResourceDefinitions all carry the tenant's label.
     let labelled = ListParams::default().labels(&format!("{TENANT_LABEL}={name}"));
+    let crds = Api::<CustomResourceDefinition>::all(client.clone())
+        .delete_collection(&DeleteParams::default(), &labelled)
+        .await
+        .map(|_| ());
     let roles = Api::<ClusterRole>::all(client.clone())
         .delete_collection(&DeleteParams::default(), &labelled)
         .await
@@ -303,7 +308,7 @@ async fn cleanup(tenant: &Tenant, context: &Context) -> Result<Action, Error> {
         .delete_collection(&DeleteParams::default(), &labelled)
         .await
         .map(|_| ());
-    for result in [bindings, roles] {
+    for result in [crds, bindings, roles] {
         if !gone(&result)
             && let Err(err) = result
         {

@@ -150,39 +150,7 @@ pub fn to_storage(view: &View, kind: Kind, object: &mut Value) -> Result<(), Sta
 /// Rewrites an answer (object, list, Table, watch event, Status) into the
 /// tenant's terms; false when a single object is not the tenant's.
 pub fn to_tenant(view: &View, value: &mut Value) -> bool {
-    match value
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-    {
-        "Status" => return view.response(value),
-        "Table" => {
-            if let Some(rows) = value.get_mut("rows").and_then(Value::as_array_mut) {
-                rows.retain_mut(|row| table_row(view, row));
-            }
-            return true;
-        }
-        _ => {}
-    }
-    if value.get("type").is_some() && value.get("object").is_some() {
-        return value["type"] == "BOOKMARK" || object_to_tenant(view, &mut value["object"]);
-    }
-    if let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) {
-        items.retain_mut(|item| object_to_tenant(view, item));
-        return true;
-    }
-    object_to_tenant(view, value)
-}
-
-fn table_row(view: &View, row: &mut Value) -> bool {
-    if !object_to_tenant(view, &mut row["object"]) {
-        return false;
-    }
-    let name = row["object"]["metadata"]["name"].clone();
-    if let Some(first) = row.get_mut("cells").and_then(|c| c.get_mut(0)) {
-        *first = name;
-    }
-    true
+    crate::tenant_routes::cluster_objects::answer(view, value, &object_to_tenant)
 }
 
 /// One stored object in the tenant's terms; false when not the tenant's.

@@ -46,34 +46,6 @@ fn is_shared(kind: Kind, name: &str) -> bool {
     kind == Kind::Role && SHARED_CLUSTER_ROLES.contains(&name)
 }
 
-/// Adds the tenant's label term to a list's label selector, and maps a
-/// `metadata.name` field selector to the stored name.
-fn list_params(view: &View, kind: Kind, params: &mut Vec<(String, String)>) -> Result<(), Status> {
-    let term = view.label_term();
-    match params.iter_mut().find(|(k, _)| k == "labelSelector") {
-        Some((_, selector)) if !selector.is_empty() => *selector = format!("{selector},{term}"),
-        Some((_, selector)) => *selector = term,
-        None => params.push(("labelSelector".into(), term)),
-    }
-    if let Some((_, fields)) = params.iter_mut().find(|(k, _)| k == "fieldSelector") {
-        let mut mapped = Vec::new();
-        for field in fields.split(',') {
-            let split = ["!=", "==", "="]
-                .iter()
-                .find_map(|op| field.split_once(op).map(|(k, v)| (k, *op, v)));
-            match split {
-                Some(("metadata.name", op, name)) => mapped.push(format!(
-                    "metadata.name{op}{}",
-                    storage_name(view, kind, name)?
-                )),
-                _ => mapped.push(field.to_string()),
-            }
-        }
-        *fields = mapped.join(",");
-    }
-    Ok(())
-}
-
 impl TenantRoutes {
     pub(super) async fn cluster_rbac(
         &self,
@@ -127,7 +99,8 @@ impl TenantRoutes {
         let path = match name {
             Some(name) => join(&[RBAC, kind.resource(), &storage_name(&view, kind, name)?]),
             None => {
-                list_params(&view, kind, &mut params)?;
+                let storage = |name: &str| storage_name(&view, kind, name);
+                super::cluster_objects::list_params(&view, &mut params, &storage)?;
                 join(&[RBAC, kind.resource()])
             }
         };
@@ -543,35 +516,4 @@ fn send<'a>(method: Method, uri: String, content_type: &'a str, body: Vec<u8>) -
 fn tenant_answer(view: &View, code: StatusCode, mut answer: Value) -> Response {
     to_tenant(view, &mut answer);
     respond::json(code, &answer)
-}
-
-#[cfg(test)]
-mod tests {
-    use arktos_crds::naming::TenantName;
-
-    use super::*;
-
-    #[test]
-    fn lists_are_narrowed_to_the_tenant_and_names_mapped() {
-        let view = View::new(TenantName::new("acme").unwrap());
-        let mut params = vec![
-            ("labelSelector".to_string(), "team=a".to_string()),
-            (
-                "fieldSelector".to_string(),
-                "metadata.name=reader".to_string(),
-            ),
-        ];
-        list_params(&view, Kind::Role, &mut params).unwrap();
-        assert_eq!(params[0].1, "team=a,tenancy.arktos.io/tenant=acme");
-        assert_eq!(params[1].1, "metadata.name=acme--reader");
-        let mut none = Vec::new();
-        list_params(&view, Kind::Binding, &mut none).unwrap();
-        assert_eq!(
-            none,
-            [(
-                "labelSelector".to_string(),
-                "tenancy.arktos.io/tenant=acme".to_string()
-            )]
-        );
-    }
 }

@@ -186,6 +186,7 @@ async fn cleanup_with_nothing_left_removes_the_grant_and_releases_the_tenant() {
     for collection in [
         roles,
         "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
     ] {
         assert!(
             writes.contains(&format!("DELETE {collection}")),

@@ -1,0 +1,531 @@
+//! A tenant's own CustomResourceDefinitions (docs/tenant-routes.md, "CRDs
+//! of a tenant"). Stored by arktos-apiserver with the group mapped into the
+//! tenant's domain (`widgets.example.com` of `acme` is
+//! `widgets.example.com.acme.tenants.arktos.io`), so kube-apiserver serves
+//! them unmodified and no two tenants collide. Owners manage them
+//! (`tenants/customresourcedefinitions`), within `count/customresourcedefinitions`;
+//! conversion webhooks are refused; the owners get every right on the
+//! tenant's own groups in each of its namespaces.
+
+use std::sync::Arc;
+
+use arktos_crds::naming::TENANT_LABEL;
+use arktos_crds::status;
+use arktos_crds::tenant::{GROUP, PLURAL, Tenant, desired};
+use http::Method;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
+use serde_json::{Value, json};
+use warp::reply::Response;
+
+use super::backend::{Outgoing, Rewrite};
+use super::cluster_objects;
+use super::mapping::View;
+use super::path::ResourcePath;
+use super::plan::join;
+use super::{TenantRoutes, with_query};
+use crate::authn::UserInfo;
+use crate::authz::Attributes;
+use crate::request::ApiRequest;
+use crate::respond;
+
+const CRDS: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1";
+/// How many CRDs a tenant may define when its quota says nothing.
+pub const DEFAULT_LIMIT: usize = 10;
+/// The ClusterRole giving a tenant's owners every right on its own groups
+/// (bound in each of its namespaces by [`OWNERS_BINDING`]).
+pub fn owners_role(tenant: &str) -> String {
+    format!("arktos:tenant:{tenant}:custom-resources")
+}
+pub const OWNERS_BINDING: &str = "arktos-tenant-owners-custom-resources";
+
+fn subject(name: &str) -> status::Subject<'_> {
+    status::Subject {
+        group: "apiextensions.k8s.io",
+        resource: "customresourcedefinitions",
+        kind: "CustomResourceDefinition",
+        name,
+    }
+}
+
+fn invalid(name: &str, field: &str, why: String) -> Status {
+    status::invalid(
+        &subject(name),
+        &[status::FieldError::new(
+            field,
+            status::FieldErrorType::Invalid,
+            why,
+        )],
+    )
+}
+
+/// `widgets.example.com` as stored.
+pub fn storage_name(view: &View, name: &str) -> Result<String, Status> {
+    let (plural, group) = name.split_once('.').ok_or_else(|| {
+        invalid(
+            name,
+            "metadata.name",
+            "must be spec.names.plural.spec.group".into(),
+        )
+    })?;
+    let group = view
+        .tenant()
+        .storage_group(group)
+        .map_err(|e| invalid(name, "spec.group", e.to_string()))?;
+    Ok(format!("{plural}.{group}"))
+}
+
+/// A CRD (or a merge, strategic merge or apply patch of one) in storage
+/// terms; conversion webhooks refused.
+pub fn to_storage(view: &View, crd: &mut Value) -> Result<(), Status> {
+    let name = crd["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if crd["spec"]["conversion"]["strategy"] == "Webhook" {
+        return Err(invalid(
+            &name,
+            "spec.conversion.strategy",
+            "conversion webhooks are not available to a tenant's CRDs: the webhook would be called by the cluster's control plane with its trust".into(),
+        ));
+    }
+    if !name.is_empty() {
+        crd["metadata"]["name"] = storage_name(view, &name)?.into();
+    }
+    if let Some(group) = crd["spec"]["group"].as_str() {
+        let stored = view
+            .tenant()
+            .storage_group(group)
+            .map_err(|e| invalid(&name, "spec.group", e.to_string()))?;
+        crd["spec"]["group"] = stored.into();
+    }
+    if crd.is_object() {
+        if !crd["metadata"]["labels"].is_object() {
+            crd["metadata"]["labels"] = json!({});
+        }
+        crd["metadata"]["labels"][TENANT_LABEL] = view.tenant().as_str().into();
+    }
+    Ok(())
+}
+
+/// One stored CRD in the tenant's terms; false when not the tenant's.
+fn object_to_tenant(view: &View, crd: &mut Value) -> bool {
+    let labelled = crd["metadata"]["labels"][TENANT_LABEL].as_str() == Some(view.tenant().as_str());
+    let group = crd["spec"]["group"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let Some(own) = view.tenant().tenant_group(&group).map(str::to_string) else {
+        return false;
+    };
+    if !labelled {
+        return false;
+    }
+    let name = crd["metadata"]["name"].as_str().unwrap_or_default();
+    crd["metadata"]["name"] = view.text(name).into();
+    crd["spec"]["group"] = own.into();
+    for condition in crd
+        .pointer_mut("/status/conditions")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(message) = condition["message"].as_str() {
+            condition["message"] = view.text(message).into();
+        }
+    }
+    true
+}
+
+pub fn to_tenant(view: &View, value: &mut Value) -> bool {
+    cluster_objects::answer(view, value, &object_to_tenant)
+}
+
+/// What a write must not leave behind, on the object it would store.
+fn check_stored(view: &View, stored: &Value) -> Result<(), Status> {
+    let mut shown = stored.clone();
+    let name = view.text(stored["metadata"]["name"].as_str().unwrap_or_default());
+    if !object_to_tenant(view, &mut shown) {
+        return Err(invalid(
+            &name,
+            "metadata.labels",
+            format!("the label {TENANT_LABEL} and the group are set by Arktos"),
+        ));
+    }
+    if stored["spec"]["conversion"]["strategy"] == "Webhook" {
+        return Err(invalid(
+            &name,
+            "spec.conversion.strategy",
+            "conversion webhooks are not available to a tenant's CRDs".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl TenantRoutes {
+    pub(super) async fn tenant_crds(
+        &self,
+        user: &UserInfo,
+        tenant: &Tenant,
+        view: Arc<View>,
+        r: &ResourcePath,
+        request: &ApiRequest,
+    ) -> Result<Response, Status> {
+        let watch = r.watch || request.is_watch();
+        let (name, subresource) = (r.name.as_deref(), r.subresource.as_deref());
+        let verb = crate::verb::of(&request.method, name.is_some(), watch);
+        let tenant_name = view.tenant().as_str();
+        let asked = Attributes::resource(
+            verb,
+            GROUP,
+            PLURAL,
+            "customresourcedefinitions",
+            tenant_name,
+        );
+        self.authz.authorize(user, &asked).await?;
+        match (&request.method, name, subresource) {
+            (&Method::GET, _, None | Some("status")) => {
+                self.read_crds(view, name, subresource, watch, request)
+                    .await
+            }
+            (&Method::DELETE, Some(name), None) => {
+                self.delete_crd(tenant, &view, name, request).await
+            }
+            (&Method::POST, None, None) | (&Method::PUT | &Method::PATCH, Some(_), None) => {
+                self.write_crd(tenant, &view, name, request).await
+            }
+            (method, _, _) => Err(status::method_not_allowed(
+                method.as_str(),
+                "a tenant's CustomResourceDefinitions (by name, one at a time; status is kube-apiserver's)",
+            )),
+        }
+    }
+
+    async fn read_crds(
+        &self,
+        view: Arc<View>,
+        name: Option<&str>,
+        subresource: Option<&str>,
+        watch: bool,
+        request: &ApiRequest,
+    ) -> Result<Response, Status> {
+        let mut params = request.params();
+        let path = match name {
+            Some(name) => join(&[
+                CRDS,
+                &storage_name(&view, name)?,
+                subresource.unwrap_or_default(),
+            ]),
+            None => {
+                let storage = |name: &str| storage_name(&view, name);
+                cluster_objects::list_params(&view, &mut params, &storage)?;
+                CRDS.to_string()
+            }
+        };
+        if watch && !params.iter().any(|(k, _)| k == "watch") {
+            params.push(("watch".into(), "true".into()));
+        }
+        let rewrite: Rewrite = Arc::new(move |value: &mut Value| to_tenant(&view, value));
+        let accept = request.accept();
+        let mut outgoing = Outgoing::get_as_us(with_query(path, &params), &accept);
+        outgoing.watch = watch;
+        self.backend.send(outgoing, rewrite).await
+    }
+
+    async fn delete_crd(
+        &self,
+        tenant: &Tenant,
+        view: &View,
+        name: &str,
+        request: &ApiRequest,
+    ) -> Result<Response, Status> {
+        let stored = storage_name(view, name)?;
+        let (code, mut current) = self
+            .backend
+            .json(Outgoing::get_as_us(
+                join(&[CRDS, &stored]),
+                "application/json",
+            ))
+            .await?;
+        if !code.is_success() || !object_to_tenant(view, &mut current) {
+            return Err(status::not_found(&subject(name)));
+        }
+        let params = request.params();
+        let content_type = request.content_type();
+        let outgoing = Outgoing {
+            method: Method::DELETE,
+            uri: with_query(join(&[CRDS, &stored]), &params),
+            accept: "application/json",
+            content_type: &content_type,
+            body: (!request.body.is_empty()).then(|| request.body.to_vec()),
+            as_user: None,
+            watch: false,
+            list: None,
+        };
+        let (code, mut answer) = self.backend.json(outgoing).await?;
+        if code.is_success() && !params.iter().any(|(k, _)| k == "dryRun") {
+            self.grant_own_groups(tenant, view, None).await?;
+        }
+        to_tenant(view, &mut answer);
+        Ok(respond::json(code, &answer))
+    }
+
+    async fn write_crd(
+        &self,
+        tenant: &Tenant,
+        view: &View,
+        name: Option<&str>,
+        request: &ApiRequest,
+    ) -> Result<Response, Status> {
+        let content_type = request.content_type();
+        let body = if content_type == "application/json-patch+json" {
+            request.body.to_vec()
+        } else {
+            let mut crd = request.json_body()?;
+            to_storage(view, &mut crd)?;
+            serde_json::to_vec(&crd).map_err(|e| status::internal(&e.to_string()))?
+        };
+        let path = match name {
+            Some(name) => join(&[CRDS, &storage_name(view, name)?]),
+            None => CRDS.to_string(),
+        };
+        if request.method == Method::POST {
+            self.check_crd_quota(tenant, view).await?;
+        }
+        let mut params = request.params();
+        let dry_run = params.iter().any(|(k, _)| k == "dryRun");
+        params.retain(|(k, _)| k != "dryRun");
+        let mut trial = params.clone();
+        trial.push(("dryRun".into(), "All".into()));
+        let sent_as = if request.method == Method::PATCH {
+            content_type.as_str()
+        } else {
+            "application/json"
+        };
+        let trial_request = Outgoing {
+            method: request.method.clone(),
+            uri: with_query(path.clone(), &trial),
+            accept: "application/json",
+            content_type: sent_as,
+            body: Some(body.clone()),
+            as_user: None,
+            watch: false,
+            list: None,
+        };
+        let (code, stored) = self.backend.json(trial_request).await?;
+        if !code.is_success() || dry_run {
+            let mut answer = stored;
+            to_tenant(view, &mut answer);
+            return Ok(respond::json(code, &answer));
+        }
+        check_stored(view, &stored)?;
+        let (method, uri, body, sent_as) = if request.method == Method::POST {
+            (Method::POST, with_query(path, &params), body, sent_as)
+        } else {
+            let stored_name = stored["metadata"]["name"].as_str().unwrap_or_default();
+            let checked =
+                serde_json::to_vec(&stored).map_err(|e| status::internal(&e.to_string()))?;
+            (
+                Method::PUT,
+                with_query(join(&[CRDS, stored_name]), &params),
+                checked,
+                "application/json",
+            )
+        };
+        let outgoing = Outgoing {
+            method,
+            uri,
+            accept: "application/json",
+            content_type: sent_as,
+            body: Some(body),
+            as_user: None,
+            watch: false,
+            list: None,
+        };
+        let (code, mut written) = self.backend.json(outgoing).await?;
+        if code.is_success() {
+            let group = written["spec"]["group"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            self.grant_own_groups(tenant, view, Some(&group)).await?;
+        }
+        to_tenant(view, &mut written);
+        Ok(respond::json(code, &written))
+    }
+
+    /// `count/customresourcedefinitions` of the tenant's quota (or
+    /// [`DEFAULT_LIMIT`]).
+    async fn check_crd_quota(&self, tenant: &Tenant, view: &View) -> Result<(), Status> {
+        let limit = tenant
+            .spec
+            .quota
+            .as_ref()
+            .and_then(|q| q.hard.get("count/customresourcedefinitions"))
+            .and_then(|q| q.0.parse::<usize>().ok())
+            .unwrap_or(DEFAULT_LIMIT);
+        let used = self.own_crds(view).await?.len();
+        if used >= limit {
+            return Err(status::quota_exceeded(
+                &subject(""),
+                view.tenant().as_str(),
+                &[status::QuotaExcess {
+                    key: "count/customresourcedefinitions".into(),
+                    requested: "1".into(),
+                    used: used.to_string(),
+                    limited: limit.to_string(),
+                }],
+            ));
+        }
+        Ok(())
+    }
+
+    /// The tenant's CRDs as stored.
+    async fn own_crds(&self, view: &View) -> Result<Vec<Value>, Status> {
+        let uri = with_query(CRDS.into(), &[("labelSelector".into(), view.label_term())]);
+        let (code, list) = self
+            .backend
+            .json(Outgoing::get_as_us(uri, "application/json"))
+            .await?;
+        if !code.is_success() {
+            return Err(status::service_unavailable(
+                "cannot read the tenant's CustomResourceDefinitions",
+            ));
+        }
+        Ok(list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|crd| object_to_tenant(view, &mut (*crd).clone()))
+            .cloned()
+            .collect())
+    }
+
+    /// Gives the tenant's owners every right on the tenant's own groups
+    /// (`also`: one just written, which a list may not show yet): the
+    /// ClusterRole [`owners_role`], bound in each of its namespaces.
+    pub(super) async fn grant_own_groups(
+        &self,
+        tenant: &Tenant,
+        view: &View,
+        also: Option<&str>,
+    ) -> Result<(), Status> {
+        let mut groups: Vec<String> = self
+            .own_crds(view)
+            .await?
+            .iter()
+            .filter_map(|crd| crd["spec"]["group"].as_str().map(str::to_string))
+            .collect();
+        groups.extend(also.map(str::to_string));
+        groups.sort();
+        groups.dedup();
+        let name = view.tenant().as_str();
+        let rules = if groups.is_empty() {
+            json!([])
+        } else {
+            json!([{"apiGroups": groups, "resources": ["*"], "verbs": ["*"]}])
+        };
+        let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": owners_role(name), "labels": {TENANT_LABEL: name}}, "rules": rules});
+        self.apply_as_us(&join(&[RBAC, "clusterroles", &owners_role(name)]), &role)
+            .await?;
+        for namespace in self.storage_namespaces(view).await? {
+            self.bind_own_groups(tenant, view, &namespace).await?;
+        }
+        Ok(())
+    }
+
+    /// Binds the tenant's owners to [`owners_role`] in `namespace`.
+    pub(super) async fn bind_own_groups(
+        &self,
+        tenant: &Tenant,
+        view: &View,
+        namespace: &str,
+    ) -> Result<(), Status> {
+        let map = |ns: &str| {
+            view.namespace_to_storage(ns)
+                .unwrap_or_else(|_| format!("{}{ns}", view.tenant().storage_prefix()))
+        };
+        let mut binding = serde_json::to_value(desired::owners_binding(tenant, namespace, &map))
+            .map_err(|e| status::internal(&e.to_string()))?;
+        binding["metadata"]["name"] = OWNERS_BINDING.into();
+        binding["roleRef"]["name"] = owners_role(view.tenant().as_str()).into();
+        let uri = join(&[
+            RBAC,
+            "namespaces",
+            namespace,
+            "rolebindings",
+            OWNERS_BINDING,
+        ]);
+        self.apply_as_us(&uri, &binding).await
+    }
+
+    async fn apply_as_us(&self, path: &str, object: &Value) -> Result<(), Status> {
+        let outgoing = Outgoing {
+            method: Method::PATCH,
+            uri: format!("{path}?fieldManager=arktos-apiserver&force=true"),
+            accept: "application/json",
+            content_type: "application/apply-patch+yaml",
+            body: Some(serde_json::to_vec(object).map_err(|e| status::internal(&e.to_string()))?),
+            as_user: None,
+            watch: false,
+            list: None,
+        };
+        let (code, answer) = self.backend.json(outgoing).await?;
+        if code.is_success() {
+            Ok(())
+        } else {
+            tracing::warn!(%code, %answer, path, "cannot grant a tenant's owners its own groups");
+            Err(status::internal(
+                "cannot grant the tenant's owners its own API groups",
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arktos_crds::naming::TenantName;
+
+    use super::*;
+
+    fn acme() -> View {
+        View::new(TenantName::new("acme").unwrap())
+    }
+
+    fn widgets() -> Value {
+        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                     "names": {"plural": "widgets", "kind": "Widget"}, "versions": []}})
+    }
+
+    #[test]
+    fn a_crd_is_stored_in_the_tenants_group_and_read_back() {
+        let mut crd = widgets();
+        to_storage(&acme(), &mut crd).unwrap();
+        assert_eq!(
+            crd["metadata"]["name"],
+            "widgets.example.com.acme.tenants.arktos.io"
+        );
+        assert_eq!(crd["spec"]["group"], "example.com.acme.tenants.arktos.io");
+        assert_eq!(crd["metadata"]["labels"][TENANT_LABEL], "acme");
+        assert!(check_stored(&acme(), &crd).is_ok());
+        assert!(to_tenant(&acme(), &mut crd));
+        assert_eq!(crd["metadata"]["name"], "widgets.example.com");
+        assert_eq!(crd["spec"]["group"], "example.com");
+    }
+
+    #[test]
+    fn conversion_webhooks_and_other_tenants_crds_are_refused() {
+        let mut crd = widgets();
+        crd["spec"]["conversion"] = json!({"strategy": "Webhook"});
+        assert_eq!(to_storage(&acme(), &mut crd).unwrap_err().code, Some(422));
+        let mut globex = widgets();
+        to_storage(&View::new(TenantName::new("globex").unwrap()), &mut globex).unwrap();
+        assert!(!to_tenant(&acme(), &mut globex.clone()));
+        assert!(check_stored(&acme(), &globex).is_err());
+        let mut admins = widgets();
+        assert!(!to_tenant(&acme(), &mut admins), "the cluster's own CRDs");
+    }
+}
