@@ -433,4 +433,38 @@ mod tests {
                 .is_none()
         );
     }
+
+    #[test]
+    fn a_tenant_sees_its_own_groups_by_its_names_and_no_one_elses() {
+        let widgets = |group: &str| {
+            json!({"metadata": {"name": group}, "versions": [{"version": "v1",
+            "resources": [resource("widgets", "Namespaced", "Widget")]}]})
+        };
+        let groups = json!({"items": [
+            widgets("example.com"),
+            widgets("example.com.acme.tenants.arktos.io"),
+            widgets("example.com.globex.tenants.arktos.io"),
+            widgets("other.io.globex.tenants.arktos.io"),
+        ]});
+        let catalog = Catalog::from_discovery(&json!({"items": []}), &groups);
+        assert_eq!(catalog.versions.len(), 1, "the cluster's group only");
+        assert_eq!(catalog.own_groups("acme"), ["example.com"]);
+        assert!(catalog.for_tenant("initech").is_none());
+        let acme = catalog.for_tenant("acme").unwrap();
+        assert_eq!(
+            acme.versions.keys().collect::<Vec<_>>(),
+            [&("example.com".to_string(), "v1".to_string())]
+        );
+        let names: Vec<&str> = acme.groups["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|g| g["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(names, ["example.com"], "its own, in place of the cluster's");
+        assert_eq!(
+            acme.groups["items"][0]["versions"][0]["resources"][0]["resource"],
+            "widgets"
+        );
+    }
 }

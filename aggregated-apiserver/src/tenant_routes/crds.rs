@@ -32,12 +32,6 @@ const CRDS: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
 const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1";
 /// How many CRDs a tenant may define when its quota says nothing.
 pub const DEFAULT_LIMIT: usize = 10;
-/// The ClusterRole giving a tenant's owners every right on its own groups
-/// (bound in each of its namespaces by [`OWNERS_BINDING`]).
-pub fn owners_role(tenant: &str) -> String {
-    format!("arktos:tenant:{tenant}:custom-resources")
-}
-pub const OWNERS_BINDING: &str = "arktos-tenant-owners-custom-resources";
 
 fn subject(name: &str) -> status::Subject<'_> {
     status::Subject {
@@ -403,7 +397,7 @@ impl TenantRoutes {
 
     /// Gives the tenant's owners every right on the tenant's own groups
     /// (`also`: one just written, which a list may not show yet): the
-    /// ClusterRole [`owners_role`], bound in each of its namespaces.
+    /// ClusterRole `custom_resources_role_name`, bound in each of its namespaces.
     pub(super) async fn grant_own_groups(
         &self,
         tenant: &Tenant,
@@ -426,16 +420,23 @@ impl TenantRoutes {
             json!([{"apiGroups": groups, "resources": ["*"], "verbs": ["*"]}])
         };
         let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": owners_role(name), "labels": {TENANT_LABEL: name}}, "rules": rules});
-        self.apply_as_us(&join(&[RBAC, "clusterroles", &owners_role(name)]), &role)
-            .await?;
+            "metadata": {"name": desired::custom_resources_role_name(name), "labels": {TENANT_LABEL: name}}, "rules": rules});
+        self.apply_as_us(
+            &join(&[
+                RBAC,
+                "clusterroles",
+                &desired::custom_resources_role_name(name),
+            ]),
+            &role,
+        )
+        .await?;
         for namespace in self.storage_namespaces(view).await? {
             self.bind_own_groups(tenant, view, &namespace).await?;
         }
         Ok(())
     }
 
-    /// Binds the tenant's owners to [`owners_role`] in `namespace`.
+    /// Binds the tenant's owners to `custom_resources_role_name` in `namespace`.
     pub(super) async fn bind_own_groups(
         &self,
         tenant: &Tenant,
@@ -448,14 +449,18 @@ impl TenantRoutes {
         };
         let mut binding = serde_json::to_value(desired::owners_binding(tenant, namespace, &map))
             .map_err(|e| status::internal(&e.to_string()))?;
-        binding["metadata"]["name"] = OWNERS_BINDING.into();
-        binding["roleRef"]["name"] = owners_role(view.tenant().as_str()).into();
+        binding["metadata"]["name"] = desired::OWNERS_CUSTOM_RESOURCES_BINDING.into();
+        // Ours, not the operators': kept by re-applying it, which their
+        // admission policy would refuse on an object labelled as theirs.
+        binding["metadata"]["labels"] = json!({TENANT_LABEL: view.tenant().as_str()});
+        binding["roleRef"]["name"] =
+            desired::custom_resources_role_name(view.tenant().as_str()).into();
         let uri = join(&[
             RBAC,
             "namespaces",
             namespace,
             "rolebindings",
-            OWNERS_BINDING,
+            desired::OWNERS_CUSTOM_RESOURCES_BINDING,
         ]);
         self.apply_as_us(&uri, &binding).await
     }

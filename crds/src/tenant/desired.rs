@@ -23,6 +23,15 @@ pub fn owner_role_name(tenant: &str) -> String {
     format!("arktos:tenant:{tenant}:owner")
 }
 
+/// The ClusterRole giving a tenant's owners every right on the API groups
+/// of its own CustomResourceDefinitions, bound in each of its namespaces
+/// by [`OWNERS_CUSTOM_RESOURCES_BINDING`] (both kept by arktos-apiserver).
+pub fn custom_resources_role_name(tenant: &str) -> String {
+    format!("arktos:tenant:{tenant}:custom-resources")
+}
+
+pub const OWNERS_CUSTOM_RESOURCES_BINDING: &str = "arktos-tenant-owners-custom-resources";
+
 fn labels(tenant: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (TENANT_LABEL.to_string(), tenant.to_string()),

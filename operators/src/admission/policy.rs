@@ -3,6 +3,7 @@
 
 use arktos_crds::naming::{SHARED_CLUSTER_ROLES, TenantName};
 use arktos_crds::tenant::ServiceExposure;
+use arktos_crds::tenant::desired;
 use serde_json::Value;
 
 fn items<'a>(value: &'a Value, pointer: &str) -> impl Iterator<Item = (usize, &'a Value)> {
@@ -175,7 +176,8 @@ pub fn role_binding(binding: &Value, tenant: &TenantName) -> Vec<String> {
     // The tenant's own ClusterRoles (stored under its prefix) and the
     // cluster's shared ones.
     let bindable = SHARED_CLUSTER_ROLES.contains(&role_name)
-        || (!tenant.is_system() && tenant.tenant_cluster_object(role_name).is_some());
+        || (!tenant.is_system() && tenant.tenant_cluster_object(role_name).is_some())
+        || role_name == desired::custom_resources_role_name(tenant.as_str());
     if role_kind == Some("ClusterRole") && !bindable {
         violations.push(format!(
             "roleRef.name: ClusterRole {role_name:?} may not be bound in a tenant namespace (allowed: the tenant's own ClusterRoles and {})",
@@ -333,6 +335,10 @@ mod tests {
         assert!(role_binding(&own, &tenant).is_empty());
         let others = json!({"roleRef": {"kind": "ClusterRole", "name": "globex--reader"}});
         assert_eq!(role_binding(&others, &tenant).len(), 1);
+        let custom = json!({"roleRef": {"kind": "ClusterRole", "name": "arktos:tenant:acme:custom-resources"}});
+        assert!(role_binding(&custom, &tenant).is_empty());
+        let theirs = json!({"roleRef": {"kind": "ClusterRole", "name": "arktos:tenant:globex:custom-resources"}});
+        assert_eq!(role_binding(&theirs, &tenant).len(), 1);
     }
 
     #[test]

@@ -1,0 +1,212 @@
+//! A tenant's own CustomResourceDefinitions through its route
+//! (docs/tenant-routes.md): two tenants define `widgets.example.com` with
+//! different schemas and use them with plain kubectl (apply, get with the
+//! printer columns, explain, the status subresource, validation) and a
+//! watch; neither sees the other's; the cluster stores them under each
+//! tenant's group; conversion webhooks are refused; deleting the tenant
+//! removes them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::ensure;
+use arktos_crds::tenant::Tenant;
+use arktos_e2e::harness::step;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, WatchEvent, WatchParams};
+use libtest_mimic::Trial;
+use serde_json::json;
+
+use crate::support::{
+    TenantOwner, eventually, kubectl_with, kubectl_words as kubectl, tenant_kubeconfig,
+};
+use crate::{Ctx, trial};
+
+pub const NAMES: &[&str] = &["tenants_define_the_same_crd_with_their_own_schemas"];
+
+pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
+    vec![trial(ctx, NAMES[0], |ctx| async move { crds(&ctx).await })]
+}
+
+/// `widgets.example.com` with one property of `spec` of type `kind`.
+fn widgets(property: &str, kind: &str) -> String {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [{"name": "Value", "type": "string", "jsonPath": format!(".spec.{property}")}],
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {property: {"type": kind, "description": format!("the widget's {property}")}}},
+                    "status": {"type": "object", "properties": {"ready": {"type": "boolean"}}}}}}}]},
+    })
+    .to_string()
+}
+
+async fn crds(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
+    let acme = TenantOwner::create(ctx, "crd", json!({})).await?;
+    let globex = TenantOwner::create(ctx, "crdo", json!({})).await?;
+    acme.namespace("web").await?;
+    globex.namespace("web").await?;
+    let (as_acme, as_globex) = (
+        tenant_kubeconfig(ctx, &acme, "web")?,
+        tenant_kubeconfig(ctx, &globex, "web")?,
+    );
+    let apply = |config: std::path::PathBuf, manifest: String| {
+        let ctx = ctx.clone();
+        async move { kubectl_with(&ctx, &config, &["apply", "-f", "-"], Some(&manifest)).await }
+    };
+    let run = |config: std::path::PathBuf, args: String| {
+        let ctx = ctx.clone();
+        async move { kubectl(&ctx, &config, &args).await }
+    };
+
+    step("each tenant defines widgets.example.com, with its own schema");
+    for (config, property, kind) in [
+        (&as_acme, "size", "integer"),
+        (&as_globex, "color", "string"),
+    ] {
+        let (ok, out, err) = apply(config.clone(), widgets(property, kind)).await?;
+        ensure!(ok, "{property}: {out} {err}");
+        let (ok, out, err) = run(
+            config.clone(),
+            "wait --for condition=established crd/widgets.example.com --timeout=60s".into(),
+        )
+        .await?;
+        ensure!(ok, "established: {out} {err}");
+    }
+    let (ok, out, err) = run(as_acme.clone(), "get crd -o name".into()).await?;
+    ensure!(
+        ok && out.trim() == "customresourcedefinition.apiextensions.k8s.io/widgets.example.com",
+        "acme's CRDs: {out} {err}"
+    );
+
+    step("a watch sees the tenant's widget as it is created");
+    let resource = ApiResource {
+        group: "example.com".into(),
+        version: "v1".into(),
+        api_version: "example.com/v1".into(),
+        kind: "Widget".into(),
+        plural: "widgets".into(),
+    };
+    let acme_widgets: Api<DynamicObject> =
+        Api::namespaced_with(acme.client.clone(), "web", &resource);
+    let mut events = acme_widgets
+        .watch(&WatchParams::default(), "0")
+        .await?
+        .boxed();
+
+    step("each uses its own: apply, get with printer columns, validation");
+    let widget = |spec: serde_json::Value| {
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": spec}).to_string()
+    };
+    let (ok, out, err) = apply(as_acme.clone(), widget(json!({"size": 3}))).await?;
+    ensure!(ok, "acme's widget: {out} {err}");
+    let (ok, out, err) = apply(as_globex.clone(), widget(json!({"color": "red"}))).await?;
+    ensure!(ok, "globex's widget: {out} {err}");
+    let (ok, out, err) = apply(as_globex.clone(), widget(json!({"size": 3}))).await?;
+    ensure!(
+        !ok && err.contains("unknown field \"spec.size\""),
+        "globex's schema has no size: {out} {err}"
+    );
+    let (ok, out, err) = apply(as_acme.clone(), widget(json!({"size": "big"}))).await?;
+    ensure!(
+        !ok && err.contains("spec.size"),
+        "acme's size is an integer: {out} {err}"
+    );
+    let (ok, out, err) = run(as_acme.clone(), "get widgets".into()).await?;
+    ensure!(
+        ok && out.contains("VALUE") && out.contains('3'),
+        "printer columns: {out} {err}"
+    );
+    let (ok, out, err) = run(
+        as_acme.clone(),
+        "get widget w1 -o jsonpath={.apiVersion}".into(),
+    )
+    .await?;
+    ensure!(
+        ok && out.trim() == "example.com/v1",
+        "apiVersion: {out} {err}"
+    );
+    let added = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(event) = events.try_next().await? {
+            if let WatchEvent::Added(object) = event {
+                return Ok::<_, kube::Error>(Some(object));
+            }
+        }
+        Ok(None)
+    })
+    .await??;
+    ensure!(
+        added.is_some_and(|w| w.metadata.name.as_deref() == Some("w1")),
+        "the watch saw w1 added"
+    );
+
+    step("the status subresource and explain");
+    let (ok, out, err) = run(
+        as_acme.clone(),
+        r#"patch widget w1 --subresource=status --type=merge -p {"status":{"ready":true}}"#.into(),
+    )
+    .await?;
+    ensure!(ok, "status: {out} {err}");
+    let (ok, out, err) = run(as_acme.clone(), "explain widgets.spec.size".into()).await?;
+    ensure!(
+        ok && out.contains("integer") && out.contains("the widget's size"),
+        "explain: {out} {err}"
+    );
+
+    step("neither sees the other's; the cluster stores them apart");
+    let (ok, out, err) = run(as_acme.clone(), "get --raw /apis".into()).await?;
+    ensure!(
+        ok && !out.contains("tenants.arktos.io") && !out.contains(&globex.tenant),
+        "discovery: {err}"
+    );
+    let stored = Api::<CustomResourceDefinition>::all(acme.admin.clone())
+        .list(&ListParams::default().labels(&format!("tenancy.arktos.io/tenant={}", acme.tenant)))
+        .await?;
+    let names: Vec<_> = stored
+        .items
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    ensure!(
+        names
+            == [format!(
+                "widgets.example.com.{}.tenants.arktos.io",
+                acme.tenant
+            )],
+        "stored: {names:?}"
+    );
+
+    step("conversion webhooks are refused");
+    let webhook = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "gadgets", "kind": "Gadget"},
+            "conversion": {"strategy": "Webhook", "webhook": {"conversionReviewVersions": ["v1"],
+                "clientConfig": {"url": "https://127.0.0.1:1/convert"}}},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object"}}}]}});
+    let (ok, out, err) = apply(as_acme.clone(), webhook.to_string()).await?;
+    ensure!(
+        !ok && err.contains("conversion webhooks"),
+        "webhook: {out} {err}"
+    );
+
+    step("deleting a tenant removes its CRDs");
+    Api::<Tenant>::all(globex.admin.clone())
+        .delete(&globex.tenant, &DeleteParams::default())
+        .await?;
+    let crds = Api::<CustomResourceDefinition>::all(globex.admin.clone());
+    let label =
+        ListParams::default().labels(&format!("tenancy.arktos.io/tenant={}", globex.tenant));
+    eventually("globex's CRDs go", Duration::from_secs(120), || {
+        let (crds, label) = (crds.clone(), label.clone());
+        async move { Ok(crds.list(&label).await?.items.is_empty()) }
+    })
+    .await?;
+    Ok(())
+}
