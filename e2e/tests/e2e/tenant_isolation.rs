@@ -481,9 +481,9 @@ async fn borrowed_identities(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     refused.at_least("borrowed identities", 4)
 }
 
-/// Nodes, cluster RBAC, CRDs, APIServices, webhooks, Tenants, volumes,
-/// path tricks, shared read-only objects, the cluster's kube-system and
-/// the tenant label: out of reach.
+/// Nodes, the cluster's RBAC and CRDs, APIServices, webhooks, Tenants,
+/// volumes, path tricks, shared read-only objects, the cluster's
+/// kube-system and the tenant label: out of reach.
 async fn cluster_objects(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     let t = TwoTenants::new(ctx).await?;
     let alice = &t.alice_client;
@@ -497,23 +497,39 @@ async fn cluster_objects(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
         )?,
         &[404],
     )?;
+    step("cluster RBAC and CRDs: the tenant's own, never the cluster's");
     let role: ClusterRole =
         serde_json::from_value(json!({"metadata": {"name": "escalate"}, "rules": []}))?;
-    refused.check(
-        "cluster RBAC",
-        code(
-            Api::<ClusterRole>::all(alice.clone())
-                .create(&PostParams::default(), &role)
-                .await,
-        )?,
-        &[404],
-    )?;
+    Api::<ClusterRole>::all(alice.clone())
+        .create(&PostParams::default(), &role)
+        .await?;
+    let roles = Api::<ClusterRole>::all(alice.clone())
+        .list(&ListParams::default())
+        .await?;
+    let names: Vec<_> = roles
+        .items
+        .iter()
+        .filter_map(|r| r.metadata.name.clone())
+        .collect();
+    ensure!(names == ["escalate"], "alice's ClusterRoles: {names:?}");
+    let cluster_has = Api::<ClusterRole>::all(t.admin.clone())
+        .get_opt("escalate")
+        .await?;
+    ensure!(
+        cluster_has.is_none(),
+        "a tenant's ClusterRole is stored under its prefix"
+    );
+    let crds = http::Request::get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
+        .body(Vec::new())?;
+    let crds = alice.request::<serde_json::Value>(crds).await?;
+    ensure!(
+        crds["items"].as_array().is_some_and(Vec::is_empty),
+        "the cluster's CRDs are not the tenant's: {crds}"
+    );
     step("cluster-scoped kinds and path tricks");
     for path in [
-        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
         "/apis/apiregistration.k8s.io/v1/apiservices",
         "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
-        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
         "/apis/tenancy.arktos.io/v1alpha1/tenants",
         "/apis/storage.tenancy.arktos.io/v1alpha1/tenantrecords",
         "/api/v1/persistentvolumes",
