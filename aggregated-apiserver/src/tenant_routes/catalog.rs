@@ -153,7 +153,7 @@ impl Catalog {
             versions: self.versions.clone(),
             core: self.core.clone(),
             groups: self.groups.clone(),
-            tenant_groups: BTreeMap::new(),
+            tenant_groups: BTreeMap::from([(tenant.to_string(), own.clone())]),
         };
         view.versions.retain(|(g, _), _| !names.contains(g));
         if let Some(items) = view.groups["items"].as_array_mut() {
@@ -285,6 +285,10 @@ pub struct CatalogCache {
     client: kube::Client,
     cached: RwLock<Option<(Instant, std::sync::Arc<Catalog>)>>,
     views: RwLock<BTreeMap<String, (Instant, std::sync::Arc<Catalog>)>>,
+    /// Until then, discovery is asked anew at every turn (a tenant just
+    /// defined or removed a CRD, which kube-apiserver's discovery shows a
+    /// moment later).
+    unsettled_until: std::sync::Mutex<Option<Instant>>,
 }
 
 const FRESH_FOR: Duration = Duration::from_secs(30);
@@ -297,7 +301,15 @@ impl CatalogCache {
             client,
             cached: RwLock::new(None),
             views: RwLock::new(BTreeMap::new()),
+            unsettled_until: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Discovery is about to change (a tenant's CRD was written): asked
+    /// anew for a while.
+    pub fn unsettle(&self) {
+        let until = Instant::now() + Duration::from_secs(15);
+        *self.unsettled_until.lock().expect("unsettled") = Some(until);
     }
 
     /// What tenant `tenant` sees (see [`Catalog::for_tenant`]).
@@ -328,9 +340,16 @@ impl CatalogCache {
     /// The catalog; `refresh` asks anew unless it is very recent (for a
     /// resource not found, e.g. a CRD installed a moment ago).
     pub async fn get(&self, refresh: bool) -> Result<std::sync::Arc<Catalog>, Status> {
+        let unsettled = self
+            .unsettled_until
+            .lock()
+            .expect("unsettled")
+            .is_some_and(|until| Instant::now() < until);
         if let Some((at, catalog)) = self.cached.read().await.as_ref() {
             let age = at.elapsed();
-            if age < FRESH_FOR && !(refresh && age > Duration::from_secs(2)) {
+            let stale = (refresh && age > Duration::from_secs(2))
+                || (unsettled && age > Duration::from_millis(500));
+            if age < FRESH_FOR && !stale {
                 return Ok(catalog.clone());
             }
         }
@@ -462,6 +481,7 @@ mod tests {
             .filter_map(|g| g["metadata"]["name"].as_str())
             .collect();
         assert_eq!(names, ["example.com"], "its own, in place of the cluster's");
+        assert_eq!(acme.own_groups("acme"), ["example.com"]);
         assert_eq!(
             acme.groups["items"][0]["versions"][0]["resources"][0]["resource"],
             "widgets"

@@ -258,6 +258,7 @@ impl TenantRoutes {
         };
         let (code, mut answer) = self.backend.json(outgoing).await?;
         if code.is_success() && !params.iter().any(|(k, _)| k == "dryRun") {
+            self.catalog.unsettle();
             self.grant_own_groups(tenant, view, None).await?;
         }
         to_tenant(view, &mut answer);
@@ -342,6 +343,7 @@ impl TenantRoutes {
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
+            self.catalog.unsettle();
             self.grant_own_groups(tenant, view, Some(&group)).await?;
         }
         to_tenant(view, &mut written);

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use warp::reply::Response;
 
 use super::backend::Outgoing;
-use super::catalog::Catalog;
+use super::catalog::{Catalog, TENANT_SCOPED};
 use super::mapping::View;
 use super::path::ResourcePath;
 use super::{TenantRoutes, protobuf};
@@ -117,9 +117,21 @@ pub fn access_question(view: &View, catalog: &Catalog, spec: &Value) -> Question
             Question::No(format!("{resource} are read-only in a tenant"))
         };
     }
+    if TENANT_SCOPED.contains(&(group.as_str(), resource.as_str())) {
+        // A tenant's own ClusterRoles, bindings and CRDs: decided as the
+        // routes decide them.
+        return Question::Ask(Attributes::resource(
+            &verb, GROUP, PLURAL, &resource, tenant,
+        ));
+    }
     if !entry.namespaced {
         return Question::No(format!("{full} is cluster-scoped and not a tenant's"));
     }
+    let group = if view.owns_group(&group) {
+        view.tenant().storage_group(&group).unwrap_or(group)
+    } else {
+        group
+    };
     let attributes = Attributes::resource(&verb, &group, &resource, &subresource, &name);
     if namespace.is_empty() {
         return Question::InEachNamespace(attributes);
@@ -171,9 +183,10 @@ impl TenantRoutes {
             SelfReview::Access => {
                 review["apiVersion"] = "authorization.k8s.io/v1".into();
                 review["kind"] = "SelfSubjectAccessReview".into();
-                let catalog = self.catalog.get(false).await?;
-                let question = access_question(view, &catalog, &review["spec"]);
-                let (allowed, reason) = self.answer(user, view, question).await?;
+                let catalog = self.catalog.view(view.tenant().as_str(), false).await?;
+                let view = view.with_groups(catalog.own_groups(view.tenant().as_str()));
+                let question = access_question(&view, &catalog, &review["spec"]);
+                let (allowed, reason) = self.answer(user, &view, question).await?;
                 review["status"] = json!({"allowed": allowed, "reason": reason});
             }
             SelfReview::Rules => return self.rules_review(user, view, review).await,
@@ -356,6 +369,59 @@ mod tests {
             ),
             Question::Yes(_)
         ));
+    }
+
+    #[test]
+    fn a_tenants_own_kinds_and_groups_are_asked_as_stored() {
+        let mut catalog = catalog();
+        let rbac = ("rbac.authorization.k8s.io".to_string(), "v1".to_string());
+        let widgets = ("example.com".to_string(), "v1".to_string());
+        let entry = |namespaced| crate::tenant_routes::catalog::Resource {
+            namespaced,
+            kind: String::new(),
+            verbs: vec![],
+        };
+        catalog
+            .versions
+            .entry(rbac)
+            .or_default()
+            .insert("clusterroles".into(), entry(false));
+        catalog
+            .versions
+            .entry(widgets)
+            .or_default()
+            .insert("widgets".into(), entry(true));
+        let view = acme().with_groups(vec!["example.com".into()]);
+        let ask = |attributes: Value| {
+            access_question(&view, &catalog, &json!({"resourceAttributes": attributes}))
+        };
+        assert_eq!(
+            ask(
+                json!({"verb": "create", "group": "rbac.authorization.k8s.io", "resource": "clusterroles"})
+            ),
+            Question::Ask(Attributes::resource(
+                "create",
+                GROUP,
+                PLURAL,
+                "clusterroles",
+                "acme"
+            ))
+        );
+        assert_eq!(
+            ask(
+                json!({"verb": "list", "group": "example.com", "resource": "widgets", "namespace": "web"})
+            ),
+            Question::Ask(
+                Attributes::resource(
+                    "list",
+                    "example.com.acme.tenants.arktos.io",
+                    "widgets",
+                    "",
+                    ""
+                )
+                .in_namespace("acme--web")
+            )
+        );
     }
 
     #[test]

@@ -79,6 +79,7 @@ async fn self_reviews(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
         ("list pods -n db", "no"),
         ("list pods --all-namespaces", "no"),
         ("create namespaces", "no"),
+        ("create clusterroles.rbac.authorization.k8s.io", "no"),
         // Another tenant's storage name only names a namespace of this
         // tenant's own prefix.
         ("list pods -n globex--web", "no"),
