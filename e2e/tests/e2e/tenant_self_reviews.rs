@@ -39,10 +39,12 @@ async fn self_reviews(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
         ("list storageclasses.storage.k8s.io", "yes"),
         ("delete storageclasses.storage.k8s.io", "no"),
         ("get nodes", "no"),
+        // A tenant's own CRDs and ClusterRoles.
         (
             "create customresourcedefinitions.apiextensions.k8s.io",
-            "no",
+            "yes",
         ),
+        ("create clusterroles.rbac.authorization.k8s.io", "yes"),
     ] {
         can_i(ctx, &as_owner, question, want).await?;
     }
