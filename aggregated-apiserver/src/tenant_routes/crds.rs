@@ -83,6 +83,14 @@ pub fn to_storage(view: &View, crd: &mut Value) -> Result<(), Status> {
             "conversion webhooks are not available to a tenant's CRDs: the webhook would be called by the cluster's control plane with its trust".into(),
         ));
     }
+    if crd["spec"]["scope"] == "Cluster" {
+        return Err(invalid(
+            &name,
+            "spec.scope",
+            "a tenant's CRDs are Namespaced: cluster-scoped ones are not available to tenants yet"
+                .into(),
+        ));
+    }
     if !name.is_empty() {
         crd["metadata"]["name"] = storage_name(view, &name)?.into();
     }
@@ -528,6 +536,12 @@ mod tests {
         let mut crd = widgets();
         crd["spec"]["conversion"] = json!({"strategy": "Webhook"});
         assert_eq!(to_storage(&acme(), &mut crd).unwrap_err().code, Some(422));
+        let mut cluster = widgets();
+        cluster["spec"]["scope"] = "Cluster".into();
+        assert_eq!(
+            to_storage(&acme(), &mut cluster).unwrap_err().code,
+            Some(422)
+        );
         let mut globex = widgets();
         to_storage(&View::new(TenantName::new("globex").unwrap()), &mut globex).unwrap();
         assert!(!to_tenant(&acme(), &mut globex.clone()));
