@@ -12,7 +12,7 @@ use std::sync::Arc;
 use arktos_crds::naming::TENANT_LABEL;
 use arktos_crds::status;
 use arktos_crds::tenant::{GROUP, PLURAL, Tenant, desired};
-use http::Method;
+use http::{Method, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use serde_json::{Value, json};
 use warp::reply::Response;
@@ -322,40 +322,51 @@ impl TenantRoutes {
             return Ok(respond::json(code, &answer));
         }
         check_stored(view, &stored)?;
-        let (method, uri, body, sent_as) = if request.method == Method::POST {
-            (Method::POST, with_query(path, &params), body, sent_as)
+        let written = if request.method == Method::POST {
+            self.store_crd(Method::POST, with_query(path, &params), sent_as, body)
+                .await?
         } else {
             let stored_name = stored["metadata"]["name"].as_str().unwrap_or_default();
             let checked =
                 serde_json::to_vec(&stored).map_err(|e| status::internal(&e.to_string()))?;
-            (
-                Method::PUT,
-                with_query(join(&[CRDS, stored_name]), &params),
-                checked,
-                "application/json",
-            )
+            let uri = with_query(join(&[CRDS, stored_name]), &params);
+            self.store_crd(Method::PUT, uri, "application/json", checked)
+                .await?
         };
+        let (code, mut written) = written;
+        if code.is_success() {
+            self.catalog.unsettle();
+            let group = written["spec"]["group"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            self.grant_own_groups(tenant, view, Some(&group)).await?;
+        }
+        to_tenant(view, &mut written);
+        Ok(respond::json(code, &written))
+    }
+
+    /// Writes a CRD as arktos-apiserver: a create as sent, or a change as
+    /// the object checked (its resourceVersion guards against a change in
+    /// between).
+    async fn store_crd(
+        &self,
+        method: Method,
+        uri: String,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Value), Status> {
         let outgoing = Outgoing {
             method,
             uri,
             accept: "application/json",
-            content_type: sent_as,
+            content_type,
             body: Some(body),
             as_user: None,
             watch: false,
             list: None,
         };
-        let (code, mut written) = self.backend.json(outgoing).await?;
-        if code.is_success() {
-            let group = written["spec"]["group"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            self.catalog.unsettle();
-            self.grant_own_groups(tenant, view, Some(&group)).await?;
-        }
-        to_tenant(view, &mut written);
-        Ok(respond::json(code, &written))
+        self.backend.json(outgoing).await
     }
 
     /// `count/customresourcedefinitions` of the tenant's quota (or

@@ -385,15 +385,7 @@ impl TenantRoutes {
         let body = self
             .forward_body(user, &view, request, &forward.body)
             .await?;
-        let rewrite_view = view.clone();
-        let vm_answers = forward.vm_answers;
-        let rewrite: Rewrite = Arc::new(move |value: &mut Value| {
-            let mine = rewrite_view.response(value);
-            if vm_answers && mine {
-                vm_pods::response(value);
-            }
-            mine
-        });
+        let rewrite = answer_rewrite(view.clone(), forward.vm_answers);
         let uri = with_query(forward.path, &forward.params);
         if forward.bridge
             && let Some(slot) = &request.upgrade
@@ -813,6 +805,18 @@ impl TenantRoutes {
             ))
         }
     }
+}
+
+/// Answers in the tenant's terms (VM pods in the Arktos shape when
+/// `vm_answers`).
+fn answer_rewrite(view: Arc<View>, vm_answers: bool) -> Rewrite {
+    Arc::new(move |value: &mut Value| {
+        let mine = view.response(value);
+        if vm_answers && mine {
+            vm_pods::response(value);
+        }
+        mine
+    })
 }
 
 /// What is sent for a change to one of a tenant's namespaces.

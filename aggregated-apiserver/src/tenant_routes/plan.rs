@@ -161,24 +161,7 @@ pub fn resource(
     }
     let entry = entry.ok_or_else(|| status::path_not_found(incoming.path))?;
     if let Some(kind) = Kind::of(&r.group, &r.resource).filter(|_| r.namespace.is_none()) {
-        if view.tenant().is_system() {
-            // The system tenant's are the cluster's own, as the user.
-            let body = if incoming.body.is_empty() {
-                Body::None
-            } else {
-                Body::AsSent
-            };
-            return Ok(Plan::Forward(Forward {
-                path: join(&[
-                    &r.prefix(),
-                    &r.resource,
-                    r.name.as_deref().unwrap_or_default(),
-                ]),
-                body,
-                ..Forward::as_user(incoming)
-            }));
-        }
-        return Ok(Plan::ClusterRbac(kind));
+        return Ok(cluster_rbac(view, r, incoming, kind));
     }
     if let Some(review) = SelfReview::of(r) {
         if incoming.method != Method::POST || incoming.watch {
@@ -232,6 +215,28 @@ pub fn resource(
         };
     }
     Ok(Plan::Forward(forward))
+}
+
+/// A tenant's own ClusterRoles and ClusterRoleBindings; the system
+/// tenant's are the cluster's own, as the user.
+fn cluster_rbac(view: &View, r: &ResourcePath, incoming: &Incoming, kind: Kind) -> Plan {
+    if !view.tenant().is_system() {
+        return Plan::ClusterRbac(kind);
+    }
+    let body = if incoming.body.is_empty() {
+        Body::None
+    } else {
+        Body::AsSent
+    };
+    Plan::Forward(Forward {
+        path: join(&[
+            &r.prefix(),
+            &r.resource,
+            r.name.as_deref().unwrap_or_default(),
+        ]),
+        body,
+        ..Forward::as_user(incoming)
+    })
 }
 
 /// A cluster object every tenant may read: read as us, never written.
