@@ -49,7 +49,8 @@ fn widgets(property: &str, kind: &str) -> String {
 
 async fn crds(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     let acme = TenantOwner::create(ctx, "crd", json!({})).await?;
-    let globex = TenantOwner::create(ctx, "crdo", json!({})).await?;
+    let quota = json!({"quota": {"hard": {"count/customresourcedefinitions": "1"}}});
+    let globex = TenantOwner::create(ctx, "crdo", quota).await?;
     acme.namespace("web").await?;
     globex.namespace("web").await?;
     let (as_acme, as_globex) = (
@@ -194,6 +195,17 @@ async fn crds(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     ensure!(
         !ok && err.contains("conversion webhooks"),
         "webhook: {out} {err}"
+    );
+
+    step("count/customresourcedefinitions holds");
+    let gadgets = widgets("color", "string")
+        .replace("widgets", "gadgets")
+        .replace("\"widget\"", "\"gadget\"")
+        .replace("Widget", "Gadget");
+    let (ok, out, err) = apply(as_globex.clone(), gadgets).await?;
+    ensure!(
+        !ok && err.contains("count/customresourcedefinitions"),
+        "a second CRD beyond globex's quota of 1: {out} {err}"
     );
 
     step("deleting a tenant removes its CRDs");
