@@ -96,7 +96,10 @@ refused = {
     "the cluster's kube-system by path":
         200 if any(m.metadata.name == "extension-apiserver-authentication"
                    for m in core.list_namespaced_config_map("kube-system").items) else 404,
-    "cluster RBAC": code(lambda: rbac.create_cluster_role({"metadata": {"name": "escalate"}, "rules": []})),
+    # A tenant's ClusterRoleBinding names the tenant's own "cluster-admin" (none).
+    "binding cluster-admin": code(lambda: rbac.create_cluster_role_binding({"metadata": {"name": "escalate"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "mallory"}]})),
 }
 # Another tenant's route, the system tenant, and impersonation headers.
 base = client.Configuration.get_default_copy()
@@ -247,7 +250,7 @@ async fn python_client_works_against_a_tenant_kubeconfig(ctx: Arc<Ctx>) -> anyho
         ("delete by path", &[403, 404]),
         ("watch by path", &[403, 404]),
         ("the cluster's kube-system by path", &[403, 404]),
-        ("cluster RBAC", &[404]),
+        ("binding cluster-admin", &[403]),
         ("use of another tenant", &[403]),
         ("tenant system", &[403]),
         ("impersonation headers", &[403]),
