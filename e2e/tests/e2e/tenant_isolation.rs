@@ -605,7 +605,7 @@ async fn cluster_objects(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
         )?,
         &[403, 405],
     )?;
-    refused.at_least("the cluster's objects", 16)
+    refused.at_least("the cluster's objects", 13)
 }
 
 /// A response header as text ("" when absent).
