@@ -68,6 +68,38 @@ impl<'a> Outgoing<'a> {
             list: None,
         }
     }
+
+    /// A DELETE as arktos-apiserver, with the client's DeleteOptions (if
+    /// any) as it sent them.
+    pub fn delete_as_us(uri: String, content_type: &'a str, options: &[u8]) -> Self {
+        Self {
+            method: Method::DELETE,
+            content_type,
+            body: (!options.is_empty()).then(|| options.to_vec()),
+            ..Self::get_as_us(uri, "application/json")
+        }
+    }
+
+    /// A write of `body` (in `content_type`) answered in JSON, as
+    /// `as_user` (`None`: as arktos-apiserver).
+    pub fn write(
+        method: Method,
+        uri: String,
+        content_type: &'a str,
+        body: Vec<u8>,
+        as_user: Option<&'a UserInfo>,
+    ) -> Self {
+        Self {
+            method,
+            uri,
+            accept: "application/json",
+            content_type,
+            body: Some(body),
+            as_user,
+            watch: false,
+            list: None,
+        }
+    }
 }
 
 #[derive(Clone)]

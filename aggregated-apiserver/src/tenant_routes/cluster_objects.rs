@@ -5,8 +5,77 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use serde_json::Value;
+use warp::reply::Response;
 
+use super::backend::{Outgoing, Rewrite};
 use super::mapping::View;
+use super::plan::join;
+use super::{TenantRoutes, with_query};
+use crate::request::ApiRequest;
+
+/// A read of the tenant's own objects of `collection` (a path): the one
+/// stored as `one` (with its subresource path, if any), or the collection
+/// narrowed to the tenant, names mapped by `storage_name`; answered
+/// through `rewrite`.
+pub struct Read<'a> {
+    pub collection: &'a str,
+    pub one: Option<String>,
+    pub storage_name: &'a (dyn Fn(&str) -> Result<String, Status> + Sync),
+    pub watch: bool,
+}
+
+impl TenantRoutes {
+    /// The objects at `collection` (a path) that carry the tenant's label,
+    /// read as arktos-apiserver; `what` names them in the 503 otherwise.
+    pub(super) async fn labelled(
+        &self,
+        view: &View,
+        collection: &str,
+        what: &str,
+    ) -> Result<Vec<Value>, Status> {
+        let uri = with_query(
+            collection.to_string(),
+            &[("labelSelector".into(), view.label_term())],
+        );
+        let (code, mut list) = self
+            .backend
+            .json(Outgoing::get_as_us(uri, "application/json"))
+            .await?;
+        if !code.is_success() {
+            return Err(arktos_crds::status::service_unavailable(&format!(
+                "cannot read the tenant's {what}"
+            )));
+        }
+        Ok(match list["items"].take() {
+            Value::Array(items) => items,
+            _ => Vec::new(),
+        })
+    }
+
+    pub(super) async fn read_own(
+        &self,
+        view: &View,
+        read: Read<'_>,
+        request: &ApiRequest,
+        rewrite: Rewrite,
+    ) -> Result<Response, Status> {
+        let mut params = request.params();
+        let path = match read.one {
+            Some(stored) => join(&[read.collection, &stored]),
+            None => {
+                list_params(view, &mut params, read.storage_name)?;
+                read.collection.to_string()
+            }
+        };
+        if read.watch && !params.iter().any(|(k, _)| k == "watch") {
+            params.push(("watch".into(), "true".into()));
+        }
+        let accept = request.accept();
+        let mut outgoing = Outgoing::get_as_us(with_query(path, &params), &accept);
+        outgoing.watch = read.watch;
+        self.backend.send(outgoing, rewrite).await
+    }
+}
 
 /// Rewrites an answer (object, list, Table, watch event, Status) with
 /// `object` for each object; false when a single object is not the

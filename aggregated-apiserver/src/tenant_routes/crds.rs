@@ -211,27 +211,25 @@ impl TenantRoutes {
         watch: bool,
         request: &ApiRequest,
     ) -> Result<Response, Status> {
-        let mut params = request.params();
-        let path = match name {
-            Some(name) => join(&[
-                CRDS,
+        let one = match name {
+            Some(name) => Some(join(&[
                 &storage_name(&view, name)?,
                 subresource.unwrap_or_default(),
-            ]),
-            None => {
-                let storage = |name: &str| storage_name(&view, name);
-                cluster_objects::list_params(&view, &mut params, &storage)?;
-                CRDS.to_string()
-            }
+            ])),
+            None => None,
         };
-        if watch && !params.iter().any(|(k, _)| k == "watch") {
-            params.push(("watch".into(), "true".into()));
-        }
-        let rewrite: Rewrite = Arc::new(move |value: &mut Value| to_tenant(&view, value));
-        let accept = request.accept();
-        let mut outgoing = Outgoing::get_as_us(with_query(path, &params), &accept);
-        outgoing.watch = watch;
-        self.backend.send(outgoing, rewrite).await
+        let rewrite: Rewrite = {
+            let view = view.clone();
+            Arc::new(move |value: &mut Value| to_tenant(&view, value))
+        };
+        let storage = |name: &str| storage_name(&view, name);
+        let read = cluster_objects::Read {
+            collection: CRDS,
+            one,
+            storage_name: &storage,
+            watch,
+        };
+        self.read_own(&view, read, request, rewrite).await
     }
 
     async fn delete_crd(
@@ -254,16 +252,8 @@ impl TenantRoutes {
         }
         let params = request.params();
         let content_type = request.content_type();
-        let outgoing = Outgoing {
-            method: Method::DELETE,
-            uri: with_query(join(&[CRDS, &stored]), &params),
-            accept: "application/json",
-            content_type: &content_type,
-            body: (!request.body.is_empty()).then(|| request.body.to_vec()),
-            as_user: None,
-            watch: false,
-            list: None,
-        };
+        let uri = with_query(join(&[CRDS, &stored]), &params);
+        let outgoing = Outgoing::delete_as_us(uri, &content_type, &request.body);
         let (code, mut answer) = self.backend.json(outgoing).await?;
         if code.is_success() && !params.iter().any(|(k, _)| k == "dryRun") {
             self.catalog.unsettle();
@@ -305,17 +295,10 @@ impl TenantRoutes {
         } else {
             "application/json"
         };
-        let trial_request = Outgoing {
-            method: request.method.clone(),
-            uri: with_query(path.clone(), &trial),
-            accept: "application/json",
-            content_type: sent_as,
-            body: Some(body.clone()),
-            as_user: None,
-            watch: false,
-            list: None,
-        };
-        let (code, stored) = self.backend.json(trial_request).await?;
+        let uri = with_query(path.clone(), &trial);
+        let (code, stored) = self
+            .store_crd(request.method.clone(), uri, sent_as, body.clone())
+            .await?;
         if !code.is_success() || dry_run {
             let mut answer = stored;
             to_tenant(view, &mut answer);
@@ -346,9 +329,7 @@ impl TenantRoutes {
         Ok(respond::json(code, &written))
     }
 
-    /// Writes a CRD as arktos-apiserver: a create as sent, or a change as
-    /// the object checked (its resourceVersion guards against a change in
-    /// between).
+    /// Writes (or tries, with `dryRun`) a CRD as arktos-apiserver.
     async fn store_crd(
         &self,
         method: Method,
@@ -356,17 +337,9 @@ impl TenantRoutes {
         content_type: &str,
         body: Vec<u8>,
     ) -> Result<(StatusCode, Value), Status> {
-        let outgoing = Outgoing {
-            method,
-            uri,
-            accept: "application/json",
-            content_type,
-            body: Some(body),
-            as_user: None,
-            watch: false,
-            list: None,
-        };
-        self.backend.json(outgoing).await
+        self.backend
+            .json(Outgoing::write(method, uri, content_type, body, None))
+            .await
     }
 
     /// `count/customresourcedefinitions` of the tenant's quota (or
@@ -397,22 +370,12 @@ impl TenantRoutes {
 
     /// The tenant's CRDs as stored.
     async fn own_crds(&self, view: &View) -> Result<Vec<Value>, Status> {
-        let uri = with_query(CRDS.into(), &[("labelSelector".into(), view.label_term())]);
-        let (code, list) = self
-            .backend
-            .json(Outgoing::get_as_us(uri, "application/json"))
+        let crds = self
+            .labelled(view, CRDS, "CustomResourceDefinitions")
             .await?;
-        if !code.is_success() {
-            return Err(status::service_unavailable(
-                "cannot read the tenant's CustomResourceDefinitions",
-            ));
-        }
-        Ok(list["items"]
-            .as_array()
+        Ok(crds
             .into_iter()
-            .flatten()
-            .filter(|crd| object_to_tenant(view, &mut (*crd).clone()))
-            .cloned()
+            .filter(|crd| object_to_tenant(view, &mut crd.clone()))
             .collect())
     }
 
@@ -464,12 +427,9 @@ impl TenantRoutes {
         view: &View,
         namespace: &str,
     ) -> Result<(), Status> {
-        let map = |ns: &str| {
-            view.namespace_to_storage(ns)
-                .unwrap_or_else(|_| format!("{}{ns}", view.tenant().storage_prefix()))
-        };
-        let mut binding = serde_json::to_value(desired::owners_binding(tenant, namespace, &map))
-            .map_err(|e| status::internal(&e.to_string()))?;
+        let binding = super::owners_binding(tenant, view, namespace);
+        let mut binding =
+            serde_json::to_value(binding).map_err(|e| status::internal(&e.to_string()))?;
         binding["metadata"]["name"] = desired::OWNERS_CUSTOM_RESOURCES_BINDING.into();
         // Ours, not the operators': kept by re-applying it, which their
         // admission policy would refuse on an object labelled as theirs.
@@ -487,16 +447,13 @@ impl TenantRoutes {
     }
 
     async fn apply_as_us(&self, path: &str, object: &Value) -> Result<(), Status> {
-        let outgoing = Outgoing {
-            method: Method::PATCH,
-            uri: format!("{path}?fieldManager=arktos-apiserver&force=true"),
-            accept: "application/json",
-            content_type: "application/apply-patch+yaml",
-            body: Some(serde_json::to_vec(object).map_err(|e| status::internal(&e.to_string()))?),
-            as_user: None,
-            watch: false,
-            list: None,
-        };
+        let outgoing = Outgoing::write(
+            Method::PATCH,
+            format!("{path}?fieldManager=arktos-apiserver&force=true"),
+            "application/apply-patch+yaml",
+            serde_json::to_vec(object).map_err(|e| status::internal(&e.to_string()))?,
+            None,
+        );
         let (code, answer) = self.backend.json(outgoing).await?;
         if code.is_success() {
             Ok(())

@@ -117,16 +117,9 @@ impl TenantRoutes {
             .cloned()
             .collect();
         trial.push(("dryRun".into(), "All".into()));
-        let outgoing = Outgoing {
-            method: method.clone(),
-            uri: with_query(path.to_string(), &trial),
-            accept: "application/json",
-            content_type: &content_type,
-            body: Some(request.body.to_vec()),
-            as_user: user,
-            watch: false,
-            list: None,
-        };
+        let uri = with_query(path.to_string(), &trial);
+        let body = request.body.to_vec();
+        let outgoing = Outgoing::write(method.clone(), uri, &content_type, body, user);
         let (code, warnings, mut answer) = self.backend.json_with_warnings(outgoing).await?;
         let decoding = answer["message"]
             .as_str()

@@ -473,23 +473,11 @@ impl TenantRoutes {
 
     /// The storage names of the tenant's namespaces.
     async fn storage_namespaces(&self, view: &View) -> Result<Vec<String>, Status> {
-        let outgoing = Outgoing::get_as_us(
-            with_query(
-                "/api/v1/namespaces".into(),
-                &[("labelSelector".into(), view.label_term())],
-            ),
-            "application/json",
-        );
-        let (code, list) = self.backend.json(outgoing).await?;
-        if !code.is_success() {
-            return Err(status::service_unavailable(
-                "cannot list the tenant's namespaces",
-            ));
-        }
-        Ok(list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let namespaces = self
+            .labelled(view, "/api/v1/namespaces", "namespaces")
+            .await?;
+        Ok(namespaces
+            .iter()
             .filter_map(|ns| ns["metadata"]["name"].as_str())
             .filter(|name| view.namespace_to_tenant(name).is_some())
             .map(str::to_string)
@@ -774,13 +762,7 @@ impl TenantRoutes {
     /// Makes the tenant's owners admins of a new namespace (the tenant
     /// controller keeps this binding in place afterwards).
     async fn bind_owners(&self, tenant: &Tenant, view: &View, storage: &str) -> Result<(), Status> {
-        // Owners are validated service-account namespaces already; one
-        // that no longer maps lands nowhere (the controller reports it).
-        let map = |ns: &str| {
-            view.namespace_to_storage(ns)
-                .unwrap_or_else(|_| format!("{}{ns}", view.tenant().storage_prefix()))
-        };
-        let binding = desired::owners_binding(tenant, storage, &map);
+        let binding = owners_binding(tenant, view, storage);
         let outgoing = Outgoing {
             method: Method::POST,
             uri: join(&[
@@ -805,6 +787,22 @@ impl TenantRoutes {
             ))
         }
     }
+}
+
+/// The RoleBinding making the tenant's owners `admin` of its namespace
+/// `storage` (as the tenant controller writes it).
+fn owners_binding(
+    tenant: &Tenant,
+    view: &View,
+    storage: &str,
+) -> k8s_openapi::api::rbac::v1::RoleBinding {
+    // Owners are validated service-account namespaces already; one that no
+    // longer maps lands nowhere (the controller reports it).
+    let map = |ns: &str| {
+        view.namespace_to_storage(ns)
+            .unwrap_or_else(|_| format!("{}{ns}", view.tenant().storage_prefix()))
+    };
+    desired::owners_binding(tenant, storage, &map)
 }
 
 /// Answers in the tenant's terms (VM pods in the Arktos shape when

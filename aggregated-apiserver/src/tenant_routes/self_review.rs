@@ -245,16 +245,13 @@ impl TenantRoutes {
         review["kind"] = "SelfSubjectRulesReview".into();
         review["spec"]["namespace"] = view.namespace_to_storage(&namespace)?.into();
         let body = serde_json::to_vec(&review).map_err(|e| status::internal(&e.to_string()))?;
-        let outgoing = Outgoing {
-            method: Method::POST,
-            uri: "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews".into(),
-            accept: "application/json",
-            content_type: "application/json",
-            body: Some(body),
-            as_user: Some(user),
-            watch: false,
-            list: None,
-        };
+        let outgoing = Outgoing::write(
+            Method::POST,
+            "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews".into(),
+            "application/json",
+            body,
+            Some(user),
+        );
         let (code, mut answer) = self.backend.json(outgoing).await?;
         if let Some(error) = answer
             .pointer("/status/evaluationError")

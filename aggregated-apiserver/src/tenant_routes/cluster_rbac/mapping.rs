@@ -206,6 +206,15 @@ fn object_to_tenant(view: &View, object: &mut Value) -> bool {
     view.response(object)
 }
 
+/// A stored object's name as the tenant knows it.
+pub fn shown_name(view: &View, stored: &Value) -> String {
+    let name = stored["metadata"]["name"].as_str().unwrap_or_default();
+    view.tenant()
+        .tenant_cluster_object(name)
+        .unwrap_or(name)
+        .to_string()
+}
+
 /// The RoleBinding that carries out the tenant's ClusterRoleBinding
 /// `stored` (as stored) in storage namespace `namespace`.
 pub fn carried_binding(stored: &Value, namespace: &str, tenant_name: &str) -> Value {

@@ -95,28 +95,23 @@ impl TenantRoutes {
         watch: bool,
         request: &ApiRequest,
     ) -> Result<Response, Status> {
-        let mut params = request.params();
-        let path = match name {
-            Some(name) => join(&[RBAC, kind.resource(), &storage_name(&view, kind, name)?]),
-            None => {
-                let storage = |name: &str| storage_name(&view, kind, name);
-                super::cluster_objects::list_params(&view, &mut params, &storage)?;
-                join(&[RBAC, kind.resource()])
-            }
-        };
-        if watch && !params.iter().any(|(k, _)| k == "watch") {
-            params.push(("watch".into(), "true".into()));
-        }
+        let one = name.map(|n| storage_name(&view, kind, n)).transpose()?;
+        let collection = join(&[RBAC, kind.resource()]);
         // The cluster's shared roles are read as they are.
         let rewrite: Rewrite = if name.is_some_and(|n| is_shared(kind, n)) {
             Arc::new(|_: &mut Value| true)
         } else {
+            let view = view.clone();
             Arc::new(move |value: &mut Value| to_tenant(&view, value))
         };
-        let accept = request.accept();
-        let mut outgoing = Outgoing::get_as_us(with_query(path, &params), &accept);
-        outgoing.watch = watch;
-        self.backend.send(outgoing, rewrite).await
+        let storage = |name: &str| storage_name(&view, kind, name);
+        let read = super::cluster_objects::Read {
+            collection: &collection,
+            one,
+            storage_name: &storage,
+            watch,
+        };
+        self.read_own(&view, read, request, rewrite).await
     }
 
     /// The tenant's object `name` as stored, or 404.
@@ -153,16 +148,7 @@ impl TenantRoutes {
             &params,
         );
         let content_type = request.content_type();
-        let outgoing = Outgoing {
-            method: Method::DELETE,
-            uri,
-            accept: "application/json",
-            content_type: &content_type,
-            body: (!request.body.is_empty()).then(|| request.body.to_vec()),
-            as_user: None,
-            watch: false,
-            list: None,
-        };
+        let outgoing = Outgoing::delete_as_us(uri, &content_type, &request.body);
         let (code, mut answer) = self.backend.json(outgoing).await?;
         let dry_run = params.iter().any(|(k, _)| k == "dryRun");
         if kind == Kind::Binding && code.is_success() && !dry_run {
@@ -182,10 +168,7 @@ impl TenantRoutes {
                 "rolebindings",
                 &format!("{CARRIED_PREFIX}{name}"),
             ]);
-            let outgoing = Outgoing {
-                method: Method::DELETE,
-                ..Outgoing::get_as_us(uri, "application/json")
-            };
+            let outgoing = Outgoing::delete_as_us(uri, "", &[]);
             let (code, answer) = self.backend.json(outgoing).await?;
             if !(code.is_success() || code == StatusCode::NOT_FOUND) {
                 tracing::warn!(%code, %answer, namespace, binding = name, "cannot withdraw a carried binding");
@@ -251,11 +234,12 @@ impl TenantRoutes {
         // What the write would store, checked before anything is stored.
         let (code, stored) = self
             .backend
-            .json(send(
+            .json(Outgoing::write(
                 request.method.clone(),
                 with_query(path.clone(), &trial),
                 &content_type,
                 body.clone(),
+                None,
             ))
             .await?;
         if !code.is_success() {
@@ -293,7 +277,7 @@ impl TenantRoutes {
         };
         let (code, written) = self
             .backend
-            .json(send(method, uri, &content_type, body))
+            .json(Outgoing::write(method, uri, &content_type, body, None))
             .await?;
         if code.is_success() && kind == Kind::Binding {
             self.carry_out(user, &view, &written, None).await?;
@@ -360,12 +344,7 @@ impl TenantRoutes {
         kind: Kind,
         stored: &Value,
     ) -> Result<(), Status> {
-        let name = stored["metadata"]["name"].as_str().unwrap_or_default();
-        let shown = view
-            .tenant()
-            .tenant_cluster_object(name)
-            .unwrap_or(name)
-            .to_string();
+        let shown = mapping::shown_name(view, stored);
         for namespace in self.storage_namespaces(view).await? {
             let (resource, object) = match kind {
                 Kind::Role => (
@@ -381,16 +360,7 @@ impl TenantRoutes {
             };
             let uri = join(&[RBAC, "namespaces", &namespace, resource]) + "?dryRun=All";
             let body = serde_json::to_vec(&object).map_err(|e| status::internal(&e.to_string()))?;
-            let outgoing = Outgoing {
-                method: Method::POST,
-                uri,
-                accept: "application/json",
-                content_type: "application/json",
-                body: Some(body),
-                as_user: Some(user),
-                watch: false,
-                list: None,
-            };
+            let outgoing = Outgoing::write(Method::POST, uri, "application/json", body, Some(user));
             let (code, answer) = self.backend.json(outgoing).await?;
             if !code.is_success() {
                 let why = view.text(answer["message"].as_str().unwrap_or_default());
@@ -415,12 +385,7 @@ impl TenantRoutes {
         stored: &Value,
         only: Option<&str>,
     ) -> Result<(), Status> {
-        let name = stored["metadata"]["name"].as_str().unwrap_or_default();
-        let shown = view
-            .tenant()
-            .tenant_cluster_object(name)
-            .unwrap_or(name)
-            .to_string();
+        let shown = mapping::shown_name(view, stored);
         let namespaces = match only {
             Some(namespace) => vec![namespace.to_string()],
             None => self.storage_namespaces(view).await?,
@@ -437,16 +402,13 @@ impl TenantRoutes {
             ]) + "?fieldManager=arktos-tenant-cluster-role-binding&force=true";
             let body =
                 serde_json::to_vec(&binding).map_err(|e| status::internal(&e.to_string()))?;
-            let outgoing = Outgoing {
-                method: Method::PATCH,
+            let outgoing = Outgoing::write(
+                Method::PATCH,
                 uri,
-                accept: "application/json",
-                content_type: "application/apply-patch+yaml",
-                body: Some(body),
-                as_user: Some(user),
-                watch: false,
-                list: None,
-            };
+                "application/apply-patch+yaml",
+                body,
+                Some(user),
+            );
             let (code, answer) = self.backend.json(outgoing).await?;
             if !code.is_success() {
                 tracing::warn!(%code, %answer, namespace, binding = %shown, "cannot carry out a tenant's ClusterRoleBinding");
@@ -475,40 +437,17 @@ impl TenantRoutes {
         view: &View,
         storage: &str,
     ) -> Result<(), Status> {
-        let uri = with_query(
-            join(&[RBAC, "clusterrolebindings"]),
-            &[("labelSelector".into(), view.label_term())],
-        );
-        let (code, list) = self
-            .backend
-            .json(Outgoing::get_as_us(uri, "application/json"))
+        let bindings = join(&[RBAC, "clusterrolebindings"]);
+        let list = self
+            .labelled(view, &bindings, "ClusterRoleBindings")
             .await?;
-        if !code.is_success() {
-            return Err(status::service_unavailable(
-                "cannot read the tenant's ClusterRoleBindings",
-            ));
-        }
-        for binding in list["items"].as_array().into_iter().flatten() {
+        for binding in &list {
             let name = binding["metadata"]["name"].as_str().unwrap_or_default();
             if view.tenant().tenant_cluster_object(name).is_some() {
                 self.carry_out(user, view, binding, Some(storage)).await?;
             }
         }
         Ok(())
-    }
-}
-
-/// A write as arktos-apiserver, answered in JSON.
-fn send<'a>(method: Method, uri: String, content_type: &'a str, body: Vec<u8>) -> Outgoing<'a> {
-    Outgoing {
-        method,
-        uri,
-        accept: "application/json",
-        content_type,
-        body: Some(body),
-        as_user: None,
-        watch: false,
-        list: None,
     }
 }
 
