@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arktos_crds::naming::TENANT_LABEL;
 use arktos_crds::status;
-use arktos_crds::tenant::{GROUP, PLURAL, Tenant, desired};
+use arktos_crds::tenant::{CRD_COUNT_KEY, GROUP, PLURAL, Tenant, desired};
 use http::{Method, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use serde_json::{Value, json};
@@ -349,7 +349,7 @@ impl TenantRoutes {
             .spec
             .quota
             .as_ref()
-            .and_then(|q| q.hard.get("count/customresourcedefinitions"))
+            .and_then(|q| q.hard.get(CRD_COUNT_KEY))
             .and_then(|q| q.0.parse::<usize>().ok())
             .unwrap_or(DEFAULT_LIMIT);
         let used = self.own_crds(view).await?.len();
@@ -358,7 +358,7 @@ impl TenantRoutes {
                 &subject(""),
                 view.tenant().as_str(),
                 &[status::QuotaExcess {
-                    key: "count/customresourcedefinitions".into(),
+                    key: CRD_COUNT_KEY.into(),
                     requested: "1".into(),
                     used: used.to_string(),
                     limited: limit.to_string(),

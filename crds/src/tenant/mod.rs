@@ -22,6 +22,8 @@ pub const VERSION: &str = "v1alpha1";
 pub const KIND: &str = "Tenant";
 pub const PLURAL: &str = "tenants";
 pub const API_VERSION: &str = "tenancy.arktos.io/v1alpha1";
+/// The quota key counting a tenant's own CustomResourceDefinitions.
+pub const CRD_COUNT_KEY: &str = "count/customresourcedefinitions";
 /// The partition every cluster has: the cluster that hosts the APIService.
 pub const DEFAULT_PARTITION: &str = "default";
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use arktos_crds::naming::{SYSTEM_TENANT, TENANT_LABEL, TenantName};
 use arktos_crds::quantity;
-use arktos_crds::tenant::{Tenant, TenantPhase, TenantStatus};
+use arktos_crds::tenant::{CRD_COUNT_KEY, Tenant, TenantPhase, TenantStatus};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -373,6 +373,14 @@ async fn settle_quota(
         .collect();
     used.entry("count/namespaces".into())
         .or_insert_with(|| Quantity(namespaces.to_string()));
+    if hard.contains_key(CRD_COUNT_KEY) {
+        // The tenant's own CRDs, which arktos-apiserver counts on create.
+        let labelled = ListParams::default().labels(&format!("{TENANT_LABEL}={name}"));
+        let crds = Api::<CustomResourceDefinition>::all(context.client.clone())
+            .list_metadata(&labelled)
+            .await?;
+        used.insert(CRD_COUNT_KEY.into(), Quantity(crds.items.len().to_string()));
+    }
     Ok(used)
 }
 

@@ -216,3 +216,24 @@ async fn the_system_tenant_is_never_touched() {
         .expect("nothing to do");
     assert_eq!(api.requests(), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn a_quota_on_crds_reports_the_tenants_own() {
+    let api = FakeApi::default();
+    let quota = json!({"spec": {"quota": {"hard": {"count/customresourcedefinitions": "5"}}}});
+    let tenant = tenant(&api, quota);
+    let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+    for (name, owner) in [
+        ("widgets.example.com.acme.tenants.arktos.io", "acme"),
+        ("gadgets.example.com.acme.tenants.arktos.io", "acme"),
+        ("widgets.example.com.globex.tenants.arktos.io", "globex"),
+    ] {
+        api.put(
+            &format!("{crds}/{name}"),
+            json!({"metadata": {"name": name, "labels": {TENANT_LABEL: owner}}}),
+        );
+    }
+    reconcile(tenant, context(&api)).await.expect("applied");
+    let status = &api.get(TENANT).expect("the tenant")["status"];
+    assert_eq!(status["used"]["count/customresourcedefinitions"], "2");
+}
