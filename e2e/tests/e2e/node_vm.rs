@@ -790,8 +790,8 @@ async fn gateway_streams(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
             let mut input = child.stdin.take().context("stdin")?;
             input.write_all(stdin.as_bytes()).await?;
             // Held open a moment: attach ends its stream at stdin's end,
-            // before the echo comes back otherwise.
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            // before the echo comes back otherwise (slower on a busy node).
+            tokio::time::sleep(Duration::from_secs(5)).await;
             drop(input);
             let out =
                 tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await??;

@@ -220,5 +220,18 @@ async fn crds(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
         async move { Ok(crds.list(&label).await?.items.is_empty()) }
     })
     .await?;
+
+    step("the tenant deletes its CRD through its route");
+    let (ok, out, err) = run(as_acme.clone(), "delete crd widgets.example.com".into()).await?;
+    ensure!(ok, "deleting acme's CRD: {out} {err}");
+    // Every CRD left makes each later namespace deletion (kube-controller-
+    // manager lists every resource kind) longer.
+    let crds = Api::<CustomResourceDefinition>::all(acme.admin.clone());
+    let label = ListParams::default().labels(&format!("tenancy.arktos.io/tenant={}", acme.tenant));
+    eventually("acme's CRD goes", Duration::from_secs(60), || {
+        let (crds, label) = (crds.clone(), label.clone());
+        async move { Ok(crds.list(&label).await?.items.is_empty()) }
+    })
+    .await?;
     Ok(())
 }

@@ -491,7 +491,7 @@ async fn splits_hands_over_and_never_overlaps(ctx: Arc<Ctx>) -> anyhow::Result<(
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
     let took = crate::support::eventually(
         "the tenants' namespaces deleted",
-        Duration::from_secs(300),
+        Duration::from_secs(480),
         || {
             let (namespaces, prefix) = (namespaces.clone(), prefix.clone());
             async move {
