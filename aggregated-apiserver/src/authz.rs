@@ -33,6 +33,19 @@ pub enum Attributes {
 }
 
 impl Attributes {
+    /// The rule that decides `verb` on the part `sub` of tenant `tenant`
+    /// (`tenants/namespaces`, `tenants/clusterroles`, ...): one rule for the
+    /// routes and for the reviews that ask about them.
+    pub fn on_tenant(verb: &str, sub: &str, tenant: &str) -> Self {
+        Self::resource(
+            verb,
+            arktos_crds::tenant::GROUP,
+            arktos_crds::tenant::PLURAL,
+            sub,
+            tenant,
+        )
+    }
+
     pub fn resource(
         verb: &str,
         group: &str,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arktos_crds::naming::TENANT_LABEL;
 use arktos_crds::status;
-use arktos_crds::tenant::{CRD_COUNT_KEY, GROUP, PLURAL, Tenant, desired};
+use arktos_crds::tenant::{CRD_COUNT_KEY, Tenant, desired};
 use http::{Method, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use serde_json::{Value, json};
@@ -76,13 +76,7 @@ pub fn to_storage(view: &View, crd: &mut Value) -> Result<(), Status> {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    if crd["spec"]["conversion"]["strategy"] == "Webhook" {
-        return Err(invalid(
-            &name,
-            "spec.conversion.strategy",
-            "conversion webhooks are not available to a tenant's CRDs: the webhook would be called by the cluster's control plane with its trust".into(),
-        ));
-    }
+    refuse_conversion_webhook(&name, crd)?;
     if crd["spec"]["scope"] == "Cluster" {
         return Err(invalid(
             &name,
@@ -154,11 +148,16 @@ fn check_stored(view: &View, stored: &Value) -> Result<(), Status> {
             format!("the label {TENANT_LABEL} and the group are set by Arktos"),
         ));
     }
-    if stored["spec"]["conversion"]["strategy"] == "Webhook" {
+    // A patch can add the webhook without naming it in the request.
+    refuse_conversion_webhook(&name, stored)
+}
+
+fn refuse_conversion_webhook(name: &str, crd: &Value) -> Result<(), Status> {
+    if crd["spec"]["conversion"]["strategy"] == "Webhook" {
         return Err(invalid(
-            &name,
+            name,
             "spec.conversion.strategy",
-            "conversion webhooks are not available to a tenant's CRDs".into(),
+            "conversion webhooks are not available to a tenant's CRDs: the webhook would be called by the cluster's control plane with its trust".into(),
         ));
     }
     Ok(())
@@ -177,13 +176,7 @@ impl TenantRoutes {
         let (name, subresource) = (r.name.as_deref(), r.subresource.as_deref());
         let verb = crate::verb::of(&request.method, name.is_some(), watch);
         let tenant_name = view.tenant().as_str();
-        let asked = Attributes::resource(
-            verb,
-            GROUP,
-            PLURAL,
-            "customresourcedefinitions",
-            tenant_name,
-        );
+        let asked = Attributes::on_tenant(verb, "customresourcedefinitions", tenant_name);
         self.authz.authorize(user, &asked).await?;
         match (&request.method, name, subresource) {
             (&Method::GET, _, None | Some("status")) => {

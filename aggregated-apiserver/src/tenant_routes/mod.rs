@@ -133,10 +133,7 @@ impl TenantRoutes {
         let name =
             TenantName::new(tenant).map_err(|_| status::not_found(&tenant_subject(tenant)))?;
         self.authz
-            .authorize(
-                user,
-                &Attributes::resource("use", GROUP, PLURAL, "", tenant),
-            )
+            .authorize(user, &Attributes::on_tenant("use", "", tenant))
             .await?;
         let tenant_object = self.tenant(tenant).await?;
         if tenant_object.metadata.deletion_timestamp.is_some() && request.method != Method::GET {
@@ -295,8 +292,13 @@ impl TenantRoutes {
             return Err(status::path_not_found(&request.path));
         }
         let tenant = view.tenant().as_str();
-        let (entry, catalog) = self.catalog_entry(tenant, r).await?;
-        let entry = entry.filter(|_| !plan::is_action(r));
+        // An Action is no resource of the catalog: asking for its entry
+        // would refetch discovery on every Action.
+        let (entry, catalog) = if plan::is_action(r) {
+            (None, self.catalog.view(tenant, false).await?)
+        } else {
+            self.catalog_entry(tenant, r).await?
+        };
         let own = catalog.own_groups(tenant);
         let view = if own.is_empty() {
             view
@@ -520,13 +522,7 @@ impl TenantRoutes {
         self.authz
             .authorize(
                 user,
-                &Attributes::resource(
-                    plan.verb,
-                    GROUP,
-                    PLURAL,
-                    "namespaces",
-                    view.tenant().as_str(),
-                ),
+                &Attributes::on_tenant(plan.verb, "namespaces", view.tenant().as_str()),
             )
             .await?;
         let rewrite_view = view.clone();

@@ -19,7 +19,6 @@ use crate::authn::UserInfo;
 use crate::authz::Attributes;
 use crate::request::ApiRequest;
 use crate::respond;
-use arktos_crds::tenant::{GROUP, PLURAL};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SelfReview {
@@ -85,13 +84,7 @@ pub fn access_question(view: &View, catalog: &Catalog, spec: &Value) -> Question
     if group.is_empty() && resource == "namespaces" {
         // Every change to a tenant's namespaces is decided by this one
         // rule (see `TenantRoutes::namespaces`).
-        return Question::Ask(Attributes::resource(
-            &verb,
-            GROUP,
-            PLURAL,
-            "namespaces",
-            tenant,
-        ));
+        return Question::Ask(Attributes::on_tenant(&verb, "namespaces", tenant));
     }
     let full = if subresource.is_empty() {
         resource.clone()
@@ -120,9 +113,7 @@ pub fn access_question(view: &View, catalog: &Catalog, spec: &Value) -> Question
     if TENANT_SCOPED.contains(&(group.as_str(), resource.as_str())) {
         // A tenant's own ClusterRoles, bindings and CRDs: decided as the
         // routes decide them.
-        return Question::Ask(Attributes::resource(
-            &verb, GROUP, PLURAL, &resource, tenant,
-        ));
+        return Question::Ask(Attributes::on_tenant(&verb, &resource, tenant));
     }
     if !entry.namespaced {
         return Question::No(format!("{full} is cluster-scoped and not a tenant's"));
@@ -320,13 +311,7 @@ mod tests {
     fn namespaces_are_decided_by_the_tenants_namespaces_rule() {
         assert_eq!(
             ask(json!({"verb": "delete", "resource": "namespaces", "name": "web"})),
-            Question::Ask(Attributes::resource(
-                "delete",
-                GROUP,
-                PLURAL,
-                "namespaces",
-                "acme"
-            ))
+            Question::Ask(Attributes::on_tenant("delete", "namespaces", "acme"))
         );
     }
 
@@ -396,13 +381,7 @@ mod tests {
             ask(
                 json!({"verb": "create", "group": "rbac.authorization.k8s.io", "resource": "clusterroles"})
             ),
-            Question::Ask(Attributes::resource(
-                "create",
-                GROUP,
-                PLURAL,
-                "clusterroles",
-                "acme"
-            ))
+            Question::Ask(Attributes::on_tenant("create", "clusterroles", "acme"))
         );
         assert_eq!(
             ask(

@@ -367,3 +367,12 @@ pub async fn can_i(
     );
     Ok(())
 }
+
+/// `kubectl apply -f -` of `manifest`.
+pub async fn kubectl_apply(
+    ctx: &Arc<Ctx>,
+    config: &std::path::Path,
+    manifest: &str,
+) -> anyhow::Result<(bool, String, String)> {
+    kubectl_with(ctx, config, &["apply", "-f", "-"], Some(manifest)).await
+}

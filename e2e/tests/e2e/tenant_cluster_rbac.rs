@@ -58,48 +58,48 @@ async fn cluster_rbac(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     issue_user(&pki, &reader)?;
     grant(&acme.admin, &acme.tenant, &reader, &["tenants"], &["use"]).await?;
     let as_reader = tenant_kubeconfig_for(ctx, &acme.tenant, &reader, "web")?;
-    let run = |config: std::path::PathBuf, args: String| {
-        let ctx = ctx.clone();
-        async move { kubectl(&ctx, &config, &args).await }
-    };
 
     step("each tenant defines its own pod-reader; neither sees the other's");
-    let (ok, out, err) = run(
-        owner.clone(),
-        "create clusterrole pod-reader --verb=get,list,watch --resource=pods,configmaps".into(),
+    let (ok, out, err) = kubectl(
+        ctx,
+        &owner,
+        "create clusterrole pod-reader --verb=get,list,watch --resource=pods,configmaps",
     )
     .await?;
     ensure!(ok, "acme's pod-reader: {out} {err}");
-    let (ok, out, err) = run(
-        other.clone(),
-        "create clusterrole pod-reader --verb=get --resource=secrets".into(),
+    let (ok, out, err) = kubectl(
+        ctx,
+        &other,
+        "create clusterrole pod-reader --verb=get --resource=secrets",
     )
     .await?;
     ensure!(ok, "globex's pod-reader: {out} {err}");
-    let (ok, out, err) = run(owner.clone(), "get clusterroles -o name".into()).await?;
+    let (ok, out, err) = kubectl(ctx, &owner, "get clusterroles -o name").await?;
     ensure!(
         ok && out.trim() == "clusterrole.rbac.authorization.k8s.io/pod-reader",
         "acme lists its own only: {out} {err}"
     );
-    let (ok, out, err) = run(
-        other.clone(),
-        "get clusterrole pod-reader -o jsonpath={.rules[0].resources}".into(),
+    let (ok, out, err) = kubectl(
+        ctx,
+        &other,
+        "get clusterrole pod-reader -o jsonpath={.rules[0].resources}",
     )
     .await?;
     ensure!(
         ok && out.contains("secrets") && !out.contains("pods"),
         "globex's own: {out} {err}"
     );
-    let (ok, out, _) = run(owner.clone(), "get clusterrole view -o name".into()).await?;
+    let (ok, out, _) = kubectl(ctx, &owner, "get clusterrole view -o name").await?;
     ensure!(
         ok && out.contains("view"),
         "the shared view role is readable: {out}"
     );
 
     step("a tenant ClusterRoleBinding grants in each of the tenant's namespaces");
-    let (ok, out, err) = run(
-        owner.clone(),
-        format!("create clusterrolebinding readers --clusterrole=pod-reader --user={reader}"),
+    let (ok, out, err) = kubectl(
+        ctx,
+        &owner,
+        &format!("create clusterrolebinding readers --clusterrole=pod-reader --user={reader}"),
     )
     .await?;
     ensure!(ok, "binding: {out} {err}");
@@ -112,7 +112,7 @@ async fn cluster_rbac(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     ] {
         can_i(ctx, &as_reader, question, want).await?;
     }
-    let (ok, out, err) = run(as_reader.clone(), "get configmaps -n db -o name".into()).await?;
+    let (ok, out, err) = kubectl(ctx, &as_reader, "get configmaps -n db -o name").await?;
     ensure!(ok, "the reader reads db: {out} {err}");
     step("and in a namespace made after it");
     acme.namespace("api").await?;
@@ -146,24 +146,27 @@ async fn cluster_rbac(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
         !ok && err.contains("may not grant"),
         "rules on nodes: {out} {err}"
     );
-    let (ok, out, err) = run(
-        owner.clone(),
-        format!("create clusterrolebinding admins --clusterrole=cluster-admin --user={reader}"),
+    let (ok, out, err) = kubectl(
+        ctx,
+        &owner,
+        &format!("create clusterrolebinding admins --clusterrole=cluster-admin --user={reader}"),
     )
     .await?;
     ensure!(
         !ok && err.contains("cluster-admin"),
         "binding cluster-admin: {out} {err}"
     );
-    let (ok, out, err) = run(
-        owner.clone(),
-        "create clusterrole viewer-plus --verb=get --resource=configmaps".into(),
+    let (ok, out, err) = kubectl(
+        ctx,
+        &owner,
+        "create clusterrole viewer-plus --verb=get --resource=configmaps",
     )
     .await?;
     ensure!(ok, "{out} {err}");
-    let (ok, out, err) = run(
-        owner.clone(),
-        "label clusterrole viewer-plus rbac.authorization.k8s.io/aggregate-to-view=true".into(),
+    let (ok, out, err) = kubectl(
+        ctx,
+        &owner,
+        "label clusterrole viewer-plus rbac.authorization.k8s.io/aggregate-to-view=true",
     )
     .await?;
     ensure!(
@@ -172,14 +175,15 @@ async fn cluster_rbac(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     );
 
     step("deleting the binding withdraws it");
-    let (ok, out, err) = run(owner.clone(), "delete clusterrolebinding readers".into()).await?;
+    let (ok, out, err) = kubectl(ctx, &owner, "delete clusterrolebinding readers").await?;
     ensure!(ok, "{out} {err}");
     can_i(ctx, &as_reader, "list pods -n web", "no").await?;
 
     step("deleting a tenant removes its ClusterRoles and bindings");
-    let (ok, out, err) = run(
-        other.clone(),
-        "create clusterrolebinding self --clusterrole=pod-reader --user=someone".into(),
+    let (ok, out, err) = kubectl(
+        ctx,
+        &other,
+        "create clusterrolebinding self --clusterrole=pod-reader --user=someone",
     )
     .await?;
     ensure!(ok, "{out} {err}");

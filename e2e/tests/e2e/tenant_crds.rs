@@ -20,7 +20,7 @@ use libtest_mimic::Trial;
 use serde_json::json;
 
 use crate::support::{
-    TenantOwner, eventually, kubectl_with, kubectl_words as kubectl, tenant_kubeconfig,
+    TenantOwner, eventually, kubectl_apply, kubectl_words as kubectl, tenant_kubeconfig,
 };
 use crate::{Ctx, trial};
 
@@ -57,30 +57,23 @@ async fn crds(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
         tenant_kubeconfig(ctx, &acme, "web")?,
         tenant_kubeconfig(ctx, &globex, "web")?,
     );
-    let apply = |config: std::path::PathBuf, manifest: String| {
-        let ctx = ctx.clone();
-        async move { kubectl_with(&ctx, &config, &["apply", "-f", "-"], Some(&manifest)).await }
-    };
-    let run = |config: std::path::PathBuf, args: String| {
-        let ctx = ctx.clone();
-        async move { kubectl(&ctx, &config, &args).await }
-    };
 
     step("each tenant defines widgets.example.com, with its own schema");
     for (config, property, kind) in [
         (&as_acme, "size", "integer"),
         (&as_globex, "color", "string"),
     ] {
-        let (ok, out, err) = apply(config.clone(), widgets(property, kind)).await?;
+        let (ok, out, err) = kubectl_apply(ctx, config, &widgets(property, kind)).await?;
         ensure!(ok, "{property}: {out} {err}");
-        let (ok, out, err) = run(
-            config.clone(),
-            "wait --for condition=established crd/widgets.example.com --timeout=60s".into(),
+        let (ok, out, err) = kubectl(
+            ctx,
+            config,
+            "wait --for condition=established crd/widgets.example.com --timeout=60s",
         )
         .await?;
         ensure!(ok, "established: {out} {err}");
     }
-    let (ok, out, err) = run(as_acme.clone(), "get crd -o name".into()).await?;
+    let (ok, out, err) = kubectl(ctx, &as_acme, "get crd -o name").await?;
     ensure!(
         ok && out.trim() == "customresourcedefinition.apiextensions.k8s.io/widgets.example.com",
         "acme's CRDs: {out} {err}"
@@ -105,30 +98,26 @@ async fn crds(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     let widget = |spec: serde_json::Value| {
         json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": spec}).to_string()
     };
-    let (ok, out, err) = apply(as_acme.clone(), widget(json!({"size": 3}))).await?;
+    let (ok, out, err) = kubectl_apply(ctx, &as_acme, &widget(json!({"size": 3}))).await?;
     ensure!(ok, "acme's widget: {out} {err}");
-    let (ok, out, err) = apply(as_globex.clone(), widget(json!({"color": "red"}))).await?;
+    let (ok, out, err) = kubectl_apply(ctx, &as_globex, &widget(json!({"color": "red"}))).await?;
     ensure!(ok, "globex's widget: {out} {err}");
-    let (ok, out, err) = apply(as_globex.clone(), widget(json!({"size": 3}))).await?;
+    let (ok, out, err) = kubectl_apply(ctx, &as_globex, &widget(json!({"size": 3}))).await?;
     ensure!(
         !ok && err.contains("unknown field \"spec.size\""),
         "globex's schema has no size: {out} {err}"
     );
-    let (ok, out, err) = apply(as_acme.clone(), widget(json!({"size": "big"}))).await?;
+    let (ok, out, err) = kubectl_apply(ctx, &as_acme, &widget(json!({"size": "big"}))).await?;
     ensure!(
         !ok && err.contains("spec.size"),
         "acme's size is an integer: {out} {err}"
     );
-    let (ok, out, err) = run(as_acme.clone(), "get widgets".into()).await?;
+    let (ok, out, err) = kubectl(ctx, &as_acme, "get widgets").await?;
     ensure!(
         ok && out.contains("VALUE") && out.contains('3'),
         "printer columns: {out} {err}"
     );
-    let (ok, out, err) = run(
-        as_acme.clone(),
-        "get widget w1 -o jsonpath={.apiVersion}".into(),
-    )
-    .await?;
+    let (ok, out, err) = kubectl(ctx, &as_acme, "get widget w1 -o jsonpath={.apiVersion}").await?;
     ensure!(
         ok && out.trim() == "example.com/v1",
         "apiVersion: {out} {err}"
@@ -148,20 +137,21 @@ async fn crds(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     );
 
     step("the status subresource and explain");
-    let (ok, out, err) = run(
-        as_acme.clone(),
-        r#"patch widget w1 --subresource=status --type=merge -p {"status":{"ready":true}}"#.into(),
+    let (ok, out, err) = kubectl(
+        ctx,
+        &as_acme,
+        r#"patch widget w1 --subresource=status --type=merge -p {"status":{"ready":true}}"#,
     )
     .await?;
     ensure!(ok, "status: {out} {err}");
-    let (ok, out, err) = run(as_acme.clone(), "explain widgets.spec.size".into()).await?;
+    let (ok, out, err) = kubectl(ctx, &as_acme, "explain widgets.spec.size").await?;
     ensure!(
         ok && out.contains("integer") && out.contains("the widget's size"),
         "explain: {out} {err}"
     );
 
     step("neither sees the other's; the cluster stores them apart");
-    let (ok, out, err) = run(as_acme.clone(), "get --raw /apis".into()).await?;
+    let (ok, out, err) = kubectl(ctx, &as_acme, "get --raw /apis").await?;
     ensure!(
         ok && !out.contains("tenants.arktos.io") && !out.contains(&globex.tenant),
         "discovery: {err}"
@@ -191,7 +181,7 @@ async fn crds(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
                 "clientConfig": {"url": "https://127.0.0.1:1/convert"}}},
             "versions": [{"name": "v1", "served": true, "storage": true,
                 "schema": {"openAPIV3Schema": {"type": "object"}}}]}});
-    let (ok, out, err) = apply(as_acme.clone(), webhook.to_string()).await?;
+    let (ok, out, err) = kubectl_apply(ctx, &as_acme, &webhook.to_string()).await?;
     ensure!(
         !ok && err.contains("conversion webhooks"),
         "webhook: {out} {err}"
@@ -202,7 +192,7 @@ async fn crds(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
         .replace("widgets", "gadgets")
         .replace("\"widget\"", "\"gadget\"")
         .replace("Widget", "Gadget");
-    let (ok, out, err) = apply(as_globex.clone(), gadgets).await?;
+    let (ok, out, err) = kubectl_apply(ctx, &as_globex, &gadgets).await?;
     ensure!(
         !ok && err.contains("count/customresourcedefinitions"),
         "a second CRD beyond globex's quota of 1: {out} {err}"
@@ -222,7 +212,7 @@ async fn crds(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     .await?;
 
     step("the tenant deletes its CRD through its route");
-    let (ok, out, err) = run(as_acme.clone(), "delete crd widgets.example.com".into()).await?;
+    let (ok, out, err) = kubectl(ctx, &as_acme, "delete crd widgets.example.com").await?;
     ensure!(ok, "deleting acme's CRD: {out} {err}");
     // Every CRD left makes each later namespace deletion (kube-controller-
     // manager lists every resource kind) longer.

@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use arktos_crds::naming::{SHARED_CLUSTER_ROLES, TENANT_LABEL};
 use arktos_crds::status;
-use arktos_crds::tenant::{GROUP, PLURAL};
 use http::{Method, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Status};
 use kube::core::{Selector, SelectorExt};
@@ -59,10 +58,7 @@ impl TenantRoutes {
         let verb = crate::verb::of(&request.method, r.name.is_some(), watch);
         let tenant = view.tenant().as_str();
         self.authz
-            .authorize(
-                user,
-                &Attributes::resource(verb, GROUP, PLURAL, kind.resource(), tenant),
-            )
+            .authorize(user, &Attributes::on_tenant(verb, kind.resource(), tenant))
             .await?;
         if r.subresource.is_some() {
             return Err(status::path_not_found(&request.path));
