@@ -33,6 +33,17 @@ pub struct UserInfo {
 }
 
 impl UserInfo {
+    /// The tenant whose namespace this user is a service account of: a
+    /// workload of that tenant, at home in its API.
+    pub fn service_account_tenant(&self) -> Option<&str> {
+        let rest = self.name.strip_prefix("system:serviceaccount:")?;
+        let (namespace, name) = rest.split_once(':')?;
+        if name.is_empty() {
+            return None;
+        }
+        arktos_crds::naming::split_storage_namespace(namespace).map(|(tenant, _)| tenant)
+    }
+
     fn with_authenticated_group(mut self) -> Self {
         if !self.groups.iter().any(|g| g == AUTHENTICATED) {
             self.groups.push(AUTHENTICATED.to_string());
@@ -255,6 +266,24 @@ mod tests {
 
     fn authn() -> Authenticator {
         Authenticator::new(RequestHeaderNames::default(), None)
+    }
+
+    #[test]
+    fn service_accounts_of_tenant_namespaces_belong_to_their_tenant() {
+        let user = |name: &str| UserInfo {
+            name: name.into(),
+            ..Default::default()
+        };
+        for (name, tenant) in [
+            ("system:serviceaccount:acme--web:default", Some("acme")),
+            ("system:serviceaccount:acme--web:", None),
+            ("system:serviceaccount:kube-system:default", None),
+            ("system:serviceaccount:--web:default", None),
+            ("acme--web", None),
+            ("system:serviceaccounts:acme--web", None),
+        ] {
+            assert_eq!(user(name).service_account_tenant(), tenant, "{name}");
+        }
     }
 
     #[tokio::test]

@@ -26,6 +26,12 @@ pub struct Config {
     /// 0 serves no gateway.
     #[arg(long, default_value_t = 8443, env = "ARKTOS_GATEWAY_PORT")]
     pub gateway_port: u16,
+    /// Addresses the tenant gateway listens on, comma-separated; empty for
+    /// `--bind-address`. Tenant pods reach the gateway at one of them (the
+    /// address arktos-operators' `--tenant-api-address` names), so it must
+    /// be reachable from pods and named in the serving certificate.
+    #[arg(long, value_delimiter = ',', env = "ARKTOS_GATEWAY_ADDRESSES")]
+    pub gateway_addresses: Vec<IpAddr>,
     /// Serving certificate (PEM); it must name the Service the APIService
     /// points at (`<service>.<namespace>.svc`).
     #[arg(long)]

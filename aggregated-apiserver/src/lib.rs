@@ -251,19 +251,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         anchors.clone(),
         filter.clone(),
     );
-    let gateway = async {
-        if config.gateway_port == 0 {
-            return std::future::pending::<()>().await;
-        }
-        let address = std::net::SocketAddr::new(config.bind_address, config.gateway_port);
-        match tokio::net::TcpListener::bind(address).await {
-            Ok(listener) => {
-                tracing::info!(%address, "serving the tenant gateway");
-                serve::serve(listener, serve::Listener::Gateway, tls, anchors, filter).await
-            }
-            Err(err) => tracing::error!(%address, error = %err, "cannot serve the tenant gateway"),
-        }
+    let gateway_addresses = match config.gateway_addresses.as_slice() {
+        [] => vec![config.bind_address],
+        some => some.to_vec(),
     };
+    let gateways = gateway_addresses.into_iter().map(|ip| {
+        let (tls, anchors, filter) = (tls.clone(), anchors.clone(), filter.clone());
+        async move {
+            if config.gateway_port == 0 {
+                return std::future::pending::<()>().await;
+            }
+            let address = std::net::SocketAddr::new(ip, config.gateway_port);
+            let listener = bind_when_present(address).await;
+            tracing::info!(%address, "serving the tenant gateway");
+            serve::serve(listener, serve::Listener::Gateway, tls, anchors, filter).await
+        }
+    });
+    let gateway = futures::future::join_all(gateways);
     let server = async { tokio::join!(aggregated, gateway) };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -272,4 +276,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         _ = terminate.recv() => tracing::info!("terminated; stopping"),
     }
     Ok(())
+}
+
+/// Binds `address`, waiting while it is not (yet) one of this host's: an
+/// address for pods may come up after the server (a bridge, a VIP).
+async fn bind_when_present(address: std::net::SocketAddr) -> tokio::net::TcpListener {
+    let mut reported = false;
+    loop {
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => return listener,
+            Err(err) => {
+                if !reported {
+                    tracing::warn!(%address, error = %err, "cannot listen yet; trying every 2 s");
+                    reported = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        }
+    }
 }

@@ -118,6 +118,9 @@ enum Route {
         path: String,
         parsed: Option<TenantPath>,
     },
+    /// A Kubernetes path on the gateway without a tenant (`/api/...`): the
+    /// in-cluster config of a tenant's pods, served as its tenant's route.
+    Plain(String),
     NotFound,
 }
 
@@ -147,6 +150,9 @@ fn gateway_route(path: &str) -> Route {
             *tenant,
             format!("/apis/{group}/{version}/{}", rest.join("/")),
         ),
+        ["api" | "apis" | "version" | "openapi", ..] => {
+            return Route::Plain(path.trim_end_matches('/').to_string());
+        }
         _ => return Route::NotFound,
     };
     for_tenant(tenant, inner)
@@ -308,6 +314,7 @@ fn labels(route: &Route, request: &ApiRequest) -> (&'static str, &'static str) {
             "tenant-routes",
         ),
         Route::ForTenant { .. } => ("get", "tenant-routes"),
+        Route::Plain(_) => ("get", "tenant-routes"),
         Route::Tenants(target) => (
             verb::of(
                 &request.method,
@@ -385,6 +392,19 @@ async fn authorized(
                 .tenant_routes
                 .handle(&user, &tenant, &path, parsed, request)
                 .await
+        }
+        Route::Plain(path) => {
+            let tenant = match &identity {
+                Identity::User(user) => user.service_account_tenant().map(str::to_string),
+                Identity::Aggregator => None,
+            };
+            let Some(tenant) = tenant else {
+                return respond::status(status::path_not_found(&format!(
+                    "{path}; paths without /tenants/{{tenant}} serve only a tenant's service accounts"
+                )));
+            };
+            let route = for_tenant(&tenant, path);
+            Box::pin(authorized(state, request, identity, route)).await
         }
         _ => respond::status(status::path_not_found(&request.path)),
     }
@@ -515,6 +535,34 @@ mod tests {
             "/api/v1/nodes",
         ] {
             assert_eq!(target(path).0, Route::NotFound, "{path}");
+        }
+    }
+
+    #[test]
+    fn the_gateway_serves_tenant_paths_and_plain_paths_apart() {
+        assert!(matches!(
+            gateway_route("/tenants/acme/api/v1/namespaces/web/pods"),
+            Route::ForTenant { tenant, path, .. } if tenant == "acme" && path == "/api/v1/namespaces/web/pods"
+        ));
+        for path in [
+            "/api/v1/namespaces/web/pods",
+            "/apis/apps/v1/",
+            "/version",
+            "/openapi/v2",
+        ] {
+            assert_eq!(
+                gateway_route(path),
+                Route::Plain(path.trim_end_matches('/').into()),
+                "{path}"
+            );
+        }
+        for path in [
+            "/api/v1/../../tenants",
+            "/apis//apps",
+            "/api/v1%2Fnodes",
+            "/other",
+        ] {
+            assert_eq!(gateway_route(path), Route::NotFound, "{path}");
         }
     }
 }

@@ -21,6 +21,10 @@ pub const TENANT_LABEL: &str = "tenancy.arktos.io/tenant";
 /// The label kube-apiserver puts on every namespace, its name as value:
 /// a tenant sees (and selects on) its own name there, not the storage name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// Annotation on a tenant's pods: the namespace's name in the tenant. Their
+/// downward API (the service account's `namespace` file, `POD_NAMESPACE`)
+/// reads it instead of the storage name.
+pub const POD_NAMESPACE_ANNOTATION: &str = "tenancy.arktos.io/namespace";
 /// API groups of tenants' own CustomResourceDefinitions are stored under
 /// this domain: `example.com` of tenant `acme` is
 /// `example.com.acme.tenants.arktos.io`, so no two tenants (and no group

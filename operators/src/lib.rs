@@ -81,6 +81,13 @@ pub struct Config {
     /// Seconds a finished VM Action is kept before it is deleted.
     #[arg(long, default_value_t = 3600)]
     pub action_retention_seconds: u64,
+    /// Where tenant pods reach the tenant gateway (IP:port, an address its
+    /// serving certificate names): the in-cluster config of every new pod
+    /// of a tenant points there, and each tenant's `default/kubernetes`
+    /// Service has it as its endpoint. Unset: tenant pods keep the
+    /// cluster's `kubernetes` Service (and see storage names).
+    #[arg(long, env = "ARKTOS_TENANT_API_ADDRESS")]
+    pub tenant_api_address: Option<SocketAddr>,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
@@ -129,6 +136,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ledgers,
         log,
         written: Arc::new(tenant::Writes::watch(&client)),
+        tenant_api: config.tenant_api_address,
     });
     let membership = Arc::new(sharding::membership::Membership::new(
         client.clone(),
@@ -265,6 +273,7 @@ fn serve_webhooks(
             users: config.trusted_users.clone(),
             groups: config.trusted_groups.clone(),
         },
+        tenant_api: config.tenant_api_address,
         metrics,
     });
     tokio::spawn(admission::serve::serve(

@@ -132,9 +132,12 @@ impl TenantRoutes {
     ) -> Result<Response, Status> {
         let name =
             TenantName::new(tenant).map_err(|_| status::not_found(&tenant_subject(tenant)))?;
-        self.authz
-            .authorize(user, &Attributes::on_tenant("use", "", tenant))
-            .await?;
+        // A tenant's own service accounts use its API by being its.
+        if user.service_account_tenant() != Some(tenant) {
+            self.authz
+                .authorize(user, &Attributes::on_tenant("use", "", tenant))
+                .await?;
+        }
         let tenant_object = self.tenant(tenant).await?;
         if tenant_object.metadata.deletion_timestamp.is_some() && request.method != Method::GET {
             return Err(status::forbidden(

@@ -166,9 +166,11 @@ impl TenantRoutes {
             SelfReview::Whoami => {
                 review["apiVersion"] = "authentication.k8s.io/v1".into();
                 review["kind"] = "SelfSubjectReview".into();
+                // A tenant's service accounts by their names in the tenant.
+                let groups: Vec<String> = user.groups.iter().map(|g| view.text(g)).collect();
                 review["status"] = json!({"userInfo": {
-                    "username": user.name, "uid": user.uid,
-                    "groups": user.groups, "extra": user.extra,
+                    "username": view.text(&user.name), "uid": user.uid,
+                    "groups": groups, "extra": user.extra,
                 }});
             }
             SelfReview::Access => {

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use crate::naming::TENANT_LABEL;
 use crate::tenant::{GROUP, OwnerKind, PLURAL, Tenant};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use serde_json::json;
@@ -129,6 +131,50 @@ pub fn isolation_policy(tenant: &str, namespace: &str) -> NetworkPolicy {
     .expect("a valid NetworkPolicy")
 }
 
+/// The Service and EndpointSlice naming the tenant's API (the gateway) in
+/// its `default` namespace, as `kubernetes` names the cluster's.
+pub const API_SERVICE: &str = "kubernetes";
+
+/// The tenant's `kubernetes` Service: no selector, its one endpoint is
+/// the gateway's address for pods ([`api_endpoints`]).
+pub fn api_service(tenant: &str, namespace: &str, gateway: std::net::SocketAddr) -> Service {
+    let mut labels = labels(tenant);
+    labels.insert("component".into(), "apiserver".into());
+    labels.insert("provider".into(), "kubernetes".into());
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": API_SERVICE, "namespace": namespace, "labels": labels},
+        "spec": {
+            "type": "ClusterIP",
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": gateway.port()}],
+        },
+    }))
+    .expect("a valid Service")
+}
+
+/// The endpoint of the tenant's `kubernetes` Service: the gateway.
+pub fn api_endpoints(
+    tenant: &str,
+    namespace: &str,
+    gateway: std::net::SocketAddr,
+) -> EndpointSlice {
+    let mut labels = labels(tenant);
+    labels.insert("kubernetes.io/service-name".into(), API_SERVICE.into());
+    labels.insert(
+        "endpointslice.kubernetes.io/managed-by".into(),
+        "arktos-operators".into(),
+    );
+    let family = if gateway.is_ipv4() { "IPv4" } else { "IPv6" };
+    serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": API_SERVICE, "namespace": namespace, "labels": labels},
+        "addressType": family,
+        "endpoints": [{"addresses": [gateway.ip().to_string()], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": gateway.port(), "protocol": "TCP"}],
+    }))
+    .expect("a valid EndpointSlice")
+}
+
 #[cfg(test)]
 mod tests {
     use crate::tenant::{Owner, PodSecurityLevel, TenantSpec};
@@ -193,5 +239,24 @@ mod tests {
             .unwrap();
         assert_eq!(selector[TENANT_LABEL], "acme");
         assert_eq!(spec.policy_types.unwrap(), ["Ingress"]);
+    }
+
+    #[test]
+    fn a_tenants_kubernetes_service_points_at_the_gateway_only() {
+        let gateway: std::net::SocketAddr = "10.130.2.1:6458".parse().unwrap();
+        let service = api_service("acme", "acme--default", gateway);
+        let spec = service.spec.unwrap();
+        assert_eq!(service.metadata.name.as_deref(), Some("kubernetes"));
+        assert!(spec.selector.is_none(), "no pod backs it");
+        assert_eq!(spec.ports.unwrap()[0].port, 443);
+        let slice = api_endpoints("acme", "acme--default", gateway);
+        let labels = slice.metadata.labels.unwrap();
+        assert_eq!(labels["kubernetes.io/service-name"], "kubernetes");
+        assert_eq!(labels[TENANT_LABEL], "acme");
+        assert_eq!(
+            slice.endpoints.unwrap()[0].addresses,
+            vec!["10.130.2.1".to_string()]
+        );
+        assert_eq!(slice.ports.unwrap()[0].port, Some(6458));
     }
 }

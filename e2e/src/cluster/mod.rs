@@ -300,15 +300,24 @@ impl LocalCluster {
     ) -> Result<()> {
         let service_dns = format!("{}.{}.svc", arktos::APISERVER, arktos::NAMESPACE);
         let serving = "arktos-apiserver-serving";
-        if !self.pki.cert(serving).exists() {
-            self.pki.issue_from_cluster_ca(&pki::Leaf {
-                name: serving,
-                common_name: arktos::APISERVER,
-                organizations: &[],
-                dns_names: &[&service_dns, "localhost"],
-                usage: pki::Usage::Server,
-            })?;
-        }
+        // Issued at every start: the address for pods depends on the node.
+        let for_pods: Vec<std::net::IpAddr> = self
+            .tenant_api_address()
+            .map(|a| a.ip())
+            .into_iter()
+            .collect();
+        self.pki.issue_from_cluster_ca(&pki::Leaf {
+            name: serving,
+            common_name: arktos::APISERVER,
+            organizations: &[],
+            dns_names: &[&service_dns, "localhost"],
+            ip_addresses: &for_pods,
+            usage: pki::Usage::Server,
+        })?;
+        let gateway_addresses = std::iter::once("127.0.0.1".to_string())
+            .chain(for_pods.iter().map(|ip| ip.to_string()))
+            .collect::<Vec<_>>()
+            .join(",");
         let kubeconfig = self.service_account_kubeconfig(arktos::APISERVER)?;
         let launch = Launch {
             program: arktos::binary("arktos-apiserver")?,
@@ -316,6 +325,7 @@ impl LocalCluster {
                 "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={port}"),
                 format!("--gateway-port={gateway_port}"),
+                format!("--gateway-addresses={gateway_addresses}"),
                 format!("--tls-cert-file={}", path(&self.pki.cert(serving))),
                 format!("--tls-private-key-file={}", path(&self.pki.key(serving))),
                 format!("--kubeconfig={}", path(&kubeconfig)),
@@ -340,6 +350,7 @@ impl LocalCluster {
                 common_name: &user,
                 organizations: &["system:serviceaccounts", &group],
                 dns_names: &[],
+                ip_addresses: &[],
                 usage: pki::Usage::Client,
             })?;
         }
@@ -392,6 +403,7 @@ impl LocalCluster {
                 common_name: arktos::OPERATORS,
                 organizations: &[],
                 dns_names: &[&service_dns, "localhost"],
+                ip_addresses: &[],
                 usage: pki::Usage::Server,
             })?;
         }
@@ -412,6 +424,10 @@ impl LocalCluster {
                 "--action-retention-seconds=60".into(),
             ]
             .into_iter()
+            .chain(
+                self.tenant_api_address()
+                    .map(|address| format!("--tenant-api-address={address}")),
+            )
             .chain(extra.iter().cloned())
             .collect(),
             dir: self.spec.dir(),

@@ -82,6 +82,9 @@ impl NodePaths {
 pub struct NodeNet {
     pub node_ip: Ipv4Addr,
     pub pod_subnet: String,
+    /// The bridge's own address (`.1` of the pod subnet): where pods reach
+    /// the tenant gateway.
+    pub pod_gateway: Ipv4Addr,
     pub bridge: String,
 }
 
@@ -91,6 +94,7 @@ impl NodeNet {
         Self {
             node_ip: Ipv4Addr::new(10, 255, hi, lo),
             pod_subnet: format!("10.{}.{lo}.0/24", 128 | (hi & 127)),
+            pod_gateway: Ipv4Addr::new(10, 128 | (hi & 127), lo, 1),
             bridge: format!("akbr{base}"),
         }
     }
@@ -171,6 +175,14 @@ impl LocalCluster {
 
     pub fn node_net(&self) -> NodeNet {
         NodeNet::for_base(self.spec.ports.base)
+    }
+
+    /// Where the real node's pods reach the tenant gateway (the pods'
+    /// bridge); none without a real node.
+    pub fn tenant_api_address(&self) -> Option<std::net::SocketAddr> {
+        self.spec.real_node.then(|| {
+            std::net::SocketAddr::new(self.node_net().pod_gateway.into(), self.gateway_port())
+        })
     }
 
     pub fn registry(&self) -> String {
@@ -266,6 +278,18 @@ impl LocalCluster {
         if !run("ip", &["-4", "addr", "show", "dev", "lo"])?.contains(&format!("{} ", cidr)) {
             run("ip", &["addr", "add", &cidr, "dev", "lo"])?;
         }
+        // The bridge carries the gateway's address for pods; nothing routes
+        // through it (pods get no default route).
+        if run("ip", &["link", "show", "dev", &net.bridge]).is_err() {
+            run("ip", &["link", "add", &net.bridge, "type", "bridge"])?;
+        }
+        let gateway_cidr = format!("{}/24", net.pod_gateway);
+        if !run("ip", &["-4", "addr", "show", "dev", &net.bridge])?
+            .contains(&format!("{} ", gateway_cidr))
+        {
+            run("ip", &["addr", "add", &gateway_cidr, "dev", &net.bridge])?;
+        }
+        run("ip", &["link", "set", &net.bridge, "up"])?;
         let cni_dir = paths.dir.join("cni");
         std::fs::create_dir_all(&cni_dir).context(|| "creating the CNI folder".into())?;
         std::fs::write(
@@ -276,13 +300,14 @@ impl LocalCluster {
                 "plugins": [{
                     "type": "bridge",
                     "bridge": net.bridge,
-                    // No address on the host side: pods reach each other only.
+                    // The host side's address is the tenant gateway's
+                    // only; no default route through it.
                     "isGateway": false,
                     "ipMasq": false,
                     "hairpinMode": true,
                     "ipam": {
                         "type": "host-local",
-                        "ranges": [[{"subnet": net.pod_subnet}]],
+                        "ranges": [[{"subnet": net.pod_subnet, "gateway": net.pod_gateway.to_string()}]],
                         "dataDir": paths.state.join("cni-ipam"),
                     }
                 }]
@@ -394,7 +419,7 @@ impl LocalCluster {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        for (name, tag) in [("pause", "3.10"), ("bash", "5")] {
+        for (name, tag) in [("pause", "3.10"), ("bash", "5"), ("incluster-check", "1")] {
             let src = format!("oci:{}:{tag}", images.join(name).display());
             let dst = format!("docker://{}/arktos/{name}:{tag}", self.registry());
             run(
@@ -525,6 +550,7 @@ state = "{state}"
                 common_name: &format!("system:node:{NODE_NAME}"),
                 organizations: &["system:nodes"],
                 dns_names: &[],
+                ip_addresses: &[],
                 usage: pki::Usage::Client,
             })?;
         }

@@ -38,6 +38,8 @@ pub struct Leaf<'a> {
     pub common_name: &'a str,
     pub organizations: &'a [&'a str],
     pub dns_names: &'a [&'a str],
+    /// Beside 127.0.0.1, which every leaf names.
+    pub ip_addresses: &'a [std::net::IpAddr],
     pub usage: Usage,
 }
 
@@ -109,6 +111,7 @@ impl Pki {
                 common_name: "kube-apiserver",
                 organizations: &[],
                 dns_names: &apiserver_names,
+                ip_addresses: &[],
                 usage: Usage::Server,
             },
             Leaf {
@@ -116,6 +119,7 @@ impl Pki {
                 common_name: "kubernetes-admin",
                 organizations: &["system:masters"],
                 dns_names: &[],
+                ip_addresses: &[],
                 usage: Usage::Client,
             },
             Leaf {
@@ -123,6 +127,7 @@ impl Pki {
                 common_name: "system:kube-controller-manager",
                 organizations: &[],
                 dns_names: &["localhost"],
+                ip_addresses: &[],
                 usage: Usage::ServerAndClient,
             },
             Leaf {
@@ -130,6 +135,7 @@ impl Pki {
                 common_name: "system:kube-scheduler",
                 organizations: &[],
                 dns_names: &["localhost"],
+                ip_addresses: &[],
                 usage: Usage::ServerAndClient,
             },
             Leaf {
@@ -137,6 +143,7 @@ impl Pki {
                 common_name: "system:kwok-controller",
                 organizations: &["system:masters"],
                 dns_names: &["localhost"],
+                ip_addresses: &[],
                 usage: Usage::ServerAndClient,
             },
             Leaf {
@@ -144,6 +151,7 @@ impl Pki {
                 common_name: "kube-apiserver-kubelet-client",
                 organizations: &["system:masters"],
                 dns_names: &[],
+                ip_addresses: &[],
                 usage: Usage::Client,
             },
         ];
@@ -160,6 +168,7 @@ impl Pki {
                     common_name: FRONT_PROXY_CLIENT_CN,
                     organizations: &[],
                     dns_names: &[],
+                    ip_addresses: &[],
                     usage: Usage::Client,
                 },
             )?;
@@ -184,6 +193,11 @@ impl Pki {
         params.subject_alt_names.push(rcgen::SanType::IpAddress(
             std::net::Ipv4Addr::LOCALHOST.into(),
         ));
+        for ip in leaf.ip_addresses {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::IpAddress(*ip));
+        }
         params.distinguished_name = DistinguishedName::new();
         params
             .distinguished_name

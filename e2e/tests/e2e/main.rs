@@ -12,6 +12,7 @@ mod tenant_admission;
 mod tenant_api;
 mod tenant_cluster_rbac;
 mod tenant_crds;
+mod tenant_in_cluster;
 mod tenant_isolation;
 mod tenant_namespaces;
 mod tenant_operator;
@@ -154,6 +155,7 @@ fn main() {
             .chain(tenant_self_reviews::NAMES)
             .chain(tenant_cluster_rbac::NAMES)
             .chain(tenant_crds::NAMES)
+            .chain(tenant_in_cluster::NAMES)
             .chain(tenant_plugin::NAMES)
             .chain(tenant_watch::NAMES)
             .chain(tenant_python::NAMES)
@@ -187,6 +189,7 @@ fn main() {
     trials.extend(tenant_self_reviews::trials(&ctx));
     trials.extend(tenant_cluster_rbac::trials(&ctx));
     trials.extend(tenant_crds::trials(&ctx));
+    trials.extend(tenant_in_cluster::trials(&ctx));
     trials.extend(tenant_plugin::trials(&ctx));
     trials.extend(tenant_watch::trials(&ctx));
     trials.extend(tenant_python::trials(&ctx));

@@ -288,6 +288,7 @@ pub fn issue_user(pki: &arktos_e2e::cluster::pki::Pki, name: &str) -> anyhow::Re
         common_name: name,
         organizations: &[],
         dns_names: &[],
+        ip_addresses: &[],
         usage: arktos_e2e::cluster::pki::Usage::Client,
     })?;
     Ok(())

@@ -4,6 +4,7 @@
 //! in namespaces labelled with a tenant, so an outage never blocks the
 //! system tenant.
 
+mod in_cluster;
 mod policy;
 pub mod serve;
 mod tenants;
@@ -52,6 +53,8 @@ pub struct Admission {
     pub tenants: Tenants,
     pub ledgers: Arc<Ledgers>,
     pub trust: Trust,
+    /// The gateway's address for pods: tenant pods' in-cluster config.
+    pub tenant_api: Option<std::net::SocketAddr>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -157,6 +160,19 @@ impl Admission {
                     key.replace('~', "~0").replace('/', "~1")
                 );
                 operations.push(add(&path, Value::String(value)));
+            }
+        }
+        if let Some(gateway) = self.tenant_api
+            && is_pod(request)
+        {
+            let pod = to_value(object);
+            operations.extend(in_cluster::env_patch(&pod, gateway));
+            if let Some((_, namespace)) = request
+                .namespace
+                .as_deref()
+                .and_then(split_storage_namespace)
+            {
+                operations.extend(in_cluster::namespace_patch(&pod, namespace));
             }
         }
         if operations.is_empty() {
@@ -360,6 +376,12 @@ fn add(path: &str, value: Value) -> PatchOperation {
         path: path.parse().unwrap_or_default(),
         value,
     })
+}
+
+fn is_pod(request: &Request) -> bool {
+    request.resource.group.is_empty()
+        && request.resource.resource == "pods"
+        && request.sub_resource.is_none()
 }
 
 fn is_namespace(request: &Request) -> bool {

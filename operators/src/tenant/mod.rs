@@ -13,7 +13,8 @@ use std::time::Duration;
 use arktos_crds::naming::TENANT_LABEL;
 use arktos_crds::tenant::{Tenant, desired};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::runtime::controller::{self, Action, Controller};
@@ -39,6 +40,9 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub written: Arc<Writes>,
+    /// The gateway's address for pods, named by each tenant's `kubernetes`
+    /// Service.
+    pub tenant_api: Option<std::net::SocketAddr>,
 }
 
 /// What the controller writes, tracked so that applies that would change
@@ -48,6 +52,8 @@ pub struct Writes {
     pub policies: written::Written<NetworkPolicy>,
     pub cluster_roles: written::Written<ClusterRole>,
     pub cluster_role_bindings: written::Written<ClusterRoleBinding>,
+    pub services: written::Written<Service>,
+    pub endpoint_slices: written::Written<EndpointSlice>,
 }
 
 /// The tenant an object labelled with `tenancy.arktos.io/tenant` belongs to.
@@ -68,6 +74,7 @@ pub struct Setup {
     pub log: Arc<ReconcileLog>,
     /// What the controller wrote, as this instance sees it.
     pub written: Arc<Writes>,
+    pub tenant_api: Option<std::net::SocketAddr>,
 }
 
 impl Writes {
@@ -79,6 +86,8 @@ impl Writes {
             policies: written::Written::unwatched(),
             cluster_roles: written::Written::unwatched(),
             cluster_role_bindings: written::Written::unwatched(),
+            services: written::Written::unwatched(),
+            endpoint_slices: written::Written::unwatched(),
         }
     }
 
@@ -89,7 +98,9 @@ impl Writes {
             role_bindings: written::Written::watch(client.clone(), managed.clone()),
             policies: written::Written::watch(client.clone(), managed.clone()),
             cluster_roles: written::Written::watch(client.clone(), managed.clone()),
-            cluster_role_bindings: written::Written::watch(client.clone(), managed),
+            cluster_role_bindings: written::Written::watch(client.clone(), managed.clone()),
+            services: written::Written::watch(client.clone(), managed.clone()),
+            endpoint_slices: written::Written::watch(client.clone(), managed),
         }
     }
 }
@@ -130,6 +141,7 @@ pub async fn run(setup: &Setup, shard: Option<Shard>, stop: Stop) {
         log: setup.log.clone(),
         recorder: Recorder::new(client.clone(), Reporter::from("arktos-operators")),
         metrics: setup.metrics.clone(),
+        tenant_api: setup.tenant_api,
     });
     // What the tenant-wide quota counts: a create or delete anywhere in a
     // tenant re-settles its ledger.

@@ -185,6 +185,7 @@ async fn apply(tenant: &Tenant, context: &Context) -> Result<Action, Error> {
         .filter(|ns| ns.metadata.deletion_timestamp.is_none())
         .map(|ns| ns.name_any())
         .collect();
+    keep_api_service(&name, context, &live).await;
     let count = live.len();
     let counted = live
         .iter()
@@ -202,6 +203,43 @@ async fn apply(tenant: &Tenant, context: &Context) -> Result<Action, Error> {
     )
     .await?;
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// The tenant's `default/kubernetes` Service and its endpoint, the
+/// gateway, when pods can reach one. A failure (the tenant's Service quota
+/// full, say) is reported and does not hold up the rest of the tenant.
+async fn keep_api_service(tenant: &str, context: &Context, live: &[String]) {
+    let Some(gateway) = context.tenant_api else {
+        return;
+    };
+    let Ok(namespace) = TenantName::new(tenant).and_then(|t| t.storage_namespace("default")) else {
+        return;
+    };
+    let namespace = namespace.as_str();
+    if !live.iter().any(|ns| ns == namespace) {
+        return;
+    }
+    let client = &context.client;
+    let written = &context.written;
+    let service = desired::api_service(tenant, namespace, gateway);
+    let slice = desired::api_endpoints(tenant, namespace, gateway);
+    let kept = async {
+        apply_once(
+            &Api::namespaced(client.clone(), namespace),
+            &written.services,
+            &service,
+        )
+        .await?;
+        apply_once(
+            &Api::namespaced(client.clone(), namespace),
+            &written.endpoint_slices,
+            &slice,
+        )
+        .await
+    };
+    if let Err(err) = kept.await {
+        tracing::warn!(tenant, error = %err, "cannot keep the tenant's kubernetes Service");
+    }
 }
 
 /// Server-side applies `desired` (stamped with the hash of its content)

@@ -45,6 +45,7 @@ pub async fn tenant_owner(
         common_name: owner,
         organizations: &[],
         dns_names: &[],
+        ip_addresses: &[],
         usage: Usage::Client,
     })?;
     let object: Tenant = serde_json::from_value(json!({

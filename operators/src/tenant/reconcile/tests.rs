@@ -23,6 +23,7 @@ fn context(api: &FakeApi) -> Arc<Context> {
         recorder: Recorder::new(client, Reporter::from("arktos-operators")),
         metrics: crate::metrics::Metrics::new(),
         written: Arc::new(Writes::unwatched()),
+        tenant_api: None,
     })
 }
 
