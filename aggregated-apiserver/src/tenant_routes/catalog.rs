@@ -128,8 +128,8 @@ impl Catalog {
                 false
             });
         }
-        catalog.core = filter_group_list(core, &mut catalog);
-        catalog.groups = filter_group_list(&groups, &mut catalog);
+        catalog.core = filter_group_list(core, &mut catalog, false);
+        catalog.groups = filter_group_list(&groups, &mut catalog, false);
         catalog
     }
 
@@ -160,7 +160,7 @@ impl Catalog {
             items.retain(|g| !names.iter().any(|n| g["metadata"]["name"] == n.as_str()));
         }
         let list = serde_json::json!({"items": own});
-        let own = filter_group_list(&list, &mut view);
+        let own = filter_group_list(&list, &mut view, true);
         if let (Some(items), Some(own)) =
             (view.groups["items"].as_array_mut(), own["items"].as_array())
         {
@@ -170,8 +170,9 @@ impl Catalog {
     }
 }
 
-/// Keeps, in an `APIGroupDiscoveryList`, what tenants may use, and records it.
-fn filter_group_list(list: &Value, catalog: &mut Catalog) -> Value {
+/// Keeps, in an `APIGroupDiscoveryList`, what tenants may use, and records
+/// it; `own`: the groups are a tenant's own, cluster-scoped resources too.
+fn filter_group_list(list: &Value, catalog: &mut Catalog, own: bool) -> Value {
     let mut out = list.clone();
     let mut kept_groups = Vec::new();
     for group in list["items"].as_array().into_iter().flatten() {
@@ -191,7 +192,7 @@ fn filter_group_list(list: &Value, catalog: &mut Catalog) -> Value {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter_map(|resource| keep_resource(name, resource, entries))
+                .filter_map(|resource| keep_resource(name, resource, entries, own))
                 .collect();
             if kept.is_empty() {
                 if entries.is_empty() {
@@ -220,13 +221,14 @@ fn keep_resource(
     group: &str,
     resource: &Value,
     entries: &mut BTreeMap<String, Resource>,
+    own: bool,
 ) -> Option<Value> {
     let plural = resource["resource"].as_str().unwrap_or_default();
     let namespaced = resource["scope"] == "Namespaced";
     let shared = Catalog::shared_read_only(group, plural);
     let is_namespaces = group.is_empty() && plural == "namespaces";
     let listed = Catalog::self_review(group, plural) || TENANT_SCOPED.contains(&(group, plural));
-    if !(namespaced || shared || is_namespaces || listed)
+    if !(namespaced || own || shared || is_namespaces || listed)
         || BLOCKED.contains(&plural)
         || (LISTED_ONLY_GROUPS.contains(&group) && !listed)
     {
@@ -457,7 +459,8 @@ mod tests {
     fn a_tenant_sees_its_own_groups_by_its_names_and_no_one_elses() {
         let widgets = |group: &str| {
             json!({"metadata": {"name": group}, "versions": [{"version": "v1",
-            "resources": [resource("widgets", "Namespaced", "Widget")]}]})
+            "resources": [resource("widgets", "Namespaced", "Widget"),
+                resource("gizmos", "Cluster", "Gizmo")]}]})
         };
         let groups = json!({"items": [
             widgets("example.com"),
@@ -485,6 +488,15 @@ mod tests {
         assert_eq!(
             acme.groups["items"][0]["versions"][0]["resources"][0]["resource"],
             "widgets"
+        );
+        let gizmos = acme.resource("example.com", "v1", "gizmos");
+        assert!(
+            gizmos.is_some_and(|g| !g.namespaced),
+            "its own cluster-scoped resources too"
+        );
+        assert!(
+            catalog.resource("example.com", "v1", "gizmos").is_none(),
+            "not the cluster's"
         );
     }
 }

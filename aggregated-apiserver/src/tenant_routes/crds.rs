@@ -77,14 +77,6 @@ pub fn to_storage(view: &View, crd: &mut Value) -> Result<(), Status> {
         .unwrap_or_default()
         .to_string();
     refuse_conversion_webhook(&name, crd)?;
-    if crd["spec"]["scope"] == "Cluster" {
-        return Err(invalid(
-            &name,
-            "spec.scope",
-            "a tenant's CRDs are Namespaced: cluster-scoped ones are not available to tenants yet"
-                .into(),
-        ));
-    }
     if !name.is_empty() {
         crd["metadata"]["name"] = storage_name(view, &name)?.into();
     }
@@ -312,11 +304,7 @@ impl TenantRoutes {
         let (code, mut written) = written;
         if code.is_success() {
             self.catalog.unsettle();
-            let group = written["spec"]["group"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            self.grant_own_groups(tenant, view, Some(&group)).await?;
+            self.grant_own_groups(tenant, view, Some(&written)).await?;
         }
         to_tenant(view, &mut written);
         Ok(respond::json(code, &written))
@@ -373,44 +361,60 @@ impl TenantRoutes {
     }
 
     /// Gives the tenant's owners every right on the tenant's own groups
-    /// (`also`: one just written, which a list may not show yet): the
-    /// ClusterRole `custom_resources_role_name`, bound in each of its namespaces.
+    /// (`also`: a CRD just written, which a list may not show yet): the
+    /// ClusterRole `custom_resources_role_name`, bound in each of its
+    /// namespaces, and for the cluster-scoped resources among them the
+    /// ClusterRole `cluster_custom_resources_role_name`, bound cluster-wide
+    /// (their groups are the tenant's alone).
     pub(super) async fn grant_own_groups(
         &self,
         tenant: &Tenant,
         view: &View,
-        also: Option<&str>,
+        also: Option<&Value>,
     ) -> Result<(), Status> {
-        let mut groups: Vec<String> = self
-            .own_crds(view)
-            .await?
-            .iter()
-            .filter_map(|crd| crd["spec"]["group"].as_str().map(str::to_string))
-            .collect();
-        groups.extend(also.map(str::to_string));
-        groups.sort();
-        groups.dedup();
+        let mut crds = self.own_crds(view).await?;
+        if let Some(written) = also {
+            crds.retain(|crd| crd["metadata"]["name"] != written["metadata"]["name"]);
+            crds.push(written.clone());
+        }
         let name = view.tenant().as_str();
-        let rules = if groups.is_empty() {
-            json!([])
-        } else {
-            json!([{"apiGroups": groups, "resources": ["*"], "verbs": ["*"]}])
+        let (namespaced, cluster) = own_group_rules(&crds);
+        let role = |role: String, rules: Value| {
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": role, "labels": {TENANT_LABEL: name}}, "rules": rules})
         };
-        let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": desired::custom_resources_role_name(name), "labels": {TENANT_LABEL: name}}, "rules": rules});
-        self.apply_as_us(
-            &join(&[
-                RBAC,
-                "clusterroles",
-                &desired::custom_resources_role_name(name),
-            ]),
-            &role,
-        )
-        .await?;
+        let roles = [
+            (desired::custom_resources_role_name(name), namespaced),
+            (
+                desired::cluster_custom_resources_role_name(name),
+                cluster.clone(),
+            ),
+        ];
+        for (role_name, rules) in roles {
+            let uri = join(&[RBAC, "clusterroles", &role_name]);
+            self.apply_as_us(&uri, &role(role_name.clone(), rules))
+                .await?;
+        }
+        if cluster.as_array().is_some_and(|r| !r.is_empty()) {
+            self.bind_own_cluster_resources(tenant, view).await?;
+        }
         for namespace in self.storage_namespaces(view).await? {
             self.bind_own_groups(tenant, view, &namespace).await?;
         }
         Ok(())
+    }
+
+    /// Binds the owners to `cluster_custom_resources_role_name`, cluster-wide.
+    async fn bind_own_cluster_resources(&self, tenant: &Tenant, view: &View) -> Result<(), Status> {
+        let tenant_name = view.tenant().as_str();
+        let role = desired::cluster_custom_resources_role_name(tenant_name);
+        let mut binding = serde_json::to_value(super::owners_binding(tenant, view, ""))
+            .map_err(|e| status::internal(&e.to_string()))?;
+        binding["kind"] = "ClusterRoleBinding".into();
+        binding["metadata"] = json!({"name": role, "labels": {TENANT_LABEL: tenant_name}});
+        binding["roleRef"]["name"] = role.clone().into();
+        self.apply_as_us(&join(&[RBAC, "clusterrolebindings", &role]), &binding)
+            .await
     }
 
     /// Binds the tenant's owners to `custom_resources_role_name` in `namespace`.
@@ -459,6 +463,34 @@ impl TenantRoutes {
     }
 }
 
+/// The owners' rules on the tenant's own CRDs (stored): every right on
+/// their groups in the tenant's namespaces, and on each cluster-scoped
+/// resource (with its status and scale) cluster-wide.
+fn own_group_rules(crds: &[Value]) -> (Value, Value) {
+    let mut groups: Vec<&str> = crds
+        .iter()
+        .filter_map(|crd| crd["spec"]["group"].as_str())
+        .collect();
+    groups.sort();
+    groups.dedup();
+    let namespaced = if groups.is_empty() {
+        json!([])
+    } else {
+        json!([{"apiGroups": groups, "resources": ["*"], "verbs": ["*"]}])
+    };
+    let cluster: Vec<Value> = crds
+        .iter()
+        .filter(|crd| crd["spec"]["scope"] == "Cluster")
+        .map(|crd| {
+            let plural = crd["spec"]["names"]["plural"].as_str().unwrap_or_default();
+            json!({"apiGroups": [crd["spec"]["group"]],
+                "resources": [plural, format!("{plural}/status"), format!("{plural}/scale")],
+                "verbs": ["*"]})
+        })
+        .collect();
+    (namespaced, Value::Array(cluster))
+}
+
 #[cfg(test)]
 mod tests {
     use arktos_crds::naming::TenantName;
@@ -499,15 +531,39 @@ mod tests {
         assert_eq!(to_storage(&acme(), &mut crd).unwrap_err().code, Some(422));
         let mut cluster = widgets();
         cluster["spec"]["scope"] = "Cluster".into();
-        assert_eq!(
-            to_storage(&acme(), &mut cluster).unwrap_err().code,
-            Some(422)
-        );
+        to_storage(&acme(), &mut cluster).expect("cluster-scoped CRDs are a tenant's too");
         let mut globex = widgets();
         to_storage(&View::new(TenantName::new("globex").unwrap()), &mut globex).unwrap();
         assert!(!to_tenant(&acme(), &mut globex.clone()));
         assert!(check_stored(&acme(), &globex).is_err());
         let mut admins = widgets();
         assert!(!to_tenant(&acme(), &mut admins), "the cluster's own CRDs");
+    }
+
+    #[test]
+    fn owners_get_their_groups_in_namespaces_and_their_cluster_scoped_resources_only() {
+        let crd = |group: &str, plural: &str, scope: &str| json!({"spec": {"group": group, "scope": scope, "names": {"plural": plural}}});
+        let (namespaced, cluster) = own_group_rules(&[
+            crd(
+                "example.com.acme.tenants.arktos.io",
+                "widgets",
+                "Namespaced",
+            ),
+            crd("example.com.acme.tenants.arktos.io", "gizmos", "Cluster"),
+            crd("other.io.acme.tenants.arktos.io", "things", "Namespaced"),
+        ]);
+        assert_eq!(
+            namespaced[0]["apiGroups"],
+            json!([
+                "example.com.acme.tenants.arktos.io",
+                "other.io.acme.tenants.arktos.io"
+            ])
+        );
+        assert_eq!(cluster.as_array().unwrap().len(), 1);
+        assert_eq!(
+            cluster[0]["resources"],
+            json!(["gizmos", "gizmos/status", "gizmos/scale"])
+        );
+        assert_eq!(own_group_rules(&[]), (json!([]), json!([])));
     }
 }

@@ -201,6 +201,8 @@ pub fn resource(
         in_namespace(r, entry, incoming, storage, &mut forward);
     } else if entry.namespaced && r.name.is_none() && incoming.method == Method::GET {
         across(view, r, entry, incoming, &mut forward)?;
+    } else if !entry.namespaced && owns_storage_group(view, &r.group) {
+        own_cluster_scoped(view, r, &mut forward)?;
     } else {
         return Err(status::path_not_found(incoming.path));
     }
@@ -329,6 +331,27 @@ fn across(
     let vm_kind = forward.vm_answers.then(|| entry.kind.clone());
     forward.streamed_list = streamed_list(r, incoming, vm_kind);
     forward.path = join(&[&r.prefix(), &r.resource]);
+    Ok(())
+}
+
+/// Whether `group`, as stored, is one of the tenant's own.
+fn owns_storage_group(view: &View, group: &str) -> bool {
+    arktos_crds::naming::split_tenant_group(group)
+        .is_some_and(|(tenant, _)| tenant == view.tenant().as_str())
+}
+
+/// A cluster-scoped resource of one of the tenant's own CRDs: its group is
+/// the tenant's alone, so its objects keep their names; as the user.
+fn own_cluster_scoped(view: &View, r: &ResourcePath, forward: &mut Forward) -> Result<(), Status> {
+    // Never a streamed list: items of a tenant's own group carry an
+    // apiVersion to map (see `streamed_list`).
+    map_params(view, &mut forward.params, false, false)?;
+    forward.path = join(&[
+        &r.prefix(),
+        &r.resource,
+        r.name.as_deref().unwrap_or_default(),
+        r.subresource.as_deref().unwrap_or_default(),
+    ]);
     Ok(())
 }
 

@@ -115,15 +115,20 @@ pub fn access_question(view: &View, catalog: &Catalog, spec: &Value) -> Question
         // routes decide them.
         return Question::Ask(Attributes::on_tenant(&verb, &resource, tenant));
     }
-    if !entry.namespaced {
+    let own = view.owns_group(&group);
+    if !entry.namespaced && !own {
         return Question::No(format!("{full} is cluster-scoped and not a tenant's"));
     }
-    let group = if view.owns_group(&group) {
+    let group = if own {
         view.tenant().storage_group(&group).unwrap_or(group)
     } else {
         group
     };
     let attributes = Attributes::resource(&verb, &group, &resource, &subresource, &name);
+    if !entry.namespaced {
+        // Of the tenant's own CRDs: its group is the tenant's alone.
+        return Question::Ask(attributes);
+    }
     if namespace.is_empty() {
         return Question::InEachNamespace(attributes);
     }

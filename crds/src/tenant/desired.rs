@@ -32,6 +32,13 @@ pub fn custom_resources_role_name(tenant: &str) -> String {
     format!("arktos:tenant:{tenant}:custom-resources")
 }
 
+/// The ClusterRole (and ClusterRoleBinding of the same name) giving a
+/// tenant's owners every right on the cluster-scoped resources of its own
+/// CRDs (kept by arktos-apiserver).
+pub fn cluster_custom_resources_role_name(tenant: &str) -> String {
+    format!("arktos:tenant:{tenant}:cluster-custom-resources")
+}
+
 pub const OWNERS_CUSTOM_RESOURCES_BINDING: &str = "arktos-tenant-owners-custom-resources";
 
 fn labels(tenant: &str) -> BTreeMap<String, String> {

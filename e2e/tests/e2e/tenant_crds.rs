@@ -24,10 +24,20 @@ use crate::support::{
 };
 use crate::{Ctx, trial};
 
-pub const NAMES: &[&str] = &["tenants_define_the_same_crd_with_their_own_schemas"];
+pub const NAMES: &[&str] = &[
+    "tenants_define_the_same_crd_with_their_own_schemas",
+    "a_tenants_cluster_scoped_crd_serves_its_objects_to_it_alone",
+];
 
 pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
-    vec![trial(ctx, NAMES[0], |ctx| async move { crds(&ctx).await })]
+    vec![
+        trial(ctx, NAMES[0], |ctx| async move { crds(&ctx).await }),
+        trial(
+            ctx,
+            NAMES[1],
+            |ctx| async move { cluster_scoped(&ctx).await },
+        ),
+    ]
 }
 
 /// `widgets.example.com` with one property of `spec` of type `kind`.
@@ -221,6 +231,129 @@ async fn crds(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     eventually("acme's CRD goes", Duration::from_secs(60), || {
         let (crds, label) = (crds.clone(), label.clone());
         async move { Ok(crds.list(&label).await?.items.is_empty()) }
+    })
+    .await?;
+    Ok(())
+}
+
+/// `gizmos.example.com`: cluster-scoped, with a status subresource.
+fn gizmos() -> String {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gizmos.example.com"},
+        "spec": {"group": "example.com", "scope": "Cluster",
+            "names": {"plural": "gizmos", "singular": "gizmo", "kind": "Gizmo"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {"size": {"type": "integer"}}},
+                    "status": {"type": "object", "properties": {"ready": {"type": "boolean"}}}}}}}]}})
+    .to_string()
+}
+
+async fn cluster_scoped(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
+    let acme = TenantOwner::create(ctx, "gizmo", json!({})).await?;
+    let globex = TenantOwner::create(ctx, "gizmoo", json!({})).await?;
+    acme.namespace("web").await?;
+    globex.namespace("web").await?;
+    let (as_acme, as_globex) = (
+        tenant_kubeconfig(ctx, &acme, "web")?,
+        tenant_kubeconfig(ctx, &globex, "web")?,
+    );
+
+    step("a tenant defines a cluster-scoped CRD and uses it");
+    let (ok, out, err) = kubectl_apply(ctx, &as_acme, &gizmos()).await?;
+    ensure!(ok, "gizmos: {out} {err}");
+    let (ok, out, err) = kubectl(
+        ctx,
+        &as_acme,
+        "wait --for condition=established crd/gizmos.example.com --timeout=60s",
+    )
+    .await?;
+    ensure!(ok, "established: {out} {err}");
+    let resource = ApiResource {
+        group: "example.com".into(),
+        version: "v1".into(),
+        api_version: "example.com/v1".into(),
+        kind: "Gizmo".into(),
+        plural: "gizmos".into(),
+    };
+    let acme_gizmos: Api<DynamicObject> = Api::all_with(acme.client.clone(), &resource);
+    let mut events = acme_gizmos
+        .watch(&WatchParams::default(), "0")
+        .await?
+        .boxed();
+    let gizmo = json!({"apiVersion": "example.com/v1", "kind": "Gizmo",
+        "metadata": {"name": "g1"}, "spec": {"size": 2}})
+    .to_string();
+    // The owners' cluster-wide grant may take a moment to be in effect.
+    eventually("acme's gizmo is created", Duration::from_secs(30), || {
+        let (ctx, as_acme, gizmo) = (ctx.clone(), as_acme.clone(), gizmo.clone());
+        async move { Ok(kubectl_apply(&ctx, &as_acme, &gizmo).await?.0) }
+    })
+    .await?;
+    let (ok, out, err) = kubectl(ctx, &as_acme, "get gizmos -o name").await?;
+    ensure!(
+        ok && out.trim() == "gizmo.example.com/g1",
+        "acme's gizmos: {out} {err}"
+    );
+    let (ok, out, err) = kubectl(
+        ctx,
+        &as_acme,
+        r#"patch gizmo g1 --subresource=status --type=merge -p {"status":{"ready":true}}"#,
+    )
+    .await?;
+    ensure!(ok, "status: {out} {err}");
+    let (ok, out, err) = kubectl(ctx, &as_acme, "auth can-i delete gizmos").await?;
+    ensure!(
+        ok && out.trim() == "yes",
+        "can-i delete gizmos: {out} {err}"
+    );
+    let added = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(event) = events.try_next().await? {
+            if let WatchEvent::Added(object) = event {
+                return Ok::<_, kube::Error>(Some(object));
+            }
+        }
+        Ok(None)
+    })
+    .await??;
+    ensure!(
+        added.is_some_and(|g| g.metadata.name.as_deref() == Some("g1")
+            && g.types.is_some_and(|t| t.api_version == "example.com/v1")),
+        "the watch saw g1 added, in the tenant's group"
+    );
+
+    step("no other tenant sees it; the cluster stores it in the tenant's group");
+    let (ok, out, err) = kubectl(ctx, &as_globex, "get gizmos").await?;
+    ensure!(!ok && err.contains("gizmos"), "globex: {out} {err}");
+    let stored = ApiResource {
+        group: format!("example.com.{}.tenants.arktos.io", acme.tenant),
+        api_version: format!("example.com.{}.tenants.arktos.io/v1", acme.tenant),
+        ..resource.clone()
+    };
+    let names: Vec<String> = Api::<DynamicObject>::all_with(acme.admin.clone(), &stored)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|g| g.metadata.name)
+        .collect();
+    ensure!(names == ["g1"], "stored: {names:?}");
+
+    step("deleting the tenant removes the CRD and the owners' cluster-wide grant");
+    Api::<Tenant>::all(acme.admin.clone())
+        .delete(&acme.tenant, &DeleteParams::default())
+        .await?;
+    let crds = Api::<CustomResourceDefinition>::all(acme.admin.clone());
+    let bindings = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(acme.admin.clone());
+    let label = ListParams::default().labels(&format!("tenancy.arktos.io/tenant={}", acme.tenant));
+    eventually("acme's CRD and grant go", Duration::from_secs(120), || {
+        let (crds, bindings, label) = (crds.clone(), bindings.clone(), label.clone());
+        async move {
+            Ok(crds.list(&label).await?.items.is_empty()
+                && bindings.list(&label).await?.items.is_empty())
+        }
     })
     .await?;
     Ok(())

@@ -256,6 +256,28 @@ table! {
         => ok(to(Method::GET, "/apis/rbac.authorization.k8s.io/v1/clusterroles/view"));
 }
 
+// Cluster-scoped resources of a tenant's own CRDs (the group already
+// mapped to storage by the routes): names kept, as the user; no one else's.
+table! {
+    own_cluster_scoped_objects_keep_their_names:
+        get("/apis/example.com.acme.tenants.arktos.io/v1/gizmos/g1").plan(cluster("Gizmo"))
+        => ok(to(Method::GET, "/apis/example.com.acme.tenants.arktos.io/v1/gizmos/g1"));
+    own_cluster_scoped_lists_are_mapped_not_streamed:
+        get("/apis/example.com.acme.tenants.arktos.io/v1/gizmos").plan(cluster("Gizmo"))
+        => ok(to(Method::GET, "/apis/example.com.acme.tenants.arktos.io/v1/gizmos"));
+    own_cluster_scoped_writes_map_the_body:
+        req(Method::POST, "/apis/example.com.acme.tenants.arktos.io/v1/gizmos").json("{}")
+            .plan(cluster("Gizmo"))
+        => ok(Forward {
+            body: Body::Mapped,
+            ..to(Method::POST, "/apis/example.com.acme.tenants.arktos.io/v1/gizmos")
+        });
+    another_tenants_cluster_scoped_objects_are_not_found:
+        get("/apis/example.com.acme.tenants.arktos.io/v1/gizmos/g1").of_tenant("globex")
+            .plan(cluster("Gizmo"))
+        => Err(404);
+}
+
 // Questions about oneself: answered in the tenant's terms, only created.
 table! {
     can_i_is_a_self_review:
