@@ -90,13 +90,7 @@ async fn crds(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     );
 
     step("a watch sees the tenant's widget as it is created");
-    let resource = ApiResource {
-        group: "example.com".into(),
-        version: "v1".into(),
-        api_version: "example.com/v1".into(),
-        kind: "Widget".into(),
-        plural: "widgets".into(),
-    };
+    let resource = example_com("Widget", "widgets");
     let acme_widgets: Api<DynamicObject> =
         Api::namespaced_with(acme.client.clone(), "web", &resource);
     let mut events = acme_widgets
@@ -132,15 +126,7 @@ async fn crds(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
         ok && out.trim() == "example.com/v1",
         "apiVersion: {out} {err}"
     );
-    let added = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(event) = events.try_next().await? {
-            if let WatchEvent::Added(object) = event {
-                return Ok::<_, kube::Error>(Some(object));
-            }
-        }
-        Ok(None)
-    })
-    .await??;
+    let added = first_added(&mut events).await?;
     ensure!(
         added.is_some_and(|w| w.metadata.name.as_deref() == Some("w1")),
         "the watch saw w1 added"
@@ -271,13 +257,7 @@ async fn cluster_scoped(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     )
     .await?;
     ensure!(ok, "established: {out} {err}");
-    let resource = ApiResource {
-        group: "example.com".into(),
-        version: "v1".into(),
-        api_version: "example.com/v1".into(),
-        kind: "Gizmo".into(),
-        plural: "gizmos".into(),
-    };
+    let resource = example_com("Gizmo", "gizmos");
     let acme_gizmos: Api<DynamicObject> = Api::all_with(acme.client.clone(), &resource);
     let mut events = acme_gizmos
         .watch(&WatchParams::default(), "0")
@@ -309,15 +289,7 @@ async fn cluster_scoped(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
         ok && out.trim() == "yes",
         "can-i delete gizmos: {out} {err}"
     );
-    let added = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(event) = events.try_next().await? {
-            if let WatchEvent::Added(object) = event {
-                return Ok::<_, kube::Error>(Some(object));
-            }
-        }
-        Ok(None)
-    })
-    .await??;
+    let added = first_added(&mut events).await?;
     ensure!(
         added.is_some_and(|g| g.metadata.name.as_deref() == Some("g1")
             && g.types.is_some_and(|t| t.api_version == "example.com/v1")),
@@ -357,4 +329,31 @@ async fn cluster_scoped(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// A resource of group `example.com/v1`, as a tenant names it.
+fn example_com(kind: &str, plural: &str) -> ApiResource {
+    ApiResource {
+        group: "example.com".into(),
+        version: "v1".into(),
+        api_version: "example.com/v1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
+
+/// The first object a watch reports added, waiting up to 30 s.
+async fn first_added(
+    events: &mut (impl futures::Stream<Item = kube::Result<WatchEvent<DynamicObject>>> + Unpin),
+) -> anyhow::Result<Option<DynamicObject>> {
+    let added = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(event) = events.try_next().await? {
+            if let WatchEvent::Added(object) = event {
+                return Ok::<_, kube::Error>(Some(object));
+            }
+        }
+        Ok(None)
+    })
+    .await??;
+    Ok(added)
 }
