@@ -9,6 +9,7 @@ pub mod fake_api;
 pub mod generated;
 pub mod logging;
 pub mod naming;
+pub mod partition;
 pub mod quantity;
 pub mod sharding;
 pub mod status;
