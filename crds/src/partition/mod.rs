@@ -18,6 +18,8 @@ pub const MAX_WEIGHT: u32 = 1000;
 
 /// A tenant partition: where its tenants' objects live, how much of the
 /// fleet's tenants it should take, and whether it takes new ones.
+// kube's `printcolumn(...)` repeats `type_` for columns of one type.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[kube(
     group = "tenancy.arktos.io",
