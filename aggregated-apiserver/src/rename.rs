@@ -1,101 +1,138 @@
 //! Translation between what clients see (`tenancy.arktos.io/v1alpha1`
-//! `Tenant`) and how it is stored (`storage.tenancy.arktos.io/v1alpha1`
-//! `TenantRecord`). Objects are translated field by field, so user data
-//! (labels, annotations, spec values) is never touched; only texts the
-//! server writes itself (error messages, OpenAPI) are translated as text.
+//! kinds, e.g. `Tenant`) and how they are stored (record kinds of
+//! `storage.tenancy.arktos.io/v1alpha1`, e.g. `TenantRecord`). Objects are
+//! translated field by field, so user data (labels, annotations, spec
+//! values) is never touched; only texts the server writes itself (error
+//! messages, OpenAPI) are translated as text.
 
 use arktos_crds::tenant::{
     API_VERSION, GROUP, KIND, PLURAL, STORAGE_GROUP, STORAGE_KIND, STORAGE_PLURAL, STORAGE_VERSION,
 };
 use serde_json::Value;
 
+/// A kind arktos-apiserver serves, and the record kind that stores it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub record_kind: &'static str,
+    pub record_plural: &'static str,
+}
+
+/// Tenants, stored as TenantRecords.
+pub const TENANTS: Stored = Stored {
+    kind: KIND,
+    plural: PLURAL,
+    record_kind: STORAGE_KIND,
+    record_plural: STORAGE_PLURAL,
+};
+
 fn storage_api_version() -> String {
     format!("{STORAGE_GROUP}/{STORAGE_VERSION}")
 }
 
-/// Rewrites an answer of the storage (object, list, watch event, Table,
-/// Status) into the Tenant view, in place.
-pub fn to_view(value: &mut Value) {
-    let Some(object) = value.as_object_mut() else {
-        return;
-    };
-    let kind = object
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    match kind.as_str() {
-        "Status" => return status_to_view(value),
-        "Table" => {
-            for row in value["rows"].as_array_mut().into_iter().flatten() {
-                to_view(&mut row["object"]);
-            }
+impl Stored {
+    /// Rewrites an answer of the storage (object, list, watch event, Table,
+    /// Status) into the served view, in place.
+    pub fn to_view(&self, value: &mut Value) {
+        let Some(object) = value.as_object_mut() else {
             return;
-        }
-        _ => {}
-    }
-    if object.contains_key("type") && object.contains_key("object") && !object.contains_key("kind")
-    {
-        // A watch event.
-        return to_view(&mut value["object"]);
-    }
-    rename_type(
-        object,
-        &storage_api_version(),
-        API_VERSION,
-        STORAGE_KIND,
-        KIND,
-    );
-    if let Some(fields) = value
-        .pointer_mut("/metadata/managedFields")
-        .and_then(Value::as_array_mut)
-    {
-        for entry in fields {
-            if entry["apiVersion"] == storage_api_version() {
-                entry["apiVersion"] = API_VERSION.into();
+        };
+        let kind = object
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        match kind.as_str() {
+            "Status" => return self.status_to_view(value),
+            "Table" => {
+                for row in value["rows"].as_array_mut().into_iter().flatten() {
+                    self.to_view(&mut row["object"]);
+                }
+                return;
             }
+            _ => {}
+        }
+        if object.contains_key("type")
+            && object.contains_key("object")
+            && !object.contains_key("kind")
+        {
+            // A watch event.
+            return self.to_view(&mut value["object"]);
+        }
+        rename_type(
+            object,
+            (&storage_api_version(), API_VERSION),
+            (self.record_kind, self.kind),
+        );
+        rename_managed_fields(value, &storage_api_version(), API_VERSION);
+        for item in value
+            .get_mut("items")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            self.to_view(item);
         }
     }
-    for item in value
-        .get_mut("items")
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-    {
-        to_view(item);
-    }
-}
 
-/// Rewrites a request body in the Tenant view into the storage's terms.
-pub fn to_storage(value: &mut Value) {
-    let Some(object) = value.as_object_mut() else {
-        return;
-    };
-    rename_type(
-        object,
-        API_VERSION,
-        &storage_api_version(),
-        KIND,
-        STORAGE_KIND,
-    );
-    if let Some(fields) = value
-        .pointer_mut("/metadata/managedFields")
-        .and_then(Value::as_array_mut)
-    {
-        for entry in fields {
-            if entry["apiVersion"] == API_VERSION {
-                entry["apiVersion"] = storage_api_version().into();
+    /// Rewrites a request body in the served view into the storage's terms.
+    pub fn to_storage(&self, value: &mut Value) {
+        let Some(object) = value.as_object_mut() else {
+            return;
+        };
+        rename_type(
+            object,
+            (API_VERSION, &storage_api_version()),
+            (self.kind, self.record_kind),
+        );
+        rename_managed_fields(value, API_VERSION, &storage_api_version());
+    }
+
+    fn status_to_view(&self, value: &mut Value) {
+        if let Some(text) = value.get("message").and_then(Value::as_str) {
+            value["message"] = self.text_to_view(text).into();
+        }
+        if let Some(details) = value.get_mut("details").and_then(Value::as_object_mut) {
+            if details.get("group").and_then(Value::as_str) == Some(STORAGE_GROUP) {
+                details.insert("group".into(), GROUP.into());
+            }
+            if let Some(kind) = details.get("kind").and_then(Value::as_str) {
+                let kind = self.text_to_view(kind);
+                details.insert("kind".into(), kind.into());
+            }
+            for cause in details
+                .get_mut("causes")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(text) = cause.get("message").and_then(Value::as_str) {
+                    cause["message"] = self.text_to_view(text).into();
+                }
             }
         }
+    }
+
+    /// Translates a text the storage wrote (error message, OpenAPI document).
+    pub fn text_to_view(&self, text: &str) -> String {
+        let reversed_storage = reverse_domain(STORAGE_GROUP);
+        let reversed_view = reverse_domain(GROUP);
+        text.replace(
+            &format!("{reversed_storage}."),
+            &format!("{reversed_view}."),
+        )
+        .replace(STORAGE_GROUP, GROUP)
+        .replace(self.record_plural, self.plural)
+        .replace(self.record_kind, self.kind)
+        .replace(&self.record_kind.to_lowercase(), &self.kind.to_lowercase())
     }
 }
 
 fn rename_type(
     object: &mut serde_json::Map<String, Value>,
-    from_version: &str,
-    to_version: &str,
-    from_kind: &str,
-    to_kind: &str,
+    (from_version, to_version): (&str, &str),
+    (from_kind, to_kind): (&str, &str),
 ) {
     if object.get("apiVersion").and_then(Value::as_str) == Some(from_version) {
         object.insert("apiVersion".into(), to_version.into());
@@ -110,45 +147,17 @@ fn rename_type(
     }
 }
 
-fn status_to_view(value: &mut Value) {
-    for key in ["message"] {
-        if let Some(text) = value.get(key).and_then(Value::as_str) {
-            value[key] = text_to_view(text).into();
-        }
-    }
-    if let Some(details) = value.get_mut("details").and_then(Value::as_object_mut) {
-        if details.get("group").and_then(Value::as_str) == Some(STORAGE_GROUP) {
-            details.insert("group".into(), GROUP.into());
-        }
-        if let Some(kind) = details.get("kind").and_then(Value::as_str) {
-            let kind = text_to_view(kind);
-            details.insert("kind".into(), kind.into());
-        }
-        for cause in details
-            .get_mut("causes")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(text) = cause.get("message").and_then(Value::as_str) {
-                cause["message"] = text_to_view(text).into();
+fn rename_managed_fields(value: &mut Value, from_version: &str, to_version: &str) {
+    if let Some(fields) = value
+        .pointer_mut("/metadata/managedFields")
+        .and_then(Value::as_array_mut)
+    {
+        for entry in fields {
+            if entry["apiVersion"] == from_version {
+                entry["apiVersion"] = to_version.into();
             }
         }
     }
-}
-
-/// Translates a text the storage wrote (error message, OpenAPI document).
-pub fn text_to_view(text: &str) -> String {
-    let reversed_storage = reverse_domain(STORAGE_GROUP);
-    let reversed_view = reverse_domain(GROUP);
-    text.replace(
-        &format!("{reversed_storage}."),
-        &format!("{reversed_view}."),
-    )
-    .replace(STORAGE_GROUP, GROUP)
-    .replace(STORAGE_PLURAL, PLURAL)
-    .replace(STORAGE_KIND, KIND)
-    .replace("tenantrecord", "tenant")
 }
 
 /// `storage.tenancy.arktos.io` → `io.arktos.tenancy.storage`, as OpenAPI
@@ -176,7 +185,7 @@ mod tests {
                     "managedFields": [{"apiVersion": "storage.tenancy.arktos.io/v1alpha1", "manager": "kubectl"}]},
             }],
         });
-        to_view(&mut list);
+        TENANTS.to_view(&mut list);
         assert_eq!(list["kind"], "TenantList");
         assert_eq!(list["apiVersion"], "tenancy.arktos.io/v1alpha1");
         assert_eq!(list["items"][0]["kind"], "Tenant");
@@ -190,7 +199,7 @@ mod tests {
         );
 
         let mut event = json!({"type": "ADDED", "object": {"apiVersion": "storage.tenancy.arktos.io/v1alpha1", "kind": "TenantRecord"}});
-        to_view(&mut event);
+        TENANTS.to_view(&mut event);
         assert_eq!(event["object"]["kind"], "Tenant");
     }
 
@@ -201,7 +210,7 @@ mod tests {
             "message": "tenantrecords.storage.tenancy.arktos.io \"acme\" not found",
             "details": {"name": "acme", "group": "storage.tenancy.arktos.io", "kind": "tenantrecords"},
         });
-        to_view(&mut status);
+        TENANTS.to_view(&mut status);
         assert_eq!(
             status["message"],
             "tenants.tenancy.arktos.io \"acme\" not found"
@@ -214,23 +223,23 @@ mod tests {
     fn requests_are_translated_into_storage_terms_and_back() {
         let original = json!({"apiVersion": "tenancy.arktos.io/v1alpha1", "kind": "Tenant", "metadata": {"name": "a"}});
         let mut value = original.clone();
-        to_storage(&mut value);
+        TENANTS.to_storage(&mut value);
         assert_eq!(value["apiVersion"], "storage.tenancy.arktos.io/v1alpha1");
         assert_eq!(value["kind"], "TenantRecord");
-        to_view(&mut value);
+        TENANTS.to_view(&mut value);
         assert_eq!(value, original);
     }
 
     #[test]
     fn openapi_names_are_translated() {
         assert_eq!(
-            text_to_view(
+            TENANTS.text_to_view(
                 "#/components/schemas/io.arktos.tenancy.storage.v1alpha1.TenantRecordList"
             ),
             "#/components/schemas/io.arktos.tenancy.v1alpha1.TenantList"
         );
         assert_eq!(
-            text_to_view("/apis/storage.tenancy.arktos.io/v1alpha1/tenantrecords/{name}"),
+            TENANTS.text_to_view("/apis/storage.tenancy.arktos.io/v1alpha1/tenantrecords/{name}"),
             "/apis/tenancy.arktos.io/v1alpha1/tenants/{name}"
         );
     }

@@ -1,15 +1,16 @@
-//! The storage of Tenants: kube-apiserver's `TenantRecord` resource,
-//! reached with arktos-apiserver's own identity. Answers come back
-//! translated into the Tenant view (see `rename`).
+//! The storage of the kinds arktos-apiserver serves: a record resource of
+//! kube-apiserver (`TenantRecord` for Tenants), reached with
+//! arktos-apiserver's own identity. Answers come back translated into the
+//! served view (see `rename`).
 
 use arktos_crds::status;
-use arktos_crds::tenant::{STORAGE_GROUP, STORAGE_PLURAL, STORAGE_VERSION};
+use arktos_crds::tenant::{STORAGE_GROUP, STORAGE_VERSION};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use serde_json::Value;
 use warp::reply::Response;
 
-use crate::rename;
+use crate::rename::{self, Stored};
 
 /// One answer of the storage, already in the Tenant view.
 #[derive(Debug)]
@@ -56,15 +57,23 @@ pub struct Call<'a> {
 #[derive(Clone)]
 pub struct Storage {
     client: kube::Client,
+    kind: &'static Stored,
 }
 
 impl Storage {
+    /// The storage of Tenants.
     pub fn new(client: kube::Client) -> Self {
-        Self { client }
+        Self::of(client, &rename::TENANTS)
     }
 
-    fn uri(call: &Call<'_>) -> String {
-        let mut path = format!("/apis/{STORAGE_GROUP}/{STORAGE_VERSION}/{STORAGE_PLURAL}");
+    /// The storage of `kind`.
+    pub fn of(client: kube::Client, kind: &'static Stored) -> Self {
+        Self { client, kind }
+    }
+
+    fn uri(&self, call: &Call<'_>) -> String {
+        let plural = self.kind.record_plural;
+        let mut path = format!("/apis/{STORAGE_GROUP}/{STORAGE_VERSION}/{plural}");
         if let Some(name) = call.name {
             path.push('/');
             path.push_str(name);
@@ -81,16 +90,17 @@ impl Storage {
     }
 
     fn request(
+        &self,
         method: Method,
         call: Call<'_>,
     ) -> Result<http::Request<kube::client::Body>, Status> {
         let mut builder = http::Request::builder()
             .method(method)
-            .uri(Self::uri(&call))
+            .uri(self.uri(&call))
             .header(http::header::ACCEPT, accept_json_or_table(call.accept));
         let body = match call.body {
             Some(mut value) => {
-                rename::to_storage(&mut value);
+                self.kind.to_storage(&mut value);
                 let content_type =
                     if call.content_type.is_empty() || call.content_type.contains("yaml") {
                         // YAML bodies were read into JSON already; apply
@@ -117,10 +127,10 @@ impl Storage {
 
     /// Sends one request and reads the whole answer.
     pub async fn call(&self, method: Method, call: Call<'_>) -> Result<Answer, Status> {
-        let request = Self::request(method, call)?;
+        let request = self.request(method, call)?;
         let response = self.client.send(request).await.map_err(unavailable)?;
         let code = response.status();
-        let warnings = warnings(response.headers());
+        let warnings = warnings(self.kind, response.headers());
         let bytes = response
             .into_body()
             .collect_bytes()
@@ -130,7 +140,7 @@ impl Storage {
             serde_json::to_value(status::internal(&String::from_utf8_lossy(&bytes)))
                 .unwrap_or_default()
         });
-        rename::to_view(&mut body);
+        self.kind.to_view(&mut body);
         Ok(Answer {
             code,
             body,
@@ -159,7 +169,7 @@ impl Storage {
     /// A watch: the storage's event stream, translated event by event as it
     /// arrives, for as long as the client and the storage keep it open.
     pub async fn watch(&self, call: Call<'_>) -> Result<Response, Status> {
-        let request = Self::request(Method::GET, call)?;
+        let request = self.request(Method::GET, call)?;
         let response = self.client.send(request).await.map_err(unavailable)?;
         let code = response.status();
         if !code.is_success() {
@@ -169,12 +179,13 @@ impl Storage {
                 .await
                 .map_err(unavailable)?;
             let mut body: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            rename::to_view(&mut body);
+            self.kind.to_view(&mut body);
             return Ok(crate::respond::json(code, &body));
         }
+        let kind = self.kind;
         let rewrite: crate::tenant_routes::backend::Rewrite =
-            std::sync::Arc::new(|event: &mut Value| {
-                rename::to_view(event);
+            std::sync::Arc::new(move |event: &mut Value| {
+                kind.to_view(event);
                 true
             });
         let reply = crate::tenant_routes::backend::stream_events(response.into_body(), rewrite);
@@ -196,12 +207,12 @@ fn accept_json_or_table(accept: &str) -> String {
     }
 }
 
-fn warnings(headers: &HeaderMap) -> Vec<String> {
+fn warnings(kind: &Stored, headers: &HeaderMap) -> Vec<String> {
     headers
         .get_all("warning")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .map(rename::text_to_view)
+        .map(|text| kind.text_to_view(text))
         .collect()
 }
 
