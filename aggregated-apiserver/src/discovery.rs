@@ -10,8 +10,32 @@ use serde_json::{Value, json};
 /// the answer must say it is.
 pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
-const TENANT_VERBS: &[&str] = &[
+const VERBS: &[&str] = &[
     "create", "delete", "get", "list", "patch", "update", "watch",
+];
+
+/// A kind of the group, as discovery describes it.
+struct Served {
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    short_names: &'static [&'static str],
+}
+
+/// What arktos-apiserver serves, each with a `status` subresource.
+const SERVED: &[Served] = &[
+    Served {
+        plural: PLURAL,
+        singular: "tenant",
+        kind: KIND,
+        short_names: &["tn"],
+    },
+    Served {
+        plural: arktos_crds::partition::PLURAL,
+        singular: "partition",
+        kind: arktos_crds::partition::KIND,
+        short_names: &["ptn"],
+    },
 ];
 
 /// Whether the Accept header prefers aggregated discovery in the version
@@ -54,44 +78,54 @@ pub fn api_group_list() -> Value {
 }
 
 pub fn api_resource_list() -> Value {
+    let resources: Vec<Value> = SERVED
+        .iter()
+        .flat_map(|served| {
+            [
+                json!({"name": served.plural, "singularName": served.singular, "namespaced": false,
+                    "kind": served.kind, "verbs": VERBS, "shortNames": served.short_names,
+                    "categories": ["arktos"]}),
+                json!({"name": format!("{}/status", served.plural), "singularName": "",
+                    "namespaced": false, "kind": served.kind, "verbs": ["get", "patch", "update"]}),
+            ]
+        })
+        .collect();
     json!({
         "kind": "APIResourceList",
         "apiVersion": "v1",
         "groupVersion": group_version(),
-        "resources": [
-            {"name": PLURAL, "singularName": "tenant", "namespaced": false, "kind": KIND,
-             "verbs": TENANT_VERBS, "shortNames": ["tn"], "categories": ["arktos"]},
-            {"name": format!("{PLURAL}/status"), "singularName": "", "namespaced": false, "kind": KIND,
-             "verbs": ["get", "patch", "update"]},
-        ],
+        "resources": resources,
     })
 }
 
 pub fn aggregated_group_list() -> Value {
+    let resources: Vec<Value> = SERVED
+        .iter()
+        .map(|served| {
+            let kind = json!({"group": GROUP, "version": VERSION, "kind": served.kind});
+            json!({
+                "resource": served.plural,
+                "responseKind": kind,
+                "scope": "Cluster",
+                "singularResource": served.singular,
+                "shortNames": served.short_names,
+                "categories": ["arktos"],
+                "verbs": VERBS,
+                "subresources": [{
+                    "subresource": "status",
+                    "responseKind": kind,
+                    "verbs": ["get", "patch", "update"],
+                }],
+            })
+        })
+        .collect();
     json!({
         "kind": "APIGroupDiscoveryList",
         "apiVersion": "apidiscovery.k8s.io/v2",
         "metadata": {},
         "items": [{
             "metadata": {"name": GROUP},
-            "versions": [{
-                "version": VERSION,
-                "freshness": "Current",
-                "resources": [{
-                    "resource": PLURAL,
-                    "responseKind": {"group": GROUP, "version": VERSION, "kind": KIND},
-                    "scope": "Cluster",
-                    "singularResource": "tenant",
-                    "shortNames": ["tn"],
-                    "categories": ["arktos"],
-                    "verbs": TENANT_VERBS,
-                    "subresources": [{
-                        "subresource": "status",
-                        "responseKind": {"group": GROUP, "version": VERSION, "kind": KIND},
-                        "verbs": ["get", "patch", "update"],
-                    }],
-                }],
-            }],
+            "versions": [{"version": VERSION, "freshness": "Current", "resources": resources}],
         }],
     })
 }
@@ -117,7 +151,16 @@ mod tests {
     fn documents_are_typed_as_kubernetes_reads_them() {
         let list: k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList =
             serde_json::from_value(api_resource_list()).unwrap();
-        assert_eq!(list.resources[0].name, "tenants");
+        let names: Vec<&str> = list.resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "tenants",
+                "tenants/status",
+                "partitions",
+                "partitions/status"
+            ]
+        );
         let _: k8s_openapi::apimachinery::pkg::apis::meta::v1::APIGroupList =
             serde_json::from_value(api_group_list()).unwrap();
     }

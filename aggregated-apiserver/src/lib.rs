@@ -17,6 +17,7 @@ pub mod config;
 pub mod discovery;
 pub mod metrics;
 pub mod openapi;
+pub mod partitions;
 pub mod rename;
 pub mod request;
 pub mod respond;
@@ -228,6 +229,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         authn: authn::Authenticator::new(header_names, Some(client.clone())),
         authz: authz.clone(),
         tenants: tenants::TenantApi::new(storage::Storage::new(client.clone()), authz.clone()),
+        partitions: partitions::PartitionApi::new(storage::Storage::of(
+            client.clone(),
+            &rename::PARTITIONS,
+        )),
         tenant_routes: tenant_routes::TenantRoutes::new(
             client.clone(),
             authz,

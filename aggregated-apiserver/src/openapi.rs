@@ -96,7 +96,7 @@ pub fn v3_index(hash: &str) -> Value {
 }
 
 fn translate(text: &str) -> Result<Value, Status> {
-    serde_json::from_str(&rename::TENANTS.text_to_view(text))
+    serde_json::from_str(&rename::text_to_view(text))
         .map_err(|e| status::internal(&format!("reading the OpenAPI document: {e}")))
 }
 

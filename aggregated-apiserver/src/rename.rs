@@ -27,6 +27,25 @@ pub const TENANTS: Stored = Stored {
     record_plural: STORAGE_PLURAL,
 };
 
+/// Partitions, stored as PartitionRecords.
+pub const PARTITIONS: Stored = Stored {
+    kind: arktos_crds::partition::KIND,
+    plural: arktos_crds::partition::PLURAL,
+    record_kind: arktos_crds::partition::STORAGE_KIND,
+    record_plural: arktos_crds::partition::STORAGE_PLURAL,
+};
+
+/// Every kind arktos-apiserver serves from the storage group.
+pub const SERVED: [&Stored; 2] = [&TENANTS, &PARTITIONS];
+
+/// Translates a text about any of the served kinds (the OpenAPI document
+/// of the storage group).
+pub fn text_to_view(text: &str) -> String {
+    SERVED
+        .iter()
+        .fold(text.to_string(), |text, kind| kind.text_to_view(&text))
+}
+
 fn storage_api_version() -> String {
     format!("{STORAGE_GROUP}/{STORAGE_VERSION}")
 }
@@ -228,6 +247,16 @@ mod tests {
         assert_eq!(value["kind"], "TenantRecord");
         TENANTS.to_view(&mut value);
         assert_eq!(value, original);
+    }
+
+    #[test]
+    fn openapi_names_of_every_kind_are_translated() {
+        assert_eq!(
+            text_to_view(
+                "/apis/storage.tenancy.arktos.io/v1alpha1/partitionrecords/{name} TenantRecord"
+            ),
+            "/apis/tenancy.arktos.io/v1alpha1/partitions/{name} Tenant"
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub struct State {
     pub authn: Authenticator,
     pub authz: Arc<Authorizer>,
     pub tenants: TenantApi,
+    pub partitions: crate::partitions::PartitionApi,
     pub tenant_routes: TenantRoutes,
     pub openapi: OpenApi,
     pub metrics: Arc<Metrics>,
@@ -111,6 +112,7 @@ enum Route {
     Discovery,
     OpenApi,
     Tenants(Target),
+    Partitions(Target),
     /// A tenant route: tenant name, the path as the tenant writes it, and
     /// what that path asks for (`None`: nothing a tenant may ask for).
     ForTenant {
@@ -202,6 +204,9 @@ fn route(path: &str, watch_prefix: &mut bool) -> Route {
         None => rest,
     };
     let segments: Vec<&str> = rest.split('/').collect();
+    if let Some(target) = partition_target(&segments, *watch_prefix) {
+        return Route::Partitions(target);
+    }
     match segments.as_slice() {
         [resource] if *resource == PLURAL => Route::Tenants(Target::Collection),
         [resource, name] if *resource == PLURAL && valid_name(name) => {
@@ -235,6 +240,25 @@ fn route(path: &str, watch_prefix: &mut bool) -> Route {
             for_tenant(name, inner.trim_end_matches('/').to_string())
         }
         _ => Route::NotFound,
+    }
+}
+
+/// What a path under the group-version asks of `partitions`, if anything.
+fn partition_target(segments: &[&str], watch_prefix: bool) -> Option<Target> {
+    let plural = arktos_crds::partition::PLURAL;
+    match segments {
+        [resource] if *resource == plural => Some(Target::Collection),
+        [resource, name] if *resource == plural && valid_name(name) => Some(Target::Object {
+            name: name.to_string(),
+            status: false,
+        }),
+        [resource, name, "status"] if *resource == plural && valid_name(name) && !watch_prefix => {
+            Some(Target::Object {
+                name: name.to_string(),
+                status: true,
+            })
+        }
+        _ => None,
     }
 }
 
@@ -323,6 +347,14 @@ fn labels(route: &Route, request: &ApiRequest) -> (&'static str, &'static str) {
             ),
             "tenants",
         ),
+        Route::Partitions(target) => (
+            verb::of(
+                &request.method,
+                matches!(target, Target::Object { .. }),
+                request.is_watch(),
+            ),
+            "partitions",
+        ),
         Route::Health => ("get", "healthz"),
         Route::Ready => ("get", "readyz"),
         Route::Discovery => ("get", "discovery"),
@@ -356,27 +388,17 @@ async fn authorized(
             own_document(state, request, &identity, &route).await
         }
         Route::Tenants(target) => {
-            let Identity::User(user) = identity else {
-                return respond::status(status::unauthorized(
-                    "Unauthorized: the request carries no user",
-                ));
-            };
-            let verb = verb::of(
-                &request.method,
-                matches!(target, Target::Object { .. }),
-                request.is_watch(),
-            );
-            let (name, subresource) = match &target {
-                Target::Collection => ("", ""),
-                Target::Object { name, status } => {
-                    (name.as_str(), if *status { "status" } else { "" })
-                }
-            };
-            let attributes = Attributes::resource(verb, GROUP, PLURAL, subresource, name);
-            if let Err(denied) = state.authz.authorize(&user, &attributes).await {
-                return respond::status(denied);
+            match authorize_stored(state, request, identity, &target, PLURAL).await {
+                Ok(user) => state.tenants.handle(&user, request, target).await,
+                Err(denied) => denied,
             }
-            state.tenants.handle(&user, request, target).await
+        }
+        Route::Partitions(target) => {
+            let plural = arktos_crds::partition::PLURAL;
+            match authorize_stored(state, request, identity, &target, plural).await {
+                Ok(_) => state.partitions.handle(request, target).await,
+                Err(denied) => denied,
+            }
         }
         Route::ForTenant {
             tenant,
@@ -408,6 +430,38 @@ async fn authorized(
         }
         _ => respond::status(status::path_not_found(&request.path)),
     }
+}
+
+/// The user, if they may do what `request` asks of `target` of `plural`
+/// (a SubjectAccessReview); else the refusal.
+async fn authorize_stored(
+    state: &State,
+    request: &ApiRequest,
+    identity: Identity,
+    target: &Target,
+    plural: &str,
+) -> Result<UserInfo, Response> {
+    let Identity::User(user) = identity else {
+        return Err(respond::status(status::unauthorized(
+            "Unauthorized: the request carries no user",
+        )));
+    };
+    let verb = verb::of(
+        &request.method,
+        matches!(target, Target::Object { .. }),
+        request.is_watch(),
+    );
+    let (name, subresource) = match target {
+        Target::Collection => ("", ""),
+        Target::Object { name, status } => (name.as_str(), if *status { "status" } else { "" }),
+    };
+    let attributes = Attributes::resource(verb, GROUP, plural, subresource, name);
+    state
+        .authz
+        .authorize(&user, &attributes)
+        .await
+        .map_err(respond::status)?;
+    Ok(user)
 }
 
 /// Discovery, OpenAPI and metrics of arktos-apiserver itself: for users

@@ -166,6 +166,28 @@ impl Storage {
         }
     }
 
+    /// A client's watch of the collection, or of object `name` (the
+    /// collection narrowed to it).
+    pub async fn watch_for(
+        &self,
+        request: &crate::request::ApiRequest,
+        name: Option<&str>,
+    ) -> Result<Response, Status> {
+        let mut params = request.params();
+        if let Some(name) = name {
+            params.retain(|(k, _)| k != "fieldSelector");
+            params.push(("fieldSelector".into(), format!("metadata.name={name}")));
+        }
+        params.retain(|(k, _)| k != "watch");
+        params.push(("watch".into(), "true".into()));
+        let call = Call {
+            query: crate::request::encode_query(&params),
+            accept: &request.accept(),
+            ..Default::default()
+        };
+        self.watch(call).await
+    }
+
     /// A watch: the storage's event stream, translated event by event as it
     /// arrives, for as long as the client and the storage keep it open.
     pub async fn watch(&self, call: Call<'_>) -> Result<Response, Status> {

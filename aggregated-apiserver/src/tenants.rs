@@ -117,25 +117,12 @@ impl TenantApi {
     }
 
     async fn watch(&self, request: &ApiRequest, name: Option<&str>) -> Result<Response, Status> {
-        let mut params = request.params();
-        if let Some(name) = name {
-            // A watch of one object is a watch of the collection narrowed to it.
-            params.retain(|(k, _)| k != "fieldSelector");
-            params.push(("fieldSelector".into(), format!("metadata.name={name}")));
-        }
-        params.retain(|(k, _)| k != "watch");
-        params.push(("watch".into(), "true".into()));
-        let call = Call {
-            query: encode_query(&params),
-            accept: &request.accept(),
-            ..Default::default()
-        };
-        self.storage.watch(call).await
+        self.storage.watch_for(request, name).await
     }
 
     async fn create(&self, request: &ApiRequest) -> Result<Response, Status> {
         let mut value = request.json_body()?;
-        stamp_type(&mut value)?;
+        stamp_type(&mut value, KIND)?;
         let tenant = typed(&value)?;
         let name = tenant.metadata.name.clone().unwrap_or_default();
         reject_invalid(&name, validation::validate(&tenant))?;
@@ -157,7 +144,7 @@ impl TenantApi {
         status: bool,
     ) -> Result<Response, Status> {
         let mut value = request.json_body()?;
-        stamp_type(&mut value)?;
+        stamp_type(&mut value, KIND)?;
         match_name(&mut value, name)?;
         let new = typed(&value)?;
         stamp_bucket(&mut value, name);
@@ -238,7 +225,7 @@ impl TenantApi {
             if !pinned_by_client {
                 patched["metadata"]["resourceVersion"] = current_version.clone().into();
             }
-            stamp_type(&mut patched)?;
+            stamp_type(&mut patched, KIND)?;
             match_name(&mut patched, name)?;
             let new = typed(&patched)?;
             if !status {
@@ -274,7 +261,7 @@ impl TenantApi {
             ));
         }
         let mut config = config;
-        stamp_type(&mut config)?;
+        stamp_type(&mut config, KIND)?;
         match_name(&mut config, name)?;
         let params = request.params();
         let client_dry_run = params.iter().any(|(k, _)| k == "dryRun");
@@ -417,7 +404,9 @@ fn stamp_bucket(value: &mut Value, name: &str) {
     }
 }
 
-fn stamp_type(value: &mut Value) -> Result<(), Status> {
+/// The body's apiVersion and kind must be ours for `kind` (or absent: then
+/// they are stamped).
+pub(crate) fn stamp_type(value: &mut Value, kind: &str) -> Result<(), Status> {
     let Some(object) = value.as_object_mut() else {
         return Err(status::bad_request("the body must be a JSON object"));
     };
@@ -434,12 +423,12 @@ fn stamp_type(value: &mut Value) -> Result<(), Status> {
     }
     match object.get("kind").and_then(Value::as_str) {
         None | Some("") => {
-            object.insert("kind".into(), KIND.into());
+            object.insert("kind".into(), kind.into());
         }
-        Some(KIND) => {}
+        Some(found) if found == kind => {}
         Some(other) => {
             return Err(status::bad_request(&format!(
-                "the kind in the data ({other}) does not match the expected kind ({KIND})"
+                "the kind in the data ({other}) does not match the expected kind ({kind})"
             )));
         }
     }
@@ -447,7 +436,7 @@ fn stamp_type(value: &mut Value) -> Result<(), Status> {
 }
 
 /// The body's name must be the path's (or absent: then it is the path's).
-fn match_name(value: &mut Value, name: &str) -> Result<(), Status> {
+pub(crate) fn match_name(value: &mut Value, name: &str) -> Result<(), Status> {
     match value.pointer("/metadata/name").and_then(Value::as_str) {
         None | Some("") => {
             value["metadata"]["name"] = name.into();
@@ -553,14 +542,16 @@ mod tests {
     #[test]
     fn other_types_are_refused_and_missing_type_is_filled_in() {
         let mut value = json!({"metadata": {"name": "a"}});
-        stamp_type(&mut value).unwrap();
+        stamp_type(&mut value, KIND).unwrap();
         assert_eq!(value["kind"], "Tenant");
         assert_eq!(
-            stamp_type(&mut json!({"kind": "Pod"})).unwrap_err().code,
+            stamp_type(&mut json!({"kind": "Pod"}), KIND)
+                .unwrap_err()
+                .code,
             Some(400)
         );
         assert_eq!(
-            stamp_type(&mut json!({"apiVersion": "v1"}))
+            stamp_type(&mut json!({"apiVersion": "v1"}), KIND)
                 .unwrap_err()
                 .code,
             Some(400)

@@ -3,6 +3,7 @@
 
 use kube::CustomResourceExt;
 
+use crate::partition;
 use crate::tenant::{QuotaLedger, storage_crd};
 use crate::vm::action::Action;
 
@@ -10,14 +11,19 @@ const HEADER: &str = "# Generated from the Rust types by `cargo run -p arktos-cr
 
 /// (file name, YAML) of every generated manifest.
 pub fn files() -> Vec<(String, String)> {
-    [storage_crd(), QuotaLedger::crd(), Action::crd()]
-        .into_iter()
-        .map(|crd| {
-            let name = crd.metadata.name.clone().unwrap_or_default();
-            let yaml = serde_yaml::to_string(&crd).expect("a CRD serialises");
-            (format!("{name}.yaml"), format!("{HEADER}{yaml}"))
-        })
-        .collect()
+    [
+        storage_crd(),
+        partition::storage_crd(),
+        QuotaLedger::crd(),
+        Action::crd(),
+    ]
+    .into_iter()
+    .map(|crd| {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let yaml = serde_yaml::to_string(&crd).expect("a CRD serialises");
+        (format!("{name}.yaml"), format!("{HEADER}{yaml}"))
+    })
+    .collect()
 }
 
 #[cfg(test)]

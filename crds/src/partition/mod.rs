@@ -4,6 +4,9 @@
 //! itself is the partition `tenant::DEFAULT_PARTITION` and needs no object.
 
 pub mod placement;
+mod storage;
+
+pub use storage::{STORAGE_KIND, STORAGE_PLURAL, storage_crd};
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -51,6 +54,7 @@ pub struct PartitionSpec {
     /// This partition's share of new tenants relative to the others (1 to
     /// `MAX_WEIGHT`; 0 takes none, like `unschedulable`).
     #[serde(default = "one")]
+    #[schemars(range(max = 1000))]
     pub weight: u32,
     /// Place no new tenants here; tenants already here stay.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -61,7 +65,9 @@ pub struct PartitionSpec {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 63))]
     pub namespace: String,
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// `kubeconfig` when empty.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -103,39 +109,6 @@ fn one() -> u32 {
     1
 }
 
-/// What is wrong with a Partition's spec, as field errors.
-pub fn validate(spec: &PartitionSpec) -> Vec<crate::status::FieldError> {
-    use crate::status::{FieldError, FieldErrorType};
-    let mut errors = Vec::new();
-    let secret = &spec.kubeconfig_secret;
-    for (field, value) in [
-        ("spec.kubeconfigSecret.namespace", &secret.namespace),
-        ("spec.kubeconfigSecret.name", &secret.name),
-    ] {
-        if value.is_empty() {
-            errors.push(FieldError::new(
-                field,
-                FieldErrorType::Required,
-                "the Secret holding the partition's kubeconfig".to_string(),
-            ));
-        } else if !crate::naming::is_dns_label(value) && field.ends_with("namespace") {
-            errors.push(FieldError::new(
-                field,
-                FieldErrorType::Invalid,
-                "must be a namespace name".to_string(),
-            ));
-        }
-    }
-    if spec.weight > MAX_WEIGHT {
-        errors.push(FieldError::new(
-            "spec.weight",
-            FieldErrorType::Invalid,
-            format!("must be at most {MAX_WEIGHT}"),
-        ));
-    }
-    errors
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,22 +125,21 @@ mod tests {
         assert_eq!(spec.weight, 1);
         assert!(!spec.unschedulable);
         assert_eq!(spec.kubeconfig_secret.key(), "kubeconfig");
-        assert!(validate(&spec).is_empty());
     }
 
     #[test]
-    fn a_partition_needs_its_secret_and_a_bounded_weight() {
-        let bad = spec(
-            serde_json::json!({"kubeconfigSecret": {"namespace": "", "name": ""}, "weight": 5000}),
-        );
-        let fields: Vec<String> = validate(&bad).into_iter().map(|e| e.field).collect();
+    fn the_stored_schema_bounds_the_weight_and_needs_the_secret() {
+        let crd = storage_crd();
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+        let spec = &schema["openAPIV3Schema"]["properties"]["spec"];
         assert_eq!(
-            fields,
-            [
-                "spec.kubeconfigSecret.namespace",
-                "spec.kubeconfigSecret.name",
-                "spec.weight"
-            ]
+            spec["properties"]["weight"]["maximum"],
+            f64::from(MAX_WEIGHT)
         );
+        let secret = &spec["properties"]["kubeconfigSecret"];
+        assert_eq!(secret["properties"]["name"]["minLength"], 1);
+        assert_eq!(secret["required"], serde_json::json!(["name", "namespace"]));
+        assert_eq!(crd.spec.names.kind, "PartitionRecord");
+        assert_eq!(crd.spec.scope, "Cluster");
     }
 }

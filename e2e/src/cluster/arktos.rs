@@ -28,6 +28,7 @@ pub const OPERATORS: &str = "arktos-operators";
 pub const LOCAL_MANIFESTS: &[&str] = &[
     "namespace.yaml",
     "crds/tenantrecords.storage.tenancy.arktos.io.yaml",
+    "crds/partitionrecords.storage.tenancy.arktos.io.yaml",
     "crds/quotaledgers.storage.tenancy.arktos.io.yaml",
     "crds/actions.vm.arktos.io.yaml",
     "arktos-apiserver/rbac.yaml",

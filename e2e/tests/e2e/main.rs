@@ -7,6 +7,7 @@
 
 mod foundation;
 mod node_vm;
+mod partitions;
 mod support;
 mod tenant_admission;
 mod tenant_api;
@@ -149,6 +150,7 @@ fn main() {
         let names = foundation::NAMES
             .iter()
             .chain(tenant_api::NAMES)
+            .chain(partitions::NAMES)
             .chain(tenant_routes::NAMES)
             .chain(tenant_isolation::NAMES)
             .chain(tenant_namespaces::NAMES)
@@ -183,6 +185,7 @@ fn main() {
     });
     let mut trials = foundation::trials(&ctx);
     trials.extend(tenant_api::trials(&ctx));
+    trials.extend(partitions::trials(&ctx));
     trials.extend(tenant_routes::trials(&ctx));
     trials.extend(tenant_isolation::trials(&ctx));
     trials.extend(tenant_namespaces::trials(&ctx));
