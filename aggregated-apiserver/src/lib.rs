@@ -119,7 +119,14 @@ async fn watch_readiness(state: Arc<routes::State>) {
                 }
                 true
             }
-            Ok(None) => create_system_tenant(storage).await,
+            Ok(None) => {
+                // Active at once, not at the next look 10 s later.
+                let created = create_system_tenant(storage).await;
+                if created {
+                    mark_system_tenant_active(storage).await;
+                }
+                created
+            }
             Err(_) => false,
         };
         if ready != state.ready.swap(ready, Ordering::Relaxed) {
