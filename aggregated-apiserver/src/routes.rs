@@ -339,21 +339,17 @@ fn labels(route: &Route, request: &ApiRequest) -> (&'static str, &'static str) {
         ),
         Route::ForTenant { .. } => ("get", "tenant-routes"),
         Route::Plain(_) => ("get", "tenant-routes"),
-        Route::Tenants(target) => (
+        Route::Tenants(target) | Route::Partitions(target) => (
             verb::of(
                 &request.method,
                 matches!(target, Target::Object { .. }),
                 request.is_watch(),
             ),
-            "tenants",
-        ),
-        Route::Partitions(target) => (
-            verb::of(
-                &request.method,
-                matches!(target, Target::Object { .. }),
-                request.is_watch(),
-            ),
-            "partitions",
+            if matches!(route, Route::Tenants(_)) {
+                "tenants"
+            } else {
+                "partitions"
+            },
         ),
         Route::Health => ("get", "healthz"),
         Route::Ready => ("get", "readyz"),

@@ -3,7 +3,7 @@
 
 pub mod desired;
 mod ledger;
-mod storage;
+pub(crate) mod storage;
 pub mod validation;
 
 use std::collections::BTreeMap;

@@ -21,22 +21,7 @@ pub const STORAGE_PLURAL: &str = "tenantrecords";
 /// internal group, with `partition` immutable and the record kept out of
 /// the `all` category.
 pub fn storage_crd() -> CustomResourceDefinition {
-    let mut crd = Tenant::crd();
-    crd.metadata.name = Some(format!("{STORAGE_PLURAL}.{STORAGE_GROUP}"));
-    crd.metadata.labels = Some(
-        [(
-            "app.kubernetes.io/part-of".to_string(),
-            "arktos".to_string(),
-        )]
-        .into(),
-    );
-    crd.spec.group = STORAGE_GROUP.to_string();
-    crd.spec.names.kind = STORAGE_KIND.to_string();
-    crd.spec.names.plural = STORAGE_PLURAL.to_string();
-    crd.spec.names.singular = Some("tenantrecord".to_string());
-    crd.spec.names.list_kind = Some(format!("{STORAGE_KIND}List"));
-    crd.spec.names.short_names = None;
-    crd.spec.names.categories = None;
+    let mut crd = as_record(Tenant::crd(), STORAGE_KIND, STORAGE_PLURAL);
     for version in &mut crd.spec.versions {
         let partition = version
             .schema
@@ -50,6 +35,31 @@ pub fn storage_crd() -> CustomResourceDefinition {
             immutable(partition);
         }
     }
+    crd
+}
+
+/// `crd` (a served kind's generated CRD) as the internal record kind
+/// `kind`/`plural` of the storage group that stores it.
+pub(crate) fn as_record(
+    mut crd: CustomResourceDefinition,
+    kind: &str,
+    plural: &str,
+) -> CustomResourceDefinition {
+    crd.metadata.name = Some(format!("{plural}.{STORAGE_GROUP}"));
+    crd.metadata.labels = Some(
+        [(
+            "app.kubernetes.io/part-of".to_string(),
+            "arktos".to_string(),
+        )]
+        .into(),
+    );
+    crd.spec.group = STORAGE_GROUP.to_string();
+    crd.spec.names.kind = kind.to_string();
+    crd.spec.names.plural = plural.to_string();
+    crd.spec.names.singular = Some(kind.to_lowercase());
+    crd.spec.names.list_kind = Some(format!("{kind}List"));
+    crd.spec.names.short_names = None;
+    crd.spec.names.categories = None;
     crd
 }
 
