@@ -53,6 +53,14 @@ pub struct Config {
         env = "ARKTOS_LIST_CACHE"
     )]
     pub list_cache: Vec<String>,
+    /// The namespace arktos-apiserver runs in: Partitions' kubeconfig
+    /// Secrets must be there.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "arktos-system")]
+    pub namespace: String,
+    /// Seconds between two probes of every Partition (readiness, version,
+    /// tenants), written to its status.
+    #[arg(long, default_value_t = 10)]
+    pub partition_probe_seconds: u64,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,

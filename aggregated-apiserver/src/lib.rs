@@ -17,6 +17,7 @@ pub mod config;
 pub mod discovery;
 pub mod metrics;
 pub mod openapi;
+pub mod partition_probe;
 pub mod partitions;
 pub mod rename;
 pub mod request;
@@ -251,6 +252,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
     });
     tokio::spawn(watch_readiness(state.clone()));
+    let prober = partition_probe::Prober {
+        partitions: storage::Storage::of(client.clone(), &rename::PARTITIONS),
+        tenants: storage::Storage::new(client.clone()),
+        client: client.clone(),
+        namespace: config.namespace.clone(),
+    };
+    tokio::spawn(prober.run(Duration::from_secs(config.partition_probe_seconds)));
     let address = std::net::SocketAddr::new(config.bind_address, config.secure_port);
     let listener = tokio::net::TcpListener::bind(address).await?;
     tracing::info!(%address, "serving tenancy.arktos.io");
