@@ -44,8 +44,12 @@ impl Prober {
         &self,
     ) -> Result<(), k8s_openapi::apimachinery::pkg::apis::meta::v1::Status> {
         let listed = self.partitions.call(Method::GET, Call::default()).await?;
+        let items = listed.body["items"].as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            return Ok(());
+        }
         let tenants = self.tenants.call(Method::GET, Call::default()).await?;
-        for item in listed.body["items"].as_array().into_iter().flatten() {
+        for item in &items {
             let name = item["metadata"]["name"].as_str().unwrap_or_default();
             let Ok(spec) = serde_json::from_value::<PartitionSpec>(item["spec"].clone()) else {
                 continue;
