@@ -71,6 +71,11 @@ impl Storage {
         Self { client, kind }
     }
 
+    /// The storage of `kind`, reached the same way.
+    pub fn sibling(&self, kind: &'static Stored) -> Self {
+        Self::of(self.client.clone(), kind)
+    }
+
     fn uri(&self, call: &Call<'_>) -> String {
         let plural = self.kind.record_plural;
         let mut path = format!("/apis/{STORAGE_GROUP}/{STORAGE_VERSION}/{plural}");

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use arktos_crds::naming::SYSTEM_TENANT;
 use arktos_crds::status::{self, FieldError, FieldErrorType, Subject};
-use arktos_crds::tenant::{API_VERSION, GROUP, KIND, PLURAL, Tenant, validation};
+use arktos_crds::tenant::{
+    API_VERSION, DEFAULT_PARTITION, GROUP, KIND, PLURAL, Tenant, validation,
+};
 use http::{Method, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use serde_json::Value;
@@ -126,6 +128,7 @@ impl TenantApi {
         let tenant = typed(&value)?;
         let name = tenant.metadata.name.clone().unwrap_or_default();
         reject_invalid(&name, validation::validate(&tenant))?;
+        self.check_partition(&name, &tenant.spec.partition).await?;
         stamp_bucket(&mut value, &name);
         let call = Call {
             query: request.query.clone(),
@@ -134,6 +137,32 @@ impl TenantApi {
             ..Default::default()
         };
         Ok(self.storage.call(Method::POST, call).await?.into_response())
+    }
+
+    /// A tenant is created only on a partition that exists: the cluster
+    /// itself (`default`) or a Partition's.
+    async fn check_partition(&self, name: &str, partition: &str) -> Result<(), Status> {
+        if partition == DEFAULT_PARTITION
+            || self
+                .storage
+                .sibling(&crate::rename::PARTITIONS)
+                .get(partition)
+                .await?
+                .is_some()
+        {
+            return Ok(());
+        }
+        reject_invalid(
+            name,
+            vec![
+                FieldError::new(
+                    "spec.partition",
+                    FieldErrorType::NotFound,
+                    format!("no partition {partition:?}: name a Partition, or {DEFAULT_PARTITION:?} for the cluster itself"),
+                )
+                .with_value(partition),
+            ],
+        )
     }
 
     async fn update(

@@ -50,6 +50,10 @@ enum Command {
         /// How long to wait for Ready, in seconds.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// The partition to hold the tenant (a Partition's name, or
+        /// `default`, the cluster itself).
+        #[arg(long)]
+        partition: Option<String>,
     },
     /// List tenants.
     List,
@@ -123,6 +127,7 @@ async fn manage(command: Command, tenants: Api<Tenant>) -> anyhow::Result<()> {
             pod_security,
             wait,
             timeout,
+            partition,
         } => {
             TenantName::new(&name)?;
             let mut spec = TenantSpec {
@@ -133,6 +138,9 @@ async fn manage(command: Command, tenants: Api<Tenant>) -> anyhow::Result<()> {
                 pod_security: serde_json::from_value(serde_json::Value::String(pod_security))?,
                 ..Default::default()
             };
+            if let Some(partition) = partition {
+                spec.partition = partition;
+            }
             if !quota.is_empty() {
                 let mut hard = BTreeMap::new();
                 for item in &quota {
@@ -159,7 +167,10 @@ async fn manage(command: Command, tenants: Api<Tenant>) -> anyhow::Result<()> {
                 .list(&ListParams::default())
                 .await
                 .map_err(api_error)?;
-            println!("{:<22} {:<12} {:<11} OWNERS", "NAME", "PHASE", "NAMESPACES");
+            println!(
+                "{:<22} {:<12} {:<11} {:<14} OWNERS",
+                "NAME", "PHASE", "NAMESPACES", "PARTITION"
+            );
             for tenant in list.items {
                 let status = tenant.status.clone().unwrap_or_default();
                 let owners: Vec<String> = tenant
@@ -169,10 +180,11 @@ async fn manage(command: Command, tenants: Api<Tenant>) -> anyhow::Result<()> {
                     .map(|o| format!("{:?}:{}", o.kind, o.name))
                     .collect();
                 println!(
-                    "{:<22} {:<12} {:<11} {}",
+                    "{:<22} {:<12} {:<11} {:<14} {}",
                     tenant.metadata.name.unwrap_or_default(),
                     status.phase.map(|p| format!("{p:?}")).unwrap_or_default(),
                     status.namespaces.map(|n| n.to_string()).unwrap_or_default(),
+                    tenant.spec.partition,
                     owners.join(",")
                 );
             }

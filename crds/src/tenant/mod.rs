@@ -29,6 +29,8 @@ pub const DEFAULT_PARTITION: &str = "default";
 
 /// A tenant: its owners, tenant-wide quota, pod security level, network
 /// isolation and the partition (backend control plane) that holds it.
+// kube's `printcolumn(...)` repeats `type_` for columns of one type.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[kube(
     group = "tenancy.arktos.io",
@@ -43,6 +45,7 @@ pub const DEFAULT_PARTITION: &str = "default";
         type_ = "integer",
         json_path = ".status.namespaces"
     ),
+    printcolumn(name = "Partition", type_ = "string", json_path = ".spec.partition"),
     printcolumn(
         name = "Age",
         type_ = "date",

@@ -88,6 +88,28 @@ async fn partitions(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
         "no kubeconfig Secret: {err}"
     );
 
+    step("a tenant is created only on a partition that exists");
+    let tenant = |tenant: &str, partition: &str| {
+        json!({"apiVersion": "tenancy.arktos.io/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": tenant}, "spec": {"partition": partition}})
+        .to_string()
+    };
+    let lost = unique("lost");
+    let (ok, _, err) =
+        kubectl_status(ctx, &["create", "-f", "-"], Some(&tenant(&lost, "nowhere"))).await?;
+    ensure!(
+        !ok && err.contains("spec.partition") && err.contains("no partition \"nowhere\""),
+        "a tenant on no partition: {err}"
+    );
+    let placed = unique("placed");
+    kubectl(ctx, &["create", "-f", "-"], Some(&tenant(&placed, &name))).await?;
+    let table = kubectl(ctx, &["get", "tenant", &placed], None).await?;
+    ensure!(
+        table.contains("PARTITION") && table.contains(&name),
+        "the tenant's partition column: {table}"
+    );
+    kubectl(ctx, &["delete", "tenant", &placed, "--wait=false"], None).await?;
+
     step("delete");
     kubectl(ctx, &["delete", "partition", &name], None).await?;
     let (ok, _, err) = kubectl_status(ctx, &["get", "partition", &name], None).await?;
