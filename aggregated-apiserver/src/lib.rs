@@ -271,23 +271,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         anchors.clone(),
         filter.clone(),
     );
-    let gateway_addresses = match config.gateway_addresses.as_slice() {
-        [] => vec![config.bind_address],
-        some => some.to_vec(),
-    };
-    let gateways = gateway_addresses.into_iter().map(|ip| {
-        let (tls, anchors, filter) = (tls.clone(), anchors.clone(), filter.clone());
-        async move {
-            if config.gateway_port == 0 {
-                return std::future::pending::<()>().await;
-            }
-            let address = std::net::SocketAddr::new(ip, config.gateway_port);
-            let listener = bind_when_present(address).await;
-            tracing::info!(%address, "serving the tenant gateway");
-            serve::serve(listener, serve::Listener::Gateway, tls, anchors, filter).await
-        }
-    });
-    let gateway = futures::future::join_all(gateways);
+    let gateway = serve_gateway(&config, tls, anchors, filter);
     let server = async { tokio::join!(aggregated, gateway) };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -296,6 +280,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         _ = terminate.recv() => tracing::info!("terminated; stopping"),
     }
     Ok(())
+}
+
+/// The tenant gateway on each of its addresses (none when its port is 0).
+async fn serve_gateway(
+    config: &Config,
+    tls: Arc<rustls::ServerConfig>,
+    anchors: Arc<serve::TrustAnchors>,
+    filter: serve::ApiFilter,
+) {
+    if config.gateway_port == 0 {
+        return std::future::pending::<()>().await;
+    }
+    let addresses = match config.gateway_addresses.as_slice() {
+        [] => vec![config.bind_address],
+        some => some.to_vec(),
+    };
+    let port = config.gateway_port;
+    let gateways = addresses.into_iter().map(|ip| {
+        let (tls, anchors, filter) = (tls.clone(), anchors.clone(), filter.clone());
+        async move {
+            let address = std::net::SocketAddr::new(ip, port);
+            let listener = bind_when_present(address).await;
+            tracing::info!(%address, "serving the tenant gateway");
+            serve::serve(listener, serve::Listener::Gateway, tls, anchors, filter).await
+        }
+    });
+    futures::future::join_all(gateways).await;
 }
 
 /// Binds `address`, waiting while it is not (yet) one of this host's: an

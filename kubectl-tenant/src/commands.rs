@@ -118,6 +118,57 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The spec `kubectl tenant create` asks for.
+fn tenant_spec(
+    owners: &[String],
+    quota: &[String],
+    pod_security: String,
+    partition: Option<String>,
+) -> anyhow::Result<TenantSpec> {
+    let mut spec = TenantSpec {
+        owners: owners
+            .iter()
+            .map(|o| parse_owner(o))
+            .collect::<anyhow::Result<_>>()?,
+        pod_security: serde_json::from_value(serde_json::Value::String(pod_security))?,
+        ..Default::default()
+    };
+    if let Some(partition) = partition {
+        spec.partition = partition;
+    }
+    if !quota.is_empty() {
+        let mut hard = BTreeMap::new();
+        for item in quota {
+            let (key, value) = item
+                .split_once('=')
+                .with_context(|| format!("--quota {item:?}: expected KEY=QUANTITY"))?;
+            hard.insert(key.to_string(), Quantity(value.to_string()));
+        }
+        spec.quota = Some(TenantQuota { hard });
+    }
+    Ok(spec)
+}
+
+/// Creates tenant `name`, and waits until it is Ready when asked to.
+async fn create(
+    tenants: &Api<Tenant>,
+    name: &str,
+    spec: TenantSpec,
+    wait: bool,
+    timeout: u64,
+) -> anyhow::Result<()> {
+    tenants
+        .create(&PostParams::default(), &Tenant::new(name, spec))
+        .await
+        .map_err(api_error)?;
+    println!("tenant/{name} created");
+    if wait {
+        crate::ready::wait(tenants, name, std::time::Duration::from_secs(timeout)).await?;
+        println!("tenant/{name} ready");
+    }
+    Ok(())
+}
+
 async fn manage(command: Command, tenants: Api<Tenant>) -> anyhow::Result<()> {
     match command {
         Command::Create {
@@ -130,37 +181,8 @@ async fn manage(command: Command, tenants: Api<Tenant>) -> anyhow::Result<()> {
             partition,
         } => {
             TenantName::new(&name)?;
-            let mut spec = TenantSpec {
-                owners: owners
-                    .iter()
-                    .map(|o| parse_owner(o))
-                    .collect::<anyhow::Result<_>>()?,
-                pod_security: serde_json::from_value(serde_json::Value::String(pod_security))?,
-                ..Default::default()
-            };
-            if let Some(partition) = partition {
-                spec.partition = partition;
-            }
-            if !quota.is_empty() {
-                let mut hard = BTreeMap::new();
-                for item in &quota {
-                    let (key, value) = item
-                        .split_once('=')
-                        .with_context(|| format!("--quota {item:?}: expected KEY=QUANTITY"))?;
-                    hard.insert(key.to_string(), Quantity(value.to_string()));
-                }
-                spec.quota = Some(TenantQuota { hard });
-            }
-            tenants
-                .create(&PostParams::default(), &Tenant::new(&name, spec))
-                .await
-                .map_err(api_error)?;
-            println!("tenant/{name} created");
-            if wait {
-                crate::ready::wait(&tenants, &name, std::time::Duration::from_secs(timeout))
-                    .await?;
-                println!("tenant/{name} ready");
-            }
+            let spec = tenant_spec(&owners, &quota, pod_security, partition)?;
+            create(&tenants, &name, spec, wait, timeout).await?;
         }
         Command::List => {
             let list = tenants
