@@ -2,6 +2,7 @@
 //! authorizers through a SubjectAccessReview (delegated authorization), so
 //! RBAC stays the one source of truth. A failed review denies (fails closed).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use arktos_crds::status::{self, Subject};
@@ -112,6 +113,53 @@ impl Attributes {
             }
             Self::NonResource { verb, path } => status::forbidden_path(user, verb, path),
         }
+    }
+}
+
+/// Who decides a question about a tenant: the root cluster's authorizers
+/// for Arktos' own rules (`tenants` of tenancy.arktos.io and their parts:
+/// `use`, `tenants/namespaces`, ...), which live where the Tenants are; the
+/// partition's for everything in the tenant's namespaces, whose RBAC is the
+/// partition's. For the root partition both are one.
+#[derive(Clone)]
+pub struct Authorizers {
+    pub root: Arc<Authorizer>,
+    pub partition: Arc<Authorizer>,
+}
+
+impl Authorizers {
+    pub fn deciding(&self, attributes: &Attributes) -> &Authorizer {
+        match attributes {
+            Attributes::Resource {
+                group, resource, ..
+            } if group == arktos_crds::tenant::GROUP && resource == arktos_crds::tenant::PLURAL => {
+                &self.root
+            }
+            _ => &self.partition,
+        }
+    }
+
+    pub async fn authorize(&self, user: &UserInfo, attributes: &Attributes) -> Result<(), Status> {
+        self.deciding(attributes).authorize(user, attributes).await
+    }
+
+    pub async fn ask(
+        &self,
+        user: &UserInfo,
+        attributes: &Attributes,
+    ) -> Result<(bool, String), Status> {
+        self.deciding(attributes).ask(user, attributes).await
+    }
+
+    pub async fn wait_until_allowed(
+        &self,
+        user: &UserInfo,
+        attributes: &Attributes,
+        within: Duration,
+    ) -> bool {
+        self.deciding(attributes)
+            .wait_until_allowed(user, attributes, within)
+            .await
     }
 }
 

@@ -61,6 +61,14 @@ pub struct Config {
     /// tenants), written to its status.
     #[arg(long, default_value_t = 10)]
     pub partition_probe_seconds: u64,
+    /// The root cluster's name as a partition: tenants placed here live in
+    /// this cluster, beside the Tenant API.
+    #[arg(long, default_value = arktos_crds::tenant::ROOT_PARTITION, env = "ARKTOS_ROOT_PARTITION")]
+    pub root_partition: String,
+    /// The root partition's share of new tenants against Partitions'
+    /// weights; 0 places no new tenants here.
+    #[arg(long, default_value_t = 1)]
+    pub root_partition_weight: u32,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,

@@ -122,7 +122,7 @@ async fn watch_readiness(state: Arc<routes::State>) {
             }
             Ok(None) => {
                 // Active at once, not at the next look 10 s later.
-                let created = create_system_tenant(storage).await;
+                let created = create_system_tenant(storage, state.tenants.root_partition()).await;
                 if created {
                     mark_system_tenant_active(storage).await;
                 }
@@ -194,8 +194,12 @@ async fn mark_system_tenant_active(storage: &storage::Storage) {
     }
 }
 
-async fn create_system_tenant(storage: &storage::Storage) -> bool {
-    let system = Tenant::new(SYSTEM_TENANT, TenantSpec::default());
+async fn create_system_tenant(storage: &storage::Storage, root_partition: &str) -> bool {
+    let spec = TenantSpec {
+        partition: root_partition.to_string(),
+        ..TenantSpec::default()
+    };
+    let system = Tenant::new(SYSTEM_TENANT, spec);
     let call = storage::Call {
         body: serde_json::to_value(&system).ok(),
         ..Default::default()
@@ -233,20 +237,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let metrics = metrics::Metrics::new();
+    let tenant_routes = Arc::new(tenant_routes::partitioned::PartitionRoutes::new(
+        tenant_routes::partitioned::Setup {
+            client: client.clone(),
+            root_name: config.root_partition.clone(),
+            namespace: config.namespace.clone(),
+            authz: authz.clone(),
+            cached_lists,
+            metrics: metrics.list_cache(),
+        },
+    ));
+    let placement = tenants::Placement {
+        root: config.root_partition.clone(),
+        root_weight: config.root_partition_weight,
+    };
     let state = Arc::new(routes::State {
         authn: authn::Authenticator::new(header_names, Some(client.clone())),
         authz: authz.clone(),
-        tenants: tenants::TenantApi::new(storage::Storage::new(client.clone()), authz.clone()),
+        tenants: tenants::TenantApi::new(
+            storage::Storage::new(client.clone()),
+            authz.clone(),
+            placement,
+        ),
         partitions: partitions::PartitionApi::new(storage::Storage::of(
             client.clone(),
             &rename::PARTITIONS,
         )),
-        tenant_routes: tenant_routes::TenantRoutes::new(
-            client.clone(),
-            authz,
-            storage::Storage::new(client.clone()),
-        )
-        .with_list_cache(&cached_lists, metrics.list_cache()),
+        tenant_routes: tenant_routes.clone(),
         openapi: openapi::OpenApi::new(client.clone()),
         metrics,
         ready: AtomicBool::new(false),
@@ -257,6 +274,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tenants: storage::Storage::new(client.clone()),
         client: client.clone(),
         namespace: config.namespace.clone(),
+        routes: tenant_routes,
     };
     tokio::spawn(prober.run(Duration::from_secs(config.partition_probe_seconds)));
     let address = std::net::SocketAddr::new(config.bind_address, config.secure_port);

@@ -3,17 +3,18 @@
 //! holds, asks `/readyz` and `/version`, counts the tenants placed there,
 //! and writes what it saw (or why it could not) to the Partition's status.
 //! The Secret must be in arktos-apiserver's own namespace: it reads no
-//! Secrets anywhere else.
+//! Secrets anywhere else. The tenant routes follow what it finds: new
+//! kubeconfigs remake a partition's routes, a Partition gone drops them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use arktos_crds::partition::{PartitionSpec, PartitionStatus};
+use arktos_crds::partition::{PartitionSpec, PartitionStatus, connect, placement};
 use http::Method;
-use k8s_openapi::api::core::v1::Secret;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 
 use crate::storage::{Call, Storage};
+use crate::tenant_routes::partitioned::PartitionRoutes;
 
 /// How long one probe of one partition may take.
 const PROBE_WITHIN: Duration = Duration::from_secs(3);
@@ -27,6 +28,8 @@ pub struct Prober {
     pub client: kube::Client,
     /// Where the kubeconfig Secrets must be.
     pub namespace: String,
+    /// The tenant routes, kept in step with the Partitions.
+    pub routes: Arc<PartitionRoutes>,
 }
 
 impl Prober {
@@ -45,6 +48,11 @@ impl Prober {
     ) -> Result<(), k8s_openapi::apimachinery::pkg::apis::meta::v1::Status> {
         let listed = self.partitions.call(Method::GET, Call::default()).await?;
         let items = listed.body["items"].as_array().cloned().unwrap_or_default();
+        let names: Vec<String> = items
+            .iter()
+            .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+            .collect();
+        self.routes.retain(&names);
         if items.is_empty() {
             return Ok(());
         }
@@ -54,14 +62,14 @@ impl Prober {
             let Ok(spec) = serde_json::from_value::<PartitionSpec>(item["spec"].clone()) else {
                 continue;
             };
-            let mut status = match tokio::time::timeout(PROBE_WITHIN, self.probe(&spec)).await {
+            let mut status = match tokio::time::timeout(PROBE_WITHIN, self.probe(name, &spec)).await {
                 Ok(status) => status,
                 Err(_) => PartitionStatus {
                     last_error: format!("no answer within {} s", PROBE_WITHIN.as_secs()),
                     ..Default::default()
                 },
             };
-            status.tenants = count_placed(&tenants.body, name);
+            status.tenants = placement::count_placed(&tenants.body, name);
             status.last_probe_time = Some(k8s_openapi::jiff::Timestamp::now().to_string());
             self.write_status(name, &status).await;
         }
@@ -69,8 +77,8 @@ impl Prober {
     }
 
     /// What the partition's kube-apiserver says of itself.
-    async fn probe(&self, spec: &PartitionSpec) -> PartitionStatus {
-        match self.reach(spec).await {
+    async fn probe(&self, name: &str, spec: &PartitionSpec) -> PartitionStatus {
+        match self.reach(name, spec).await {
             Ok(version) => PartitionStatus {
                 ready: true,
                 version,
@@ -83,45 +91,16 @@ impl Prober {
         }
     }
 
-    /// The partition's version when it is ready; else why not.
-    async fn reach(&self, spec: &PartitionSpec) -> Result<String, String> {
-        let secret = &spec.kubeconfig_secret;
-        if secret.namespace != self.namespace {
-            return Err(format!(
-                "the kubeconfig Secret must be in {} (arktos-apiserver reads Secrets there only)",
-                self.namespace
-            ));
-        }
-        let secrets: kube::Api<Secret> =
-            kube::Api::namespaced(self.client.clone(), &self.namespace);
-        let found = secrets
-            .get_opt(&secret.name)
-            .await
-            .map_err(|e| format!("reading Secret {}/{}: {e}", secret.namespace, secret.name))?
-            .ok_or_else(|| format!("Secret {}/{} does not exist", secret.namespace, secret.name))?;
-        let bytes = found
-            .data
-            .unwrap_or_default()
-            .remove(secret.key())
-            .ok_or_else(|| {
-                format!(
-                    "Secret {}/{} has no key {:?}",
-                    secret.namespace,
-                    secret.name,
-                    secret.key()
-                )
-            })?;
-        let text =
-            String::from_utf8(bytes.0).map_err(|_| "the kubeconfig is not text".to_string())?;
+    /// The partition's version when it is ready; else why not. Hands the
+    /// kubeconfig to the routes, which remake theirs if it changed.
+    async fn reach(&self, name: &str, spec: &PartitionSpec) -> Result<String, String> {
         let kubeconfig =
-            Kubeconfig::from_yaml(&text).map_err(|e| format!("the kubeconfig: {e}"))?;
-        let mut config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| format!("the kubeconfig: {e}"))?;
-        config.connect_timeout = Some(PROBE_WITHIN);
-        config.read_timeout = Some(PROBE_WITHIN);
-        let client = kube::Client::try_from(config).map_err(|e| format!("a client: {e}"))?;
+            connect::kubeconfig_text(&self.client, &self.namespace, &spec.kubeconfig_secret)
+                .await?;
+        let client = connect::client(&kubeconfig).await?;
+        if let Err(why) = self.routes.offer(name, kubeconfig).await {
+            tracing::warn!(partition = name, %why, "cannot make routes to the partition");
+        }
         let request = http::Request::get("/readyz")
             .body(Vec::new())
             .map_err(|e| e.to_string())?;
@@ -172,22 +151,12 @@ fn status_patch(status: &PartitionStatus) -> Value {
     })
 }
 
-/// How many of `tenants` (a TenantList) are placed on `partition`.
-fn count_placed(tenants: &Value, partition: &str) -> u64 {
-    tenants["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| t["spec"]["partition"] == partition)
-        .count() as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn an_error_fixed_is_cleared_and_tenants_are_counted_by_their_partition() {
+    fn an_error_fixed_is_cleared() {
         let patch = status_patch(&PartitionStatus {
             ready: true,
             version: "v1.37.2".into(),
@@ -199,10 +168,5 @@ mod tests {
             "cleared by the merge patch"
         );
         assert_eq!(patch["version"], "v1.37.2");
-        let tenants = json!({"items": [
-            {"spec": {"partition": "p2"}}, {"spec": {"partition": "default"}}, {"spec": {"partition": "p2"}},
-        ]});
-        assert_eq!(count_placed(&tenants, "p2"), 2);
-        assert_eq!(count_placed(&tenants, "p9"), 0);
     }
 }

@@ -46,6 +46,18 @@ pub fn text_to_view(text: &str) -> String {
         .fold(text.to_string(), |text, kind| kind.text_to_view(&text))
 }
 
+/// A Tenant's `status.partition` says where it lives: its `spec.partition`,
+/// written once at creation (so the two can never disagree).
+fn mirror_partition(tenant: &mut Value) {
+    let Some(partition) = tenant["spec"]["partition"].as_str().map(str::to_string) else {
+        return;
+    };
+    if !tenant["status"].is_object() {
+        tenant["status"] = Value::Object(Default::default());
+    }
+    tenant["status"]["partition"] = partition.into();
+}
+
 fn storage_api_version() -> String {
     format!("{STORAGE_GROUP}/{STORAGE_VERSION}")
 }
@@ -85,6 +97,9 @@ impl Stored {
             (self.record_kind, self.kind),
         );
         rename_managed_fields(value, &storage_api_version(), API_VERSION);
+        if self.kind == KIND {
+            mirror_partition(value);
+        }
         for item in value
             .get_mut("items")
             .and_then(Value::as_array_mut)

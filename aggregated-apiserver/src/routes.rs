@@ -23,7 +23,7 @@ use crate::openapi::{self, OpenApi};
 use crate::request::{ApiRequest, MAX_BODY_BYTES};
 use crate::respond;
 use crate::serve::{ApiFilter, Listener, PeerCertificate};
-use crate::tenant_routes::TenantRoutes;
+use crate::tenant_routes::partitioned::PartitionRoutes;
 use crate::tenant_routes::path::TenantPath;
 use crate::tenants::{Target, TenantApi};
 use crate::verb;
@@ -33,7 +33,7 @@ pub struct State {
     pub authz: Arc<Authorizer>,
     pub tenants: TenantApi,
     pub partitions: crate::partitions::PartitionApi,
-    pub tenant_routes: TenantRoutes,
+    pub tenant_routes: Arc<PartitionRoutes>,
     pub openapi: OpenApi,
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,

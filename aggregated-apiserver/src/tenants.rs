@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use arktos_crds::naming::SYSTEM_TENANT;
 use arktos_crds::status::{self, FieldError, FieldErrorType, Subject};
-use arktos_crds::tenant::{
-    API_VERSION, DEFAULT_PARTITION, GROUP, KIND, PLURAL, Tenant, validation,
-};
+use arktos_crds::partition::placement;
+use arktos_crds::tenant::{API_VERSION, GROUP, KIND, PLURAL, Tenant, validation};
 use http::{Method, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use serde_json::Value;
@@ -35,6 +34,16 @@ pub enum Target {
 pub struct TenantApi {
     storage: Storage,
     authorizer: Arc<Authorizer>,
+    placement: Placement,
+}
+
+/// What placement knows of the root cluster as a partition.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    /// Its name.
+    pub root: String,
+    /// Its share of new tenants.
+    pub root_weight: u32,
 }
 
 fn subject(name: &str) -> Subject<'_> {
@@ -47,11 +56,17 @@ fn subject(name: &str) -> Subject<'_> {
 }
 
 impl TenantApi {
-    pub fn new(storage: Storage, authorizer: Arc<Authorizer>) -> Self {
+    pub fn new(storage: Storage, authorizer: Arc<Authorizer>, placement: Placement) -> Self {
         Self {
             storage,
             authorizer,
+            placement,
         }
+    }
+
+    /// The root cluster's name as a partition.
+    pub fn root_partition(&self) -> &str {
+        &self.placement.root
     }
 
     pub fn storage(&self) -> &Storage {
@@ -128,7 +143,8 @@ impl TenantApi {
         let tenant = typed(&value)?;
         let name = tenant.metadata.name.clone().unwrap_or_default();
         reject_invalid(&name, validation::validate(&tenant))?;
-        self.check_partition(&name, &tenant.spec.partition).await?;
+        let partition = self.place(&name, &tenant.spec.partition).await?;
+        fill_partition(&mut value, &partition);
         stamp_bucket(&mut value, &name);
         let call = Call {
             query: request.query.clone(),
@@ -139,30 +155,52 @@ impl TenantApi {
         Ok(self.storage.call(Method::POST, call).await?.into_response())
     }
 
-    /// A tenant is created only on a partition that exists: the cluster
-    /// itself (`default`) or a Partition's.
-    async fn check_partition(&self, name: &str, partition: &str) -> Result<(), Status> {
-        if partition == DEFAULT_PARTITION
-            || self
-                .storage
-                .sibling(&crate::rename::PARTITIONS)
-                .get(partition)
-                .await?
-                .is_some()
-        {
-            return Ok(());
+    /// The partition of a new tenant: the one `asked` (an admin's
+    /// `spec.partition`) if it exists, else placement's choice (see
+    /// `placement`), with the tenants counted from the storage's cache.
+    async fn place(&self, name: &str, asked: &str) -> Result<String, Status> {
+        let partitions = self
+            .storage
+            .sibling(&crate::rename::PARTITIONS)
+            .call(Method::GET, Call::default())
+            .await?
+            .body;
+        let tenants = if asked.is_empty() {
+            let call = Call {
+                query: "resourceVersion=0".into(),
+                ..Default::default()
+            };
+            self.storage.call(Method::GET, call).await?.body
+        } else {
+            Value::Null
+        };
+        let candidates = placement::candidates(
+            &self.placement.root,
+            self.placement.root_weight,
+            &partitions,
+            &tenants,
+        );
+        let asked = (!asked.is_empty()).then_some(asked);
+        match placement::choose(&candidates, asked) {
+            Ok(chosen) => Ok(chosen.to_string()),
+            Err(placement::NoPlace::Unknown(partition)) => Err(status::invalid(
+                &subject(name),
+                &[
+                    FieldError::new(
+                        "spec.partition",
+                        FieldErrorType::NotFound,
+                        format!(
+                            "no partition {partition:?}: name a Partition, or {:?} for the cluster itself",
+                            self.placement.root
+                        ),
+                    )
+                    .with_value(&partition),
+                ],
+            )),
+            Err(closed) => Err(status::service_unavailable(&format!(
+                "cannot place tenant {name:?}: {closed}"
+            ))),
         }
-        reject_invalid(
-            name,
-            vec![
-                FieldError::new(
-                    "spec.partition",
-                    FieldErrorType::NotFound,
-                    format!("no partition {partition:?}: name a Partition, or {DEFAULT_PARTITION:?} for the cluster itself"),
-                )
-                .with_value(partition),
-            ],
-        )
     }
 
     async fn update(
@@ -175,11 +213,11 @@ impl TenantApi {
         let mut value = request.json_body()?;
         stamp_type(&mut value, KIND)?;
         match_name(&mut value, name)?;
-        let new = typed(&value)?;
         stamp_bucket(&mut value, name);
         if !status {
-            let old = self.current(name).await?;
-            reject_invalid(name, validation::validate_update(&typed(&old)?, &new))?;
+            let old = typed(&self.current(name).await?)?;
+            fill_partition(&mut value, &old.spec.partition);
+            reject_invalid(name, validation::validate_update(&old, &typed(&value)?))?;
             self.guard_system(user, name).await?;
         }
         Ok(self
@@ -256,6 +294,8 @@ impl TenantApi {
             }
             stamp_type(&mut patched, KIND)?;
             match_name(&mut patched, name)?;
+            let current_partition = &current["spec"]["partition"];
+            fill_partition(&mut patched, current_partition.as_str().unwrap_or_default());
             let new = typed(&patched)?;
             if !status {
                 reject_invalid(name, validation::validate_update(&typed(&current)?, &new))?;
@@ -297,6 +337,18 @@ impl TenantApi {
         let pinned_by_client = !resource_version(&config).is_empty();
         for _ in 0..PATCH_ATTEMPTS {
             let old = self.storage.get(name).await?;
+            // The partition is part of every apply, so no apply removes it
+            // and one that creates the tenant places it.
+            let partition = match &old {
+                Some(old) => old["spec"]["partition"].as_str().unwrap_or_default().to_string(),
+                None if status => String::new(),
+                None => {
+                    let asked = config["spec"]["partition"].as_str().unwrap_or_default();
+                    self.place(name, asked).await?
+                }
+            };
+            let mut config = config.clone();
+            fill_partition(&mut config, &partition);
             let mut dry = params.clone();
             dry.retain(|(k, _)| k != "dryRun");
             dry.push(("dryRun".into(), "All".into()));
@@ -419,6 +471,18 @@ impl TenantApi {
 /// Fills in apiVersion and kind, and refuses any other type.
 /// The shard bucket label, for controllers sharded by label where the
 /// API server has no sharded watches. Always the bucket of the name.
+/// Sets `spec.partition` to `partition` when the body leaves it out: a
+/// tenant's partition is set once, at creation, and kept by every write.
+fn fill_partition(value: &mut Value, partition: &str) {
+    let missing = value["spec"]["partition"].as_str().is_none_or(str::is_empty);
+    if missing && !partition.is_empty() && value.is_object() {
+        if !value["spec"].is_object() {
+            value["spec"] = Value::Object(Default::default());
+        }
+        value["spec"]["partition"] = partition.into();
+    }
+}
+
 fn stamp_bucket(value: &mut Value, name: &str) {
     if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
         let labels = metadata

@@ -87,6 +87,11 @@ struct ClusterArgs {
     /// Seconds to wait for each component to become ready.
     #[arg(long, default_value_t = 120)]
     ready_timeout: u64,
+    /// Tenant partitions: 1 is the cluster alone; each more is a control
+    /// plane of its own (etcd, kube-apiserver, kcm, scheduler, KWOK nodes)
+    /// on the next 20 ports, registered as Partition `p2`, `p3`, ...
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    partitions: u16,
 }
 
 #[derive(Debug, Args)]
@@ -94,7 +99,7 @@ struct UpArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
     /// Seconds to wait for the whole cluster, first build included.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 900)]
     timeout: u64,
 }
 
@@ -235,6 +240,7 @@ fn spawn_background_launcher(
         .args(["--nodes", &args.cluster.nodes.to_string()])
         .args(["--port-base", &args.cluster.port_base.to_string()])
         .args(["--ready-timeout", &args.cluster.ready_timeout.to_string()])
+        .args(["--partitions", &args.cluster.partitions.to_string()])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -311,7 +317,7 @@ fn run_foreground(home: &ArktosHome, args: ClusterArgs) -> anyhow::Result<()> {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut cluster = tokio::select! {
-            cluster = LocalCluster::start(spec.clone()) => cluster?,
+            cluster = start_with_partitions(spec.clone(), args.partitions) => cluster?,
             _ = tokio::signal::ctrl_c() => bail!("interrupted while starting"),
             _ = terminate.recv() => bail!("terminated while starting"),
         };
@@ -343,6 +349,21 @@ fn run_foreground(home: &ArktosHome, args: ClusterArgs) -> anyhow::Result<()> {
         tracing::info!(cluster = %spec.name, "stopped");
         outcome
     })
+}
+
+/// The cluster, then its extra partitions `p2`, `p3`, ... on the port
+/// ranges after its own.
+async fn start_with_partitions(spec: ClusterSpec, partitions: u16) -> anyhow::Result<LocalCluster> {
+    let base = spec.ports.base;
+    let nodes = spec.nodes;
+    let mut cluster = LocalCluster::start(spec).await?;
+    for n in 2..=partitions {
+        let ports = Ports::new(base + (n - 1) * crate::cluster::RESERVED_PORTS);
+        cluster
+            .add_partition(&format!("p{n}"), ports, nodes)
+            .await?;
+    }
+    Ok(cluster)
 }
 
 fn down(home: &ArktosHome, name: &str) -> anyhow::Result<()> {
@@ -404,9 +425,18 @@ fn status(home: &ArktosHome, name: &str) -> anyhow::Result<()> {
         "  kube-apiserver: https://127.0.0.1:{}",
         state.ports.apiserver()
     );
+    let partitions: std::collections::BTreeSet<&str> = state
+        .components
+        .iter()
+        .filter_map(|(c, _)| c.split_once('/').map(|(p, _)| p))
+        .collect();
+    for (index, partition) in partitions.iter().enumerate() {
+        let base = state.ports.base + (index as u16 + 1) * crate::cluster::RESERVED_PORTS;
+        println!("  partition {partition}: kube-apiserver https://127.0.0.1:{base}");
+    }
     for (component, pid) in &state.components {
         let mark = if alive(*pid) { "running" } else { "EXITED" };
-        println!("  {component:<24} pid {pid:<8} {mark}");
+        println!("  {component:<32} pid {pid:<8} {mark}");
     }
     Ok(())
 }

@@ -50,8 +50,9 @@ enum Command {
         /// How long to wait for Ready, in seconds.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
-        /// The partition to hold the tenant (a Partition's name, or
-        /// `default`, the cluster itself).
+        /// The partition to hold the tenant (a Partition's name, or the
+        /// root cluster's, `local` by default); unset, arktos-apiserver
+        /// places it.
         #[arg(long)]
         partition: Option<String>,
     },

@@ -88,6 +88,16 @@ pub struct Config {
     /// cluster's `kubernetes` Service (and see storage names).
     #[arg(long, env = "ARKTOS_TENANT_API_ADDRESS")]
     pub tenant_api_address: Option<SocketAddr>,
+    /// The partition whose tenants this instance provisions and whose
+    /// webhooks it serves. Each partition runs its own instances, as each
+    /// Arktos tenant partition runs its own controllers; see
+    /// docs/architecture.md.
+    #[arg(long, env = "ARKTOS_PARTITION", default_value = arktos_crds::tenant::ROOT_PARTITION)]
+    pub partition: String,
+    /// Kubeconfig for the root cluster (where the Tenants are) when
+    /// `--kubeconfig` reaches another partition; unset, the two are one.
+    #[arg(long, env = "ARKTOS_ROOT_KUBECONFIG")]
+    pub root_kubeconfig: Option<PathBuf>,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
@@ -106,8 +116,8 @@ fn default_instance() -> String {
     format!("{}-{}", host.trim(), std::process::id())
 }
 
-async fn kube_config(config: &Config) -> anyhow::Result<kube::Config> {
-    Ok(match &config.kubeconfig {
+async fn kube_config(path: &Option<PathBuf>) -> anyhow::Result<kube::Config> {
+    Ok(match path {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
@@ -120,32 +130,51 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Listen for SIGTERM from the start: a stop that arrives while the
     // controllers are still starting must still stop us.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let kube_config = kube_config(&config).await?;
-    let client = kube::Client::try_from(kube_config.clone())?;
+    let partition_config = kube_config(&config.kubeconfig).await?;
+    let client = kube::Client::try_from(partition_config.clone())?;
+    let root_config = match &config.root_kubeconfig {
+        Some(_) => kube_config(&config.root_kubeconfig).await?,
+        None => partition_config,
+    };
+    let root = kube::Client::try_from(root_config.clone())?;
     let metrics = metrics::Metrics::new();
     let log = Arc::new(sharding::log::ReconcileLog::default());
     serve_health(&config, metrics.clone(), log.clone());
     let ledgers = Arc::new(quota::ledger::Ledgers::new(client.clone()));
     if let Some(address) = config.webhook_address {
-        serve_webhooks(&config, address, &client, ledgers.clone(), metrics.clone())?;
+        let clients = [&client, &root];
+        serve_webhooks(&config, address, clients, ledgers.clone(), metrics.clone())?;
     }
+    let partition = tenant::Partition {
+        name: config.partition.clone(),
+        is_root: config.root_kubeconfig.is_none(),
+    };
+    tracing::info!(partition = %partition.name, root = partition.is_root, "provisioning the partition's tenants");
     let setup = Arc::new(tenant::Setup {
         client: client.clone(),
-        config: kube_config,
+        root: root.clone(),
+        partition,
+        config: root_config,
         metrics: metrics.clone(),
         ledgers,
         log,
-        written: Arc::new(tenant::Writes::watch(&client)),
+        written: Arc::new(tenant::Writes::watch(&client, &root)),
         tenant_api: config.tenant_api_address,
     });
+    // Each partition's instances share its tenants among themselves.
+    let ring = if config.root_kubeconfig.is_none() {
+        "tenants".to_string()
+    } else {
+        format!("tenants-{}", config.partition)
+    };
     let membership = Arc::new(sharding::membership::Membership::new(
-        client.clone(),
+        root.clone(),
         &config.shard_namespace,
-        "tenants",
+        &ring,
         &config.instance,
         std::time::Duration::from_secs(config.lease_seconds.max(3)),
     ));
-    let controllers = run_controllers(&config, &client, setup, membership.clone(), metrics);
+    let controllers = run_controllers(&config, &root, setup, membership.clone(), metrics);
     tokio::select! {
         _ = controllers => {}
         _ = terminate.recv() => tracing::info!("terminated; stopping"),
@@ -159,10 +188,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// The tenant and Action controllers, sharded as configured (or nothing
-/// with `--controllers=false`); runs until the process stops.
+/// with `--controllers=false`); runs until the process stops. `root` is
+/// where the Tenants are.
 async fn run_controllers(
     config: &Config,
-    client: &kube::Client,
+    root: &kube::Client,
     setup: Arc<tenant::Setup>,
     membership: Arc<sharding::membership::Membership>,
     metrics: Arc<metrics::Metrics>,
@@ -178,11 +208,11 @@ async fn run_controllers(
             let (_keep_too, stop_actions) = tokio::sync::oneshot::channel();
             tokio::join!(
                 tenant::run(&setup, None, stop),
-                vm_actions::run(client.clone(), None, retention, stop_actions)
+                vm_actions::run(setup.client.clone(), None, retention, stop_actions)
             );
             return;
         }
-        Sharding::Auto => sharding::probe(client, tenant::TENANTS).await,
+        Sharding::Auto => sharding::probe(root, tenant::TENANTS).await,
         Sharding::Server => sharding::Mode::Server,
         Sharding::Labels => sharding::Mode::Labels,
     };
@@ -253,11 +283,12 @@ fn serve_health(
     tracing::info!(%health_address, "serving health and metrics");
 }
 
-/// The admission webhooks (policy, defaults, the tenant-wide quota).
+/// The admission webhooks (policy, defaults, the tenant-wide quota) of the
+/// partition `clients[0]` reaches; the Tenants are read at `clients[1]`.
 fn serve_webhooks(
     config: &Config,
     address: std::net::SocketAddr,
-    client: &kube::Client,
+    [_partition, root]: [&kube::Client; 2],
     ledgers: Arc<quota::ledger::Ledgers>,
     metrics: Arc<metrics::Metrics>,
 ) -> anyhow::Result<()> {
@@ -267,7 +298,7 @@ fn serve_webhooks(
     let tls = admission::serve::tls_config(cert, key)?;
     let listener = admission::serve::listen(address)?;
     let admission = Arc::new(admission::Admission {
-        tenants: admission::Tenants::watch(client.clone()),
+        tenants: admission::Tenants::watch(root.clone()),
         ledgers,
         trust: admission::Trust {
             users: config.trusted_users.clone(),

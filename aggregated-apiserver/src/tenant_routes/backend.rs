@@ -102,14 +102,30 @@ impl<'a> Outgoing<'a> {
     }
 }
 
+/// The kube-apiserver of one partition, with the connections to it.
 #[derive(Clone)]
 pub struct Backend {
     client: kube::Client,
+    /// The partition's name, for the Status of a request it cannot answer.
+    partition: Arc<str>,
 }
 
 impl Backend {
-    pub fn new(client: kube::Client) -> Self {
-        Self { client }
+    pub fn new(client: kube::Client, partition: &str) -> Self {
+        Self {
+            client,
+            partition: partition.into(),
+        }
+    }
+
+    /// The prompt refusal of a request whose partition does not answer:
+    /// its tenants learn which partition is down, nobody waits.
+    fn unreachable(&self, err: impl std::fmt::Display) -> Status {
+        tracing::warn!(partition = %self.partition, error = %err, "the partition's kube-apiserver did not answer");
+        status::service_unavailable(&format!(
+            "partition {:?}: its API server is not reachable right now",
+            &*self.partition
+        ))
     }
 
     fn build(&self, outgoing: &Outgoing<'_>) -> Result<http::Request<kube::client::Body>, Status> {
@@ -182,7 +198,7 @@ impl Backend {
                 headers.append(*name, value.clone());
             }
         }
-        let response = self.client.send(request).await.map_err(unreachable)?;
+        let response = self.client.send(request).await.map_err(|e| self.unreachable(e))?;
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             let code = response.status();
             let bytes =
@@ -232,7 +248,7 @@ impl Backend {
     /// unchanged; watches stream.
     pub async fn send(&self, outgoing: Outgoing<'_>, rewrite: Rewrite) -> Result<Response, Status> {
         let request = self.build(&outgoing)?;
-        let response = self.client.send(request).await.map_err(unreachable)?;
+        let response = self.client.send(request).await.map_err(|e| self.unreachable(e))?;
         let code = response.status();
         let content_type = content_type_of(response.headers());
         let warnings: Vec<HeaderValue> = response
@@ -261,7 +277,7 @@ impl Backend {
                 .into_body()
                 .collect_bytes()
                 .await
-                .map_err(unreachable)?;
+                .map_err(|e| self.unreachable(e))?;
             parsed(code, bytes.to_vec(), &content_type, &outgoing.uri, &rewrite)?
         };
         *reply.status_mut() = code;
@@ -290,7 +306,7 @@ impl Backend {
                 request.headers_mut().insert(name, value.clone());
             }
         }
-        let response = self.client.send(request).await.map_err(unreachable)?;
+        let response = self.client.send(request).await.map_err(|e| self.unreachable(e))?;
         let code = response.status();
         let upstream = response.headers().clone();
         let content_type = content_type_of(&upstream);
@@ -326,7 +342,7 @@ impl Backend {
         outgoing: Outgoing<'_>,
     ) -> Result<(StatusCode, kube::client::Body), Status> {
         let request = self.build_accepting(&outgoing, outgoing.accept)?;
-        let response = self.client.send(request).await.map_err(unreachable)?;
+        let response = self.client.send(request).await.map_err(|e| self.unreachable(e))?;
         Ok((response.status(), response.into_body()))
     }
 
@@ -342,7 +358,7 @@ impl Backend {
         outgoing: Outgoing<'_>,
     ) -> Result<(StatusCode, Vec<HeaderValue>, Value), Status> {
         let request = self.build(&outgoing)?;
-        let response = self.client.send(request).await.map_err(unreachable)?;
+        let response = self.client.send(request).await.map_err(|e| self.unreachable(e))?;
         let code = response.status();
         let warnings = response
             .headers()
@@ -354,7 +370,7 @@ impl Backend {
             .into_body()
             .collect_bytes()
             .await
-            .map_err(unreachable)?;
+            .map_err(|e| self.unreachable(e))?;
         let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Ok((code, warnings, value))
     }
@@ -545,7 +561,8 @@ pub fn json_accept(accept: &str) -> String {
     }
 }
 
+/// A list cut off as it streamed.
 fn unreachable(err: impl std::fmt::Display) -> Status {
-    tracing::warn!(error = %err, "kube-apiserver did not answer");
-    status::service_unavailable("the cluster's API server is not reachable right now")
+    tracing::warn!(error = %err, "kube-apiserver's answer was cut off");
+    status::service_unavailable("the partition's API server stopped answering")
 }

@@ -103,6 +103,21 @@ impl FromStr for CachedResource {
 #[derive(Clone, Default)]
 pub struct ListCache {
     stores: Vec<Arc<Store>>,
+    /// Held for its Drop.
+    _watches: Arc<Watches>,
+}
+
+/// The watches feeding the stores: they end when the last copy of the
+/// cache goes (a partition removed takes its watches with it).
+#[derive(Default)]
+struct Watches(Vec<tokio::task::AbortHandle>);
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for watch in &self.0 {
+            watch.abort();
+        }
+    }
 }
 
 impl ListCache {
@@ -113,15 +128,20 @@ impl ListCache {
         resources: &[CachedResource],
         metrics: ListCacheMetrics,
     ) -> Self {
+        let mut watches = Watches::default();
         let stores = resources
             .iter()
             .map(|resource| {
                 let store = Arc::new(Store::new(resource.clone(), metrics.clone()));
-                tokio::spawn(reflect(store.clone(), backend.clone()));
+                let watch = tokio::spawn(reflect(store.clone(), backend.clone()));
+                watches.0.push(watch.abort_handle());
                 store
             })
             .collect();
-        Self { stores }
+        Self {
+            stores,
+            _watches: Arc::new(watches),
+        }
     }
 
     pub fn store(&self, group: &str, version: &str, resource: &str) -> Option<&Arc<Store>> {

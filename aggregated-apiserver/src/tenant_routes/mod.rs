@@ -19,6 +19,7 @@ pub mod list_cache;
 mod list_stream;
 pub mod mapping;
 mod namespace_patch;
+pub mod partitioned;
 pub mod path;
 pub mod plan;
 mod protobuf;
@@ -42,19 +43,17 @@ use self::mapping::{View, namespace_subject};
 use self::path::{ResourcePath, TenantPath};
 use self::plan::{Forward, Identity, Incoming, NamespaceOp, Plan, join};
 use crate::authn::UserInfo;
-use crate::authz::{Attributes, Authorizer};
+use crate::authz::{Attributes, Authorizers};
 use crate::request::{ApiRequest, encode_query};
 use crate::respond;
-use crate::storage::Storage;
 
+/// The tenant routes of one partition: its kube-apiserver, the catalog and
+/// list copies kept of it, and who decides there. One per partition, shared
+/// by all its tenants (see `partitioned`).
 pub struct TenantRoutes {
     backend: Backend,
     catalog: CatalogCache,
-    authz: Arc<Authorizer>,
-    tenants: Storage,
-    /// Tenant objects, briefly: every request of a tenant needs its
-    /// Tenant, and a read of the storage per request doubles the cost.
-    known: crate::cache::TtlCache<String, Arc<Tenant>>,
+    authz: Authorizers,
     list_cache: list_cache::ListCache,
 }
 
@@ -68,19 +67,18 @@ fn tenant_subject(name: &str) -> Subject<'_> {
 }
 
 impl TenantRoutes {
-    pub fn new(client: kube::Client, authz: Arc<Authorizer>, tenants: Storage) -> Self {
+    /// Routes to the partition `partition` that `client` reaches.
+    pub fn new(client: kube::Client, partition: &str, authz: Authorizers) -> Self {
         Self {
-            backend: Backend::new(client.clone()),
+            backend: Backend::new(client.clone(), partition),
             catalog: CatalogCache::new(client),
             authz,
-            tenants,
-            known: crate::cache::TtlCache::new(std::time::Duration::from_secs(2), 10_000),
             list_cache: list_cache::ListCache::default(),
         }
     }
 
     /// Answers lists of `resources` from copies kept by watches (see
-    /// `list_cache`); starts the watches.
+    /// `list_cache`); starts the watches, which end with these routes.
     pub fn with_list_cache(
         mut self,
         resources: &[list_cache::CachedResource],
@@ -90,69 +88,28 @@ impl TenantRoutes {
         self
     }
 
-    async fn tenant(&self, name: &str) -> Result<Arc<Tenant>, Status> {
-        if let Some(tenant) = self.known.get(&name.to_string()) {
-            return Ok(tenant);
-        }
-        let record = self
-            .tenants
-            .get(name)
-            .await?
-            .ok_or_else(|| status::not_found(&tenant_subject(name)))?;
-        let tenant: Tenant = serde_json::from_value(record)
-            .map_err(|e| status::internal(&format!("reading tenant {name}: {e}")))?;
-        let tenant = Arc::new(tenant);
-        self.known.insert(name.to_string(), tenant.clone());
-        Ok(tenant)
-    }
-
-    /// Serves `path` (as the tenant writes it) of tenant `tenant`.
-    pub async fn handle(
-        &self,
-        user: &UserInfo,
-        tenant: &str,
-        path: &str,
-        parsed: Option<TenantPath>,
-        request: &ApiRequest,
-    ) -> Response {
-        self.serve(user, tenant, path, parsed, request)
-            .await
-            .unwrap_or_else(respond::status)
-    }
-
-    /// `parsed` is `path` parsed (by the router, once).
-    #[tracing::instrument(name = "tenant_route", skip_all, fields(tenant = %tenant, user = %user.name))]
+    /// Serves `path` (as the tenant writes it) of the tenant `tenant`, once
+    /// the root has let `user` use it; `parsed` is `path` parsed (by the
+    /// router, once).
+    #[tracing::instrument(name = "tenant_route", skip_all, fields(tenant = %name.as_str(), user = %user.name))]
     async fn serve(
         &self,
         user: &UserInfo,
-        tenant: &str,
+        tenant: &Tenant,
+        name: TenantName,
         path: &str,
         parsed: Option<TenantPath>,
         request: &ApiRequest,
     ) -> Result<Response, Status> {
-        let name =
-            TenantName::new(tenant).map_err(|_| status::not_found(&tenant_subject(tenant)))?;
-        // A tenant's own service accounts use its API by being its.
-        if user.service_account_tenant() != Some(tenant) {
-            self.authz
-                .authorize(user, &Attributes::on_tenant("use", "", tenant))
-                .await?;
-        }
-        let tenant_object = self.tenant(tenant).await?;
-        if tenant_object.metadata.deletion_timestamp.is_some() && request.method != Method::GET {
-            return Err(status::forbidden(
-                &tenant_subject(tenant),
-                "the tenant is being deleted and accepts no new objects or changes",
-            ));
-        }
         let view = Arc::new(View::new(name));
+        let tenant_name = view.tenant().as_str().to_string();
         match parsed.ok_or_else(|| status::path_not_found(path))? {
             TenantPath::Discovery {
                 group,
                 version,
                 legacy_root,
             } => {
-                let catalog = self.catalog.view(tenant, false).await?;
+                let catalog = self.catalog.view(&tenant_name, false).await?;
                 discovery(
                     &catalog,
                     request,
@@ -164,11 +121,10 @@ impl TenantRoutes {
             TenantPath::Version => self.pass_as_us("/version".into(), path, request).await,
             TenantPath::OpenApi(document) => self.openapi(&view, &document, path, request).await,
             TenantPath::Resource(r) if r.is_crds() && !view.tenant().is_system() => {
-                self.tenant_crds(user, &tenant_object, view, &r, request)
-                    .await
+                self.tenant_crds(user, tenant, view, &r, request).await
             }
             TenantPath::Resource(resource) if resource.is_namespaces() => {
-                self.namespaces(user, &tenant_object, view, &resource, request)
+                self.namespaces(user, tenant, view, &resource, request)
                     .await
             }
             TenantPath::Resource(resource) => self.resource(user, view, &resource, request).await,

@@ -1,8 +1,10 @@
 //! `Partition` (`tenancy.arktos.io/v1alpha1`, cluster-scoped): a backend
 //! control plane that holds tenants, an ordinary Kubernetes cluster reached
 //! with the kubeconfig in a Secret of the root cluster. The root cluster
-//! itself is the partition `tenant::DEFAULT_PARTITION` and needs no object.
+//! itself is a partition too (`tenant::ROOT_PARTITION` unless renamed) and
+//! needs no object.
 
+pub mod connect;
 pub mod placement;
 mod storage;
 

@@ -51,6 +51,48 @@ pub fn choose<'a>(candidates: &'a [Candidate], asked: Option<&str>) -> Result<&'
         .ok_or_else(|| NoPlace::NoneOpen(why_closed(candidates)))
 }
 
+/// The candidates as the stored lists say: the root cluster (always ready:
+/// it serves this request; `root_weight` from the command line) and every
+/// Partition with its probed readiness, each with its tenants counted from
+/// `tenants` (a TenantList: where each tenant is).
+pub fn candidates(
+    root: &str,
+    root_weight: u32,
+    partitions: &serde_json::Value,
+    tenants: &serde_json::Value,
+) -> Vec<Candidate> {
+    let root = Candidate {
+        name: root.to_string(),
+        weight: root_weight,
+        tenants: count_placed(tenants, root),
+        ready: true,
+        unschedulable: false,
+    };
+    let items = partitions["items"].as_array().into_iter().flatten();
+    let others = items.filter_map(|p| {
+        let name = p["metadata"]["name"].as_str()?;
+        let weight = p["spec"]["weight"].as_u64().unwrap_or(1);
+        Some(Candidate {
+            name: name.to_string(),
+            weight: u32::try_from(weight).unwrap_or(super::MAX_WEIGHT),
+            tenants: count_placed(tenants, name),
+            ready: p["status"]["ready"].as_bool().unwrap_or(false),
+            unschedulable: p["spec"]["unschedulable"].as_bool().unwrap_or(false),
+        })
+    });
+    std::iter::once(root).chain(others).collect()
+}
+
+/// How many of `tenants` (a TenantList) are placed on `partition`.
+pub fn count_placed(tenants: &serde_json::Value, partition: &str) -> u64 {
+    tenants["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["spec"]["partition"] == partition)
+        .count() as u64
+}
+
 fn why_closed(candidates: &[Candidate]) -> String {
     if candidates.is_empty() {
         return "none is known".into();
@@ -83,6 +125,32 @@ mod tests {
             ready: true,
             unschedulable: false,
         }
+    }
+
+    #[test]
+    fn candidates_are_the_root_and_every_partition_with_their_tenants() {
+        let partitions = serde_json::json!({"items": [
+            {"metadata": {"name": "p2"}, "spec": {"weight": 3, "unschedulable": true}, "status": {"ready": true}},
+            {"metadata": {"name": "p3"}, "spec": {}},
+        ]});
+        let tenants = serde_json::json!({"items": [
+            {"spec": {"partition": "p2"}}, {"spec": {"partition": "local"}}, {"spec": {"partition": "p2"}},
+        ]});
+        let found = candidates("local", 1, &partitions, &tenants);
+        assert_eq!(
+            found,
+            [
+                partition("local", 1, 1),
+                Candidate {
+                    unschedulable: true,
+                    ..partition("p2", 3, 2)
+                },
+                Candidate {
+                    ready: false,
+                    ..partition("p3", 1, 0)
+                },
+            ]
+        );
     }
 
     #[test]

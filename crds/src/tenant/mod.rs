@@ -24,8 +24,9 @@ pub const PLURAL: &str = "tenants";
 pub const API_VERSION: &str = "tenancy.arktos.io/v1alpha1";
 /// The quota key counting a tenant's own CustomResourceDefinitions.
 pub const CRD_COUNT_KEY: &str = "count/customresourcedefinitions";
-/// The partition every cluster has: the cluster that hosts the APIService.
-pub const DEFAULT_PARTITION: &str = "default";
+/// The name the root cluster (the one that hosts the APIService) has as a
+/// partition unless arktos-apiserver's `--root-partition` says otherwise.
+pub const ROOT_PARTITION: &str = "local";
 
 /// A tenant: its owners, tenant-wide quota, pod security level, network
 /// isolation and the partition (backend control plane) that holds it.
@@ -75,8 +76,10 @@ pub struct TenantSpec {
     /// the platform team allows it: tenants cannot see nodes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub node_targeting: bool,
-    /// The backend control plane that holds the tenant's objects. Immutable.
-    #[serde(default = "default_partition")]
+    /// The backend control plane that holds the tenant's objects: set by an
+    /// admin at creation, else chosen by arktos-apiserver's placement (as
+    /// the scheduler sets a pod's `spec.nodeName`). Immutable.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub partition: String,
 }
 
@@ -110,17 +113,13 @@ impl Default for TenantSpec {
             network_isolation: true,
             service_exposure: ServiceExposure::default(),
             node_targeting: false,
-            partition: default_partition(),
+            partition: String::new(),
         }
     }
 }
 
 fn enabled() -> bool {
     true
-}
-
-fn default_partition() -> String {
-    DEFAULT_PARTITION.to_string()
 }
 
 /// An owner of a tenant, as in an RBAC subject.
@@ -178,6 +177,9 @@ pub struct TenantStatus {
     pub used: BTreeMap<String, Quantity>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The partition that holds the tenant (where it was placed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]

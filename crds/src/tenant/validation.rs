@@ -61,7 +61,7 @@ pub fn validate(tenant: &Tenant) -> Vec<FieldError> {
     if let Some(quota) = &spec.quota {
         errors.extend(check_quota(quota));
     }
-    if !is_dns_label(&spec.partition) {
+    if !spec.partition.is_empty() && !is_dns_label(&spec.partition) {
         errors.push(
             FieldError::new(
                 "spec.partition",
@@ -148,7 +148,7 @@ fn check_quota(quota: &TenantQuota) -> Vec<FieldError> {
 /// what may not change.
 pub fn validate_update(old: &Tenant, new: &Tenant) -> Vec<FieldError> {
     let mut errors = validate(new);
-    if old.spec.partition != new.spec.partition {
+    if !new.spec.partition.is_empty() && old.spec.partition != new.spec.partition {
         errors.push(
             FieldError::new(
                 "spec.partition",

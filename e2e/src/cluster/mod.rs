@@ -8,6 +8,7 @@ pub mod kubeconfig;
 pub mod leftovers;
 pub mod node;
 mod nodes;
+pub mod partitions;
 pub mod pki;
 mod ports;
 mod process;
@@ -88,6 +89,8 @@ pub struct LocalCluster {
     file_servers: Vec<files::FileServer>,
     /// Held while the real node runs (see `leftovers`).
     node_lock: Option<leftovers::NodeLock>,
+    /// Tenant partitions started beside this cluster (see `partitions`).
+    partitions: Vec<(String, LocalCluster)>,
 }
 
 /// arktos-operators replicas the local cluster runs (the webhooks must
@@ -131,6 +134,7 @@ impl LocalCluster {
             components: Vec::new(),
             file_servers: Vec::new(),
             node_lock: None,
+            partitions: Vec::new(),
         };
         cluster.write_kubeconfigs()?;
         let total = 6 + if cluster.spec.arktos { 3 } else { 0 } + u32::from(cluster.spec.real_node);
@@ -329,6 +333,9 @@ impl LocalCluster {
                 format!("--tls-cert-file={}", path(&self.pki.cert(serving))),
                 format!("--tls-private-key-file={}", path(&self.pki.key(serving))),
                 format!("--kubeconfig={}", path(&kubeconfig)),
+                // Partitions added while the cluster runs take tenants
+                // within seconds.
+                "--partition-probe-seconds=2".into(),
             ],
             dir: self.spec.dir(),
         };
@@ -478,16 +485,23 @@ impl LocalCluster {
         kubeconfig::client(&self.apiserver_url(), &self.pki, "admin").await
     }
 
-    /// Process ids of the running components, by name.
+    /// Process ids of the running components, by name (a partition's as
+    /// `<partition>/<component>`).
     pub fn pids(&self) -> Vec<(String, u32)> {
-        self.components
-            .iter()
-            .map(|c| (c.name.clone(), c.pid()))
-            .collect()
+        let own = self.components.iter().map(|c| (c.name.clone(), c.pid()));
+        let partitions = self.partitions.iter().flat_map(|(name, p)| {
+            p.pids()
+                .into_iter()
+                .map(move |(c, pid)| (format!("{name}/{c}"), pid))
+        });
+        own.chain(partitions).collect()
     }
 
     /// Fails if any component has exited.
     pub fn check_running(&mut self) -> Result<()> {
+        for (_, partition) in &mut self.partitions {
+            partition.check_running()?;
+        }
         for component in &mut self.components {
             if let Some(status) = component.exited() {
                 return Err(crate::Error::ComponentExited {
@@ -502,6 +516,9 @@ impl LocalCluster {
 
     /// Stops every component, the last started first.
     pub fn stop(&mut self) {
+        for (_, mut partition) in self.partitions.drain(..) {
+            partition.stop();
+        }
         self.drain_real_node();
         while let Some(mut component) = self.components.pop() {
             component.stop(Duration::from_secs(15));

@@ -28,11 +28,13 @@ fn partition(name: &str, weight: u32) -> String {
     partition_in(name, weight, "arktos-system")
 }
 
+/// Unschedulable: these partitions are no control planes of Arktos (no
+/// operators, no webhooks), so other tests' tenants must not land there.
 fn partition_in(name: &str, weight: u32, secret_namespace: &str) -> String {
     json!({"apiVersion": "tenancy.arktos.io/v1alpha1", "kind": "Partition",
         "metadata": {"name": name},
         "spec": {"kubeconfigSecret": {"namespace": secret_namespace, "name": format!("{name}-kubeconfig")},
-            "weight": weight}})
+            "weight": weight, "unschedulable": true}})
     .to_string()
 }
 

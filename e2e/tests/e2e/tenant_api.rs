@@ -509,7 +509,7 @@ async fn bad_tenant_inputs_get_a_precise_status_and_change_nothing(
             == Some("1"),
         "stale write landed"
     );
-    ensure!(now.spec.partition == "default");
+    ensure!(now.spec.partition == "local");
 
     // The system tenant cannot be deleted.
     let status = api_error(api.delete("system", &DeleteParams::default()).await)?;

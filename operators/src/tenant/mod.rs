@@ -33,7 +33,14 @@ use crate::sharding::log::ReconcileLog;
 
 /// What every reconcile gets.
 pub struct Context {
+    /// The partition this instance provisions tenants in.
     pub client: kube::Client,
+    /// Where the Tenants are (the same cluster as `client` for the root
+    /// partition): the Tenant itself, its status and events, the owners'
+    /// `use` grant.
+    pub root: kube::Client,
+    /// Which tenants this instance provisions.
+    pub partition: Partition,
     pub log: Arc<ReconcileLog>,
     pub ledgers: Arc<Ledgers>,
     pub departures: Arc<Departures>,
@@ -64,10 +71,30 @@ fn owning_tenant<K: Resource>(object: K) -> Option<ObjectRef<Tenant>> {
         .map(|tenant| ObjectRef::new(tenant))
 }
 
+/// Which tenants an instance provisions: those whose `spec.partition` is
+/// `name` (and, on the root partition, those placed before partitions
+/// existed, with none).
+#[derive(Clone, Debug)]
+pub struct Partition {
+    pub name: String,
+    pub is_root: bool,
+}
+
+impl Partition {
+    pub fn holds(&self, tenant: &Tenant) -> bool {
+        let placed = tenant.spec.partition.as_str();
+        placed == self.name || (placed.is_empty() && self.is_root)
+    }
+}
+
 /// What the tenant controller runs with.
 pub struct Setup {
+    /// The partition's cluster.
     pub client: kube::Client,
-    /// To build a sharded client for the Tenant watch.
+    /// The root cluster (the Tenants).
+    pub root: kube::Client,
+    pub partition: Partition,
+    /// To build a sharded client for the Tenant watch (the root's).
     pub config: kube::Config,
     pub metrics: Arc<Metrics>,
     pub ledgers: Arc<Ledgers>,
@@ -91,14 +118,15 @@ impl Writes {
         }
     }
 
-    /// Starts the metadata watches of everything the controller writes.
-    pub fn watch(client: &kube::Client) -> Self {
+    /// Starts the metadata watches of everything the controller writes:
+    /// the owners' grant at the root, the rest in the partition.
+    pub fn watch(client: &kube::Client, root: &kube::Client) -> Self {
         let managed = managed_by_us();
         Self {
             role_bindings: written::Written::watch(client.clone(), managed.clone()),
             policies: written::Written::watch(client.clone(), managed.clone()),
-            cluster_roles: written::Written::watch(client.clone(), managed.clone()),
-            cluster_role_bindings: written::Written::watch(client.clone(), managed.clone()),
+            cluster_roles: written::Written::watch(root.clone(), managed.clone()),
+            cluster_role_bindings: written::Written::watch(root.clone(), managed.clone()),
             services: written::Written::watch(client.clone(), managed.clone()),
             endpoint_slices: written::Written::watch(client.clone(), managed),
         }
@@ -121,6 +149,7 @@ pub const TENANTS: &str = "/apis/tenancy.arktos.io/v1alpha1/tenants";
 /// `stop` resolves, then lets in-flight reconciles finish.
 pub async fn run(setup: &Setup, shard: Option<Shard>, stop: Stop) {
     let client = setup.client.clone();
+    let root = setup.root.clone();
     let (tenants, tenant_watch): (Api<Tenant>, _) = match &shard {
         Some(shard) => match shard.client(&setup.config, TENANTS) {
             Ok(sharded) => (Api::all(sharded), shard.narrow(watcher::Config::default())),
@@ -129,17 +158,19 @@ pub async fn run(setup: &Setup, shard: Option<Shard>, stop: Stop) {
                 return;
             }
         },
-        None => (Api::all(client.clone()), watcher::Config::default()),
+        None => (Api::all(root.clone()), watcher::Config::default()),
     };
     let labelled = watcher::Config::default().labels(TENANT_LABEL);
     let managed = managed_by_us();
     let context = Arc::new(Context {
         written: setup.written.clone(),
         client: client.clone(),
+        root: root.clone(),
+        partition: setup.partition.clone(),
         ledgers: setup.ledgers.clone(),
         departures: Arc::default(),
         log: setup.log.clone(),
-        recorder: Recorder::new(client.clone(), Reporter::from("arktos-operators")),
+        recorder: Recorder::new(root.clone(), Reporter::from("arktos-operators")),
         metrics: setup.metrics.clone(),
         tenant_api: setup.tenant_api,
     });
@@ -172,12 +203,12 @@ pub async fn run(setup: &Setup, shard: Option<Shard>, stop: Stop) {
             owning_tenant,
         )
         .watches(
-            Api::<ClusterRole>::all(client.clone()),
+            Api::<ClusterRole>::all(root.clone()),
             managed.clone(),
             owning_tenant,
         )
         .watches(
-            Api::<ClusterRoleBinding>::all(client.clone()),
+            Api::<ClusterRoleBinding>::all(root),
             managed,
             owning_tenant,
         )

@@ -87,7 +87,11 @@ pub async fn reconcile(tenant: Arc<Tenant>, context: Arc<Context>) -> Result<Act
     if name == SYSTEM_TENANT {
         return Ok(Action::await_change());
     }
-    let tenants: Api<Tenant> = Api::all(context.client.clone());
+    // Another partition's instances provision it.
+    if !context.partition.holds(&tenant) {
+        return Ok(Action::await_change());
+    }
+    let tenants: Api<Tenant> = Api::all(context.root.clone());
     let outcome = finalizer::finalizer(&tenants, FINALIZER, tenant, |event| async {
         match event {
             Finalize::Apply(tenant) => apply(&tenant, &context).await,
@@ -137,10 +141,11 @@ async fn apply(tenant: &Tenant, context: &Context) -> Result<Action, Error> {
     let params = apply_params();
     let role = desired::owner_role(&name);
     let writes = &context.written;
-    apply_once(&Api::all(client.clone()), &writes.cluster_roles, &role).await?;
+    let root = &context.root;
+    apply_once(&Api::all(root.clone()), &writes.cluster_roles, &role).await?;
     let binding = desired::owner_role_binding(tenant, &map);
     apply_once(
-        &Api::all(client.clone()),
+        &Api::all(root.clone()),
         &writes.cluster_role_bindings,
         &binding,
     )
@@ -331,22 +336,32 @@ async fn cleanup(tenant: &Tenant, context: &Context) -> Result<Action, Error> {
             remaining: namespaces.len(),
         });
     }
-    // The owners' grant, the tenant's own ClusterRoles, ClusterRoleBindings
-    // and CustomResourceDefinitions all carry the tenant's label.
+    // The owners' grant (at the root), the tenant's own ClusterRoles,
+    // ClusterRoleBindings and CustomResourceDefinitions (in the partition)
+    // all carry the tenant's label.
     let labelled = ListParams::default().labels(&format!("{TENANT_LABEL}={name}"));
     let crds = Api::<CustomResourceDefinition>::all(client.clone())
         .delete_collection(&DeleteParams::default(), &labelled)
         .await
         .map(|_| ());
-    let roles = Api::<ClusterRole>::all(client.clone())
-        .delete_collection(&DeleteParams::default(), &labelled)
-        .await
-        .map(|_| ());
-    let bindings = Api::<ClusterRoleBinding>::all(client.clone())
-        .delete_collection(&DeleteParams::default(), &labelled)
-        .await
-        .map(|_| ());
-    for result in [crds, bindings, roles] {
+    let mut results = vec![crds];
+    let clusters = if context.partition.is_root {
+        vec![client]
+    } else {
+        vec![client, &context.root]
+    };
+    for cluster in clusters {
+        let roles = Api::<ClusterRole>::all(cluster.clone())
+            .delete_collection(&DeleteParams::default(), &labelled)
+            .await
+            .map(|_| ());
+        let bindings = Api::<ClusterRoleBinding>::all(cluster.clone())
+            .delete_collection(&DeleteParams::default(), &labelled)
+            .await
+            .map(|_| ());
+        results.extend([bindings, roles]);
+    }
+    for result in results {
         if !gone(&result)
             && let Err(err) = result
         {
@@ -458,6 +473,7 @@ async fn write_status(
         phase: Some(phase),
         namespaces: Some(count),
         used,
+        partition: None,
         conditions: vec![Condition {
             type_: "Ready".into(),
             status: ready.into(),
@@ -467,7 +483,7 @@ async fn write_status(
             observed_generation: tenant.metadata.generation,
         }],
     };
-    Api::<Tenant>::all(context.client.clone())
+    Api::<Tenant>::all(context.root.clone())
         .patch_status(
             &tenant.name_any(),
             &PatchParams::default(),

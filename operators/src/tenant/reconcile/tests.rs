@@ -17,6 +17,11 @@ fn context(api: &FakeApi) -> Arc<Context> {
     let client = api.client();
     Arc::new(Context {
         client: client.clone(),
+        root: client.clone(),
+        partition: crate::tenant::Partition {
+            name: "local".into(),
+            is_root: true,
+        },
         log: Arc::default(),
         ledgers: Arc::new(crate::quota::ledger::Ledgers::new(client.clone())),
         departures: Arc::default(),
@@ -202,6 +207,20 @@ async fn cleanup_with_nothing_left_removes_the_grant_and_releases_the_tenant() {
     assert!(api.get(&format!("{roles}/globex--reader")).is_some());
     let finalizers = &api.get(TENANT).expect("the tenant")["metadata"]["finalizers"];
     assert_eq!(finalizers, &json!([]), "the finalizer is removed");
+}
+
+#[tokio::test]
+async fn a_tenant_of_another_partition_is_left_to_that_partitions_instances() {
+    let api = FakeApi::default();
+    let elsewhere = tenant(&api, json!({"spec": {"partition": "p2"}}));
+    let requests_before = api.requests().len();
+    reconcile(elsewhere, context(&api))
+        .await
+        .expect("nothing to do");
+    assert_eq!(api.requests().len(), requests_before, "{:?}", api.requests());
+    let here = tenant(&api, json!({"spec": {"partition": "local"}}));
+    reconcile(here, context(&api)).await.expect("provisioned");
+    assert!(api.requests().len() > requests_before);
 }
 
 #[tokio::test]
