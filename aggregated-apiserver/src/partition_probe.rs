@@ -62,7 +62,8 @@ impl Prober {
             let Ok(spec) = serde_json::from_value::<PartitionSpec>(item["spec"].clone()) else {
                 continue;
             };
-            let mut status = match tokio::time::timeout(PROBE_WITHIN, self.probe(name, &spec)).await {
+            let mut status = match tokio::time::timeout(PROBE_WITHIN, self.probe(name, &spec)).await
+            {
                 Ok(status) => status,
                 Err(_) => PartitionStatus {
                     last_error: format!("no answer within {} s", PROBE_WITHIN.as_secs()),

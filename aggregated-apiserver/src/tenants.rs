@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use arktos_crds::naming::SYSTEM_TENANT;
-use arktos_crds::status::{self, FieldError, FieldErrorType, Subject};
 use arktos_crds::partition::placement;
+use arktos_crds::status::{self, FieldError, FieldErrorType, Subject};
 use arktos_crds::tenant::{API_VERSION, GROUP, KIND, PLURAL, Tenant, validation};
 use http::{Method, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
@@ -340,7 +340,10 @@ impl TenantApi {
             // The partition is part of every apply, so no apply removes it
             // and one that creates the tenant places it.
             let partition = match &old {
-                Some(old) => old["spec"]["partition"].as_str().unwrap_or_default().to_string(),
+                Some(old) => old["spec"]["partition"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 None if status => String::new(),
                 None => {
                     let asked = config["spec"]["partition"].as_str().unwrap_or_default();
@@ -474,7 +477,9 @@ impl TenantApi {
 /// Sets `spec.partition` to `partition` when the body leaves it out: a
 /// tenant's partition is set once, at creation, and kept by every write.
 fn fill_partition(value: &mut Value, partition: &str) {
-    let missing = value["spec"]["partition"].as_str().is_none_or(str::is_empty);
+    let missing = value["spec"]["partition"]
+        .as_str()
+        .is_none_or(str::is_empty);
     if missing && !partition.is_empty() && value.is_object() {
         if !value["spec"].is_object() {
             value["spec"] = Value::Object(Default::default());

@@ -198,7 +198,11 @@ impl Backend {
                 headers.append(*name, value.clone());
             }
         }
-        let response = self.client.send(request).await.map_err(|e| self.unreachable(e))?;
+        let response = self
+            .client
+            .send(request)
+            .await
+            .map_err(|e| self.unreachable(e))?;
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             let code = response.status();
             let bytes =
@@ -248,7 +252,11 @@ impl Backend {
     /// unchanged; watches stream.
     pub async fn send(&self, outgoing: Outgoing<'_>, rewrite: Rewrite) -> Result<Response, Status> {
         let request = self.build(&outgoing)?;
-        let response = self.client.send(request).await.map_err(|e| self.unreachable(e))?;
+        let response = self
+            .client
+            .send(request)
+            .await
+            .map_err(|e| self.unreachable(e))?;
         let code = response.status();
         let content_type = content_type_of(response.headers());
         let warnings: Vec<HeaderValue> = response
@@ -306,7 +314,11 @@ impl Backend {
                 request.headers_mut().insert(name, value.clone());
             }
         }
-        let response = self.client.send(request).await.map_err(|e| self.unreachable(e))?;
+        let response = self
+            .client
+            .send(request)
+            .await
+            .map_err(|e| self.unreachable(e))?;
         let code = response.status();
         let upstream = response.headers().clone();
         let content_type = content_type_of(&upstream);
@@ -342,7 +354,11 @@ impl Backend {
         outgoing: Outgoing<'_>,
     ) -> Result<(StatusCode, kube::client::Body), Status> {
         let request = self.build_accepting(&outgoing, outgoing.accept)?;
-        let response = self.client.send(request).await.map_err(|e| self.unreachable(e))?;
+        let response = self
+            .client
+            .send(request)
+            .await
+            .map_err(|e| self.unreachable(e))?;
         Ok((response.status(), response.into_body()))
     }
 
@@ -358,7 +374,11 @@ impl Backend {
         outgoing: Outgoing<'_>,
     ) -> Result<(StatusCode, Vec<HeaderValue>, Value), Status> {
         let request = self.build(&outgoing)?;
-        let response = self.client.send(request).await.map_err(|e| self.unreachable(e))?;
+        let response = self
+            .client
+            .send(request)
+            .await
+            .map_err(|e| self.unreachable(e))?;
         let code = response.status();
         let warnings = response
             .headers()

@@ -285,6 +285,7 @@ fn verbs_of(resource: &Value) -> Vec<String> {
 /// tenant's view of it (for tenants that define groups of their own).
 pub struct CatalogCache {
     client: kube::Client,
+    partition: String,
     cached: RwLock<Option<(Instant, std::sync::Arc<Catalog>)>>,
     views: RwLock<BTreeMap<String, (Instant, std::sync::Arc<Catalog>)>>,
     /// Until then, discovery is asked anew at every turn (a tenant just
@@ -294,13 +295,18 @@ pub struct CatalogCache {
 }
 
 const FRESH_FOR: Duration = Duration::from_secs(30);
+/// Discovery is small: an answer slower than this means the partition is
+/// in trouble, and its tenants should hear so rather than wait.
+const DISCOVERY_WITHIN: Duration = Duration::from_secs(5);
 pub const AGGREGATED_ACCEPT: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 impl CatalogCache {
-    pub fn new(client: kube::Client) -> Self {
+    /// The catalog of the partition `partition` that `client` reaches.
+    pub fn new(client: kube::Client, partition: &str) -> Self {
         Self {
             client,
+            partition: partition.to_string(),
             cached: RwLock::new(None),
             views: RwLock::new(BTreeMap::new()),
             unsettled_until: std::sync::Mutex::new(None),
@@ -367,10 +373,18 @@ impl CatalogCache {
             .header(http::header::ACCEPT, AGGREGATED_ACCEPT)
             .body(Vec::new())
             .map_err(|e| status::internal(&e.to_string()))?;
-        self.client.request::<Value>(request).await.map_err(|err| {
-            tracing::warn!(error = %err, path, "discovery failed");
-            status::service_unavailable("the cluster's discovery is not available right now")
-        })
+        let asked = self.client.request::<Value>(request);
+        let answer = tokio::time::timeout(DISCOVERY_WITHIN, asked).await;
+        answer
+            .map_err(|_| format!("no answer within {} s", DISCOVERY_WITHIN.as_secs()))
+            .and_then(|answer| answer.map_err(|e| e.to_string()))
+            .map_err(|err| {
+                tracing::warn!(partition = %self.partition, error = %err, path, "discovery failed");
+                status::service_unavailable(&format!(
+                    "partition {:?}: its discovery is not available right now",
+                    self.partition
+                ))
+            })
     }
 }
 

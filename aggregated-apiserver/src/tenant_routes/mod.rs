@@ -71,7 +71,7 @@ impl TenantRoutes {
     pub fn new(client: kube::Client, partition: &str, authz: Authorizers) -> Self {
         Self {
             backend: Backend::new(client.clone(), partition),
-            catalog: CatalogCache::new(client),
+            catalog: CatalogCache::new(client, partition),
             authz,
             list_cache: list_cache::ListCache::default(),
         }

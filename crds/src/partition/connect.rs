@@ -43,9 +43,10 @@ pub async fn kubeconfig_text(
 /// A client for the partition the kubeconfig `text` reaches.
 pub async fn client(text: &str) -> Result<kube::Client, String> {
     let kubeconfig = Kubeconfig::from_yaml(text).map_err(|e| format!("the kubeconfig: {e}"))?;
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| format!("the kubeconfig: {e}"))?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| format!("the kubeconfig: {e}"))?;
     config.connect_timeout = Some(CONNECT_WITHIN);
     kube::Client::try_from(config).map_err(|e| format!("a client: {e}"))
 }

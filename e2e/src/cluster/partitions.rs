@@ -129,8 +129,8 @@ async fn start_partition_operators(
     let webhooks = partition.webhook_port();
     arktos::wait_for_tls(webhooks, root.spec.ready_timeout).await?;
     arktos::expose_on_loopback(&client, arktos::NAMESPACE, arktos::OPERATORS, webhooks).await?;
-    let ca = std::fs::read(partition.pki.ca_cert())
-        .context(|| "reading the partition's CA".into())?;
+    let ca =
+        std::fs::read(partition.pki.ca_cert()).context(|| "reading the partition's CA".into())?;
     arktos::webhooks_on_loopback(&client, webhooks, &ca).await
 }
 

@@ -17,6 +17,7 @@ mod tenant_in_cluster;
 mod tenant_isolation;
 mod tenant_namespaces;
 mod tenant_operator;
+mod tenant_partitions;
 mod tenant_plugin;
 mod tenant_python;
 mod tenant_routes;
@@ -151,6 +152,7 @@ fn main() {
             .iter()
             .chain(tenant_api::NAMES)
             .chain(partitions::NAMES)
+            .chain(tenant_partitions::NAMES)
             .chain(tenant_routes::NAMES)
             .chain(tenant_isolation::NAMES)
             .chain(tenant_namespaces::NAMES)
@@ -186,6 +188,7 @@ fn main() {
     let mut trials = foundation::trials(&ctx);
     trials.extend(tenant_api::trials(&ctx));
     trials.extend(partitions::trials(&ctx));
+    trials.extend(tenant_partitions::trials(&ctx));
     trials.extend(tenant_routes::trials(&ctx));
     trials.extend(tenant_isolation::trials(&ctx));
     trials.extend(tenant_namespaces::trials(&ctx));

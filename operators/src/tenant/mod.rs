@@ -207,11 +207,7 @@ pub async fn run(setup: &Setup, shard: Option<Shard>, stop: Stop) {
             managed.clone(),
             owning_tenant,
         )
-        .watches(
-            Api::<ClusterRoleBinding>::all(root),
-            managed,
-            owning_tenant,
-        )
+        .watches(Api::<ClusterRoleBinding>::all(root), managed, owning_tenant)
         .run(reconcile::reconcile, error_policy, context)
         .for_each(|outcome| async move {
             if let Err(err) = outcome {

@@ -217,7 +217,12 @@ async fn a_tenant_of_another_partition_is_left_to_that_partitions_instances() {
     reconcile(elsewhere, context(&api))
         .await
         .expect("nothing to do");
-    assert_eq!(api.requests().len(), requests_before, "{:?}", api.requests());
+    assert_eq!(
+        api.requests().len(),
+        requests_before,
+        "{:?}",
+        api.requests()
+    );
     let here = tenant(&api, json!({"spec": {"partition": "local"}}));
     reconcile(here, context(&api)).await.expect("provisioned");
     assert!(api.requests().len() > requests_before);
