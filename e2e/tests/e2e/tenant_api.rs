@@ -96,7 +96,7 @@ async fn kubectl_manages_tenants_like_a_builtin_resource(ctx: Arc<Ctx>) -> anyho
         "storage names leak: {yaml}"
     );
     ensure!(
-        yaml.contains("partition: default") && yaml.contains("podSecurity: restricted"),
+        yaml.contains("partition: local") && yaml.contains("podSecurity: restricted"),
         "defaults missing: {yaml}"
     );
 
