@@ -227,15 +227,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &anchors,
     )?;
     let authz = Arc::new(authz::Authorizer::new(client.clone()));
-    let cached_lists = config
-        .list_cache
-        .iter()
-        .filter(|r| !r.is_empty())
-        .map(|r| {
-            r.parse()
-                .map_err(|e: String| anyhow::anyhow!("--list-cache {e}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cached_lists = cached_lists(&config)?;
     let metrics = metrics::Metrics::new();
     let tenant_routes = Arc::new(tenant_routes::partitioned::PartitionRoutes::new(
         tenant_routes::partitioned::Setup {
@@ -269,14 +261,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
     });
     tokio::spawn(watch_readiness(state.clone()));
-    let prober = partition_probe::Prober {
-        partitions: storage::Storage::of(client.clone(), &rename::PARTITIONS),
-        tenants: storage::Storage::new(client.clone()),
-        client: client.clone(),
-        namespace: config.namespace.clone(),
-        routes: tenant_routes,
-    };
-    tokio::spawn(prober.run(Duration::from_secs(config.partition_probe_seconds)));
+    spawn_partition_probe(&config, &client, tenant_routes);
     let address = std::net::SocketAddr::new(config.bind_address, config.secure_port);
     let listener = tokio::net::TcpListener::bind(address).await?;
     tracing::info!(%address, "serving tenancy.arktos.io");
@@ -298,6 +283,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         _ = terminate.recv() => tracing::info!("terminated; stopping"),
     }
     Ok(())
+}
+
+/// The resources `--list-cache` names.
+fn cached_lists(config: &Config) -> anyhow::Result<Vec<tenant_routes::list_cache::CachedResource>> {
+    config
+        .list_cache
+        .iter()
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            r.parse()
+                .map_err(|e: String| anyhow::anyhow!("--list-cache {e}"))
+        })
+        .collect()
+}
+
+/// Probes the Partitions for as long as the process runs, keeping the
+/// tenant routes in step with them.
+fn spawn_partition_probe(
+    config: &Config,
+    client: &kube::Client,
+    routes: Arc<tenant_routes::partitioned::PartitionRoutes>,
+) {
+    let prober = partition_probe::Prober {
+        partitions: storage::Storage::of(client.clone(), &rename::PARTITIONS),
+        tenants: storage::Storage::new(client.clone()),
+        client: client.clone(),
+        namespace: config.namespace.clone(),
+        routes,
+    };
+    tokio::spawn(prober.run(Duration::from_secs(config.partition_probe_seconds)));
 }
 
 /// The tenant gateway on each of its addresses (none when its port is 0).

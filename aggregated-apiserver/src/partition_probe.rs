@@ -93,15 +93,14 @@ impl Prober {
     }
 
     /// The partition's version when it is ready; else why not. Hands the
-    /// kubeconfig to the routes, which remake theirs if it changed.
+    /// kubeconfig to the routes, which remake theirs if it changed, and
+    /// asks through their connections: the health the gateway sees.
     async fn reach(&self, name: &str, spec: &PartitionSpec) -> Result<String, String> {
         let kubeconfig =
             connect::kubeconfig_text(&self.client, &self.namespace, &spec.kubeconfig_secret)
                 .await?;
-        let client = connect::client(&kubeconfig).await?;
-        if let Err(why) = self.routes.offer(name, kubeconfig).await {
-            tracing::warn!(partition = name, %why, "cannot make routes to the partition");
-        }
+        let routes = self.routes.offer(name, kubeconfig).await?;
+        let client = routes.client();
         let request = http::Request::get("/readyz")
             .body(Vec::new())
             .map_err(|e| e.to_string())?;

@@ -111,6 +111,9 @@ struct LauncherState {
     nodes: u32,
     kubeconfig: PathBuf,
     components: Vec<(String, u32)>,
+    /// The extra partitions and their ports.
+    #[serde(default)]
+    partitions: Vec<(String, Ports)>,
 }
 
 pub fn init_tracing() {
@@ -327,6 +330,10 @@ fn run_foreground(home: &ArktosHome, args: ClusterArgs) -> anyhow::Result<()> {
             nodes: spec.nodes,
             kubeconfig: cluster.kubeconfig_path(),
             components: cluster.pids(),
+            partitions: cluster
+                .partitions()
+                .map(|(name, p)| (name.to_string(), p.spec().ports))
+                .collect(),
         };
         std::fs::write(state_file(&dir), serde_json::to_string_pretty(&state)?)?;
         tracing::info!(cluster = %spec.name, kubeconfig = %state.kubeconfig.display(), "cluster ready");
@@ -425,14 +432,11 @@ fn status(home: &ArktosHome, name: &str) -> anyhow::Result<()> {
         "  kube-apiserver: https://127.0.0.1:{}",
         state.ports.apiserver()
     );
-    let partitions: std::collections::BTreeSet<&str> = state
-        .components
-        .iter()
-        .filter_map(|(c, _)| c.split_once('/').map(|(p, _)| p))
-        .collect();
-    for (index, partition) in partitions.iter().enumerate() {
-        let base = state.ports.base + (index as u16 + 1) * crate::cluster::RESERVED_PORTS;
-        println!("  partition {partition}: kube-apiserver https://127.0.0.1:{base}");
+    for (partition, ports) in &state.partitions {
+        println!(
+            "  partition {partition}: kube-apiserver https://127.0.0.1:{}",
+            ports.apiserver()
+        );
     }
     for (component, pid) in &state.components {
         let mark = if alive(*pid) { "running" } else { "EXITED" };

@@ -118,6 +118,10 @@ impl Backend {
         }
     }
 
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
     /// The prompt refusal of a request whose partition does not answer:
     /// its tenants learn which partition is down, nobody waits.
     fn unreachable(&self, err: impl std::fmt::Display) -> Status {

@@ -77,6 +77,11 @@ impl TenantRoutes {
         }
     }
 
+    /// The partition's kube-apiserver, as arktos-apiserver.
+    pub fn client(&self) -> &kube::Client {
+        self.backend.client()
+    }
+
     /// Answers lists of `resources` from copies kept by watches (see
     /// `list_cache`); starts the watches, which end with these routes.
     pub fn with_list_cache(

@@ -150,7 +150,7 @@ async fn register(root: &kube::Client, name: &str, kubeconfig: &str) -> Result<(
     Api::<Secret>::namespaced(root.clone(), arktos::NAMESPACE)
         .patch(&secret_name, &params, &Patch::Apply(&secret))
         .await?;
-    let mut partition = Partition::new(
+    let partition = Partition::new(
         name,
         PartitionSpec {
             kubeconfig_secret: SecretKeyRef {
@@ -162,7 +162,6 @@ async fn register(root: &kube::Client, name: &str, kubeconfig: &str) -> Result<(
             unschedulable: false,
         },
     );
-    partition.metadata.managed_fields = None;
     Api::<Partition>::all(root.clone())
         .patch(name, &params, &Patch::Apply(&partition))
         .await?;
