@@ -1,16 +1,17 @@
 //! Tenants on two partitions behind one gateway (issue 17; the Partitions
 //! section of docs/architecture.md): a second control plane started and
 //! registered while everything runs, placement, the same names in tenants
-//! on either side, isolation across them, and a tenant deleted from the
-//! partition.
+//! on either side, isolation across them, a tenant deleted from the
+//! partition, and a partition that stops and returns.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use arktos_e2e::cluster::partitions::{kubeconfig_secret, start_partition};
 use arktos_e2e::cluster::{LocalCluster, Ports};
 use arktos_e2e::harness::step;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
@@ -20,19 +21,29 @@ use serde_json::json;
 use crate::support::{TenantOwner, eventually, kubectl_words, tenant_kubeconfig, unique};
 use crate::{Ctx, disruptive_long_trial};
 
-pub const NAMES: &[&str] = &["tenants_on_two_partitions_work_alike_and_stay_apart"];
+pub const NAMES: &[&str] = &[
+    "tenants_on_two_partitions_work_alike_and_stay_apart",
+    "a_partition_that_stops_fails_its_tenants_promptly_and_no_others",
+];
 
 pub fn trials(ctx: &Arc<Ctx>) -> Vec<Trial> {
-    vec![disruptive_long_trial(
-        ctx,
-        NAMES[0],
-        Duration::from_secs(420),
-        |ctx| async move { two_partitions(&ctx).await },
-    )]
+    vec![
+        disruptive_long_trial(ctx, NAMES[0], Duration::from_secs(300), |ctx| async move {
+            two_partitions(&ctx).await
+        }),
+        disruptive_long_trial(ctx, NAMES[1], Duration::from_secs(300), |ctx| async move {
+            stopped_partition(&ctx).await
+        }),
+    ]
 }
 
-async fn two_partitions(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
-    step("a second control plane starts and is registered as a Partition while everything runs");
+/// A partition started for one test, registered unschedulable once it has
+/// the tenants the test placed there; unregistered at the end.
+async fn with_partition<F, Fut>(ctx: &Arc<Ctx>, test: F) -> anyhow::Result<()>
+where
+    F: FnOnce(kube::Client, LocalCluster, String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<LocalCluster>>,
+{
     let root = ctx
         .cluster
         .local()
@@ -41,14 +52,41 @@ async fn two_partitions(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     let name = unique("p");
     let partition = start_partition(&root, &name, Ports::find_free()?, 1).await?;
     let admin = ctx.cluster.client().await?;
-    let outcome = on_two_partitions(ctx, &admin, &partition, &name).await;
+    let outcome = test(admin.clone(), partition, name.clone()).await;
     let partitions = Api::<arktos_crds::partition::Partition>::all(admin.clone());
     let _ = partitions.delete(&name, &DeleteParams::default()).await;
     let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin, "arktos-system");
     let _ = secrets
         .delete(&kubeconfig_secret(&name), &DeleteParams::default())
         .await;
-    outcome
+    outcome.map(drop)
+}
+
+async fn two_partitions(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
+    step("a second control plane starts and is registered as a Partition while everything runs");
+    with_partition(ctx, |admin, partition, name| async move {
+        on_two_partitions(ctx, &admin, &partition, &name).await?;
+        Ok(partition)
+    })
+    .await
+}
+
+async fn stopped_partition(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
+    step("a partition with a tenant, and a tenant at the root");
+    with_partition(ctx, |admin, mut partition, name| async move {
+        let far = TenantOwner::create(ctx, "down", json!({"partition": name})).await?;
+        let near = TenantOwner::create(ctx, "up", json!({"partition": "local"})).await?;
+        for owner in [&far, &near] {
+            owner.namespace("web").await?;
+        }
+        let patch = json!({"spec": {"unschedulable": true}});
+        Api::<arktos_crds::partition::Partition>::all(admin)
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        outage(&far, &near, &mut partition, &name).await?;
+        Ok(partition)
+    })
+    .await
 }
 
 async fn on_two_partitions(
@@ -179,6 +217,91 @@ async fn isolation(ctx: &Arc<Ctx>, far: &TenantOwner, near: &TenantOwner) -> any
         .get("cfg")
         .await?;
     ensure!(cfg.data.unwrap_or_default().get("tenant") == Some(&near.tenant));
+    Ok(())
+}
+
+/// The partition's kube-apiserver stops: its tenants get a prompt 503
+/// naming it, the other tenant works throughout, watches resume after.
+async fn outage(
+    far: &TenantOwner,
+    near: &TenantOwner,
+    partition: &mut LocalCluster,
+    name: &str,
+) -> anyhow::Result<()> {
+    step("watches on both tenants, then the partition's kube-apiserver stops");
+    let far_seen = watch_names(Api::namespaced(far.client.clone(), "web"));
+    let near_seen = watch_names(Api::namespaced(near.client.clone(), "web"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    partition.kill("kube-apiserver")?;
+    let far_configs: Api<ConfigMap> = Api::namespaced(far.client.clone(), "web");
+    let asked = Instant::now();
+    let answer = far_configs.get_opt("cfg").await;
+    let took = asked.elapsed();
+    match &answer {
+        Err(kube::Error::Api(status)) => ensure!(
+            status.code == 503 && status.message.contains(name) && took < Duration::from_secs(2),
+            "while down: {status:?} after {took:?}"
+        ),
+        other => anyhow::bail!("while down, want a 503 Status: {other:?} after {took:?}"),
+    }
+
+    step("the other partition's tenant creates, lists and watches meanwhile");
+    let near_configs: Api<ConfigMap> = Api::namespaced(near.client.clone(), "web");
+    for n in 0..3 {
+        let config: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": format!("during-{n}")}}))?;
+        near_configs.create(&Default::default(), &config).await?;
+    }
+    let listed = near_configs.list(&ListParams::default()).await?;
+    let during = listed
+        .items
+        .iter()
+        .filter(|c| c.name_any().starts_with("during-"));
+    ensure!(during.count() == 3, "listed: {:?}", listed.items.len());
+    seen(&near_seen, "during-2").await?;
+
+    step("the partition's kube-apiserver returns; the tenant's watch resumes");
+    partition.start_again("kube-apiserver")?;
+    eventually(
+        "the partition answering again",
+        Duration::from_secs(90),
+        || async { Ok(far_configs.get_opt("cfg").await.is_ok()) },
+    )
+    .await?;
+    let config: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "after"}}))?;
+    far_configs.create(&Default::default(), &config).await?;
+    seen(&far_seen, "after").await
+}
+
+type Seen = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// The names of the ConfigMaps a kube-rs watcher (which resumes by itself,
+/// with its default backoff) reports, as they come.
+fn watch_names(api: Api<ConfigMap>) -> Seen {
+    use kube::runtime::WatchStreamExt;
+    use kube::runtime::watcher::Event;
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        let events = kube::runtime::watcher(api, Default::default()).default_backoff();
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            if let Ok(Event::Apply(object) | Event::InitApply(object)) = event {
+                record.lock().expect("not poisoned").push(object.name_any());
+            }
+        }
+    });
+    seen
+}
+
+async fn seen(seen: &Seen, name: &str) -> anyhow::Result<()> {
+    let reported = || async { Ok(seen.lock().expect("not poisoned").iter().any(|n| n == name)) };
+    eventually(
+        &format!("the watch reporting {name}"),
+        Duration::from_secs(60),
+        reported,
+    )
+    .await?;
     Ok(())
 }
 
