@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod partition_probe;
 pub mod partitions;
+pub mod placed_tenants;
 pub mod rename;
 pub mod request;
 pub mod respond;
@@ -239,9 +240,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             metrics: metrics.list_cache(),
         },
     ));
+    let placed = Arc::new(placed_tenants::PlacedTenants::new(&config.root_partition));
+    tokio::spawn(placed.clone().follow(client.clone()));
     let placement = tenants::Placement {
         root: config.root_partition.clone(),
         root_weight: config.root_partition_weight,
+        placed: placed.clone(),
     };
     let state = Arc::new(routes::State {
         authn: authn::Authenticator::new(header_names, Some(client.clone())),
@@ -261,7 +265,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
     });
     tokio::spawn(watch_readiness(state.clone()));
-    spawn_partition_probe(&config, &client, tenant_routes);
+    spawn_partition_probe(&config, &client, tenant_routes, placed);
     let address = std::net::SocketAddr::new(config.bind_address, config.secure_port);
     let listener = tokio::net::TcpListener::bind(address).await?;
     tracing::info!(%address, "serving tenancy.arktos.io");
@@ -304,10 +308,11 @@ fn spawn_partition_probe(
     config: &Config,
     client: &kube::Client,
     routes: Arc<tenant_routes::partitioned::PartitionRoutes>,
+    placed: Arc<placed_tenants::PlacedTenants>,
 ) {
     let prober = partition_probe::Prober {
         partitions: storage::Storage::of(client.clone(), &rename::PARTITIONS),
-        tenants: storage::Storage::new(client.clone()),
+        placed,
         client: client.clone(),
         namespace: config.namespace.clone(),
         routes,

@@ -1,18 +1,22 @@
 //! Keeps each Partition's status current: every few seconds arktos-apiserver
 //! reaches the partition's kube-apiserver with the kubeconfig its Secret
-//! holds, asks `/readyz` and `/version`, counts the tenants placed there,
+//! holds, asks `/readyz` and `/version`, counts the tenants placed there
+//! (`placed_tenants`),
 //! and writes what it saw (or why it could not) to the Partition's status.
 //! The Secret must be in arktos-apiserver's own namespace: it reads no
 //! Secrets anywhere else. The tenant routes follow what it finds: new
-//! kubeconfigs remake a partition's routes, a Partition gone drops them.
+//! kubeconfigs remake a partition's routes, a Partition gone drops them,
+//! one that does not answer has its tenants' requests refused at once
+//! (see `tenant_routes::health`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use arktos_crds::partition::{PartitionSpec, PartitionStatus, connect, placement};
+use arktos_crds::partition::{PartitionSpec, PartitionStatus, connect};
 use http::Method;
 use serde_json::{Value, json};
 
+use crate::placed_tenants::PlacedTenants;
 use crate::storage::{Call, Storage};
 use crate::tenant_routes::partitioned::PartitionRoutes;
 
@@ -22,8 +26,8 @@ const PROBE_WITHIN: Duration = Duration::from_secs(3);
 pub struct Prober {
     /// Partitions' storage.
     pub partitions: Storage,
-    /// Tenants' storage (to count the tenants of each partition).
-    pub tenants: Storage,
+    /// Where the tenants are (to count the tenants of each partition).
+    pub placed: Arc<PlacedTenants>,
     /// The root cluster: the Secrets.
     pub client: kube::Client,
     /// Where the kubeconfig Secrets must be.
@@ -56,25 +60,29 @@ impl Prober {
         if items.is_empty() {
             return Ok(());
         }
-        let tenants = self.tenants.call(Method::GET, Call::default()).await?;
-        for item in &items {
-            let name = item["metadata"]["name"].as_str().unwrap_or_default();
-            let Ok(spec) = serde_json::from_value::<PartitionSpec>(item["spec"].clone()) else {
-                continue;
-            };
-            let mut status = match tokio::time::timeout(PROBE_WITHIN, self.probe(name, &spec)).await
-            {
-                Ok(status) => status,
-                Err(_) => PartitionStatus {
-                    last_error: format!("no answer within {} s", PROBE_WITHIN.as_secs()),
-                    ..Default::default()
-                },
-            };
-            status.tenants = placement::count_placed(&tenants.body, name);
-            status.last_probe_time = Some(k8s_openapi::jiff::Timestamp::now().to_string());
-            self.write_status(name, &status).await;
-        }
+        // All at once: one partition that hangs delays no other's verdict.
+        let probes = items.iter().map(|item| self.probe_one(item));
+        futures::future::join_all(probes).await;
         Ok(())
+    }
+
+    async fn probe_one(&self, item: &Value) {
+        let name = item["metadata"]["name"].as_str().unwrap_or_default();
+        let Ok(spec) = serde_json::from_value::<PartitionSpec>(item["spec"].clone()) else {
+            return;
+        };
+        let mut status = match tokio::time::timeout(PROBE_WITHIN, self.probe(name, &spec)).await {
+            Ok(status) => status,
+            Err(_) => PartitionStatus {
+                last_error: format!("no answer within {} s", PROBE_WITHIN.as_secs()),
+                ..Default::default()
+            },
+        };
+        let down = (!status.ready).then(|| status.last_error.clone());
+        self.routes.found(name, down);
+        status.tenants = self.placed.count(name);
+        status.last_probe_time = Some(k8s_openapi::jiff::Timestamp::now().to_string());
+        self.write_status(name, &status).await;
     }
 
     /// What the partition's kube-apiserver says of itself.

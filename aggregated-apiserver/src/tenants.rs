@@ -37,13 +37,15 @@ pub struct TenantApi {
     placement: Placement,
 }
 
-/// What placement knows of the root cluster as a partition.
-#[derive(Clone, Debug)]
+/// What placement knows: the root cluster as a partition, and where the
+/// tenants are.
+#[derive(Clone)]
 pub struct Placement {
-    /// Its name.
+    /// The root's name.
     pub root: String,
-    /// Its share of new tenants.
+    /// The root's share of new tenants.
     pub root_weight: u32,
+    pub placed: Arc<crate::placed_tenants::PlacedTenants>,
 }
 
 fn subject(name: &str) -> Subject<'_> {
@@ -157,7 +159,7 @@ impl TenantApi {
 
     /// The partition of a new tenant: the one `asked` (an admin's
     /// `spec.partition`) if it exists, else placement's choice (see
-    /// `placement`), with the tenants counted from the storage's cache.
+    /// `placement`), with the tenants counted by `placed_tenants`.
     async fn place(&self, name: &str, asked: &str) -> Result<String, Status> {
         let partitions = self
             .storage
@@ -165,20 +167,17 @@ impl TenantApi {
             .call(Method::GET, Call::default())
             .await?
             .body;
-        let tenants = if asked.is_empty() {
-            let call = Call {
-                query: "resourceVersion=0".into(),
-                ..Default::default()
-            };
-            self.storage.call(Method::GET, call).await?.body
-        } else {
-            Value::Null
-        };
+        let placed = &self.placement.placed;
+        if asked.is_empty() && !placed.listed().await {
+            return Err(status::service_unavailable(&format!(
+                "cannot place tenant {name:?} yet: the tenants' placement is still being listed"
+            )));
+        }
         let candidates = placement::candidates(
             &self.placement.root,
             self.placement.root_weight,
             &partitions,
-            &tenants,
+            |partition| placed.count(partition),
         );
         let asked = (!asked.is_empty()).then_some(asked);
         match placement::choose(&candidates, asked) {

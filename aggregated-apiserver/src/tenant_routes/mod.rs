@@ -15,6 +15,7 @@ mod cluster_objects;
 pub mod cluster_rbac;
 pub mod crds;
 mod duplicates;
+pub mod health;
 pub mod list_cache;
 mod list_stream;
 pub mod mapping;
@@ -55,6 +56,7 @@ pub struct TenantRoutes {
     catalog: CatalogCache,
     authz: Authorizers,
     list_cache: list_cache::ListCache,
+    health: health::Health,
 }
 
 fn tenant_subject(name: &str) -> Subject<'_> {
@@ -74,12 +76,18 @@ impl TenantRoutes {
             catalog: CatalogCache::new(client, partition),
             authz,
             list_cache: list_cache::ListCache::default(),
+            health: health::Health::new(partition),
         }
     }
 
     /// The partition's kube-apiserver, as arktos-apiserver.
     pub fn client(&self) -> &kube::Client {
         self.backend.client()
+    }
+
+    /// Whether the partition answers, as its probe last found.
+    pub fn health(&self) -> &health::Health {
+        &self.health
     }
 
     /// Answers lists of `resources` from copies kept by watches (see

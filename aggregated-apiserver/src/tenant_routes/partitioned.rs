@@ -116,9 +116,8 @@ impl PartitionRoutes {
             ));
         }
         let routes = self.routes(&tenant_object.spec.partition).await?;
-        routes
-            .serve(user, &tenant_object, name, path, parsed, request)
-            .await
+        let served = routes.serve(user, &tenant_object, name, path, parsed, request);
+        routes.health().while_up(served).await
     }
 
     async fn tenant(&self, name: &str) -> Result<Arc<Tenant>, Status> {
@@ -203,6 +202,14 @@ impl PartitionRoutes {
             .expect("not poisoned")
             .insert(partition.to_string(), plane);
         Ok(routes)
+    }
+
+    /// Records what the probe found of `partition`: `None` answers,
+    /// `Some(why)` does not (see `health`).
+    pub fn found(&self, partition: &str, down: Option<String>) {
+        if let Some(plane) = self.others.read().expect("not poisoned").get(partition) {
+            plane.routes.health().set(down);
+        }
     }
 
     /// Drops the routes of every partition not in `registered`.

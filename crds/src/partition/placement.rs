@@ -53,18 +53,18 @@ pub fn choose<'a>(candidates: &'a [Candidate], asked: Option<&str>) -> Result<&'
 
 /// The candidates as the stored lists say: the root cluster (always ready:
 /// it serves this request; `root_weight` from the command line) and every
-/// Partition with its probed readiness, each with its tenants counted from
-/// `tenants` (a TenantList: where each tenant is).
+/// Partition with its probed readiness, each with its tenants as `placed`
+/// counts them.
 pub fn candidates(
     root: &str,
     root_weight: u32,
     partitions: &serde_json::Value,
-    tenants: &serde_json::Value,
+    placed: impl Fn(&str) -> u64,
 ) -> Vec<Candidate> {
     let root = Candidate {
         name: root.to_string(),
         weight: root_weight,
-        tenants: count_placed(tenants, root),
+        tenants: placed(root),
         ready: true,
         unschedulable: false,
     };
@@ -75,22 +75,12 @@ pub fn candidates(
         Some(Candidate {
             name: name.to_string(),
             weight: u32::try_from(weight).unwrap_or(super::MAX_WEIGHT),
-            tenants: count_placed(tenants, name),
+            tenants: placed(name),
             ready: p["status"]["ready"].as_bool().unwrap_or(false),
             unschedulable: p["spec"]["unschedulable"].as_bool().unwrap_or(false),
         })
     });
     std::iter::once(root).chain(others).collect()
-}
-
-/// How many of `tenants` (a TenantList) are placed on `partition`.
-pub fn count_placed(tenants: &serde_json::Value, partition: &str) -> u64 {
-    tenants["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| t["spec"]["partition"] == partition)
-        .count() as u64
 }
 
 fn why_closed(candidates: &[Candidate]) -> String {
@@ -133,10 +123,12 @@ mod tests {
             {"metadata": {"name": "p2"}, "spec": {"weight": 3, "unschedulable": true}, "status": {"ready": true}},
             {"metadata": {"name": "p3"}, "spec": {}},
         ]});
-        let tenants = serde_json::json!({"items": [
-            {"spec": {"partition": "p2"}}, {"spec": {"partition": "local"}}, {"spec": {"partition": "p2"}},
-        ]});
-        let found = candidates("local", 1, &partitions, &tenants);
+        let placed = |p: &str| match p {
+            "local" => 1,
+            "p2" => 2,
+            _ => 0,
+        };
+        let found = candidates("local", 1, &partitions, placed);
         assert_eq!(
             found,
             [

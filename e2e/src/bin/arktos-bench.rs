@@ -14,6 +14,8 @@ use arktos_e2e::cluster::{ClusterSpec, LocalCluster, Ports};
 use arktos_e2e::home::ArktosHome;
 use clap::{Parser, Subcommand};
 
+#[path = "arktos-bench/partitions.rs"]
+mod partitions;
 #[path = "arktos-bench/provisioning.rs"]
 mod provisioning;
 #[path = "arktos-bench/shards.rs"]
@@ -99,6 +101,19 @@ enum Bench {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// The same tenant workload through the gateway on 1 partition and on 2;
+    /// the gateway's memory per tenant with many synthetic tenants placed.
+    Partitions {
+        /// CREATEs and GETs per tenant and phase.
+        #[arg(long, default_value_t = 500)]
+        requests: usize,
+        /// LISTs per tenant and phase.
+        #[arg(long, default_value_t = 20)]
+        lists: usize,
+        /// Synthetic tenants placed to weigh the gateway's partition map.
+        #[arg(long, default_value_t = 100_000)]
+        synthetic: usize,
+    },
     /// Tenants provisioned per second until Ready, and the operators' memory per tenant.
     Provisioning {
         /// Tenants to create.
@@ -157,6 +172,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cluster.stop();
         return result;
     }
+    if let Bench::Partitions {
+        requests,
+        lists,
+        synthetic,
+    } = cli.bench
+    {
+        // Adds a partition to the local cluster and reads its processes.
+        let mut cluster = start_cluster().await?;
+        let work = partitions::Workload {
+            requests,
+            lists,
+            synthetic,
+            concurrency: cli.concurrency,
+        };
+        let result = partitions::run(&mut cluster, &work).await;
+        cluster.stop();
+        return result;
+    }
     if let Bench::Shards { tenants } = cli.bench {
         let mut cluster = start_cluster().await?;
         let result = shards::run(&mut cluster, tenants, cli.concurrency).await;
@@ -185,6 +218,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Bench::TenantPods { .. }
         | Bench::Provisioning { .. }
         | Bench::Shards { .. }
+        | Bench::Partitions { .. }
         | Bench::VmPods { .. }
         | Bench::VmActions { .. } => {
             unreachable!("handled above")

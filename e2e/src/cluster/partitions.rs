@@ -64,6 +64,12 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Partition `name` started beside this cluster.
+    pub fn partition_mut(&mut self, name: &str) -> Option<&mut LocalCluster> {
+        let found = self.partitions.iter_mut().find(|(n, _)| n == name);
+        found.map(|(_, partition)| partition)
+    }
+
     /// The partitions started beside this cluster, by name.
     pub fn partitions(&self) -> impl Iterator<Item = (&str, &LocalCluster)> {
         self.partitions.iter().map(|(name, p)| (name.as_str(), p))

@@ -83,7 +83,8 @@ async fn stopped_partition(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
         Api::<arktos_crds::partition::Partition>::all(admin)
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
-        outage(&far, &near, &mut partition, &name).await?;
+        let far_kubeconfig = tenant_kubeconfig(ctx, &far, "web")?;
+        outage(&far, &far_kubeconfig, &near, &mut partition, &name).await?;
         Ok(partition)
     })
     .await
@@ -158,7 +159,41 @@ async fn same_names_alike(
             "{}: namespaces: {out}",
             owner.tenant
         );
+        python_alike(&config, &owner.tenant).await?;
     }
+    Ok(())
+}
+
+/// The Python client reads, creates and lists across the tenant the same
+/// whichever partition holds it.
+const PYTHON_ALIKE: &str = r#"
+import json, sys
+from kubernetes import client, config
+config.load_kube_config(config_file=sys.argv[1])
+core = client.CoreV1Api()
+core.create_namespaced_config_map("web", {"metadata": {"name": "from-python"}})
+ours = ("cfg", "from-python")
+print(json.dumps({
+    "cfg": core.read_namespaced_config_map("cfg", "web").data["tenant"],
+    "all": sorted("%s/%s" % (m.metadata.namespace, m.metadata.name)
+                  for m in core.list_config_map_for_all_namespaces().items if m.metadata.name in ours),
+}))
+"#;
+
+async fn python_alike(kubeconfig: &std::path::Path, tenant: &str) -> anyhow::Result<()> {
+    let interpreter = crate::tenant_python::python().await?;
+    let out = tokio::process::Command::new(&interpreter)
+        .args(["-c", PYTHON_ALIKE])
+        .arg(kubeconfig)
+        .output()
+        .await?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "{tenant}: python: {err}");
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(
+        answer["cfg"] == tenant && answer["all"] == json!(["web/cfg", "web/from-python"]),
+        "{tenant}: python saw {answer}"
+    );
     Ok(())
 }
 
@@ -224,6 +259,7 @@ async fn isolation(ctx: &Arc<Ctx>, far: &TenantOwner, near: &TenantOwner) -> any
 /// naming it, the other tenant works throughout, watches resume after.
 async fn outage(
     far: &TenantOwner,
+    far_kubeconfig: &std::path::Path,
     near: &TenantOwner,
     partition: &mut LocalCluster,
     name: &str,
@@ -234,8 +270,10 @@ async fn outage(
     tokio::time::sleep(Duration::from_secs(1)).await;
     partition.kill("kube-apiserver")?;
     let far_configs: Api<ConfigMap> = Api::namespaced(far.client.clone(), "web");
+    // kube-rs retries a 503 for minutes by default: this asks once.
+    let once: Api<ConfigMap> = Api::namespaced(without_retries(far_kubeconfig).await?, "web");
     let asked = Instant::now();
-    let answer = far_configs.get_opt("cfg").await;
+    let answer = once.get_opt("cfg").await;
     let took = asked.elapsed();
     match &answer {
         Err(kube::Error::Api(status)) => ensure!(
@@ -258,7 +296,9 @@ async fn outage(
         .iter()
         .filter(|c| c.name_any().starts_with("during-"));
     ensure!(during.count() == 3, "listed: {:?}", listed.items.len());
-    seen(&near_seen, "during-2").await?;
+    for n in 0..3 {
+        seen(&near_seen, &format!("during-{n}")).await?;
+    }
 
     step("the partition's kube-apiserver returns; the tenant's watch resumes");
     partition.start_again("kube-apiserver")?;
@@ -273,16 +313,37 @@ async fn outage(
     seen(&far_seen, "after").await
 }
 
+/// A client of the kubeconfig at `path` without kube-rs' retries of 429,
+/// 503 and 504.
+async fn without_retries(path: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    config.default_retry = false;
+    Ok(kube::Client::try_from(config)?)
+}
+
 type Seen = Arc<std::sync::Mutex<Vec<String>>>;
 
 /// The names of the ConfigMaps a kube-rs watcher (which resumes by itself,
-/// with its default backoff) reports, as they come.
-fn watch_names(api: Api<ConfigMap>) -> Seen {
+/// with its default backoff) reports, as they come; the watcher stops when
+/// this is dropped.
+struct Watching {
+    seen: Seen,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn watch_names(api: Api<ConfigMap>) -> Watching {
     use kube::runtime::WatchStreamExt;
     use kube::runtime::watcher::Event;
     let seen: Seen = Arc::default();
     let record = seen.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let events = kube::runtime::watcher(api, Default::default()).default_backoff();
         let mut events = std::pin::pin!(events);
         while let Some(event) = events.next().await {
@@ -291,11 +352,14 @@ fn watch_names(api: Api<ConfigMap>) -> Seen {
             }
         }
     });
-    seen
+    Watching { seen, task }
 }
 
-async fn seen(seen: &Seen, name: &str) -> anyhow::Result<()> {
-    let reported = || async { Ok(seen.lock().expect("not poisoned").iter().any(|n| n == name)) };
+async fn seen(watching: &Watching, name: &str) -> anyhow::Result<()> {
+    let reported = || async {
+        let seen = watching.seen.lock().expect("not poisoned");
+        Ok(seen.iter().any(|n| n == name))
+    };
     eventually(
         &format!("the watch reporting {name}"),
         Duration::from_secs(60),

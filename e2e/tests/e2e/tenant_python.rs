@@ -129,7 +129,7 @@ print(json.dumps({
 "#;
 
 /// A venv with the `kubernetes` package, made once and kept.
-async fn python() -> anyhow::Result<std::path::PathBuf> {
+pub async fn python() -> anyhow::Result<std::path::PathBuf> {
     let venv = ArktosHome::from_env().root().join("python");
     let interpreter = venv.join("bin").join("python");
     if !venv.join(".kubernetes-installed").exists() {

@@ -31,12 +31,14 @@ fn mk_pod(name: &str) -> anyhow::Result<Pod> {
 }
 
 /// Tenant `tenant` owned by `owner` (a client certificate of the cluster
-/// CA), with `use` granted at once (the tenant controller would grant it
-/// within a second or so); returns the owner's client on the gateway.
+/// CA) on `partition` ("" to have it placed), with `use` granted at once
+/// (the tenant controller would grant it within a second or so); returns
+/// the owner's client on the gateway.
 pub async fn tenant_owner(
     cluster: &LocalCluster,
     tenant: &str,
     owner: &str,
+    partition: &str,
 ) -> anyhow::Result<kube::Client> {
     let admin = cluster.admin_client().await?;
     let pki = cluster.pki();
@@ -50,7 +52,7 @@ pub async fn tenant_owner(
     })?;
     let object: Tenant = serde_json::from_value(json!({
         "apiVersion": "tenancy.arktos.io/v1alpha1", "kind": "Tenant", "metadata": {"name": tenant},
-        "spec": {"owners": [{"kind": "User", "name": owner}]},
+        "spec": {"owners": [{"kind": "User", "name": owner}], "partition": partition},
     }))?;
     Api::<Tenant>::all(admin.clone())
         .create(&PostParams::default(), &object)
@@ -87,7 +89,7 @@ async fn setup(
     cluster: &LocalCluster,
     namespaces: usize,
 ) -> anyhow::Result<(kube::Client, kube::Client, kube::Client)> {
-    let gateway = tenant_owner(cluster, TENANT, OWNER).await?;
+    let gateway = tenant_owner(cluster, TENANT, OWNER, "").await?;
     let pki = cluster.pki();
     let aggregated_url = format!(
         "{}/apis/tenancy.arktos.io/v1alpha1/tenants/{TENANT}",

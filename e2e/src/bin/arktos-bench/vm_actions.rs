@@ -160,7 +160,7 @@ fn status(pod: &Value) -> &Value {
 }
 
 pub async fn run(cluster: &LocalCluster, runs: usize) -> anyhow::Result<()> {
-    let client = crate::tenant_pods::tenant_owner(cluster, TENANT, OWNER).await?;
+    let client = crate::tenant_pods::tenant_owner(cluster, TENANT, OWNER, "").await?;
     let mut bench = Bench {
         client,
         samples: Vec::new(),
