@@ -303,6 +303,9 @@ pub async fn serve(
                 continue;
             }
         };
+        // Lists and watches go out in many small writes: without this, Nagle
+        // holds each one back until the client's delayed ACK (40 ms).
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let anchors = anchors.clone();
         let service = service.clone();

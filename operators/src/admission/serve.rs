@@ -59,6 +59,9 @@ pub async fn serve(
         let Ok((tcp, remote)) = listener.accept().await else {
             continue;
         };
+        // An answer in more than one write would wait for the client's
+        // delayed ACK (40 ms) under Nagle.
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let service = service.clone();
         tokio::spawn(async move {

@@ -17,7 +17,6 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::json;
 
 const PARTITION: &str = "p2";
-const NAMESPACE: &str = "work";
 const DIRECT_ROOT: &str = "kube-apiserver direct (root)";
 
 /// What one run does, per tenant and phase.
@@ -40,7 +39,7 @@ pub async fn run(cluster: &mut LocalCluster, work: &Workload) -> anyhow::Result<
     let a2 = work_tenant(cluster, "bench-a2", "").await?;
     let root_admin = cluster.admin_client().await?;
     let mut samples = workload(&a, "root tenant, 1 partition", "one", work).await?;
-    samples.extend(direct(&root_admin, a.name, DIRECT_ROOT, "one", work).await?);
+    samples.extend(direct(&root_admin, &a, DIRECT_ROOT, "direct", work).await?);
 
     eprintln!("[2/6] a second partition starts and is registered");
     let started = Instant::now();
@@ -60,11 +59,11 @@ pub async fn run(cluster: &mut LocalCluster, work: &Workload) -> anyhow::Result<
         .context("the partition just added")?;
     let p2_admin = p2.admin_client().await?;
     let direct_p2 = "kube-apiserver direct (p2)";
-    samples.extend(direct(&p2_admin, b.name, direct_p2, "two", work).await?);
+    samples.extend(direct(&p2_admin, &b, direct_p2, "direct", work).await?);
 
     eprintln!("[4/6] aggregate CREATE: two tenants at once on one partition, then on two");
-    let one = together(&a, &a2, "agg1", work).await;
-    let two = together(&a, &b, "agg2", work).await;
+    let one = together(&a, &a2, "together-one", work).await?;
+    let two = together(&a, &b, "together-two", work).await?;
 
     println!();
     report(&samples, DIRECT_ROOT);
@@ -84,23 +83,37 @@ pub async fn run(cluster: &mut LocalCluster, work: &Workload) -> anyhow::Result<
     synthetic_tenants(cluster, &root_admin, work).await
 }
 
-/// Tenant `name` on `partition` ("" = placed) with a namespace to work in.
+/// Tenant `name` on `partition` ("" = placed), set up by its partition's
+/// operators.
 async fn work_tenant(
     cluster: &LocalCluster,
     name: &'static str,
     partition: &str,
 ) -> anyhow::Result<WorkTenant> {
     let client = crate::tenant_pods::tenant_owner(cluster, name, name, partition).await?;
-    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?;
-    // The partition's operators set the tenant up before it takes objects.
-    let namespaces = Api::<Namespace>::all(client.clone());
-    let mut tries = 0;
-    while let Err(err) = namespaces.create(&PostParams::default(), &namespace).await {
-        tries += 1;
-        anyhow::ensure!(tries < 60, "creating {name}'s namespace: {err}");
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let tenant = WorkTenant { name, client };
+    tenant.namespace("setup").await?;
+    Ok(tenant)
+}
+
+impl WorkTenant {
+    /// Namespace `name` of the tenant, created through the gateway (tried
+    /// again while the tenant is being set up).
+    async fn namespace(&self, name: &str) -> anyhow::Result<()> {
+        let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+        let namespaces = Api::<Namespace>::all(self.client.clone());
+        let mut tries = 0;
+        while let Err(err) = namespaces.create(&PostParams::default(), &namespace).await {
+            tries += 1;
+            anyhow::ensure!(
+                tries < 60,
+                "creating {}'s namespace {name}: {err}",
+                self.name
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        Ok(())
     }
-    Ok(WorkTenant { name, client })
 }
 
 fn config_map(name: String) -> anyhow::Result<ConfigMap> {
@@ -109,14 +122,11 @@ fn config_map(name: String) -> anyhow::Result<ConfigMap> {
     )?)
 }
 
-/// CREATE, GET and LIST of ConfigMaps in `api`, names prefixed `prefix`.
-async fn crud(
-    api: Api<ConfigMap>,
-    target: &str,
-    prefix: &str,
-    work: &Workload,
-) -> anyhow::Result<Vec<Sample>> {
+/// CREATE, GET and LIST of ConfigMaps in `api` (a namespace of their own,
+/// so every target lists as many).
+async fn crud(api: Api<ConfigMap>, target: &str, work: &Workload) -> anyhow::Result<Vec<Sample>> {
     let requests = work.requests;
+    let prefix = "cm";
     let (creating, prefix_c) = (api.clone(), prefix.to_string());
     let created = measure("CREATE", target, requests, work.concurrency, move |i| {
         let (api, prefix) = (creating.clone(), prefix_c.clone());
@@ -156,35 +166,47 @@ async fn crud(
     Ok(vec![created, got, listed])
 }
 
+/// The workload through the gateway in the tenant's namespace `namespace`.
 async fn workload(
     tenant: &WorkTenant,
     target: &str,
-    prefix: &str,
+    namespace: &str,
     work: &Workload,
 ) -> anyhow::Result<Vec<Sample>> {
-    let api = Api::namespaced(tenant.client.clone(), NAMESPACE);
-    crud(api, target, prefix, work).await
+    tenant.namespace(namespace).await?;
+    let api = Api::namespaced(tenant.client.clone(), namespace);
+    crud(api, target, work).await
 }
 
 /// The same workload as the admin on a kube-apiserver directly, in the
-/// tenant's storage namespace there.
+/// storage namespace there of the tenant's namespace `namespace`.
 async fn direct(
     admin: &kube::Client,
-    tenant: &str,
+    tenant: &WorkTenant,
     target: &str,
-    prefix: &str,
+    namespace: &str,
     work: &Workload,
 ) -> anyhow::Result<Vec<Sample>> {
-    let storage = arktos_crds::naming::TenantName::new(tenant)?.storage_namespace(NAMESPACE)?;
+    tenant.namespace(namespace).await?;
+    let storage =
+        arktos_crds::naming::TenantName::new(tenant.name)?.storage_namespace(namespace)?;
     let api = Api::namespaced(admin.clone(), storage.as_str());
-    crud(api, target, &format!("d{prefix}"), work).await
+    crud(api, target, work).await
 }
 
-/// `requests` CREATEs in each of two tenants at once; the throughput of both.
-async fn together(first: &WorkTenant, second: &WorkTenant, prefix: &str, work: &Workload) -> f64 {
+/// `requests` CREATEs in each of two tenants at once (in their namespace
+/// `namespace`); the throughput of both.
+async fn together(
+    first: &WorkTenant,
+    second: &WorkTenant,
+    namespace: &str,
+    work: &Workload,
+) -> anyhow::Result<f64> {
+    first.namespace(namespace).await?;
+    second.namespace(namespace).await?;
     let run = |tenant: &WorkTenant| {
-        let api: Api<ConfigMap> = Api::namespaced(tenant.client.clone(), NAMESPACE);
-        let prefix = prefix.to_string();
+        let api: Api<ConfigMap> = Api::namespaced(tenant.client.clone(), namespace);
+        let prefix = "cm".to_string();
         measure(
             "CREATE",
             tenant.name,
@@ -205,7 +227,7 @@ async fn together(first: &WorkTenant, second: &WorkTenant, prefix: &str, work: &
     };
     let started = Instant::now();
     let (x, y) = tokio::join!(run(first), run(second));
-    (x.latencies.len() + y.latencies.len()) as f64 / started.elapsed().as_secs_f64()
+    Ok((x.latencies.len() + y.latencies.len()) as f64 / started.elapsed().as_secs_f64())
 }
 
 fn p50_ms(samples: &[Sample], operation: &str, target: &str) -> f64 {
