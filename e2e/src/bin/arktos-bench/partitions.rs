@@ -122,34 +122,43 @@ fn config_map(name: String) -> anyhow::Result<ConfigMap> {
     )?)
 }
 
+/// `requests` CREATEs of ConfigMaps `cm-<i>` in `api`.
+fn creates(
+    api: Api<ConfigMap>,
+    target: &str,
+    work: &Workload,
+) -> impl std::future::Future<Output = Sample> {
+    measure(
+        "CREATE",
+        target,
+        work.requests,
+        work.concurrency,
+        move |i| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &config_map(format!("cm-{i}"))?)
+                    .await?;
+                Ok(())
+            }
+        },
+    )
+}
+
 /// CREATE, GET and LIST of ConfigMaps in `api` (a namespace of their own,
 /// so every target lists as many).
 async fn crud(api: Api<ConfigMap>, target: &str, work: &Workload) -> anyhow::Result<Vec<Sample>> {
     let requests = work.requests;
-    let prefix = "cm";
-    let (creating, prefix_c) = (api.clone(), prefix.to_string());
-    let created = measure("CREATE", target, requests, work.concurrency, move |i| {
-        let (api, prefix) = (creating.clone(), prefix_c.clone());
-        async move {
-            api.create(
-                &PostParams::default(),
-                &config_map(format!("{prefix}-{i}"))?,
-            )
-            .await?;
-            Ok(())
-        }
-    })
-    .await;
+    let created = creates(api.clone(), target, work).await;
     anyhow::ensure!(
         created.errors == 0,
         "{target}: {} creates failed",
         created.errors
     );
-    let (getting, prefix_g) = (api.clone(), prefix.to_string());
+    let getting = api.clone();
     let got = measure("GET", target, requests, work.concurrency, move |i| {
-        let (api, prefix) = (getting.clone(), prefix_g.clone());
+        let api = getting.clone();
         async move {
-            api.get(&format!("{prefix}-{i}")).await?;
+            api.get(&format!("cm-{i}")).await?;
             Ok(())
         }
     })
@@ -206,24 +215,7 @@ async fn together(
     second.namespace(namespace).await?;
     let run = |tenant: &WorkTenant| {
         let api: Api<ConfigMap> = Api::namespaced(tenant.client.clone(), namespace);
-        let prefix = "cm".to_string();
-        measure(
-            "CREATE",
-            tenant.name,
-            work.requests,
-            work.concurrency,
-            move |i| {
-                let (api, prefix) = (api.clone(), prefix.clone());
-                async move {
-                    api.create(
-                        &PostParams::default(),
-                        &config_map(format!("{prefix}-{i}"))?,
-                    )
-                    .await?;
-                    Ok(())
-                }
-            },
-        )
+        creates(api, tenant.name, work)
     };
     let started = Instant::now();
     let (x, y) = tokio::join!(run(first), run(second));
