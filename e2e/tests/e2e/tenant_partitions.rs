@@ -12,7 +12,7 @@ use arktos_e2e::cluster::partitions::{kubeconfig_secret, start_partition};
 use arktos_e2e::cluster::{LocalCluster, Ports};
 use arktos_e2e::harness::step;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use libtest_mimic::Trial;
@@ -140,6 +140,9 @@ async fn same_names_alike(
         Api::<ConfigMap>::namespaced(owner.client.clone(), "web")
             .create(&Default::default(), &config)
             .await?;
+        Api::<Pod>::namespaced(owner.client.clone(), "web")
+            .create(&Default::default(), &gated_pod()?)
+            .await?;
     }
     for owner in [far, near] {
         let config = tenant_kubeconfig(ctx, owner, "web")?;
@@ -153,6 +156,12 @@ async fn same_names_alike(
             "{}: get configmaps -A: {out} {err}",
             owner.tenant
         );
+        let (ok, out, err) = kubectl_words(ctx, &config, "get pods -A --no-headers").await?;
+        ensure!(
+            ok && out.lines().count() == 1 && out.starts_with("web") && out.contains("app"),
+            "{}: get pods -A: {out} {err}",
+            owner.tenant
+        );
         let (ok, out, _) = kubectl_words(ctx, &config, "get namespaces -o name").await?;
         ensure!(
             ok && out.lines().count() == 4 && out.contains("namespace/web"),
@@ -162,6 +171,19 @@ async fn same_names_alike(
         python_alike(&config, &owner.tenant).await?;
     }
     Ok(())
+}
+
+/// A pod the tenants' Pod Security level admits, held back from scheduling.
+fn gated_pod() -> anyhow::Result<Pod> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": "app"},
+        "spec": {
+            "schedulingGates": [{"name": "arktos.io/e2e"}],
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "main", "image": "app:1",
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}],
+        },
+    }))?)
 }
 
 /// The Python client reads, creates and lists across the tenant the same
@@ -200,7 +222,7 @@ async fn python_alike(kubeconfig: &std::path::Path, tenant: &str) -> anyhow::Res
 /// Attempts by the tenant on the new partition on the other tenant's
 /// objects: each fails closed, and nothing of the other's is seen.
 async fn isolation(ctx: &Arc<Ctx>, far: &TenantOwner, near: &TenantOwner) -> anyhow::Result<()> {
-    step("ten attempts across partitions fail closed");
+    step("thirteen attempts across partitions fail closed");
     let mine = tenant_kubeconfig(ctx, far, "web")?;
     let theirs_as_me = crate::support::tenant_kubeconfig_for(ctx, &near.tenant, &far.user, "web")?;
     let storage = near.storage("web");
@@ -219,6 +241,9 @@ async fn isolation(ctx: &Arc<Ctx>, far: &TenantOwner, near: &TenantOwner) -> any
             &mine,
             format!("get --raw /api/v1/namespaces/{storage}/configmaps"),
         ),
+        (&mine, format!("get actions.vm.arktos.io -n {storage}")),
+        (&theirs_as_me, "get actions.vm.arktos.io".to_string()),
+        (&mine, format!("get pod app -n {storage}")),
     ];
     for (config, attempt) in &refused {
         let (ok, out, err) = kubectl_words(ctx, config, attempt).await?;
