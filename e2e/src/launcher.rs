@@ -289,8 +289,18 @@ impl LogFollower {
 
 fn print_next_steps(home: &ArktosHome, name: &str, state: &LauncherState) {
     let kubectl = home.bin_dir().join("kubectl");
+    let partitions: String = state
+        .partitions
+        .iter()
+        .map(|(partition, ports)| {
+            format!(
+                "\n  partition {partition}: kube-apiserver https://127.0.0.1:{}",
+                ports.apiserver()
+            )
+        })
+        .collect();
     println!(
-        "\nLocal cluster {name:?} is up: kube-apiserver https://127.0.0.1:{}, {} simulated nodes.\n\
+        "\nLocal cluster {name:?} is up: kube-apiserver https://127.0.0.1:{}, {} simulated nodes.{partitions}\n\
          \n  kubeconfig: {}\n  kubectl:    {}\n\nNext:\n  export KUBECONFIG={}\n  {} get nodes\n\
          \nStop it with `hack/down` (or `arktos-local down --name {name}`); logs are in {}.",
         state.ports.apiserver(),
