@@ -335,6 +335,11 @@ pub fn service_unavailable(why: &str) -> Status {
     failure(503, "ServiceUnavailable", why.to_string(), None)
 }
 
+/// A 503 naming the partition a tenant's request could not be served on.
+pub fn partition_unavailable(partition: &str, why: &str) -> Status {
+    service_unavailable(&format!("partition {partition:?}: {why}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -126,10 +126,18 @@ impl Backend {
     /// its tenants learn which partition is down, nobody waits.
     fn unreachable(&self, err: impl std::fmt::Display) -> Status {
         tracing::warn!(partition = %self.partition, error = %err, "the partition's kube-apiserver did not answer");
-        status::service_unavailable(&format!(
-            "partition {:?}: its API server is not reachable right now",
-            &*self.partition
-        ))
+        status::partition_unavailable(&self.partition, "its API server is not reachable right now")
+    }
+
+    /// Sends `request` to the partition's kube-apiserver.
+    async fn call(
+        &self,
+        request: http::Request<kube::client::Body>,
+    ) -> Result<http::Response<kube::client::Body>, Status> {
+        self.client
+            .send(request)
+            .await
+            .map_err(|e| self.unreachable(e))
     }
 
     fn build(&self, outgoing: &Outgoing<'_>) -> Result<http::Request<kube::client::Body>, Status> {
@@ -202,11 +210,7 @@ impl Backend {
                 headers.append(*name, value.clone());
             }
         }
-        let response = self
-            .client
-            .send(request)
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let response = self.call(request).await?;
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             let code = response.status();
             let bytes =
@@ -256,11 +260,7 @@ impl Backend {
     /// unchanged; watches stream.
     pub async fn send(&self, outgoing: Outgoing<'_>, rewrite: Rewrite) -> Result<Response, Status> {
         let request = self.build(&outgoing)?;
-        let response = self
-            .client
-            .send(request)
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let response = self.call(request).await?;
         let code = response.status();
         let content_type = content_type_of(response.headers());
         let warnings: Vec<HeaderValue> = response
@@ -318,11 +318,7 @@ impl Backend {
                 request.headers_mut().insert(name, value.clone());
             }
         }
-        let response = self
-            .client
-            .send(request)
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let response = self.call(request).await?;
         let code = response.status();
         let upstream = response.headers().clone();
         let content_type = content_type_of(&upstream);
@@ -358,11 +354,7 @@ impl Backend {
         outgoing: Outgoing<'_>,
     ) -> Result<(StatusCode, kube::client::Body), Status> {
         let request = self.build_accepting(&outgoing, outgoing.accept)?;
-        let response = self
-            .client
-            .send(request)
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let response = self.call(request).await?;
         Ok((response.status(), response.into_body()))
     }
 
@@ -378,11 +370,7 @@ impl Backend {
         outgoing: Outgoing<'_>,
     ) -> Result<(StatusCode, Vec<HeaderValue>, Value), Status> {
         let request = self.build(&outgoing)?;
-        let response = self
-            .client
-            .send(request)
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let response = self.call(request).await?;
         let code = response.status();
         let warnings = response
             .headers()

@@ -63,10 +63,10 @@ impl Health {
     }
 
     fn refusal(&self, why: &str) -> Status {
-        status::service_unavailable(&format!(
-            "partition {:?}: its API server does not answer ({why})",
-            self.partition
-        ))
+        status::partition_unavailable(
+            &self.partition,
+            &format!("its API server does not answer ({why})"),
+        )
     }
 }
 

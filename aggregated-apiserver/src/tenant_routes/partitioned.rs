@@ -148,7 +148,7 @@ impl PartitionRoutes {
         }
         let unavailable = |why: String| {
             tracing::warn!(partition, %why, "cannot reach the partition");
-            status::service_unavailable(&format!("partition {partition:?}: {why}"))
+            status::partition_unavailable(partition, &why)
         };
         let record = self
             .partitions

@@ -12,7 +12,7 @@ use arktos_e2e::cluster::partitions::{kubeconfig_secret, start_partition};
 use arktos_e2e::cluster::{LocalCluster, Ports};
 use arktos_e2e::harness::step;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, PodSchedulingGate};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use libtest_mimic::Trial;
@@ -141,7 +141,7 @@ async fn same_names_alike(
             .create(&Default::default(), &config)
             .await?;
         Api::<Pod>::namespaced(owner.client.clone(), "web")
-            .create(&Default::default(), &gated_pod()?)
+            .create(&Default::default(), &gated_pod())
             .await?;
     }
     for owner in [far, near] {
@@ -174,16 +174,14 @@ async fn same_names_alike(
 }
 
 /// A pod the tenants' Pod Security level admits, held back from scheduling.
-fn gated_pod() -> anyhow::Result<Pod> {
-    Ok(serde_json::from_value(json!({
-        "metadata": {"name": "app"},
-        "spec": {
-            "schedulingGates": [{"name": "arktos.io/e2e"}],
-            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{"name": "main", "image": "app:1",
-                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}],
-        },
-    }))?)
+fn gated_pod() -> Pod {
+    let mut pod = crate::support::restricted_pod("app");
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.scheduling_gates = Some(vec![PodSchedulingGate {
+            name: "arktos.io/e2e".into(),
+        }]);
+    }
+    pod
 }
 
 /// The Python client reads, creates and lists across the tenant the same
