@@ -18,6 +18,20 @@ pub const SEPARATOR: &str = "--";
 pub const SYSTEM_TENANT: &str = "system";
 /// Label on every namespace of a tenant and every object in it.
 pub const TENANT_LABEL: &str = "tenancy.arktos.io/tenant";
+
+/// The labels every object of tenant `tenant` carries: the tenant, and its
+/// bucket on the sharding ring (`sharding::BUCKET_LABEL`), so that sharded
+/// controllers and list caches can ask the API server for one share of
+/// the tenants' objects with a label selector.
+pub fn tenant_labels(tenant: &str) -> [(&'static str, String); 2] {
+    [
+        (TENANT_LABEL, tenant.to_string()),
+        (
+            crate::sharding::BUCKET_LABEL,
+            crate::sharding::bucket_of(tenant).to_string(),
+        ),
+    ]
+}
 /// The label kube-apiserver puts on every namespace, its name as value:
 /// a tenant sees (and selects on) its own name there, not the storage name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";

@@ -60,10 +60,13 @@ pub struct Config {
     /// How instances share the controllers' work. To run N replicas, start
     /// N with distinct `--instance` names (a Deployment's pod names): each
     /// holds a Lease in `--shard-namespace` and works on 1/N of the tenants,
-    /// handing over as instances come and go. `auto` probes the API server
-    /// for sharded list and watch (`shardSelector`) and falls back to bucket
-    /// labels; `off` makes every instance work on everything.
-    #[arg(long, visible_alias = "shards", value_enum, default_value_t = Sharding::Auto)]
+    /// handing over as instances come and go. `labels` asks the API server
+    /// for an instance's tenants, and for their namespaces and what the
+    /// controller wrote for them, by the tenant's bucket label; `server`
+    /// asks for the Tenants with kube-apiserver's sharded list and watch
+    /// (`shardSelector`, by UID) and watches the rest whole; `off` makes
+    /// every instance work on everything.
+    #[arg(long, visible_alias = "shards", value_enum, default_value_t = Sharding::Labels)]
     pub sharding: Sharding,
     /// This instance's name among the shards (unique per instance).
     #[arg(long, env = "POD_NAME", default_value_t = default_instance())]
@@ -106,7 +109,6 @@ pub struct Config {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Sharding {
     Off,
-    Auto,
     Server,
     Labels,
 }
@@ -158,7 +160,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         ledgers,
         log,
-        written: Arc::new(tenant::Writes::watch(&client, &root)),
         tenant_api: config.tenant_api_address,
     });
     // Each partition's instances share its tenants among themselves.
@@ -174,7 +175,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &config.instance,
         std::time::Duration::from_secs(config.lease_seconds.max(3)),
     ));
-    let controllers = run_controllers(&config, &root, setup, membership.clone(), metrics);
+    let controllers = run_controllers(&config, setup, membership.clone(), metrics);
     tokio::select! {
         _ = controllers => {}
         _ = terminate.recv() => tracing::info!("terminated; stopping"),
@@ -188,11 +189,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// The tenant and Action controllers, sharded as configured (or nothing
-/// with `--controllers=false`); runs until the process stops. `root` is
-/// where the Tenants are.
+/// with `--controllers=false`); runs until the process stops.
 async fn run_controllers(
     config: &Config,
-    root: &kube::Client,
     setup: Arc<tenant::Setup>,
     membership: Arc<sharding::membership::Membership>,
     metrics: Arc<metrics::Metrics>,
@@ -212,7 +211,6 @@ async fn run_controllers(
             );
             return;
         }
-        Sharding::Auto => sharding::probe(root, tenant::TENANTS).await,
         Sharding::Server => sharding::Mode::Server,
         Sharding::Labels => sharding::Mode::Labels,
     };

@@ -21,6 +21,13 @@ pub struct Metrics {
     handover_duration: Histogram,
     shard_objects: Gauge,
     admission_duration: Family<AdmissionLabels, Histogram>,
+    watch_events: Family<WatchLabels, Counter>,
+}
+
+/// Which watch an event came from (a resource's plural).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    pub resource: &'static str,
 }
 
 /// Which webhook answered, and how.
@@ -85,7 +92,14 @@ impl Metrics {
             "Objects in the ranges this instance works on",
             shard_objects.clone(),
         );
+        let watch_events = Family::<WatchLabels, Counter>::default();
+        registry.register(
+            "watch_events",
+            "Objects received from the controllers' watches (listed or changed)",
+            watch_events.clone(),
+        );
         Arc::new(Self {
+            watch_events,
             shard_objects,
             registry,
             reconciles,
@@ -123,6 +137,12 @@ impl Metrics {
     pub fn shard_handed_over(&self, took: Duration) {
         self.handovers.inc();
         self.handover_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn watch_event(&self, resource: &'static str) {
+        self.watch_events
+            .get_or_create(&WatchLabels { resource })
+            .inc();
     }
 
     pub fn failure(&self) {

@@ -5,7 +5,9 @@
 //! another tenant's namespace: every namespace a tenant writes is mapped
 //! into its own prefix.
 
-use arktos_crds::naming::{NAMESPACE_NAME_LABEL, SHARED_CLUSTER_ROLES, TENANT_LABEL, TenantName};
+use arktos_crds::naming::{
+    NAMESPACE_NAME_LABEL, SHARED_CLUSTER_ROLES, TENANT_LABEL, TenantName, tenant_labels,
+};
 use arktos_crds::status;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -172,7 +174,9 @@ impl View {
                     .entry("labels")
                     .or_insert_with(|| Value::Object(Default::default()));
                 if let Some(labels) = labels.as_object_mut() {
-                    labels.insert(TENANT_LABEL.into(), self.tenant.as_str().into());
+                    for (key, value) in tenant_labels(self.tenant.as_str()) {
+                        labels.insert(key.into(), value.into());
+                    }
                 }
             }
         }

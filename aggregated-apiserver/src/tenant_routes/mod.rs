@@ -805,18 +805,24 @@ fn namespace_body(request: &ApiRequest) -> Result<Value, Status> {
 fn map_body(view: &View, request: &ApiRequest, is_namespace: bool) -> Result<Vec<u8>, Status> {
     let content_type = request.content_type();
     if content_type == protobuf::CONTENT_TYPE {
-        let label = (!view.tenant().is_system())
-            .then(|| (arktos_crds::naming::TENANT_LABEL, view.tenant().as_str()));
-        return protobuf::rewrite(&request.body, view, label);
+        let labels = if view.tenant().is_system() {
+            Vec::new()
+        } else {
+            arktos_crds::naming::tenant_labels(view.tenant().as_str()).to_vec()
+        };
+        return protobuf::rewrite(&request.body, view, &labels);
     }
     if content_type == "application/json-patch+json" {
         let mut operations: Vec<Value> = serde_json::from_slice(&request.body)
             .map_err(|e| status::bad_request(&format!("the JSON patch is malformed: {e}")))?;
         for operation in &mut operations {
             let path = operation["path"].as_str().unwrap_or_default().to_string();
-            if path.contains(&arktos_crds::naming::TENANT_LABEL.replace('/', "~1")) {
+            if arktos_crds::naming::tenant_labels(view.tenant().as_str())
+                .iter()
+                .any(|(key, _)| path.contains(&key.replace('/', "~1")))
+            {
                 return Err(status::bad_request(
-                    "the tenant label is set by Arktos and cannot be patched",
+                    "the tenant's labels are set by Arktos and cannot be patched",
                 ));
             }
             if path.ends_with("/namespace")

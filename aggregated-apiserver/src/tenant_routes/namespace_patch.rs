@@ -25,6 +25,7 @@ const PROTECTED_PREFIXES: &[&str] = &[
 /// Whether a label or annotation key is Arktos' or the cluster's to keep.
 pub fn is_protected(key: &str) -> bool {
     key == TENANT_LABEL
+        || key == arktos_crds::sharding::BUCKET_LABEL
         || key == NAMESPACE_NAME_LABEL
         || PROTECTED_PREFIXES.iter().any(|p| key.starts_with(p))
 }

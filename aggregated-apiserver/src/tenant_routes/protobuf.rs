@@ -115,12 +115,12 @@ pub trait ToStorage {
     fn cluster_role(&self, name: &str) -> Result<String, Status>;
 }
 
-/// Rewrites a protobuf request body into storage terms (`names`); `label`
-/// is stamped on the object.
+/// Rewrites a protobuf request body into storage terms (`names`); `labels`
+/// are stamped on the object.
 pub fn rewrite(
     body: &[u8],
     names: &dyn ToStorage,
-    label: Option<(&str, &str)>,
+    labels: &[(&str, String)],
 ) -> Result<Vec<u8>, Status> {
     let envelope = body.strip_prefix(MAGIC).ok_or_else(malformed)?;
     let mut unknown = parse(envelope).ok_or_else(malformed)?;
@@ -144,7 +144,7 @@ pub fn rewrite(
     for field in object.iter_mut() {
         match field.number {
             1 if field.wire == 2 => {
-                field.data = rewrite_metadata(&field.data, &kind, names, label)?
+                field.data = rewrite_metadata(&field.data, &kind, names, labels)?
             }
             2 if field.wire == 2 && kind.ends_with("RoleBinding") => {
                 let mut subject = parse(&field.data).ok_or_else(malformed)?;
@@ -184,7 +184,7 @@ fn rewrite_metadata(
     bytes: &[u8],
     kind: &str,
     names: &dyn ToStorage,
-    label: Option<(&str, &str)>,
+    labels: &[(&str, String)],
 ) -> Result<Vec<u8>, Status> {
     let mut metadata = parse(bytes).ok_or_else(malformed)?;
     for field in metadata.iter_mut() {
@@ -196,7 +196,7 @@ fn rewrite_metadata(
             }
         }
     }
-    if let Some((key, value)) = label {
+    for (key, value) in labels {
         // A label the client set under our key is replaced, not doubled.
         metadata.retain(|f| {
             !(f.number == 11
@@ -648,7 +648,12 @@ mod tests {
                 data: message(&[string_field(1, "a"), string_field(2, "b")]),
             }],
         );
-        let out = rewrite(&body, &Acme, Some(("tenancy.arktos.io/tenant", "acme"))).unwrap();
+        let out = rewrite(
+            &body,
+            &Acme,
+            &[("tenancy.arktos.io/tenant", "acme".to_string())],
+        )
+        .unwrap();
         let metadata = metadata_of(&out);
         assert_eq!(text(&metadata[0]), Some("cfg"));
         assert_eq!(text(&metadata[1]), Some("acme--web"));
@@ -664,7 +669,7 @@ mod tests {
         let out = rewrite(
             &object("Namespace", vec![string_field(1, "web")], vec![]),
             &Acme,
-            None,
+            &[],
         )
         .unwrap();
         assert_eq!(text(&metadata_of(&out)[0]), Some("acme--web"));
@@ -695,7 +700,7 @@ mod tests {
                 },
             ],
         );
-        let out = rewrite(&body, &Acme, None).unwrap();
+        let out = rewrite(&body, &Acme, &[]).unwrap();
         let unknown = parse(&out[4..]).unwrap();
         let top = parse(&unknown[1].data).unwrap();
         let user = parse(&top[2].data).unwrap();
@@ -717,7 +722,7 @@ mod tests {
                 ]),
             };
             let body = object("RoleBinding", vec![string_field(1, "b")], vec![role_ref]);
-            let out = rewrite(&body, &Acme, None).unwrap();
+            let out = rewrite(&body, &Acme, &[]).unwrap();
             let unknown = parse(&out[4..]).unwrap();
             let top = parse(&unknown[1].data).unwrap();
             let role = parse(&top[1].data).unwrap();
@@ -751,8 +756,8 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        assert!(rewrite(b"not protobuf", &Acme, None).is_err());
-        assert!(rewrite(b"k8s\0\xff\xff", &Acme, None).is_err());
+        assert!(rewrite(b"not protobuf", &Acme, &[]).is_err());
+        assert!(rewrite(b"k8s\0\xff\xff", &Acme, &[]).is_err());
     }
 
     #[test]

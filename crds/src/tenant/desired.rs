@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::naming::TENANT_LABEL;
+use crate::naming::{TENANT_LABEL, tenant_labels};
 use crate::tenant::{GROUP, OwnerKind, PLURAL, Tenant};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -42,10 +42,16 @@ pub fn cluster_custom_resources_role_name(tenant: &str) -> String {
 pub const OWNERS_CUSTOM_RESOURCES_BINDING: &str = "arktos-tenant-owners-custom-resources";
 
 fn labels(tenant: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (TENANT_LABEL.to_string(), tenant.to_string()),
-        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-    ])
+    let mut labels = owned_labels(tenant);
+    labels.insert(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string());
+    labels
+}
+
+fn owned_labels(tenant: &str) -> BTreeMap<String, String> {
+    tenant_labels(tenant)
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value))
+        .collect()
 }
 
 fn subjects(tenant: &Tenant, map_namespace: &dyn Fn(&str) -> String) -> serde_json::Value {
@@ -94,12 +100,12 @@ pub fn owner_role_binding(
     .expect("a valid ClusterRoleBinding")
 }
 
-/// Labels every namespace of the tenant carries: the tenant, and its Pod
-/// Security Standard in all three modes.
+/// Labels every namespace of the tenant carries: the tenant, its bucket,
+/// and its Pod Security Standard in all three modes.
 pub fn namespace_labels(tenant: &Tenant) -> BTreeMap<String, String> {
     let name = tenant.metadata.name.clone().unwrap_or_default();
     let level = tenant.spec.pod_security.as_str();
-    let mut labels = BTreeMap::from([(TENANT_LABEL.to_string(), name)]);
+    let mut labels = owned_labels(&name);
     for mode in ["enforce", "audit", "warn"] {
         labels.insert(
             format!("pod-security.kubernetes.io/{mode}"),
@@ -230,6 +236,10 @@ mod tests {
     fn namespaces_carry_the_tenant_and_its_pod_security_level() {
         let labels = namespace_labels(&mk_tenant());
         assert_eq!(labels[TENANT_LABEL], "acme");
+        assert_eq!(
+            labels[crate::sharding::BUCKET_LABEL],
+            crate::sharding::bucket_of("acme").to_string()
+        );
         assert_eq!(labels["pod-security.kubernetes.io/enforce"], "baseline");
     }
 

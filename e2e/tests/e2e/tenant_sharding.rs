@@ -1,7 +1,10 @@
 //! Sharded controllers (docs/operators.md): three instances of the tenant controller
 //! split 1,000 tenants, never reconcile one tenant at the same time, take
 //! over a killed instance's share within the lease period, rebalance when
-//! it returns; with the server's `shardSelector` and with bucket labels.
+//! it returns; with bucket labels (the Tenants and their objects) and with
+//! the server's `shardSelector` (the Tenants). A tenant whose owners'
+//! grant is deleted during a hand-over is repaired by exactly one
+//! instance.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -9,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use arktos_crds::Tenant;
+use arktos_crds::tenant::desired::owner_role_name;
 use arktos_e2e::cluster::{LocalCluster, OPERATOR_REPLICAS};
 use arktos_e2e::observe::{self, Reconcile, ReconcileLog, micros_now};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use libtest_mimic::Trial;
@@ -243,7 +248,7 @@ async fn kill_take_over_and_return(
     mode: &str,
 ) -> anyhow::Result<Vec<(String, Reconcile)>> {
     let all_alive = vec![true; INSTANCES as usize];
-    let before = logs(ctx, prefix, &all_alive).await?;
+    let before = logs(ctx, prefix, &all_alive).await.context("logs before")?;
     let mut records: Vec<(String, Reconcile)> = before
         .iter()
         .flat_map(|l| l.reconciles.iter().map(|r| (l.instance.clone(), r.clone())))
@@ -266,6 +271,14 @@ async fn kill_take_over_and_return(
     let killed_at = Instant::now();
     let killed_micros = micros_now();
     ctx.cluster.local().context("local")?.kill(&victim)?;
+    // During the hand-over, one of the dead instance's tenants loses its
+    // owners' grant: only the sharded secondary watch of the new owner
+    // brings that change to a controller.
+    let changed = dead_share.iter().min().cloned().unwrap_or_default();
+    delete_owner_grant(ctx, &changed)
+        .await
+        .context("during the hand-over")?;
+    let changed_micros = micros_now();
     let alive = [true, true, false];
     let taken_over = loop {
         let logs = logs(ctx, prefix, &alive).await?;
@@ -298,6 +311,26 @@ async fn kill_take_over_and_return(
     // How fast is a figure (printed above; `hack/bench shards` measures
     // hand-overs), not a pass mark: the loop's bound of the lease + 30 s is
     // what the test holds the take-over to.
+    wait_for_owner_grant(ctx, &changed)
+        .await
+        .context("after the hand-over")?;
+    let repairers: HashSet<String> = logs(ctx, prefix, &alive)
+        .await?
+        .into_iter()
+        .filter(|l| {
+            l.reconciles
+                .iter()
+                .any(|r| r.object == changed && r.end >= changed_micros)
+        })
+        .map(|l| l.instance)
+        .collect();
+    ensure!(
+        repairers.len() == 1,
+        "[{mode}] tenant {changed}, changed during the hand-over, must be reconciled by exactly one instance: {repairers:?}"
+    );
+    eprintln!(
+        "  [{mode}] the owners' grant of {changed}, deleted during the hand-over: restored, by {repairers:?} alone"
+    );
     for log in logs(ctx, prefix, &alive).await? {
         records.extend(
             log.reconciles
@@ -337,6 +370,33 @@ async fn kill_take_over_and_return(
         );
     }
     Ok(records)
+}
+
+/// Deletes (as the admin) the ClusterRoleBinding granting `tenant`'s
+/// owners the use of it, which the tenant controller keeps.
+async fn delete_owner_grant(ctx: &Ctx, tenant: &str) -> anyhow::Result<()> {
+    let bindings: Api<ClusterRoleBinding> = Api::all(ctx.cluster.client().await?);
+    bindings
+        .delete(&owner_role_name(tenant), &Default::default())
+        .await
+        .with_context(|| format!("deleting the owners' grant of {tenant}"))?;
+    Ok(())
+}
+
+/// Waits until `tenant`'s owners' grant is back.
+async fn wait_for_owner_grant(ctx: &Ctx, tenant: &str) -> anyhow::Result<()> {
+    let bindings: Api<ClusterRoleBinding> = Api::all(ctx.cluster.client().await?);
+    crate::support::eventually(
+        &format!("the owners' grant of {tenant} restored"),
+        Duration::from_secs(LEASE + 30),
+        || {
+            let bindings = bindings.clone();
+            let name = owner_role_name(tenant);
+            async move { Ok(bindings.get_opt(&name).await?.is_some()) }
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 fn restart_all(ctx: &Ctx, extra: &[String]) -> anyhow::Result<()> {
@@ -424,7 +484,7 @@ async fn splits_hands_over_and_never_overlaps(ctx: Arc<Ctx>) -> anyhow::Result<(
     );
     let first = logs(&ctx, &prefix, &all_alive).await?;
     let split = shares(&first, 0);
-    eprintln!("  [shardSelector] tenants reconciled per instance: {split:?}");
+    eprintln!("  [bucket labels] tenants reconciled per instance: {split:?}");
     ensure!(
         split.values().sum::<usize>() == count,
         "every tenant must be reconciled by exactly one instance: {split:?}"
@@ -432,10 +492,11 @@ async fn splits_hands_over_and_never_overlaps(ctx: Arc<Ctx>) -> anyhow::Result<(
     check_balance(&split)?;
 
     let mut records =
-        kill_take_over_and_return(&ctx, &tenants, &names, &prefix, 0, "shardSelector").await?;
+        kill_take_over_and_return(&ctx, &tenants, &names, &prefix, 0, "bucket labels").await?;
 
-    // The same with bucket labels instead of the server's shardSelector.
-    restart_all(&ctx, &["--sharding=labels".to_string()])?;
+    // The same with the server's shardSelector for the Tenants (the rest
+    // watched whole).
+    restart_all(&ctx, &["--sharding=server".to_string()])?;
     wait_for_members(&ctx, INSTANCES as usize).await?;
     let since = micros_now();
     touch_and_wait(
@@ -448,14 +509,14 @@ async fn splits_hands_over_and_never_overlaps(ctx: Arc<Ctx>) -> anyhow::Result<(
     )
     .await?;
     let labelled = shares(&logs(&ctx, &prefix, &all_alive).await?, since);
-    eprintln!("  [bucket labels] tenants reconciled per instance: {labelled:?}");
+    eprintln!("  [shardSelector] tenants reconciled per instance: {labelled:?}");
     ensure!(
         labelled.values().sum::<usize>() == count,
         "every tenant must be reconciled by exactly one instance: {labelled:?}"
     );
     check_balance(&labelled)?;
     records.extend(
-        kill_take_over_and_return(&ctx, &tenants, &names, &prefix, since, "bucket labels").await?,
+        kill_take_over_and_return(&ctx, &tenants, &names, &prefix, since, "shardSelector").await?,
     );
 
     let checked = check_no_overlap(&records)?;

@@ -12,7 +12,9 @@ mod tenants;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arktos_crds::naming::{SYSTEM_TENANT, TENANT_LABEL, TenantName, split_storage_namespace};
+use arktos_crds::naming::{
+    SYSTEM_TENANT, TENANT_LABEL, TenantName, split_storage_namespace, tenant_labels,
+};
 use arktos_crds::status::{self, Subject};
 use arktos_crds::tenant::Tenant;
 use json_patch::{AddOperation, Patch as JsonPatch, PatchOperation};
@@ -135,14 +137,17 @@ impl Admission {
         response.into_review()
     }
 
-    /// Stamps the tenant label on every new object of a tenant namespace,
-    /// and a new namespace's Pod Security labels.
+    /// Stamps the tenant's labels (`tenant_labels`) on every new object of
+    /// a tenant namespace, and a new namespace's Pod Security labels.
     async fn mutate(&self, request: &Request) -> AdmissionResponse {
         let allowed = AdmissionResponse::from(request);
         let (Some(tenant), Some(object)) = (tenant_of(request), request.object.as_ref()) else {
             return allowed;
         };
-        let mut labels = vec![(TENANT_LABEL.to_string(), tenant.as_str().to_string())];
+        let mut labels: Vec<(String, String)> = tenant_labels(tenant.as_str())
+            .into_iter()
+            .map(|(key, value)| (key.to_string(), value))
+            .collect();
         if is_namespace(request)
             && let Ok(Some(found)) = self.tenants.get(tenant.as_str()).await
         {
@@ -205,6 +210,11 @@ impl Admission {
         let object = request.object.as_ref().map(to_value);
         let old = request.old_object.as_ref().map(to_value);
         let mut violations = protected_changes(request, old.as_ref(), object.as_ref());
+        violations.extend(policy::bucket_change(
+            &tenant,
+            old.as_ref(),
+            object.as_ref(),
+        ));
         if let Some(object) = &object {
             violations.extend(self.node_targeting(request, &tenant, object).await);
         }

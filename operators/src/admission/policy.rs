@@ -233,11 +233,53 @@ pub fn changed_labels(old: &Value, new: &Value, protected: impl Fn(&str) -> bool
         .collect()
 }
 
+/// The tenant's bucket label (`arktos_crds::sharding::BUCKET_LABEL`) may
+/// be added, with the tenant's own bucket, to an object made before it was
+/// stamped; it may not be changed or removed.
+pub fn bucket_change(
+    tenant: &TenantName,
+    old: Option<&Value>,
+    new: Option<&Value>,
+) -> Option<String> {
+    let key = arktos_crds::sharding::BUCKET_LABEL;
+    let bucket = |v: Option<&Value>| {
+        v.and_then(|v| v.pointer("/metadata/labels"))
+            .and_then(|labels| labels.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let expected = arktos_crds::sharding::bucket_of(tenant.as_str()).to_string();
+    let fine = match (bucket(old), bucket(new)) {
+        (_, Some(after)) => after == expected,
+        (before, None) => before.is_none(),
+    };
+    (!fine).then(|| format!("metadata.labels[{key}]: may not be changed or removed"))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn the_bucket_label_may_only_be_added_with_the_tenants_bucket() {
+        let tenant = TenantName::new("acme").unwrap();
+        let key = arktos_crds::sharding::BUCKET_LABEL;
+        let right = arktos_crds::sharding::bucket_of("acme").to_string();
+        let wrong = ((arktos_crds::sharding::bucket_of("acme") as u16 + 1) % 256).to_string();
+        let with = |bucket: &str| json!({"metadata": {"labels": {key: bucket}}});
+        let without = json!({"metadata": {}});
+        assert_eq!(bucket_change(&tenant, None, Some(&with(&right))), None);
+        assert_eq!(
+            bucket_change(&tenant, Some(&without), Some(&with(&right))),
+            None
+        );
+        assert_eq!(bucket_change(&tenant, Some(&without), Some(&without)), None);
+        assert!(bucket_change(&tenant, None, Some(&with(&wrong))).is_some());
+        assert!(bucket_change(&tenant, Some(&with(&right)), Some(&with(&wrong))).is_some());
+        assert!(bucket_change(&tenant, Some(&with(&right)), Some(&without)).is_some());
+    }
 
     #[test]
     fn pods_may_not_pick_their_node() {

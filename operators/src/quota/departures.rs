@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use arktos_crds::naming::TENANT_LABEL;
 use arktos_crds::tenant::Tenant;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
@@ -18,6 +18,7 @@ use kube::{Api, ResourceExt};
 
 use super::ledger::PENDING_GRACE;
 use super::usage::COUNTED;
+use crate::metrics::Metrics;
 
 #[derive(Default)]
 pub struct Departures {
@@ -42,20 +43,28 @@ impl Departures {
 
 /// Every create, change and delete of what the quota counts in tenant
 /// namespaces, as the Tenant to settle (metadata-only watches, one per
-/// counted resource); deletions are recorded in `departures` on the way.
+/// counted resource, of the objects `config` selects); deletions are
+/// recorded in `departures` on the way.
 pub fn counted_changes(
     client: kube::Client,
+    config: watcher::Config,
     departures: Arc<Departures>,
-) -> impl Stream<Item = ObjectRef<Tenant>> + Send + 'static {
+    metrics: Arc<Metrics>,
+) -> BoxStream<'static, ObjectRef<Tenant>> {
     let streams = COUNTED.iter().map(move |counted| {
         let gvk = GroupVersionKind::gvk(counted.group, counted.version, counted.kind);
         let resource = ApiResource::from_gvk_with_plural(&gvk, counted.plural);
         let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client.clone(), &resource);
         let departures = departures.clone();
-        watcher(api, watcher::Config::default().labels(TENANT_LABEL))
+        let metrics = metrics.clone();
+        let plural = counted.plural;
+        watcher(api, config.clone())
             .default_backoff()
             .filter_map(move |event| {
                 let departures = departures.clone();
+                if matches!(event, Ok(ref e) if !matches!(e, watcher::Event::Init | watcher::Event::InitDone)) {
+                    metrics.watch_event(plural);
+                }
                 async move {
                     let object = match event {
                         Ok(watcher::Event::Delete(object)) => {
@@ -75,13 +84,13 @@ pub fn counted_changes(
                     };
                     object
                         .labels()
-                        .get(TENANT_LABEL)
+                        .get(arktos_crds::naming::TENANT_LABEL)
                         .map(|tenant| ObjectRef::new(tenant))
                 }
             })
             .boxed()
     });
-    futures::stream::select_all(streams)
+    futures::stream::select_all(streams).boxed()
 }
 
 #[cfg(test)]

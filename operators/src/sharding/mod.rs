@@ -14,8 +14,8 @@
 
 mod layer;
 pub mod log;
-pub mod membership;
-pub mod ring;
+
+pub use arktos_crds::sharding::{membership, ring};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,8 +27,7 @@ use crate::metrics::Metrics;
 use membership::{Member, Membership};
 use ring::Range;
 
-/// How an instance asks the API server for its range (`--sharding`
-/// chooses it, or [`probe`] finds it out).
+/// How an instance asks the API server for its range (`--sharding`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Server-side sharded list and watch (`shardSelector`).
@@ -56,6 +55,26 @@ impl Shard {
         }
     }
 
+    /// The watcher configuration of objects that belong to the sharded
+    /// resource's objects (a tenant's namespaces, what the controller wrote
+    /// for it), selected by `labels`: narrowed to the range by the tenant's
+    /// bucket label, which admission and the controller stamp on them. A
+    /// server-side range hashes each object's own UID, which says nothing
+    /// of its tenant, so with [`Mode::Server`] these watches stay whole.
+    pub fn owned(&self, labels: &str) -> watcher::Config {
+        let config = watcher::Config::default().labels(labels);
+        match self.mode {
+            Mode::Labels => {
+                let buckets = self
+                    .range
+                    .label_selector()
+                    .unwrap_or_else(|| format!("{}=none", arktos_crds::sharding::BUCKET_LABEL));
+                config.labels(&format!("{labels},{buckets}"))
+            }
+            Mode::Server => config,
+        }
+    }
+
     /// A client whose lists and watches of `collection` (a path such as
     /// `/apis/tenancy.arktos.io/v1alpha1/tenants`) carry the range's
     /// `shardSelector` (kube-rs has no such parameter yet).
@@ -70,35 +89,6 @@ impl Shard {
                 ))
                 .build(),
         })
-    }
-}
-
-/// Whether the server honours `shardSelector` on `collection`. Built-in
-/// resources echo the selector as `metadata.shardInfo`; custom resources
-/// filter without saying so, so ask for a sliver of the hash space too: a
-/// server that honours it answers with (almost surely) nothing there, while
-/// the collection is not empty.
-pub async fn probe(client: &kube::Client, collection: &str) -> Mode {
-    let list = |selector: Option<&str>| {
-        let path = match selector {
-            Some(s) => format!("{collection}?limit=1&shardSelector={}", layer::encode(s)),
-            None => format!("{collection}?limit=1"),
-        };
-        let request = http::Request::get(path)
-            .body(Vec::new())
-            .expect("a valid request");
-        client.request::<serde_json::Value>(request)
-    };
-    let items = |list: &serde_json::Value| list["items"].as_array().map_or(0, Vec::len);
-    let sliver = Range { start: 0, end: 1 }.server_selector();
-    match (list(None).await, list(Some(&sliver)).await) {
-        (_, Ok(narrowed)) if narrowed.pointer("/metadata/shardInfo").is_some() => Mode::Server,
-        (Ok(all), Ok(narrowed)) if items(&all) > 0 && items(&narrowed) == 0 => Mode::Server,
-        (Ok(_), Ok(_)) => Mode::Labels,
-        (Err(err), _) | (_, Err(err)) => {
-            tracing::warn!(error = %err, "probing for sharded list and watch; using labels");
-            Mode::Labels
-        }
     }
 }
 

@@ -13,7 +13,8 @@ use std::time::Duration;
 use arktos_crds::naming::TENANT_LABEL;
 use arktos_crds::tenant::{Tenant, desired};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use futures::stream::BoxStream;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
@@ -99,8 +100,6 @@ pub struct Setup {
     pub metrics: Arc<Metrics>,
     pub ledgers: Arc<Ledgers>,
     pub log: Arc<ReconcileLog>,
-    /// What the controller wrote, as this instance sees it.
-    pub written: Arc<Writes>,
     pub tenant_api: Option<std::net::SocketAddr>,
 }
 
@@ -118,28 +117,86 @@ impl Writes {
         }
     }
 
-    /// Starts the metadata watches of everything the controller writes:
-    /// the owners' grant at the root, the rest in the partition.
-    pub fn watch(client: &kube::Client, root: &kube::Client) -> Self {
-        let managed = managed_by_us();
-        Self {
-            role_bindings: written::Written::watch(client.clone(), managed.clone()),
-            policies: written::Written::watch(client.clone(), managed.clone()),
-            cluster_roles: written::Written::watch(root.clone(), managed.clone()),
-            cluster_role_bindings: written::Written::watch(root.clone(), managed.clone()),
-            services: written::Written::watch(client.clone(), managed.clone()),
-            endpoint_slices: written::Written::watch(client.clone(), managed),
+    /// Starts the metadata watches of everything the controller writes
+    /// (the owners' grant at the root, the rest in the partition), each
+    /// narrowed by `narrow` to the share being worked on; returns the
+    /// trackers and the tenants whose grant, bindings or policies changed
+    /// or went (to repair them). The trackers fill as the stream is polled.
+    fn watch(
+        client: &kube::Client,
+        root: &kube::Client,
+        narrow: &dyn Fn(&str) -> watcher::Config,
+        metrics: &Arc<Metrics>,
+    ) -> (Self, BoxStream<'static, ObjectRef<Tenant>>) {
+        let managed = narrow(&managed_by_us());
+        let (role_bindings, rb) = written::Written::watch(client.clone(), managed.clone());
+        let (policies, np) = written::Written::watch(client.clone(), managed.clone());
+        let (cluster_roles, cr) = written::Written::watch(root.clone(), managed.clone());
+        let (cluster_role_bindings, crb) = written::Written::watch(root.clone(), managed.clone());
+        let (services, svc) = written::Written::watch(client.clone(), managed.clone());
+        let (endpoint_slices, eps) = written::Written::watch(client.clone(), managed);
+        let changes = futures::stream::select_all([
+            tenants_of(rb, "rolebindings", metrics, true),
+            tenants_of(np, "networkpolicies", metrics, true),
+            tenants_of(cr, "clusterroles", metrics, true),
+            tenants_of(crb, "clusterrolebindings", metrics, true),
+            // Tracked to skip applies; a tenant cannot change them (admission).
+            tenants_of(svc, "services", metrics, false),
+            tenants_of(eps, "endpointslices", metrics, false),
+        ]);
+        let writes = Self {
+            role_bindings,
+            policies,
+            cluster_roles,
+            cluster_role_bindings,
+            services,
+            endpoint_slices,
+        };
+        (writes, changes.boxed())
+    }
+
+    /// Waits until every tracker has its first list (or `within` passed:
+    /// then reconciles apply what they cannot judge, which is safe).
+    async fn ready(&self, within: Duration) {
+        let all = async {
+            let _ = tokio::join!(
+                self.role_bindings.ready(),
+                self.policies.ready(),
+                self.cluster_roles.ready(),
+                self.cluster_role_bindings.ready(),
+                self.services.ready(),
+                self.endpoint_slices.ready(),
+            );
+        };
+        if tokio::time::timeout(within, all).await.is_err() {
+            tracing::warn!(
+                within_s = within.as_secs(),
+                "what the controller wrote is not listed yet; applying regardless"
+            );
         }
     }
 }
 
+/// The tenants `objects` belong to (all counted as watch events received;
+/// none passed on unless `trigger`).
+fn tenants_of<K: Resource + Send + 'static>(
+    objects: BoxStream<'static, K>,
+    resource: &'static str,
+    metrics: &Arc<Metrics>,
+    trigger: bool,
+) -> BoxStream<'static, ObjectRef<Tenant>> {
+    let metrics = metrics.clone();
+    objects
+        .filter_map(move |object| {
+            metrics.watch_event(resource);
+            futures::future::ready(if trigger { owning_tenant(object) } else { None })
+        })
+        .boxed()
+}
+
 /// What the controller writes carries the managed-by label.
-fn managed_by_us() -> watcher::Config {
-    watcher::Config::default().labels(&format!(
-        "{}={}",
-        desired::MANAGED_BY.0,
-        desired::MANAGED_BY.1
-    ))
+fn managed_by_us() -> String {
+    format!("{}={}", desired::MANAGED_BY.0, desired::MANAGED_BY.1)
 }
 
 /// The collection the tenant controller list-watches (and shards).
@@ -160,23 +217,45 @@ pub async fn run(setup: &Setup, shard: Option<Shard>, stop: Stop) {
         },
         None => (Api::all(root.clone()), watcher::Config::default()),
     };
-    let labelled = watcher::Config::default().labels(TENANT_LABEL);
-    let managed = managed_by_us();
+    // The tenant's objects are narrowed to the shard like the Tenants.
+    let narrow = |labels: &str| match &shard {
+        Some(shard) => shard.owned(labels),
+        None => watcher::Config::default().labels(labels),
+    };
+    let (written, written_changes) = Writes::watch(&client, &root, &narrow, &setup.metrics);
+    let departures = Arc::<Departures>::default();
+    // What the tenant-wide quota counts (namespaces included): a create or
+    // delete anywhere in a tenant re-settles its ledger.
+    let counted = quota::departures::counted_changes(
+        client.clone(),
+        narrow(TENANT_LABEL),
+        departures.clone(),
+        setup.metrics.clone(),
+    );
+    // The watches run on their own task, so the trackers are listed before
+    // the first reconcile asks them (an instance taking over a share then
+    // skips what is in place instead of applying it all again).
+    // Unbounded: nothing reads it until the trackers are listed, and a
+    // bounded queue would stop the very watches that list them.
+    let (triggers, triggered) = futures::channel::mpsc::unbounded();
+    let forwarding = tokio::spawn(
+        futures::stream::select(written_changes, counted)
+            .map(Ok)
+            .forward(triggers),
+    );
+    written.ready(Duration::from_secs(5)).await;
     let context = Arc::new(Context {
-        written: setup.written.clone(),
+        written: Arc::new(written),
         client: client.clone(),
         root: root.clone(),
         partition: setup.partition.clone(),
         ledgers: setup.ledgers.clone(),
-        departures: Arc::default(),
+        departures,
         log: setup.log.clone(),
         recorder: Recorder::new(root.clone(), Reporter::from("arktos-operators")),
         metrics: setup.metrics.clone(),
         tenant_api: setup.tenant_api,
     });
-    // What the tenant-wide quota counts: a create or delete anywhere in a
-    // tenant re-settles its ledger.
-    let changes = quota::departures::counted_changes(client.clone(), context.departures.clone());
     let controller = Controller::new(tenants, tenant_watch);
     // How many Tenants this controller holds, for the shard metrics.
     let held = Arc::new(AtomicI64::new(0));
@@ -186,28 +265,7 @@ pub async fn run(setup: &Setup, shard: Option<Shard>, stop: Stop) {
         .graceful_shutdown_on(async move {
             let _ = stop.await;
         })
-        .reconcile_on(changes)
-        .watches(
-            Api::<Namespace>::all(client.clone()),
-            labelled.clone(),
-            owning_tenant,
-        )
-        .watches(
-            Api::<RoleBinding>::all(client.clone()),
-            managed.clone(),
-            owning_tenant,
-        )
-        .watches(
-            Api::<NetworkPolicy>::all(client.clone()),
-            managed.clone(),
-            owning_tenant,
-        )
-        .watches(
-            Api::<ClusterRole>::all(root.clone()),
-            managed.clone(),
-            owning_tenant,
-        )
-        .watches(Api::<ClusterRoleBinding>::all(root), managed, owning_tenant)
+        .reconcile_on(triggered)
         .run(reconcile::reconcile, error_policy, context)
         .for_each(|outcome| async move {
             if let Err(err) = outcome {
@@ -216,6 +274,7 @@ pub async fn run(setup: &Setup, shard: Option<Shard>, stop: Stop) {
         })
         .await;
     counting.abort();
+    forwarding.abort();
     setup
         .metrics
         .shard_objects_changed(-held.load(Ordering::Relaxed));

@@ -13,6 +13,7 @@
 use std::fmt::Debug;
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -34,15 +35,32 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     /// The tracker, kept current by a metadata watch (of every `K`,
-    /// narrowed by `config`) on a task of its own, for as long as the
-    /// process runs: every controller piece of this instance shares it, so
-    /// a piece started for a range taken over finds it filled.
-    pub fn watch(client: kube::Client, config: watcher::Config) -> Self {
+    /// narrowed by `config`), and the objects that watch saw change or go:
+    /// the caller polls the stream, which fills the tracker as it goes.
+    pub fn watch(
+        client: kube::Client,
+        config: watcher::Config,
+    ) -> (Self, BoxStream<'static, PartialObjectMeta<K>>) {
         let (seen, writer) = reflector::store();
         let api: Api<PartialObjectMeta<K>> = Api::all(client);
-        let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
-        tokio::spawn(stream.for_each(|_| futures::future::ready(())));
-        Self { seen }
+        let touched = reflector::reflector(writer, watcher(api, config).default_backoff())
+            .touched_objects()
+            .filter_map(|object| {
+                futures::future::ready(match object {
+                    Ok(object) => Some(object),
+                    Err(err) => {
+                        tracing::warn!(kind = %K::kind(&()), error = %err, "watching what the controller wrote");
+                        None
+                    }
+                })
+            })
+            .boxed();
+        (Self { seen }, touched)
+    }
+
+    /// Resolves once the watch has listed.
+    pub async fn ready(&self) {
+        let _ = self.seen.wait_until_ready().await;
     }
 
     /// A tracker that has seen nothing (every apply goes out): for tests.

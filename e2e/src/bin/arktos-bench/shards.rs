@@ -1,15 +1,19 @@
 //! The sharded tenant controller with 1, 2 and 4 instances: how fast they
 //! reconcile every tenant from a cold start, CPU per 1,000 reconciles,
-//! memory per instance, and how long a hand-over takes when one leaves.
+//! memory per instance, the watch events each instance receives (its
+//! Tenants' namespaces and what the controller wrote for them included),
+//! and how long a hand-over takes when one leaves.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arktos_crds::Tenant;
+use arktos_crds::naming::{TENANT_LABEL, TenantName};
 use arktos_e2e::cluster::{LocalCluster, OPERATOR_REPLICAS};
 use arktos_e2e::observe;
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
@@ -72,16 +76,18 @@ pub async fn run(
     let tenants = names.len();
 
     println!(
-        "{:>9} {:>12} {:>14} {:>18} {:>16} {:>16}",
+        "{:>9} {:>12} {:>14} {:>18} {:>16} {:>16} {:>16}",
         "instances",
         "reconcile s",
         "reconciles/s",
         "CPU s / 1,000 rec",
         "RSS MiB / inst",
+        "events / inst",
         "hand-over ms"
     );
     let mut running = OPERATOR_REPLICAS;
     let mut baseline_cpu = None;
+    let mut baseline_events = None;
     for instances in [1u16, 2, 4] {
         replace_instances(cluster, running, instances)?;
         running = instances;
@@ -92,11 +98,21 @@ pub async fn run(
             all_reconciled(cluster, instances, &wanted, started, clock).await?;
         let mut cpu = 0.0;
         let mut rss = 0u64;
+        let mut events = Vec::new();
         for replica in 0..instances {
             let pid = pid_of(cluster, &LocalCluster::operators_name(replica))?;
             cpu += observe::cpu_seconds(pid)?;
             rss += observe::rss_kib(pid)?;
+            events.push(
+                observe::metric(
+                    cluster.operators_port(replica),
+                    "arktos_operators_watch_events_total",
+                    "",
+                )
+                .await?,
+            );
         }
+        let events_each = events.iter().sum::<f64>() / f64::from(instances);
         // One instance leaves (SIGTERM: it drains and deletes its Lease);
         // the hand-over ends when the others own the whole space again.
         let handover = if instances > 1 {
@@ -110,19 +126,23 @@ pub async fn run(
         };
         let per_thousand = cpu * 1000.0 / reconciles.max(1) as f64;
         baseline_cpu.get_or_insert(per_thousand);
+        let base_events = *baseline_events.get_or_insert(events_each);
         println!(
-            "{instances:>9} {:>12.2} {:>14.1} {:>18.2} {:>16.1} {:>16}",
+            "{instances:>9} {:>12.2} {:>14.1} {:>18.2} {:>16.1} {:>16.0} {:>16}",
             elapsed.as_secs_f64(),
             reconciles as f64 / elapsed.as_secs_f64(),
             per_thousand,
             rss as f64 / 1024.0 / f64::from(instances),
+            events_each,
             handover
         );
         if let Some(base) = baseline_cpu {
             eprintln!(
-                "  {instances} instances: {:.0} tenants each; CPU per reconcile x{:.2} of one instance's",
+                "  {instances} instances: {:.0} tenants each; CPU per reconcile x{:.2} of one instance's; watch events per instance x{:.3} of one instance's (1/N = {:.3}), by instance {events:?}",
                 tenants as f64 / f64::from(instances),
-                per_thousand / base
+                per_thousand / base,
+                events_each / base_events.max(1.0),
+                1.0 / f64::from(instances)
             );
         }
     }
@@ -131,7 +151,9 @@ pub async fn run(
     Ok(())
 }
 
-/// Tenants `shard0`.. `shard<tenants-1>`, created `concurrency` at a time.
+/// Tenants `shard0`.. `shard<tenants-1>`, each with one namespace (made
+/// by the admin in storage terms, as the gateway would), created
+/// `concurrency` at a time.
 async fn create_tenants(
     cluster: &LocalCluster,
     tenants: usize,
@@ -139,11 +161,13 @@ async fn create_tenants(
 ) -> anyhow::Result<Vec<String>> {
     let admin = cluster.admin_client().await?;
     let api: Api<Tenant> = Api::all(admin.clone());
-    eprintln!("creating {tenants} tenants");
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    eprintln!("creating {tenants} tenants, one namespace each");
     let names: Vec<String> = (0..tenants).map(|i| format!("shard{i}")).collect();
     let outcomes: Vec<anyhow::Result<()>> = futures::stream::iter(names.clone())
         .map(|name| {
             let api = api.clone();
+            let namespaces = namespaces.clone();
             async move {
                 let tenant: Tenant = serde_json::from_value(json!({
                     "apiVersion": "tenancy.arktos.io/v1alpha1", "kind": "Tenant",
@@ -151,6 +175,13 @@ async fn create_tenants(
                     "spec": {"owners": [{"kind": "User", "name": "nobody"}]},
                 }))?;
                 api.create(&PostParams::default(), &tenant).await?;
+                let namespace: Namespace = serde_json::from_value(json!({
+                    "metadata": {"name": TenantName::new(&name)?.storage_namespace("web")?.as_str(),
+                        "labels": {TENANT_LABEL: name}},
+                }))?;
+                namespaces
+                    .create(&PostParams::default(), &namespace)
+                    .await?;
                 Ok(())
             }
         })

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use arktos_crds::sharding::{BUCKET_LABEL, BUCKETS};
+use super::{BUCKET_LABEL, BUCKETS};
 
 const SPACE: u128 = 1 << 64;
 
@@ -54,7 +54,7 @@ impl Range {
     /// filtered on the client.
     pub fn owns(&self, key: &str) -> bool {
         let width = SPACE / u128::from(BUCKETS);
-        let start = u128::from(arktos_crds::sharding::bucket_of(key)) * width;
+        let start = u128::from(super::bucket_of(key)) * width;
         (self.start..self.end).contains(&start)
     }
 

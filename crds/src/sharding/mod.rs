@@ -1,5 +1,10 @@
-//! The hash every shard decision uses, and the bucket label that stands in
-//! for server-side sharded watches on API servers without them.
+//! The hash every shard decision uses, the bucket label that stands in
+//! for server-side sharded watches on API servers without them, the one
+//! ring dividing the hash space among live instances, and their Leases:
+//! shared by the sharded controllers and arktos-apiserver's list copies.
+
+pub mod membership;
+pub mod ring;
 
 /// 64-bit FNV-1a, the hash kube-apiserver's `shardRange` uses.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
@@ -11,7 +16,8 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 /// Label carrying an object's bucket: the top 8 bits of its name's FNV-1a
 /// hash, finalised (MurmurHash3's fmix64) because FNV-1a barely moves its
 /// top bits when names differ only at the end (`t-1`, `t-2`...).
-/// arktos-apiserver stamps it on every Tenant.
+/// arktos-apiserver stamps it on every Tenant, and the tenant's bucket is
+/// on every object of the tenant too (`naming::tenant_labels`).
 pub const BUCKET_LABEL: &str = "sharding.arktos.io/bucket";
 
 /// Buckets of the hash space (bucket `b` starts at `b * 2^56`).
