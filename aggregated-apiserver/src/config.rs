@@ -69,6 +69,14 @@ pub struct Config {
     /// weights; 0 places no new tenants here.
     #[arg(long, default_value_t = 1)]
     pub root_partition_weight: u32,
+    /// This replica's name among the replicas sharing the list copies
+    /// (unique per replica; a Deployment's pod names).
+    #[arg(long, env = "POD_NAME", default_value_t = arktos_crds::sharding::membership::default_instance())]
+    pub instance: String,
+    /// Seconds a replica's Lease lives without renewal: a dead replica's
+    /// share of the list copies is taken over after this.
+    #[arg(long, default_value_t = 10)]
+    pub lease_seconds: u64,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,

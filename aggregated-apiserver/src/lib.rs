@@ -15,6 +15,7 @@ pub mod authz;
 mod cache;
 pub mod config;
 pub mod discovery;
+pub mod list_share;
 pub mod metrics;
 pub mod openapi;
 pub mod partition_probe;
@@ -30,6 +31,8 @@ pub mod tenant_routes;
 pub mod tenants;
 pub mod verb;
 
+use arktos_crds::sharding::membership::Membership;
+use arktos_crds::sharding::ring::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -229,6 +232,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )?;
     let authz = Arc::new(authz::Authorizer::new(client.clone()));
     let cached_lists = cached_lists(&config)?;
+    // Replicas that copy lists divide the tenants between them.
+    let list_membership = (!cached_lists.is_empty()).then(|| {
+        Arc::new(Membership::new(
+            client.clone(),
+            &config.namespace,
+            list_share::GROUP,
+            &config.instance,
+            std::time::Duration::from_secs(config.lease_seconds.max(3)),
+        ))
+    });
     let metrics = metrics::Metrics::new();
     let tenant_routes = Arc::new(tenant_routes::partitioned::PartitionRoutes::new(
         tenant_routes::partitioned::Setup {
@@ -238,6 +251,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             authz: authz.clone(),
             cached_lists,
             metrics: metrics.list_cache(),
+            list_share: match &list_membership {
+                Some(membership) => list_share::follow(membership.clone()),
+                None => tokio::sync::watch::channel(Range::ALL).1,
+            },
         },
     ));
     let placed = Arc::new(placed_tenants::PlacedTenants::new(&config.root_partition));
@@ -285,6 +302,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         _ = server => {}
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
         _ = terminate.recv() => tracing::info!("terminated; stopping"),
+    }
+    if let Some(membership) = list_membership {
+        // The others take this replica's share at once, not at expiry.
+        membership.leave().await;
     }
     Ok(())
 }

@@ -38,6 +38,8 @@ pub struct ListCacheMetrics {
     pub misses: Counter,
     pub objects: Gauge,
     pub bytes: Gauge,
+    /// This replica's share of the tenants whose objects it copies (0 to 1).
+    pub share: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Metrics {
@@ -77,6 +79,11 @@ impl Metrics {
             "list_cache_bytes",
             "Bytes of object text held by the list cache",
             list_cache.bytes.clone(),
+        );
+        registry.register(
+            "list_cache_share",
+            "Share of the tenants (of the sharding ring) whose objects this replica copies",
+            list_cache.share.clone(),
         );
         Arc::new(Self {
             registry,

@@ -69,7 +69,7 @@ pub struct Config {
     #[arg(long, visible_alias = "shards", value_enum, default_value_t = Sharding::Labels)]
     pub sharding: Sharding,
     /// This instance's name among the shards (unique per instance).
-    #[arg(long, env = "POD_NAME", default_value_t = default_instance())]
+    #[arg(long, env = "POD_NAME", default_value_t = sharding::membership::default_instance())]
     pub instance: String,
     /// Namespace of the shard Leases.
     #[arg(long, env = "POD_NAMESPACE", default_value = "arktos-system")]
@@ -111,11 +111,6 @@ pub enum Sharding {
     Off,
     Server,
     Labels,
-}
-
-fn default_instance() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{}-{}", host.trim(), std::process::id())
 }
 
 async fn kube_config(path: &Option<PathBuf>) -> anyhow::Result<kube::Config> {

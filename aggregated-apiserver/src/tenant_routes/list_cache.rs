@@ -19,12 +19,15 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use arktos_crds::naming::{TENANT_LABEL, TenantName, split_storage_namespace};
+use arktos_crds::sharding::BUCKET_LABEL;
+use arktos_crds::sharding::ring::Range;
 use bytes::Bytes;
 use futures::StreamExt;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use tokio::sync::watch;
 use warp::reply::Response;
 
 use super::backend::{Backend, Outgoing};
@@ -122,18 +125,21 @@ impl Drop for Watches {
 
 impl ListCache {
     /// Starts one watch per resource, as arktos-apiserver, over the objects
-    /// carrying the tenant label (every object in a tenant's namespaces).
+    /// carrying the tenant label (every object in a tenant's namespaces)
+    /// of the tenants in `share` (this replica's part of the sharding
+    /// ring, see `list_share`), again whenever the share changes.
     pub fn start(
         backend: &Backend,
         resources: &[CachedResource],
         metrics: ListCacheMetrics,
+        share: &watch::Receiver<Range>,
     ) -> Self {
         let mut watches = Watches::default();
         let stores = resources
             .iter()
             .map(|resource| {
                 let store = Arc::new(Store::new(resource.clone(), metrics.clone()));
-                let watch = tokio::spawn(reflect(store.clone(), backend.clone()));
+                let watch = tokio::spawn(reflect(store.clone(), backend.clone(), share.clone()));
                 watches.0.push(watch.abort_handle());
                 store
             })
@@ -219,6 +225,8 @@ pub struct Store {
     changed: tokio::sync::Notify,
     /// Listed, and watching since: lists may be answered from here.
     synced: AtomicBool,
+    /// The tenants whose objects are copied.
+    share: RwLock<Range>,
     metrics: ListCacheMetrics,
 }
 
@@ -270,8 +278,22 @@ impl Store {
             objects: RwLock::new(Copies::default()),
             changed: tokio::sync::Notify::new(),
             synced: AtomicBool::new(false),
+            share: RwLock::new(Range::ALL),
             metrics,
         }
+    }
+
+    /// Whether `tenant`'s objects are copied here (by its bucket, the
+    /// division the label selector of the watch makes).
+    fn covers(&self, tenant: &TenantName) -> bool {
+        let share = *self.share.read().unwrap_or_else(|e| e.into_inner());
+        share == Range::ALL || share.owns(tenant.as_str())
+    }
+
+    /// Whether every labelled object is copied, those made before objects
+    /// carried their tenant's bucket included.
+    fn whole(&self) -> bool {
+        *self.share.read().unwrap_or_else(|e| e.into_inner()) == Range::ALL
     }
 
     /// The list `uri` asks for, as `as_user`, from the copies; `None` when
@@ -285,7 +307,10 @@ impl Store {
         as_user: Option<&UserInfo>,
         view: &View,
     ) -> Option<Response> {
-        if !self.synced.load(Ordering::Relaxed) || view.storage_prefix().is_empty() {
+        if !self.synced.load(Ordering::Relaxed)
+            || view.storage_prefix().is_empty()
+            || !self.covers(view.tenant())
+        {
             return None;
         }
         let outgoing = Outgoing {
@@ -329,6 +354,7 @@ impl Store {
 
     fn items(&self, members: &MetadataList, view: &View) -> Result<Vec<u8>, Unready> {
         let prefix = view.storage_prefix();
+        let whole = self.whole();
         let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::with_capacity(usize::try_from(objects.bytes).unwrap_or(0).min(1 << 26));
         for member in members
@@ -336,7 +362,7 @@ impl Store {
             .iter()
             .filter(|m| m.namespace.starts_with(prefix))
         {
-            if !member.tenant_labelled {
+            if !member.tenant_labelled || !(member.bucket_labelled || whole) {
                 return Err(Unready::Never);
             }
             let copy = objects
@@ -481,19 +507,29 @@ fn list_item(object: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Keeps `store` current: list, then watch from the list's version until
-/// kube-apiserver ends the watch with an error (then list again).
-async fn reflect(store: Arc<Store>, backend: Backend) {
+/// kube-apiserver ends the watch with an error or the share changes (then
+/// list again).
+async fn reflect(store: Arc<Store>, backend: Backend, mut share: watch::Receiver<Range>) {
     let mut backoff = Duration::from_secs(1);
     loop {
+        let range = *share.borrow_and_update();
+        *store.share.write().unwrap_or_else(|e| e.into_inner()) = range;
+        store.metrics.share.set(range.fraction());
         match relist(&store, &backend).await {
             Ok(version) => {
                 backoff = Duration::from_secs(1);
                 store.synced.store(true, Ordering::Relaxed);
-                let ended = watch_from(&store, &backend, version).await;
-                store.synced.store(false, Ordering::Relaxed);
-                if let Err(err) = ended {
-                    tracing::info!(resource = %store.resource.resource, error = %err, "list cache: watching again from a new list");
+                tokio::select! {
+                    ended = watch_from(&store, &backend, version) => {
+                        if let Err(err) = ended {
+                            tracing::info!(resource = %store.resource.resource, error = %err, "list cache: watching again from a new list");
+                        }
+                    }
+                    Ok(()) = share.changed() => {
+                        tracing::info!(resource = %store.resource.resource, share = %*share.borrow(), "list cache: copying a new share");
+                    }
                 }
+                store.synced.store(false, Ordering::Relaxed);
             }
             Err(err) => {
                 tracing::warn!(resource = %store.resource.resource, error = %err, "list cache: cannot list");
@@ -504,13 +540,26 @@ async fn reflect(store: Arc<Store>, backend: Backend) {
     }
 }
 
-/// A GET of the labelled objects of `store`'s resource, as
-/// arktos-apiserver, with `query` added.
+/// The label selector of the copied objects: the tenant label, and the
+/// buckets of the share unless it is the whole ring.
+fn selector(share: Range) -> String {
+    if share == Range::ALL {
+        return TENANT_LABEL.to_string();
+    }
+    let buckets = share
+        .label_selector()
+        .unwrap_or_else(|| format!("{BUCKET_LABEL}=none"));
+    format!("{TENANT_LABEL},{buckets}")
+}
+
+/// A GET of the copied objects of `store`'s resource, as arktos-apiserver,
+/// with `query` added.
 fn labelled(store: &Store, query: &str) -> Outgoing<'static> {
+    let share = *store.share.read().unwrap_or_else(|e| e.into_inner());
     let uri = format!(
         "{}?labelSelector={}&{query}",
         store.resource.collection_path(),
-        TENANT_LABEL.replace('/', "%2F")
+        crate::request::encode(&selector(share))
     );
     Outgoing::get_as_us(uri, "application/json")
 }
@@ -608,6 +657,7 @@ mod tests {
                     name: name.to_string(),
                     resource_version: version.to_string(),
                     tenant_labelled: true,
+                    bucket_labelled: true,
                 })
                 .collect(),
         }
@@ -674,6 +724,38 @@ mod tests {
                 .await
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_share_of_the_ring_copies_only_its_tenants() {
+        let store = store();
+        assert_eq!(selector(Range::ALL), TENANT_LABEL);
+        let tenant = TenantName::new("acme").unwrap();
+        let bucket = u128::from(arktos_crds::sharding::bucket_of("acme"));
+        let width = 1u128 << 56;
+        let with = Range {
+            start: bucket * width,
+            end: (bucket + 1) * width,
+        };
+        let without = Range {
+            start: ((bucket + 1) % 256) * width,
+            end: ((bucket + 1) % 256 + 1) * width,
+        };
+        *store.share.write().unwrap() = with;
+        assert!(store.covers(&tenant));
+        assert_eq!(
+            selector(with),
+            format!("{TENANT_LABEL},{BUCKET_LABEL} in ({bucket})")
+        );
+        // Objects made before they carried their tenant's bucket are not
+        // copied by a share: listed the ordinary way, without waiting.
+        let mut unstamped = members(&[("acme--web", "a", "5")]);
+        unstamped.items[0].bucket_labelled = false;
+        assert_eq!(store.items(&unstamped, &acme()), Err(Unready::Never));
+        *store.share.write().unwrap() = without;
+        assert!(!store.covers(&tenant));
+        *store.share.write().unwrap() = Range::ALL;
+        assert!(store.items(&unstamped, &acme()).is_ok());
     }
 
     #[tokio::test]

@@ -91,13 +91,15 @@ impl TenantRoutes {
     }
 
     /// Answers lists of `resources` from copies kept by watches (see
-    /// `list_cache`); starts the watches, which end with these routes.
+    /// `list_cache`) of the tenants in `share`; starts the watches, which
+    /// end with these routes.
     pub fn with_list_cache(
         mut self,
         resources: &[list_cache::CachedResource],
         metrics: crate::metrics::ListCacheMetrics,
+        share: &tokio::sync::watch::Receiver<arktos_crds::sharding::ring::Range>,
     ) -> Self {
-        self.list_cache = list_cache::ListCache::start(&self.backend, resources, metrics);
+        self.list_cache = list_cache::ListCache::start(&self.backend, resources, metrics, share);
         self
     }
 

@@ -39,6 +39,8 @@ pub struct Setup {
     pub authz: Arc<Authorizer>,
     pub cached_lists: Vec<CachedResource>,
     pub metrics: ListCacheMetrics,
+    /// This replica's share of the tenants whose objects it copies.
+    pub list_share: tokio::sync::watch::Receiver<arktos_crds::sharding::ring::Range>,
 }
 
 pub struct PartitionRoutes {
@@ -66,7 +68,11 @@ impl PartitionRoutes {
             partition: setup.authz.clone(),
         };
         let root = TenantRoutes::new(setup.client.clone(), &setup.root_name, authz)
-            .with_list_cache(&setup.cached_lists, setup.metrics.clone());
+            .with_list_cache(
+                &setup.cached_lists,
+                setup.metrics.clone(),
+                &setup.list_share,
+            );
         Self {
             root: Arc::new(root),
             others: RwLock::default(),
@@ -188,10 +194,11 @@ impl PartitionRoutes {
             root: self.setup.authz.clone(),
             partition: Arc::new(Authorizer::new(client.clone())),
         };
-        let routes = Arc::new(
-            TenantRoutes::new(client, partition, authz)
-                .with_list_cache(&self.setup.cached_lists, self.setup.metrics.clone()),
-        );
+        let routes = Arc::new(TenantRoutes::new(client, partition, authz).with_list_cache(
+            &self.setup.cached_lists,
+            self.setup.metrics.clone(),
+            &self.setup.list_share,
+        ));
         tracing::info!(partition, "routes to the partition made");
         let plane = Plane {
             kubeconfig,

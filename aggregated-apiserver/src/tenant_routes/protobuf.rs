@@ -8,6 +8,7 @@
 //! TypeMeta (1 apiVersion, 2 kind), field 2 the object's own bytes.
 
 use arktos_crds::naming::TENANT_LABEL;
+use arktos_crds::sharding::BUCKET_LABEL;
 use arktos_crds::status;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 
@@ -490,13 +491,14 @@ pub struct MetadataList {
 }
 
 /// One member: which object, at which version, and whether it carries
-/// the tenant label.
+/// the tenant label and the tenant's bucket label.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Member {
     pub namespace: String,
     pub name: String,
     pub resource_version: String,
     pub tenant_labelled: bool,
+    pub bucket_labelled: bool,
 }
 
 /// Calls `each` with every field of a message (number, wire type, and the
@@ -565,6 +567,9 @@ pub fn metadata_list(body: &[u8]) -> Option<MetadataList> {
                     6 => member.resource_version = utf8(text).unwrap_or_default(),
                     11 => {
                         let _ = walk(text, |part, _, key| {
+                            if part == 1 && key == BUCKET_LABEL.as_bytes() {
+                                member.bucket_labelled = true;
+                            }
                             if part == 1 && key == TENANT_LABEL.as_bytes() {
                                 member.tenant_labelled = true;
                             }
@@ -820,12 +825,14 @@ mod tests {
                     name: "a".into(),
                     resource_version: "40".into(),
                     tenant_labelled: true,
+                    bucket_labelled: false,
                 },
                 Member {
                     namespace: "acme--db".into(),
                     name: "b".into(),
                     resource_version: "41".into(),
                     tenant_labelled: false,
+                    bucket_labelled: false,
                 }
             ]
         );

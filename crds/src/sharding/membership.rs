@@ -17,6 +17,13 @@ use super::ring::Range;
 pub const GROUP_LABEL: &str = "sharding.arktos.io/group";
 const CLAIM_ANNOTATION: &str = "sharding.arktos.io/claim";
 
+/// A name for this process among the instances when none is given:
+/// the host's name (a pod's name) and the process ID.
+pub fn default_instance() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
+}
+
 /// A live instance and the range it claims (works on, or is about to).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {

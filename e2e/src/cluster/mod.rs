@@ -302,6 +302,17 @@ impl LocalCluster {
         port: u16,
         gateway_port: u16,
     ) -> Result<()> {
+        self.start_arktos_apiserver_with(name, port, gateway_port, &[])
+    }
+
+    /// [`Self::start_arktos_apiserver`] with `extra` arguments.
+    pub fn start_arktos_apiserver_with(
+        &mut self,
+        name: &str,
+        port: u16,
+        gateway_port: u16,
+        extra: &[String],
+    ) -> Result<()> {
         let service_dns = format!("{}.{}.svc", arktos::APISERVER, arktos::NAMESPACE);
         let serving = "arktos-apiserver-serving";
         // Issued at every start: the address for pods depends on the node.
@@ -336,7 +347,11 @@ impl LocalCluster {
                 // Partitions added while the cluster runs take tenants
                 // within seconds.
                 "--partition-probe-seconds=2".into(),
-            ],
+                format!("--instance={name}"),
+            ]
+            .into_iter()
+            .chain(extra.iter().cloned())
+            .collect(),
             dir: self.spec.dir(),
         };
         let component = Component::start(name, launch, &self.log(name))?;

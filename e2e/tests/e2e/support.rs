@@ -377,3 +377,28 @@ pub async fn kubectl_apply(
 ) -> anyhow::Result<(bool, String, String)> {
     kubectl_with(ctx, config, &["apply", "-f", "-"], Some(manifest)).await
 }
+
+/// A client of one arktos-apiserver replica's own port (not through
+/// kube-apiserver), presenting `identity` and sending `headers` (the
+/// front-proxy's identity headers, for instance).
+pub async fn direct(
+    ctx: &Ctx,
+    port: u16,
+    identity: (&std::path::Path, &std::path::Path),
+    headers: &[(&str, &str)],
+) -> anyhow::Result<kube::Client> {
+    let ca = ctx
+        .cluster
+        .local()
+        .context("this test needs the local cluster")?
+        .pki()
+        .ca_cert();
+    Ok(arktos_e2e::cluster::kubeconfig::client_with(
+        &format!("https://127.0.0.1:{port}"),
+        &ca,
+        identity.0,
+        identity.1,
+        headers,
+    )
+    .await?)
+}

@@ -523,28 +523,6 @@ async fn bad_tenant_inputs_get_a_precise_status_and_change_nothing(
 }
 
 /// A client talking to arktos-apiserver directly (as the aggregator would).
-async fn direct(
-    ctx: &Ctx,
-    port: u16,
-    identity: (&std::path::Path, &std::path::Path),
-    headers: &[(&str, &str)],
-) -> anyhow::Result<kube::Client> {
-    let ca = ctx
-        .cluster
-        .local()
-        .context("this test needs the local cluster")?
-        .pki()
-        .ca_cert();
-    Ok(kubeconfig::client_with(
-        &format!("https://127.0.0.1:{port}"),
-        &ca,
-        identity.0,
-        identity.1,
-        headers,
-    )
-    .await?)
-}
-
 async fn status_of(client: &kube::Client, path: &str) -> anyhow::Result<(u16, String)> {
     let request = http::Request::get(path).body(Vec::new())?;
     match client.request_text(request).await {
@@ -573,7 +551,8 @@ async fn authentication_and_authorization_fail_closed(ctx: Arc<Ctx>) -> anyhow::
         pki.cert("front-proxy-client"),
         pki.key("front-proxy-client"),
     );
-    let aggregator = direct(&ctx, port, (&proxy.0, &proxy.1), &admin_headers).await?;
+    let aggregator =
+        crate::support::direct(&ctx, port, (&proxy.0, &proxy.1), &admin_headers).await?;
     ensure!(status_of(&aggregator, path).await?.0 == 200);
 
     // Forged identity headers with a certificate that is not the front
@@ -581,7 +560,7 @@ async fn authentication_and_authorization_fail_closed(ctx: Arc<Ctx>) -> anyhow::
     // are ignored, the certificate's own user has no RBAC: 403.
     let mallory = "e2e-mallory";
     crate::support::issue_user(&pki, mallory)?;
-    let forged = direct(
+    let forged = crate::support::direct(
         &ctx,
         port,
         (&pki.cert(mallory), &pki.key(mallory)),
@@ -599,7 +578,7 @@ async fn authentication_and_authorization_fail_closed(ctx: Arc<Ctx>) -> anyhow::
     ensure!(status_of(&via_aggregator, path).await?.0 == 403);
 
     // The front proxy vouching for a user without RBAC: 403.
-    let no_rbac = direct(
+    let no_rbac = crate::support::direct(
         &ctx,
         port,
         (&proxy.0, &proxy.1),
@@ -614,7 +593,7 @@ async fn authentication_and_authorization_fail_closed(ctx: Arc<Ctx>) -> anyhow::
     );
     foreign.ensure_control_plane(&[])?;
     for identity in ["admin", "front-proxy-client"] {
-        let client = direct(
+        let client = crate::support::direct(
             &ctx,
             port,
             (&foreign.cert(identity), &foreign.key(identity)),
@@ -627,7 +606,7 @@ async fn authentication_and_authorization_fail_closed(ctx: Arc<Ctx>) -> anyhow::
     let _ = std::fs::remove_dir_all(foreign.dir());
 
     // Impersonation asked of us directly is refused.
-    let impersonating = direct(
+    let impersonating = crate::support::direct(
         &ctx,
         port,
         (&proxy.0, &proxy.1),
@@ -666,7 +645,14 @@ async fn two_replicas_share_storage_without_lost_updates(ctx: Arc<Ctx>) -> anyho
             .local()
             .context("this test needs the local cluster")?;
         let second = local.spec().ports.component(1);
-        local.start_arktos_apiserver("arktos-apiserver-2", second, 0)?;
+        // Without list copies: it takes no share of them from the
+        // replica the other tests' lists go through.
+        local.start_arktos_apiserver_with(
+            "arktos-apiserver-2",
+            second,
+            0,
+            &["--list-cache=".to_string()],
+        )?;
         (local.apiserver_port(), second, local.pki().clone())
     };
     let headers = [
@@ -679,7 +665,7 @@ async fn two_replicas_share_storage_without_lost_updates(ctx: Arc<Ctx>) -> anyho
     );
     let mut replicas = Vec::new();
     for port in [first_port, second_port] {
-        let client = direct(&ctx, port, (&proxy.0, &proxy.1), &headers).await?;
+        let client = crate::support::direct(&ctx, port, (&proxy.0, &proxy.1), &headers).await?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while !status_of(&client, "/readyz")
             .await
