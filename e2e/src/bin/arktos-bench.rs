@@ -14,6 +14,8 @@ use arktos_e2e::cluster::{ClusterSpec, LocalCluster, Ports};
 use arktos_e2e::home::ArktosHome;
 use clap::{Parser, Subcommand};
 
+#[path = "arktos-bench/list_shares.rs"]
+mod list_shares;
 #[path = "arktos-bench/partitions.rs"]
 mod partitions;
 #[path = "arktos-bench/provisioning.rs"]
@@ -76,6 +78,12 @@ enum Bench {
         /// Tenant-wide LISTs per path.
         #[arg(long, default_value_t = 20)]
         lists: usize,
+    },
+    /// arktos-apiserver's list copies and memory with 1 and 2 replicas.
+    ListShares {
+        /// Tenants, each with a namespace and a pod.
+        #[arg(long, default_value_t = 10_000)]
+        tenants: usize,
     },
     /// The sharded tenant controller with 1, 2 and 4 instances.
     Shards {
@@ -190,6 +198,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cluster.stop();
         return result;
     }
+    if let Bench::ListShares { tenants } = cli.bench {
+        let mut cluster = start_cluster().await?;
+        let result = list_shares::run(&mut cluster, tenants, cli.concurrency.max(16)).await;
+        cluster.stop();
+        return result;
+    }
     if let Bench::Shards { tenants } = cli.bench {
         let mut cluster = start_cluster().await?;
         let result = shards::run(&mut cluster, tenants, cli.concurrency).await;
@@ -218,6 +232,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Bench::TenantPods { .. }
         | Bench::Provisioning { .. }
         | Bench::Shards { .. }
+        | Bench::ListShares { .. }
         | Bench::Partitions { .. }
         | Bench::VmPods { .. }
         | Bench::VmActions { .. } => {
