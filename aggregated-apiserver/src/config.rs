@@ -53,6 +53,11 @@ pub struct Config {
         env = "ARKTOS_LIST_CACHE"
     )]
     pub list_cache: Vec<String>,
+    /// Answer Tenant GETs and LISTs from arktos-apiserver's own copy of
+    /// the Tenants (kube-apiserver still names which objects, at which
+    /// versions: see docs/architecture.md); `false` reads the storage.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "ARKTOS_TENANT_COPY")]
+    pub tenant_copy: bool,
     /// The namespace arktos-apiserver runs in: Partitions' kubeconfig
     /// Secrets must be there.
     #[arg(long, env = "POD_NAMESPACE", default_value = "arktos-system")]

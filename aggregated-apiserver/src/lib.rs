@@ -267,11 +267,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = Arc::new(routes::State {
         authn: authn::Authenticator::new(header_names, Some(client.clone())),
         authz: authz.clone(),
-        tenants: tenants::TenantApi::new(
-            storage::Storage::new(client.clone()),
-            authz.clone(),
-            placement,
-        ),
+        tenants: tenant_api(&config, &client, authz.clone(), placement, &metrics),
         partitions: partitions::PartitionApi::new(storage::Storage::of(
             client.clone(),
             &rename::PARTITIONS,
@@ -308,6 +304,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         membership.leave().await;
     }
     Ok(())
+}
+
+/// The Tenant API, reading from copies of the Tenants unless
+/// `--tenant-copy=false`.
+fn tenant_api(
+    config: &Config,
+    client: &kube::Client,
+    authz: Arc<authz::Authorizer>,
+    placement: tenants::Placement,
+    metrics: &metrics::Metrics,
+) -> tenants::TenantApi {
+    let api = tenants::TenantApi::new(storage::Storage::new(client.clone()), authz, placement);
+    if !config.tenant_copy {
+        return api;
+    }
+    let backend = tenant_routes::backend::Backend::new(client.clone(), &config.root_partition);
+    let copies = tenant_routes::list_cache::Store::served(
+        &backend,
+        &rename::TENANTS,
+        metrics.tenant_copies(),
+    );
+    api.with_copies(backend, copies)
 }
 
 /// The resources `--list-cache` names.

@@ -29,6 +29,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<LatencyLabels, Histogram>,
     list_cache: ListCacheMetrics,
+    tenant_copies: ListCacheMetrics,
 }
 
 /// The list cache (`tenant_routes::list_cache`), all resources together.
@@ -85,11 +86,28 @@ impl Metrics {
             "Share of the tenants (of the sharding ring) whose objects this replica copies",
             list_cache.share.clone(),
         );
+        let tenant_copies = ListCacheMetrics::default();
+        registry.register(
+            "tenant_copy_hits",
+            "Tenant reads (GET and LIST) answered from arktos-apiserver's copy of the Tenants",
+            tenant_copies.hits.clone(),
+        );
+        registry.register(
+            "tenant_copy_misses",
+            "Tenant reads the copy could not answer at the versions kube-apiserver named in time",
+            tenant_copies.misses.clone(),
+        );
+        registry.register(
+            "tenant_copy_bytes",
+            "Bytes of Tenant text held by the copy",
+            tenant_copies.bytes.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
             latency,
             list_cache,
+            tenant_copies,
         })
     }
 
@@ -109,6 +127,10 @@ impl Metrics {
 
     pub fn list_cache(&self) -> ListCacheMetrics {
         self.list_cache.clone()
+    }
+
+    pub fn tenant_copies(&self) -> ListCacheMetrics {
+        self.tenant_copies.clone()
     }
 
     pub fn render(&self) -> String {

@@ -63,6 +63,16 @@ fn storage_api_version() -> String {
 }
 
 impl Stored {
+    /// Object `name` of this kind, as Status errors name it.
+    pub fn subject<'a>(&self, name: &'a str) -> arktos_crds::status::Subject<'a> {
+        arktos_crds::status::Subject {
+            group: GROUP,
+            resource: self.plural,
+            kind: self.kind,
+            name,
+        }
+    }
+
     /// Rewrites an answer of the storage (object, list, watch event, Table,
     /// Status) into the served view, in place.
     pub fn to_view(&self, value: &mut Value) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arktos_crds::naming::SYSTEM_TENANT;
 use arktos_crds::partition::placement;
 use arktos_crds::status::{self, FieldError, FieldErrorType, Subject};
-use arktos_crds::tenant::{API_VERSION, GROUP, KIND, PLURAL, Tenant, validation};
+use arktos_crds::tenant::{API_VERSION, KIND, Tenant, validation};
 use http::{Method, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use serde_json::Value;
@@ -19,6 +19,8 @@ use crate::authz::{Attributes, Authorizer};
 use crate::request::{ApiRequest, encode_query};
 use crate::respond;
 use crate::storage::{Answer, Call, Storage};
+use crate::tenant_routes::backend::Backend;
+use crate::tenant_routes::list_cache::Store;
 use arktos_crds::sharding;
 
 /// How often a patch is retried when the object changed under it.
@@ -35,6 +37,9 @@ pub struct TenantApi {
     storage: Storage,
     authorizer: Arc<Authorizer>,
     placement: Placement,
+    /// Copies of the Tenants, and the connection to ask kube-apiserver
+    /// which of them a read names.
+    copies: Option<(Backend, Arc<Store>)>,
 }
 
 /// What placement knows: the root cluster as a partition, and where the
@@ -49,12 +54,7 @@ pub struct Placement {
 }
 
 fn subject(name: &str) -> Subject<'_> {
-    Subject {
-        group: GROUP,
-        resource: PLURAL,
-        kind: KIND,
-        name,
-    }
+    crate::rename::TENANTS.subject(name)
 }
 
 impl TenantApi {
@@ -63,7 +63,15 @@ impl TenantApi {
             storage,
             authorizer,
             placement,
+            copies: None,
         }
+    }
+
+    /// Answers reads from `copies` (see `tenant_routes::list_cache`) where
+    /// they can: a GET or LIST in JSON.
+    pub fn with_copies(mut self, backend: Backend, copies: Arc<Store>) -> Self {
+        self.copies = Some((backend, copies));
+        self
     }
 
     /// The root cluster's name as a partition.
@@ -87,9 +95,16 @@ impl TenantApi {
                     status: false,
                 },
             ) if request.is_watch() => self.watch(request, Some(name)).await,
-            (&Method::GET, Target::Collection) => self.pass(Method::GET, request, None, None).await,
-            (&Method::GET, Target::Object { name, status }) => {
-                self.pass(Method::GET, request, Some(name), status.then_some("status"))
+            (&Method::GET, Target::Collection) => self.read(request, None).await,
+            (
+                &Method::GET,
+                Target::Object {
+                    name,
+                    status: false,
+                },
+            ) => self.read(request, Some(name)).await,
+            (&Method::GET, Target::Object { name, status: true }) => {
+                self.pass(Method::GET, request, Some(name), Some("status"))
                     .await
             }
             (&Method::POST, Target::Collection) => self.create(request).await,
@@ -116,6 +131,20 @@ impl TenantApi {
             )),
         };
         outcome.unwrap_or_else(respond::status)
+    }
+
+    /// A GET of the collection or of object `name`: from the copies when
+    /// they can answer it (JSON, not a Table), else from the storage.
+    async fn read(&self, request: &ApiRequest, name: Option<&str>) -> Result<Response, Status> {
+        let accept = request.accept();
+        if let Some((backend, copies)) = &self.copies
+            && !accept.contains("as=")
+            && request.param("pretty").is_none()
+            && let Some(answer) = copies.answer_served(backend, name, &request.query).await
+        {
+            return answer;
+        }
+        self.pass(Method::GET, request, name, None).await
     }
 
     async fn pass(

@@ -21,10 +21,13 @@ use std::time::Duration;
 use arktos_crds::naming::{TENANT_LABEL, TenantName, split_storage_namespace};
 use arktos_crds::sharding::BUCKET_LABEL;
 use arktos_crds::sharding::ring::Range;
+use arktos_crds::status;
+use arktos_crds::tenant::{STORAGE_GROUP, STORAGE_VERSION};
 use bytes::Bytes;
 use futures::StreamExt;
 use http::StatusCode;
 use http_body_util::BodyExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::watch;
@@ -36,6 +39,7 @@ use super::mapping::View;
 use super::protobuf::{METADATA_LIST_ACCEPT, MetadataList, metadata_list};
 use crate::authn::UserInfo;
 use crate::metrics::ListCacheMetrics;
+use crate::rename::Stored;
 use crate::respond;
 
 /// How long a list waits for the watch to bring the versions
@@ -219,6 +223,10 @@ enum Unready {
 /// The copies of one resource.
 pub struct Store {
     resource: CachedResource,
+    /// A kind arktos-apiserver serves from its storage group (Tenants),
+    /// copied whole in the served view; `None` for a resource of tenants'
+    /// namespaces, copied in each object's tenant's terms.
+    served: Option<&'static Stored>,
     /// The kind of the items (`Pod`), learnt from the first list.
     kind: RwLock<String>,
     objects: RwLock<Copies>,
@@ -274,6 +282,7 @@ impl Store {
     fn new(resource: CachedResource, metrics: ListCacheMetrics) -> Self {
         Self {
             resource,
+            served: None,
             kind: RwLock::new(String::new()),
             objects: RwLock::new(Copies::default()),
             changed: tokio::sync::Notify::new(),
@@ -281,6 +290,31 @@ impl Store {
             share: RwLock::new(Range::ALL),
             metrics,
         }
+    }
+
+    /// Copies of every record of `kind` (TenantRecords for Tenants), kept by
+    /// a watch started here, for as long as the process runs.
+    pub fn served(
+        backend: &Backend,
+        kind: &'static Stored,
+        metrics: ListCacheMetrics,
+    ) -> Arc<Self> {
+        let store = Arc::new(Self {
+            served: Some(kind),
+            kind: RwLock::new(kind.kind.to_string()),
+            ..Self::new(
+                CachedResource {
+                    group: STORAGE_GROUP.into(),
+                    version: STORAGE_VERSION.into(),
+                    resource: kind.record_plural.into(),
+                },
+                metrics,
+            )
+        });
+        // The whole ring, always: every replica serves every Tenant.
+        let (_whole, share) = watch::channel(Range::ALL);
+        tokio::spawn(reflect(store.clone(), backend.clone(), share));
+        store
     }
 
     /// Whether `tenant`'s objects are copied here (by its bucket, the
@@ -313,32 +347,66 @@ impl Store {
         {
             return None;
         }
-        let outgoing = Outgoing {
-            as_user,
-            ..Outgoing::get_as_us(uri, METADATA_LIST_ACCEPT)
-        };
-        let (code, body) = backend.raw(outgoing).await.ok()?;
-        if !code.is_success() {
+        let members = members_of(backend, uri, as_user).await?;
+        let body = self.list(&members, Some(view)).await?;
+        Some(respond::raw(StatusCode::OK, body, "application/json"))
+    }
+
+    /// A served kind's list (`query` as the client sent it) or object
+    /// `name` from the copies, by the members kube-apiserver names for that
+    /// request (a list narrowed to `name` for an object): so every
+    /// `resourceVersion` rule, selector and page is kube-apiserver's own.
+    /// `None` when it must be answered the ordinary way.
+    pub async fn answer_served(
+        &self,
+        backend: &Backend,
+        name: Option<&str>,
+        query: &str,
+    ) -> Option<Result<Response, Status>> {
+        let served = self.served?;
+        if !self.synced.load(Ordering::Relaxed) {
             return None;
         }
-        let bytes = body.collect().await.ok()?.to_bytes();
-        let members = metadata_list(&bytes)?;
-        let body = self.list(&members, view).await?;
-        Some(respond::raw(StatusCode::OK, body, "application/json"))
+        let mut query = query.to_string();
+        if let Some(name) = name {
+            // One object: kube-apiserver answers a list narrowed to one
+            // name from its watch cache by key.
+            query = narrowed_to(&query, name);
+        }
+        let uri = format!("{}?{query}", self.resource.collection_path());
+        let members = members_of(backend, uri, None).await?;
+        let Some(name) = name else {
+            let body = self.list(&members, None).await?;
+            return Some(Ok(respond::raw(StatusCode::OK, body, "application/json")));
+        };
+        if members.items.is_empty() {
+            return Some(Err(status::not_found(&served.subject(name))));
+        }
+        let item = self.list_items(&members, None).await?;
+        Some(Ok(respond::raw(StatusCode::OK, item, "application/json")))
     }
 
     /// `{"kind":"PodList","apiVersion":"v1","metadata":..,"items":[..]}` for
     /// the members kube-apiserver named, if every one has a copy at its
     /// version. Members outside the tenant are left out, as the streamed
     /// list leaves them out.
-    pub async fn list(&self, members: &MetadataList, view: &View) -> Option<Vec<u8>> {
+    pub async fn list(&self, members: &MetadataList, view: Option<&View>) -> Option<Vec<u8>> {
+        let items = self.list_items(members, view).await?;
+        Some(self.envelope(members, view, items))
+    }
+
+    /// The copies of `members`, joined by commas, once every one is in.
+    async fn list_items(&self, members: &MetadataList, view: Option<&View>) -> Option<Vec<u8>> {
         let deadline = tokio::time::Instant::now() + CATCH_UP;
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
             match self.items(members, view) {
-                Ok(items) => return Some(self.envelope(members, view, items)),
+                Ok(items) => {
+                    self.metrics.hits.inc();
+                    return Some(items);
+                }
                 Err(Unready::Never) => {
                     self.metrics.misses.inc();
                     return None;
@@ -352,9 +420,10 @@ impl Store {
         }
     }
 
-    fn items(&self, members: &MetadataList, view: &View) -> Result<Vec<u8>, Unready> {
-        let prefix = view.storage_prefix();
-        let whole = self.whole();
+    fn items(&self, members: &MetadataList, view: Option<&View>) -> Result<Vec<u8>, Unready> {
+        let prefix = view.map(View::storage_prefix).unwrap_or_default();
+        // Served records carry no tenant labels: all are copied.
+        let whole = self.whole() || self.served.is_some();
         let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::with_capacity(usize::try_from(objects.bytes).unwrap_or(0).min(1 << 26));
         for member in members
@@ -362,7 +431,9 @@ impl Store {
             .iter()
             .filter(|m| m.namespace.starts_with(prefix))
         {
-            if !member.tenant_labelled || !(member.bucket_labelled || whole) {
+            if self.served.is_none() && !member.tenant_labelled
+                || !(member.bucket_labelled || whole)
+            {
                 return Err(Unready::Never);
             }
             let copy = objects
@@ -379,24 +450,29 @@ impl Store {
         Ok(out)
     }
 
-    fn envelope(&self, members: &MetadataList, view: &View, items: Vec<u8>) -> Vec<u8> {
+    fn envelope(&self, members: &MetadataList, view: Option<&View>, items: Vec<u8>) -> Vec<u8> {
         let mut metadata = serde_json::Map::new();
         metadata.insert(
             "resourceVersion".into(),
             members.resource_version.clone().into(),
         );
         if !members.continue_token.is_empty() {
-            metadata.insert(
-                "continue".into(),
-                view.continue_to_tenant(&members.continue_token).into(),
-            );
+            let token = match view {
+                Some(view) => view.continue_to_tenant(&members.continue_token),
+                None => members.continue_token.clone(),
+            };
+            metadata.insert("continue".into(), token.into());
         }
         if let Some(count) = members.remaining_item_count {
             metadata.insert("remainingItemCount".into(), count.into());
         }
+        let api_version = match self.served {
+            Some(_) => arktos_crds::tenant::API_VERSION.to_string(),
+            None => self.resource.api_version(),
+        };
         let head = serde_json::json!({
             "kind": format!("{}List", self.kind.read().unwrap_or_else(|e| e.into_inner())),
-            "apiVersion": self.resource.api_version(),
+            "apiVersion": api_version,
             "metadata": metadata,
         })
         .to_string();
@@ -405,7 +481,6 @@ impl Store {
         out.extend_from_slice(b",\"items\":[");
         out.extend_from_slice(&items);
         out.extend_from_slice(b"]}");
-        self.metrics.hits.inc();
         out
     }
 
@@ -414,6 +489,9 @@ impl Store {
     /// outside tenants or not shaped as lists write them.
     fn copy_of(&self, object: &str) -> Option<(String, String, Copy)> {
         let head: Head = serde_json::from_str(object).ok()?;
+        if let Some(served) = self.served {
+            return Some(served_copy(served, object, head));
+        }
         let (tenant, _) = split_storage_namespace(&head.metadata.namespace)?;
         let kind = self.kind.read().unwrap_or_else(|e| e.into_inner()).clone();
         let rewrite = ListRewrite {
@@ -433,6 +511,9 @@ impl Store {
     }
 
     fn learn_kind(&self, list_kind: &str) {
+        if self.served.is_some() {
+            return;
+        }
         *self.kind.write().unwrap_or_else(|e| e.into_inner()) = list_kind
             .strip_suffix("List")
             .unwrap_or(list_kind)
@@ -497,6 +578,51 @@ impl Store {
     }
 }
 
+/// A served kind's record (list item or watch object) in the served view,
+/// as kube-apiserver's answer would be once translated (see `rename`).
+fn served_copy(served: &Stored, object: &str, head: Head) -> (String, String, Copy) {
+    let mut value: serde_json::Value = serde_json::from_str(object).unwrap_or_default();
+    served.to_view(&mut value);
+    (
+        String::new(),
+        head.metadata.name,
+        Copy {
+            resource_version: head.metadata.resource_version,
+            item: Bytes::from(value.to_string()),
+        },
+    )
+}
+
+/// The members of the list `uri` names, asked of kube-apiserver as
+/// `as_user` (arktos-apiserver itself when `None`) in their metadata only;
+/// `None` when it refuses (the ordinary request then gets the refusal in
+/// full).
+async fn members_of(
+    backend: &Backend,
+    uri: String,
+    as_user: Option<&UserInfo>,
+) -> Option<MetadataList> {
+    let outgoing = Outgoing {
+        as_user,
+        ..Outgoing::get_as_us(uri, METADATA_LIST_ACCEPT)
+    };
+    let (code, body) = backend.raw(outgoing).await.ok()?;
+    if !code.is_success() {
+        return None;
+    }
+    let bytes = body.collect().await.ok()?.to_bytes();
+    metadata_list(&bytes)
+}
+
+/// `query` as a list narrowed to object `name` (its own field selector,
+/// paging and `watch` dropped; `resourceVersion` kept).
+fn narrowed_to(query: &str, name: &str) -> String {
+    let mut params = crate::request::parse_query(query);
+    params.retain(|(key, _)| matches!(key.as_str(), "resourceVersion" | "resourceVersionMatch"));
+    params.push(("fieldSelector".into(), format!("metadata.name={name}")));
+    crate::request::encode_query(&params)
+}
+
 /// A watch event's object starts `{"kind":..,"apiVersion":..,"metadata"`;
 /// list items start with their metadata and carry no kind.
 fn list_item(object: &str) -> std::borrow::Cow<'_, str> {
@@ -556,11 +682,14 @@ fn selector(share: Range) -> String {
 /// with `query` added.
 fn labelled(store: &Store, query: &str) -> Outgoing<'static> {
     let share = *store.share.read().unwrap_or_else(|e| e.into_inner());
-    let uri = format!(
-        "{}?labelSelector={}&{query}",
-        store.resource.collection_path(),
-        crate::request::encode(&selector(share))
-    );
+    let uri = match store.served {
+        Some(_) => format!("{}?{query}", store.resource.collection_path()),
+        None => format!(
+            "{}?labelSelector={}&{query}",
+            store.resource.collection_path(),
+            crate::request::encode(&selector(share))
+        ),
+    };
     Outgoing::get_as_us(uri, "application/json")
 }
 
@@ -693,7 +822,7 @@ mod tests {
         let listed = store
             .list(
                 &members(&[("acme--web", "a", "5"), ("globex--web", "b", "6")]),
-                &acme(),
+                Some(&acme()),
             )
             .await
             .unwrap();
@@ -706,21 +835,21 @@ mod tests {
         // A member without the tenant label is never copied: no wait.
         let mut unlabelled = members(&[("acme--web", "a", "5")]);
         unlabelled.items[0].tenant_labelled = false;
-        assert_eq!(store.items(&unlabelled, &acme()), Err(Unready::Never));
+        assert_eq!(store.items(&unlabelled, Some(&acme())), Err(Unready::Never));
         assert_eq!(
-            store.items(&members(&[("acme--web", "a", "4")]), &acme()),
+            store.items(&members(&[("acme--web", "a", "4")]), Some(&acme())),
             Err(Unready::Behind)
         );
         // A version the copy does not have: not served from here.
         assert!(
             store
-                .list(&members(&[("acme--web", "a", "4")]), &acme())
+                .list(&members(&[("acme--web", "a", "4")]), Some(&acme()))
                 .await
                 .is_none()
         );
         assert!(
             store
-                .list(&members(&[("acme--web", "z", "4")]), &acme())
+                .list(&members(&[("acme--web", "z", "4")]), Some(&acme()))
                 .await
                 .is_none()
         );
@@ -751,11 +880,41 @@ mod tests {
         // copied by a share: listed the ordinary way, without waiting.
         let mut unstamped = members(&[("acme--web", "a", "5")]);
         unstamped.items[0].bucket_labelled = false;
-        assert_eq!(store.items(&unstamped, &acme()), Err(Unready::Never));
+        assert_eq!(store.items(&unstamped, Some(&acme())), Err(Unready::Never));
         *store.share.write().unwrap() = without;
         assert!(!store.covers(&tenant));
         *store.share.write().unwrap() = Range::ALL;
-        assert!(store.items(&unstamped, &acme()).is_ok());
+        assert!(store.items(&unstamped, Some(&acme())).is_ok());
+    }
+
+    #[tokio::test]
+    async fn served_records_are_copied_in_the_served_view() {
+        let store = Store {
+            served: Some(&crate::rename::TENANTS),
+            kind: RwLock::new("Tenant".into()),
+            ..Store::new("v1/pods".parse().unwrap(), ListCacheMetrics::default())
+        };
+        let record = r#"{"apiVersion":"storage.tenancy.arktos.io/v1alpha1","kind":"TenantRecord","metadata":{"name":"acme","resourceVersion":"5"},"spec":{"partition":"local"}}"#;
+        let page = format!(
+            r#"{{"kind":"TenantRecordList","apiVersion":"storage.tenancy.arktos.io/v1alpha1","metadata":{{"resourceVersion":"6"}},"items":[{record}]}}"#
+        );
+        let page: RawList<'_> = serde_json::from_str(&page).unwrap();
+        store.learn_kind(&page.kind);
+        let mut copies = Copies::default();
+        store.add_page(&mut copies, &page);
+        store.install(copies);
+        let mut members = members(&[("", "acme", "5")]);
+        members.items[0].tenant_labelled = false;
+        let listed: serde_json::Value =
+            serde_json::from_slice(&store.list(&members, None).await.unwrap()).unwrap();
+        assert_eq!(listed["kind"], "TenantList");
+        assert_eq!(listed["apiVersion"], "tenancy.arktos.io/v1alpha1");
+        assert_eq!(listed["items"][0]["kind"], "Tenant");
+        assert_eq!(listed["items"][0]["status"]["partition"], "local");
+        assert_eq!(
+            narrowed_to("limit=5&resourceVersion=0&watch=true", "acme"),
+            "resourceVersion=0&fieldSelector=metadata.name%3Dacme"
+        );
     }
 
     #[tokio::test]
@@ -765,7 +924,7 @@ mod tests {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .list(&members(&[("acme--web", "a", "8")]), &acme())
+                    .list(&members(&[("acme--web", "a", "8")]), Some(&acme()))
                     .await
             })
         };
@@ -780,7 +939,7 @@ mod tests {
         store.apply(deleted).unwrap();
         assert!(
             store
-                .list(&members(&[("acme--web", "a", "8")]), &acme())
+                .list(&members(&[("acme--web", "a", "8")]), Some(&acme()))
                 .await
                 .is_none()
         );
