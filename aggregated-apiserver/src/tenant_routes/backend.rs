@@ -407,6 +407,22 @@ fn parsed(
     }
 }
 
+/// An answer that is not a list (a GET of one object): rewritten as raw
+/// text like a list's items when it is shaped for that, else parsed.
+fn whole(
+    code: StatusCode,
+    bytes: Vec<u8>,
+    content_type: &str,
+    uri: &str,
+    rewrite: &Rewrite,
+    object: &ListRewrite,
+) -> Result<Response, Status> {
+    match super::list_stream::tenant_object(object, &bytes) {
+        Some(out) => Ok(crate::respond::raw(code, out, content_type)),
+        None => parsed(code, bytes, content_type, uri, rewrite),
+    }
+}
+
 /// How much of a streamed list is written at once.
 const LIST_PIECE: usize = 256 * 1024;
 
@@ -422,6 +438,7 @@ async fn stream_list(
     rewrite: Rewrite,
 ) -> Result<Response, Status> {
     let mut chunks = body.into_data_stream();
+    let object = list.clone();
     let mut stream = ListStream::new(list);
     let mut first = Vec::new();
     loop {
@@ -438,11 +455,14 @@ async fn stream_list(
                     while let Some(chunk) = chunks.next().await {
                         bytes.extend_from_slice(&chunk.map_err(unreachable)?);
                     }
-                    return parsed(code, bytes, content_type, uri, &rewrite);
+                    return whole(code, bytes, content_type, uri, &rewrite, &object);
                 }
             },
             Some(Err(e)) => return Err(unreachable(e)),
-            None => return parsed(code, stream.into_buffered(), content_type, uri, &rewrite),
+            None => {
+                let bytes = stream.into_buffered();
+                return whole(code, bytes, content_type, uri, &rewrite, &object);
+            }
         }
     }
     let (sender, received) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);

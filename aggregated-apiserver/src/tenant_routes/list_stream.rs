@@ -298,6 +298,24 @@ pub fn tenant_item(rewrite: &ListRewrite, item: &[u8]) -> Option<Option<Vec<u8>>
     Some(Some(out))
 }
 
+/// One object as kube-apiserver answers a GET (`{"kind":..,"apiVersion":..,
+/// "metadata":{..`) in the tenant's terms, rewritten as a list item is;
+/// `None` when not shaped for that or not the tenant's.
+pub fn tenant_object(rewrite: &ListRewrite, object: &[u8]) -> Option<Vec<u8>> {
+    let at = memchr::memmem::find(object, b"\"metadata\":{")?;
+    if at < 2 || object[1..at].contains(&b'{') {
+        return None;
+    }
+    let mut item = Vec::with_capacity(object.len() - at + 1);
+    item.push(b'{');
+    item.extend_from_slice(&object[at..]);
+    let rewritten = tenant_item(rewrite, &item)??;
+    let mut out = Vec::with_capacity(object.len());
+    out.extend_from_slice(&object[..at]);
+    out.extend_from_slice(&rewritten[1..]);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use arktos_crds::naming::TenantName;
@@ -363,6 +381,27 @@ mod tests {
             "user data untouched"
         );
         assert!(rewrite_list(view(), b"not json").is_none());
+    }
+
+    #[test]
+    fn one_object_is_rewritten_as_a_list_item_is() {
+        let pod = r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"a","namespace":"acme--web","labels":{"tenancy.arktos.io/tenant":"acme"}},"spec":{"containers":[{"name":"c","env":[{"name":"namespace","value":"acme--x"}]}]}}"#;
+        let fast: Value =
+            serde_json::from_slice(&tenant_object(&view(), pod.as_bytes()).unwrap()).unwrap();
+        let mut full: Value = serde_json::from_str(pod).unwrap();
+        view().view.response(&mut full);
+        assert_eq!(fast, full);
+        assert_eq!(fast["kind"], "Pod");
+        let vm = r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"vm1","namespace":"acme--web","annotations":{"vm.arktos.io/shape":"virtualMachine"}},"spec":{"runtimeClassName":"arktos-vm","containers":[{"name":"vm","image":"img"}]}}"#;
+        let shaped: Value =
+            serde_json::from_slice(&tenant_object(&view(), vm.as_bytes()).unwrap()).unwrap();
+        assert_eq!(shaped["kind"], "Pod");
+        assert_eq!(shaped["spec"]["virtualMachine"]["image"], "img");
+        assert_eq!(shaped["metadata"]["namespace"], "web");
+        let other =
+            r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"a","namespace":"globex--web"}}"#;
+        assert!(tenant_object(&view(), other.as_bytes()).is_none());
+        assert!(tenant_object(&view(), br#"{"items":[{"metadata":{}}]}"#).is_none());
     }
 
     #[test]

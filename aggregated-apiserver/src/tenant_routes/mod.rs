@@ -388,6 +388,7 @@ impl TenantRoutes {
             vm_kind: l.vm_kind,
         });
         if let Some(list) = &list
+            && r.name.is_none()
             && let Some(store) = self.list_cache.store(&r.group, &r.version, &r.resource)
             && let Some(reply) = store
                 .answer(&self.backend, uri.clone(), as_user, &list.view)

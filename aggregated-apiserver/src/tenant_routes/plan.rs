@@ -297,7 +297,8 @@ fn in_namespace(
     forward: &mut Forward,
 ) {
     let vm_kind = forward.vm_answers.then(|| entry.kind.clone());
-    if r.name.is_none() && incoming.method == Method::GET {
+    if incoming.method == Method::GET {
+        // A list streams; one object is rewritten the same way, whole.
         forward.streamed_list = streamed_list(r, incoming, vm_kind.clone());
     }
     if let Some(kind) = vm_kind.filter(|_| vm_shape_body(r, incoming)) {

@@ -177,9 +177,9 @@ macro_rules! table {
 
 // Namespaced resources: into the tenant's storage namespace, as the user.
 table! {
-    get_in_own_namespace:
+    get_in_own_namespace_is_rewritten_as_a_list_item:
         get("/api/v1/namespaces/web/configmaps/cfg").plan(namespaced("ConfigMap"))
-        => ok(to(Method::GET, "/api/v1/namespaces/acme--web/configmaps/cfg"));
+        => ok(Forward { streamed_list: streamed(None), ..to(Method::GET, "/api/v1/namespaces/acme--web/configmaps/cfg") });
     list_in_namespace_streams:
         get("/api/v1/namespaces/web/configmaps").plan(namespaced("ConfigMap"))
         => ok(Forward { streamed_list: streamed(None), ..to(Method::GET, "/api/v1/namespaces/acme--web/configmaps") });
@@ -196,7 +196,7 @@ table! {
         => ok(Forward { watch: true, params: params(&[("watch", "true")]), ..to(Method::GET, "/api/v1/namespaces/acme--web/configmaps") });
     group_resources_keep_their_prefix:
         get("/apis/apps/v1/namespaces/web/controllerrevisions/r1").plan(namespaced("ControllerRevision"))
-        => ok(to(Method::GET, "/apis/apps/v1/namespaces/acme--web/controllerrevisions/r1"));
+        => ok(Forward { streamed_list: streamed(None), ..to(Method::GET, "/apis/apps/v1/namespaces/acme--web/controllerrevisions/r1") });
     create_configmap_maps_the_body:
         req(Method::POST, "/api/v1/namespaces/web/configmaps").json("{}").plan(namespaced("ConfigMap"))
         => ok(Forward { body: Body::Mapped, ..to(Method::POST, "/api/v1/namespaces/acme--web/configmaps") });
@@ -231,7 +231,7 @@ table! {
         => ok(Forward { vm_answers: true, ..to(Method::GET, "/api/v1/namespaces/acme--web/pods/p/log") });
     system_tenant_namespaces_keep_their_names:
         get("/api/v1/namespaces/web/configmaps/cfg").of_tenant("system").plan(namespaced("ConfigMap"))
-        => ok(to(Method::GET, "/api/v1/namespaces/web/configmaps/cfg"));
+        => ok(Forward { streamed_list: streamed(None), ..to(Method::GET, "/api/v1/namespaces/web/configmaps/cfg") });
     namespace_too_long_does_not_exist:
         get("/api/v1/namespaces/a-namespace-name-that-is-far-too-long-to-fit-with-the-tenant-prefix-x/configmaps").plan(namespaced("ConfigMap"))
         => Err(404);
@@ -408,7 +408,7 @@ table! {
         => ok(Forward { streamed_list: streamed(Some("Deployment")), vm_answers: true, ..to(Method::GET, "/apis/apps/v1/namespaces/acme--web/deployments") });
     cronjob_holds_pods:
         get("/apis/batch/v1/namespaces/web/cronjobs/nightly").plan(namespaced("CronJob"))
-        => ok(Forward { vm_answers: true, ..to(Method::GET, "/apis/batch/v1/namespaces/acme--web/cronjobs/nightly") });
+        => ok(Forward { vm_answers: true, streamed_list: streamed(Some("CronJob")), ..to(Method::GET, "/apis/batch/v1/namespaces/acme--web/cronjobs/nightly") });
     merge_patch_of_the_vm_shape_is_done_by_us:
         req(Method::PATCH, "/api/v1/namespaces/web/pods/vm1")
             .body("application/merge-patch+json", r#"{"spec":{"virtualMachine":{"powerSpec":"Shutdown"}}}"#)
