@@ -69,6 +69,7 @@ pub async fn run(
     .await?;
     let names: Vec<String> = (0..tenants).map(|i| format!("prov{i}")).collect();
     let cpu_before = cpu_seconds(cluster)?;
+    let requests_before = request_counts(&admin).await?;
     let started = Instant::now();
     // Creating and watching for Ready run together, so each tenant's time
     // to Ready is its own.
@@ -96,6 +97,7 @@ pub async fn run(
     let (created_in, ready) = tokio::try_join!(creating, watching)?;
     let wall = started.elapsed();
     let cpu_after = cpu_seconds(cluster)?;
+    let requests_after = request_counts(&admin).await?;
     let after = operators_rss(cluster)?;
 
     let provisioned = Sample {
@@ -107,6 +109,7 @@ pub async fn run(
     };
     report(&[provisioned.clone(), baseline.clone()], &baseline.target);
     print_costs(tenants, &cpu_before, &cpu_after);
+    print_requests(tenants, &requests_before, &requests_after);
     println!(
         "\n{tenants} tenants Ready in {:.1} s: {:.1} tenants/s (created in {:.1} s); the same objects created directly: {:.1} sets/s (x{:.2})",
         wall.as_secs_f64(),
@@ -159,6 +162,50 @@ async fn ready_times(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(ready)
+}
+
+/// kube-apiserver's requests so far, by verb and resource (its
+/// `apiserver_request_total`).
+async fn request_counts(admin: &kube::Client) -> anyhow::Result<HashMap<String, f64>> {
+    let text = admin
+        .request_text(http::Request::get("/metrics").body(Vec::new())?)
+        .await?;
+    let mut counts: HashMap<String, f64> = HashMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |key: &str| {
+            line.split(&format!("{key}=\"")).nth(1)?.split('"').next()
+        };
+        let (Some(verb), Some(resource), Some(value)) = (
+            label("verb"),
+            label("resource"),
+            line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()),
+        ) else {
+            continue;
+        };
+        let subresource = label("subresource").unwrap_or_default();
+        let key = format!("{verb} {resource}{}{subresource}", if subresource.is_empty() { "" } else { "/" });
+        *counts.entry(key).or_default() += value;
+    }
+    Ok(counts)
+}
+
+/// The requests kube-apiserver answered per tenant, most first.
+fn print_requests(tenants: usize, before: &HashMap<String, f64>, after: &HashMap<String, f64>) {
+    let mut deltas: Vec<(&String, f64)> = after
+        .iter()
+        .map(|(key, n)| (key, n - before.get(key).copied().unwrap_or_default()))
+        .filter(|(_, n)| *n > 0.0)
+        .collect();
+    deltas.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = deltas.iter().map(|(_, n)| n).sum();
+    println!(
+        "
+kube-apiserver requests per tenant: {:.1} in all; the most:",
+        total / tenants as f64
+    );
+    for (key, n) in deltas.iter().take(15) {
+        println!("  {:>6.2}  {key}", n / tenants as f64);
+    }
 }
 
 /// CPU seconds each component spent on the tenants.
