@@ -47,13 +47,20 @@ where
 {
     let call = Arc::new(call);
     let started = Instant::now();
+    // The first few errors are shown: a figure with errors needs a why.
+    let shown = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let results: Vec<(Duration, bool)> = futures::stream::iter(0..count)
         .map(|i| {
-            let call = call.clone();
+            let (call, shown) = (call.clone(), shown.clone());
             async move {
                 let begun = Instant::now();
-                let ok = call(i).await.is_ok();
-                (begun.elapsed(), ok)
+                let outcome = call(i).await;
+                if let Err(err) = &outcome
+                    && shown.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 3
+                {
+                    eprintln!("  {operation} {target} #{i}: {err:#}");
+                }
+                (begun.elapsed(), outcome.is_ok())
             }
         })
         .buffer_unordered(concurrency.max(1))

@@ -219,7 +219,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )?
         }
         None => {
-            let cluster = start_cluster().await?;
+            let mut cluster = start_cluster().await?;
+            // The API's cost alone: nothing provisions the tenants meanwhile
+            // (the operators serve their webhooks only).
+            for replica in 0..arktos_e2e::cluster::OPERATOR_REPLICAS {
+                cluster.stop_component(&LocalCluster::operators_name(replica));
+                cluster.start_arktos_operators_with(replica, &["--controllers=false".to_string()])?;
+            }
             let client = cluster.admin_client().await?;
             local = Some(cluster);
             client
