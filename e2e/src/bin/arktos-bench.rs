@@ -224,7 +224,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // (the operators serve their webhooks only).
             for replica in 0..arktos_e2e::cluster::OPERATOR_REPLICAS {
                 cluster.stop_component(&LocalCluster::operators_name(replica));
-                cluster.start_arktos_operators_with(replica, &["--controllers=false".to_string()])?;
+                cluster
+                    .start_arktos_operators_with(replica, &["--controllers=false".to_string()])?;
             }
             let client = cluster.admin_client().await?;
             local = Some(cluster);

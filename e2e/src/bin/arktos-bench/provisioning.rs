@@ -171,10 +171,11 @@ async fn request_counts(admin: &kube::Client) -> anyhow::Result<HashMap<String, 
         .request_text(http::Request::get("/metrics").body(Vec::new())?)
         .await?;
     let mut counts: HashMap<String, f64> = HashMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let label = |key: &str| {
-            line.split(&format!("{key}=\"")).nth(1)?.split('"').next()
-        };
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let label = |key: &str| line.split(&format!("{key}=\"")).nth(1)?.split('"').next();
         let (Some(verb), Some(resource), Some(value)) = (
             label("verb"),
             label("resource"),
@@ -183,7 +184,10 @@ async fn request_counts(admin: &kube::Client) -> anyhow::Result<HashMap<String, 
             continue;
         };
         let subresource = label("subresource").unwrap_or_default();
-        let key = format!("{verb} {resource}{}{subresource}", if subresource.is_empty() { "" } else { "/" });
+        let key = format!(
+            "{verb} {resource}{}{subresource}",
+            if subresource.is_empty() { "" } else { "/" }
+        );
         *counts.entry(key).or_default() += value;
     }
     Ok(counts)
