@@ -282,21 +282,44 @@ pub fn tenant_item(rewrite: &ListRewrite, item: &[u8]) -> Option<Option<Vec<u8>>
     if !text[at + NAMESPACE.len()..].starts_with(prefix) {
         return Some(None);
     }
-    let mut out = Vec::with_capacity(item.len());
-    out.extend_from_slice(&item[..at + NAMESPACE.len()]);
-    out.extend_from_slice(&item[at + NAMESPACE.len() + prefix.len()..]);
-    if let Some(kind) = &rewrite.vm_kind
-        && memchr::memmem::find(&out, SHAPE.as_bytes()).is_some()
-    {
+    let names_others = NAMES_OTHERS
+        .iter()
+        .any(|key| memchr::memmem::find(item, key.as_bytes()).is_some());
+    let vm = rewrite
+        .vm_kind
+        .as_ref()
+        .filter(|_| memchr::memmem::find(item, SHAPE.as_bytes()).is_some());
+    if !names_others && vm.is_none() {
+        let mut out = Vec::with_capacity(item.len());
+        out.extend_from_slice(&item[..at + NAMESPACE.len()]);
+        out.extend_from_slice(&item[at + NAMESPACE.len() + prefix.len()..]);
+        return Some(Some(out));
+    }
+    let mut value: Value = serde_json::from_slice(item).ok()?;
+    if !rewrite.view.response(&mut value) {
+        return Some(None);
+    }
+    if let Some(kind) = vm {
         // A VM pod (or template): shown in the Arktos shape.
-        let mut value: Value = serde_json::from_slice(&out).ok()?;
         value["kind"] = kind.as_str().into();
         arktos_crds::vm::shape::to_arktos(&mut value);
         value.as_object_mut()?.remove("kind");
-        return Some(Some(serde_json::to_vec(&value).ok()?));
     }
-    Some(Some(out))
+    Some(Some(serde_json::to_vec(&value).ok()?))
 }
+
+/// Fields whose values name namespaces or cluster objects beyond the
+/// object's own namespace (subjects, event references, namespace
+/// selectors, role references): an item holding any of them is rewritten
+/// whole (`View::response`), not as raw text.
+const NAMES_OTHERS: &[&str] = &[
+    "\"subjects\"",
+    "\"involvedObject\"",
+    "\"regarding\"",
+    "\"related\"",
+    "\"namespaceSelector\"",
+    "\"roleRef\"",
+];
 
 /// One object as kube-apiserver answers a GET (`{"kind":..,"apiVersion":..,
 /// "metadata":{..`) in the tenant's terms, rewritten as a list item is;
@@ -402,6 +425,19 @@ mod tests {
             r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"a","namespace":"globex--web"}}"#;
         assert!(tenant_object(&view(), other.as_bytes()).is_none());
         assert!(tenant_object(&view(), br#"{"items":[{"metadata":{}}]}"#).is_none());
+        let policy = r#"{"kind":"NetworkPolicy","apiVersion":"networking.k8s.io/v1","metadata":{"name":"p","namespace":"acme--web"},"spec":{"ingress":[{"from":[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"acme--db"}}}]}]}}"#;
+        let mapped: Value =
+            serde_json::from_slice(&tenant_object(&view(), policy.as_bytes()).unwrap()).unwrap();
+        let mut full: Value = serde_json::from_str(policy).unwrap();
+        view().view.response(&mut full);
+        assert_eq!(
+            mapped, full,
+            "namespace selectors are mapped as the whole rewrite maps them"
+        );
+        assert_eq!(
+            mapped["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "db"
+        );
     }
 
     #[test]

@@ -248,8 +248,10 @@ pub fn bucket_change(
             .and_then(Value::as_str)
             .map(str::to_string)
     };
+    // A deletion carries no new object: nothing to judge.
+    let new = new?;
     let expected = arktos_crds::sharding::bucket_of(tenant.as_str()).to_string();
-    let fine = match (bucket(old), bucket(new)) {
+    let fine = match (bucket(old), bucket(Some(new))) {
         (_, Some(after)) => after == expected,
         (before, None) => before.is_none(),
     };
@@ -279,6 +281,11 @@ mod tests {
         assert!(bucket_change(&tenant, None, Some(&with(&wrong))).is_some());
         assert!(bucket_change(&tenant, Some(&with(&right)), Some(&with(&wrong))).is_some());
         assert!(bucket_change(&tenant, Some(&with(&right)), Some(&without)).is_some());
+        assert_eq!(
+            bucket_change(&tenant, Some(&with(&right)), None),
+            None,
+            "a deletion removes nothing from the object"
+        );
     }
 
     #[test]
