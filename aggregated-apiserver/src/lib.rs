@@ -243,6 +243,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ))
     });
     let metrics = metrics::Metrics::new();
+    let list_share = match &list_membership {
+        Some(membership) => list_share::follow(membership.clone()).await,
+        None => tokio::sync::watch::channel(Range::ALL).1,
+    };
     let tenant_routes = Arc::new(tenant_routes::partitioned::PartitionRoutes::new(
         tenant_routes::partitioned::Setup {
             client: client.clone(),
@@ -251,10 +255,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             authz: authz.clone(),
             cached_lists,
             metrics: metrics.list_cache(),
-            list_share: match &list_membership {
-                Some(membership) => list_share::follow(membership.clone()),
-                None => tokio::sync::watch::channel(Range::ALL).1,
-            },
+            list_share,
         },
     ));
     let placed = Arc::new(placed_tenants::PlacedTenants::new(&config.root_partition));

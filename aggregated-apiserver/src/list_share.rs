@@ -24,33 +24,42 @@ pub const GROUP: &str = "arktos-apiserver-lists";
 const TICK: Duration = Duration::from_secs(1);
 
 /// Starts following the membership; the receiver holds this replica's
-/// share (the whole ring until the members are first read).
-pub fn follow(membership: Arc<Membership>) -> watch::Receiver<Range> {
+/// share. The first share is read before this returns (the whole ring if
+/// the Leases cannot be read), so a new replica never copies more than
+/// its share first.
+pub async fn follow(membership: Arc<Membership>) -> watch::Receiver<Range> {
     let (share, receiver) = watch::channel(Range::ALL);
+    tick(&membership, &share).await;
     tokio::spawn(async move {
         loop {
-            let current = *share.borrow();
-            if let Err(err) = membership.renew(Some(current)).await {
-                tracing::warn!(error = %err, "cannot renew the list share lease");
-            }
-            match membership.members().await {
-                Ok(members) => {
-                    let names: Vec<String> = members.into_iter().map(|m| m.instance).collect();
-                    if let Some(mine) = ring::share_of(&names, membership.instance()) {
-                        share.send_if_modified(|current| {
-                            let changed = *current != mine;
-                            if changed {
-                                tracing::info!(share = %mine, fraction = mine.fraction(), replicas = names.len(), "list copies: new share");
-                                *current = mine;
-                            }
-                            changed
-                        });
-                    }
-                }
-                Err(err) => tracing::warn!(error = %err, "cannot read the list share leases"),
-            }
             tokio::time::sleep(TICK).await;
+            tick(&membership, &share).await;
         }
     });
     receiver
+}
+
+/// Renews this replica's Lease, reads the members and publishes the share
+/// if it changed.
+async fn tick(membership: &Membership, share: &watch::Sender<Range>) {
+    let current = *share.borrow();
+    if let Err(err) = membership.renew(Some(current)).await {
+        tracing::warn!(error = %err, "cannot renew the list share lease");
+    }
+    match membership.members().await {
+        Ok(members) => {
+            let names: Vec<String> = members.into_iter().map(|m| m.instance).collect();
+            if let Some(mine) = ring::share_of(&names, membership.instance()) {
+                share.send_if_modified(|current| {
+                    let changed = *current != mine;
+                    if changed {
+                        tracing::info!(share = %mine, fraction = mine.fraction(), replicas = names.len(), "list copies: new share");
+                        *current = mine;
+                    }
+                    changed
+                });
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "cannot read the list share leases"),
+    }
 }

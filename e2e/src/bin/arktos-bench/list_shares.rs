@@ -234,7 +234,8 @@ async fn settle(
         let in_step = held
             .iter()
             .all(|h| (h.objects - h.share * tenants as f64).abs() < 0.1 * tenants as f64);
-        if (shares - 1.0).abs() < 1e-9 && objects >= tenants as f64 && in_step {
+        let each_holds_some = held.iter().all(|h| h.share > 0.0);
+        if (shares - 1.0).abs() < 1e-9 && objects >= tenants as f64 && in_step && each_holds_some {
             // The copies are in; let the allocator settle before reading.
             tokio::time::sleep(Duration::from_secs(3)).await;
             for (h, (name, _)) in held.iter_mut().zip(replicas) {

@@ -223,9 +223,11 @@ fn print_costs(tenants: usize, cpu_before: &[(String, f64)], cpu_after: &[(Strin
     }
 }
 
+/// Ready with the `namespaces` made for it (counted by its quota usage:
+/// the default namespaces every tenant gets are not).
 fn is_ready(tenant: &Tenant, namespaces: usize) -> bool {
     tenant.status.as_ref().is_some_and(|s| {
-        s.namespaces == Some(namespaces as u32)
+        s.used.get("count/namespaces").map(|q| q.0.as_str()) == Some(&namespaces.to_string())
             && s.conditions
                 .iter()
                 .any(|c| c.type_ == "Ready" && c.status == "True")

@@ -179,9 +179,13 @@ async fn create_tenants(
                     "metadata": {"name": TenantName::new(&name)?.storage_namespace("web")?.as_str(),
                         "labels": {TENANT_LABEL: name}},
                 }))?;
-                namespaces
-                    .create(&PostParams::default(), &namespace)
-                    .await?;
+                // Admission learns of the tenant a moment after it is made.
+                let mut tries = 0;
+                while let Err(err) = namespaces.create(&PostParams::default(), &namespace).await {
+                    tries += 1;
+                    anyhow::ensure!(tries < 20, "the namespace of {name}: {err}");
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
                 Ok(())
             }
         })
