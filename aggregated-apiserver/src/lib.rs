@@ -232,21 +232,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )?;
     let authz = Arc::new(authz::Authorizer::new(client.clone()));
     let cached_lists = cached_lists(&config)?;
-    // Replicas that copy lists divide the tenants between them.
-    let list_membership = (!cached_lists.is_empty()).then(|| {
-        Arc::new(Membership::new(
-            client.clone(),
-            &config.namespace,
-            list_share::GROUP,
-            &config.instance,
-            std::time::Duration::from_secs(config.lease_seconds.max(3)),
-        ))
-    });
+    let (list_membership, list_share) = list_shares(&config, &client, &cached_lists).await;
     let metrics = metrics::Metrics::new();
-    let list_share = match &list_membership {
-        Some(membership) => list_share::follow(membership.clone()).await,
-        None => tokio::sync::watch::channel(Range::ALL).1,
-    };
     let tenant_routes = Arc::new(tenant_routes::partitioned::PartitionRoutes::new(
         tenant_routes::partitioned::Setup {
             client: client.clone(),
@@ -305,6 +292,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         membership.leave().await;
     }
     Ok(())
+}
+
+/// This replica's Lease among those that copy lists, and its share of
+/// the ring (the whole ring, and no Lease, when it copies none).
+async fn list_shares(
+    config: &Config,
+    client: &kube::Client,
+    cached_lists: &[tenant_routes::list_cache::CachedResource],
+) -> (Option<Arc<Membership>>, tokio::sync::watch::Receiver<Range>) {
+    if cached_lists.is_empty() {
+        return (None, tokio::sync::watch::channel(Range::ALL).1);
+    }
+    let membership = Arc::new(Membership::new(
+        client.clone(),
+        &config.namespace,
+        list_share::GROUP,
+        &config.instance,
+        std::time::Duration::from_secs(config.lease_seconds.max(3)),
+    ));
+    let share = list_share::follow(membership.clone()).await;
+    (Some(membership), share)
 }
 
 /// The Tenant API, reading from copies of the Tenants unless

@@ -43,6 +43,33 @@ pub struct ListCacheMetrics {
     pub share: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
+impl ListCacheMetrics {
+    /// Registers the copy's counters and gauges as `<prefix>_hits`,
+    /// `_misses`, `_objects` and `_bytes`.
+    fn register(&self, registry: &mut Registry, prefix: &str, reads: &str, copy: &str) {
+        registry.register(
+            format!("{prefix}_hits"),
+            format!("{reads} answered from {copy}"),
+            self.hits.clone(),
+        );
+        registry.register(
+            format!("{prefix}_misses"),
+            format!("{reads} {copy} could not answer at the versions kube-apiserver named in time (answered the ordinary way)"),
+            self.misses.clone(),
+        );
+        registry.register(
+            format!("{prefix}_objects"),
+            format!("Objects held by {copy}"),
+            self.objects.clone(),
+        );
+        registry.register(
+            format!("{prefix}_bytes"),
+            format!("Bytes of object text held by {copy}"),
+            self.bytes.clone(),
+        );
+    }
+}
+
 impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("arktos_apiserver");
@@ -61,46 +88,18 @@ impl Metrics {
             latency.clone(),
         );
         let list_cache = ListCacheMetrics::default();
-        registry.register(
-            "list_cache_hits",
-            "Lists answered from the list cache",
-            list_cache.hits.clone(),
-        );
-        registry.register(
-            "list_cache_misses",
-            "Lists the cache could not answer at the versions kube-apiserver named in time (answered the ordinary way)",
-            list_cache.misses.clone(),
-        );
-        registry.register(
-            "list_cache_objects",
-            "Objects held by the list cache",
-            list_cache.objects.clone(),
-        );
-        registry.register(
-            "list_cache_bytes",
-            "Bytes of object text held by the list cache",
-            list_cache.bytes.clone(),
-        );
+        list_cache.register(&mut registry, "list_cache", "Lists", "the list cache");
         registry.register(
             "list_cache_share",
             "Share of the tenants (of the sharding ring) whose objects this replica copies",
             list_cache.share.clone(),
         );
         let tenant_copies = ListCacheMetrics::default();
-        registry.register(
-            "tenant_copy_hits",
-            "Tenant reads (GET and LIST) answered from arktos-apiserver's copy of the Tenants",
-            tenant_copies.hits.clone(),
-        );
-        registry.register(
-            "tenant_copy_misses",
-            "Tenant reads the copy could not answer at the versions kube-apiserver named in time",
-            tenant_copies.misses.clone(),
-        );
-        registry.register(
-            "tenant_copy_bytes",
-            "Bytes of Tenant text held by the copy",
-            tenant_copies.bytes.clone(),
+        tenant_copies.register(
+            &mut registry,
+            "tenant_copy",
+            "Tenant reads (GET and LIST)",
+            "the copy of the Tenants",
         );
         Arc::new(Self {
             registry,

@@ -465,6 +465,18 @@ async fn stream_list(
             }
         }
     }
+    Ok(stream_rest(chunks, stream, first, code, content_type))
+}
+
+/// The rest of a list being rewritten, streamed on after `first` (what
+/// was rewritten while deciding to stream).
+fn stream_rest(
+    mut chunks: http_body_util::BodyDataStream<kube::client::Body>,
+    mut stream: ListStream,
+    first: Vec<u8>,
+    code: StatusCode,
+    content_type: &str,
+) -> Response {
     let (sender, received) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
         if sender.send(Ok(Bytes::from(first))).await.is_err() {
@@ -508,7 +520,7 @@ async fn stream_list(
             .headers_mut()
             .insert(http::header::CONTENT_TYPE, value);
     }
-    Ok(reply)
+    reply
 }
 
 /// Streams newline-delimited JSON events from kube-apiserver, each passed

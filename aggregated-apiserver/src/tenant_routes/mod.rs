@@ -388,11 +388,7 @@ impl TenantRoutes {
             vm_kind: l.vm_kind,
         });
         if let Some(list) = &list
-            && r.name.is_none()
-            && let Some(store) = self.list_cache.store(&r.group, &r.version, &r.resource)
-            && let Some(reply) = store
-                .answer(&self.backend, uri.clone(), as_user, &list.view)
-                .await
+            && let Some(reply) = self.list_from_copy(r, &uri, as_user, &list.view).await
         {
             return Ok(reply);
         }
@@ -415,6 +411,24 @@ impl TenantRoutes {
             reply.headers_mut().append("warning", warning);
         }
         Ok(reply)
+    }
+
+    /// A list of `r` answered from the list cache (see `list_cache`), if
+    /// it keeps `r` and can answer.
+    async fn list_from_copy(
+        &self,
+        r: &ResourcePath,
+        uri: &str,
+        as_user: Option<&UserInfo>,
+        view: &View,
+    ) -> Option<Response> {
+        if r.name.is_some() {
+            return None;
+        }
+        let store = self.list_cache.store(&r.group, &r.version, &r.resource)?;
+        store
+            .answer(&self.backend, uri.to_string(), as_user, view)
+            .await
     }
 
     /// A list across the tenant's namespaces is allowed when the user may
